@@ -1,0 +1,282 @@
+"""Typed run configuration: dataclasses that mirror ``harness_configs/*.yaml`` and CLI flags.
+
+Every open point of the paper (docs/method.md) is a key here with a documented default. Loading
+validates unknown keys, types and ranges and raises :class:`ConfigError` naming the file and the
+dotted key, which the CLI turns into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user's configuration mistake; the message names the file and the key."""
+
+
+def _opt(default, help: str, *, min=None, max=None, choices=None):
+    """A config field with its help text and validation bounds."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SynthTaskConfig:
+    """The embedded synthetic task: multi-step arithmetic word problems made from a seed."""
+
+    name: str = _opt("synth", "task family; only the embedded 'synth' task exists so far", choices=("synth",))
+    seed: int = _opt(1234, "seed of the problem generator (the lm-eval task uses the same default)")
+    n_train: int = _opt(800, "training questions", min=1)
+    n_valid: int = _opt(100, "validation questions (the judge's held-out ROC-AUC set)", min=1)
+    n_test: int = _opt(200, "test questions (evaluated by lm-eval after every round)", min=1)
+    min_steps: int = _opt(2, "fewest arithmetic steps per problem", min=1, max=6)
+    max_steps: int = _opt(3, "most arithmetic steps per problem", min=1, max=6)
+    max_value: int = _opt(20, "every start value, operand and intermediate result lies in [0, max_value]", min=5, max=999)
+
+
+@dataclass
+class TeacherConfig:
+    """Where rationales come from. 'simulated' stands in for an LLM when there is no network."""
+
+    kind: str = _opt("simulated", "teacher backend", choices=("simulated",))
+    samples: int = _opt(5, "K: rationales sampled per question", min=1, max=64)
+    temperature: float = _opt(0.7, "T: sampling temperature", min=0.0, max=2.0)
+    step_error_rate: float = _opt(0.16, "simulated teacher: chance that one step goes wrong, per unit of temperature", min=0.0, max=1.0)
+    unparseable_rate: float = _opt(0.03, "simulated teacher: chance a sample states no answer, per unit of temperature", min=0.0, max=1.0)
+    seed: int = _opt(0, "sampling seed")
+
+
+@dataclass
+class SelfConsistencyConfig:
+    """Majority vote over the K parsed answers (paper §1.2)."""
+
+    enabled: bool = _opt(True, "off = keep only the first teacher sample as the one positive (as in DSS)")
+    tie_break: str = _opt("gold", "which tied answer wins: the one equal to gold if any, else the first sampled", choices=("gold", "first"))
+    gold_filter: bool = _opt(False, "keep only positives whose answer equals gold (gold-aware ablation)")
+
+
+@dataclass
+class StudentConfig:
+    """The student. Without ``pretrained`` a tiny T5 and tokenizer are built offline."""
+
+    pretrained: str = _opt("", "HF model folder or hub id (hub ids need a network); empty = offline tiny preset")
+    vocab_size: int = _opt(600, "tiny preset: tokenizer vocabulary size", min=64)
+    d_model: int = _opt(128, "tiny preset: hidden size", min=8)
+    d_ff: int = _opt(384, "tiny preset: feed-forward size", min=8)
+    num_layers: int = _opt(2, "tiny preset: encoder layers (decoder the same)", min=1)
+    num_heads: int = _opt(4, "tiny preset: attention heads", min=1)
+    d_kv: int = _opt(32, "tiny preset: size of one attention head", min=4)
+    dropout: float = _opt(0.0, "tiny preset: dropout rate", min=0.0, max=0.9)
+    max_input_tokens: int = _opt(128, "inputs are truncated to this many tokens", min=8)
+    max_target_tokens: int = _opt(96, "targets (labels, rationales) are truncated to this many tokens", min=4)
+
+
+@dataclass
+class MethodConfig:
+    """Loss hyper-parameters. QCRD: L = a1*L_pred + a2*L_cl + a3*L_D (Eq. 8)."""
+
+    name: str = _opt("qcrd", "distillation method", choices=("dss", "qcrd"))
+    alpha: float = _opt(0.5, "dss: weight of the label loss; the rationale loss gets 1 - alpha", min=0.0, max=1.0)
+    alpha1: float = _opt(0.5, "qcrd: weight of L_pred", min=0.0)
+    alpha2: float = _opt(0.5, "qcrd: weight of L_cl", min=0.0)
+    alpha3: float = _opt(0.5, "qcrd: initial weight of L_D", min=0.0)
+    alpha3_decay: float = _opt(0.9, "qcrd: alpha3 is multiplied by this every iteration", min=0.0, max=1.0)
+    beta: float = _opt(0.2, "qcrd: weight of the negative term in L_cl (Eq. 3)", min=0.0)
+    delta: float = _opt(3.0, "qcrd: hinge margin on a negative's per-token loss (Eq. 7)", min=0.0)
+    set_reduction: str = _opt("minmax", "qcrd: how a set of rationales becomes one loss: minmax (paper), maxmin, mean, weighted_mean, sampling",
+                              choices=("minmax", "maxmin", "mean", "weighted_mean", "sampling"))
+
+
+@dataclass
+class NegativesConfig:
+    """Self-adversarial negatives sampled from the student's own earlier snapshot (paper §1.3)."""
+
+    enabled: bool = _opt(True, "off = no negative term at all")
+    source: str = _opt("union", "student: snapshot samples; llm: teacher minority only; union: both", choices=("union", "student", "llm"))
+    j_back: int = _opt(5, "sample from the snapshot taken this many iterations ago (the oldest one until that exists)", min=0)
+    temperature: float = _opt(1.5, "sampling temperature of student negatives", min=0.0, max=5.0)
+    per_question: int = _opt(1, "student negatives per question", min=1, max=16)
+    refresh_every: int = _opt(1, "regenerate student negatives every this many iterations", min=1)
+    max_new_tokens: int = _opt(64, "longest student negative, in tokens", min=4)
+    batch_size: int = _opt(200, "questions per generate() call when sampling negatives", min=1)
+
+
+@dataclass
+class JudgeConfig:
+    """The quality judge D (discriminator): encoder + max-pool + 2 linear layers + sigmoid."""
+
+    enabled: bool = _opt(True, "off = every weight s is 1 (no quality guidance) and L_D is not trained")
+    loss: str = _opt("printed", "L_D form: printed (Eq. 2 as printed), infonce, or bce", choices=("printed", "infonce", "bce"))
+    pretrain_steps: int = _opt(200, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
+    pretrain_batch_size: int = _opt(32, "questions per pre-training step", min=1)
+    learning_rate: float = _opt(1e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
+    online_every: int = _opt(1, "update D online every this many student steps (0 = never after pre-training)", min=0)
+    mask_prob: float = _opt(0.3, "augmentation: chance each word of a positive is masked or replaced to make a negative", min=0.0, max=1.0)
+
+
+@dataclass
+class TrainingConfig:
+    """The loop: rounds x steps; an iteration is ``iteration_steps`` optimizer steps."""
+
+    rounds: int = _opt(3, "training rounds; lm-eval evaluates after each", min=1)
+    steps_per_round: int = _opt(150, "optimizer steps per round", min=1)
+    iteration_steps: int = _opt(25, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
+    batch_size: int = _opt(16, "questions per step", min=1)
+    learning_rate: float = _opt(3e-3, "AdamW learning rate of the student", min=0.0)
+    weight_decay: float = _opt(0.0, "AdamW weight decay", min=0.0)
+    warmup_steps: int = _opt(30, "linear learning-rate warm-up steps", min=0)
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = off)", min=0.0)
+    seed: int = _opt(0, "seed of initialisation, batching and sampling")
+    device: str = _opt("auto", "auto (cuda when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
+
+
+@dataclass
+class EvaluationConfig:
+    """lm-eval evaluation after every round, in memory."""
+
+    tasks: list = _opt(["qcrd_synth", "qcrd_synth_explain"], "lm-eval tasks (from tasks/) evaluated after every round")
+    limit: int = _opt(0, "evaluate only the first N test items (0 = all)", min=0)
+    batch_size: int = _opt(64, "lm-eval generation batch size", min=1)
+
+
+@dataclass
+class RunConfig:
+    """One ``qcrd-bench run``: outputs go to ``<output_dir>/<name>/``."""
+
+    name: str = _opt("default", "run name; the run directory is <output_dir>/<name>")
+    output_dir: str = _opt("runs", "parent folder of run directories")
+    task: SynthTaskConfig = field(default_factory=SynthTaskConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    self_consistency: SelfConsistencyConfig = field(default_factory=SelfConsistencyConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, as written to the run's resolved ``config.yaml``."""
+        return dataclasses.asdict(self)
+
+
+def _check_value(value: Any, expected: type, meta: dict, where: str) -> Any:
+    """Validate one leaf value against its declared type and bounds; return it coerced."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return value
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{where}: {value!r} is above the maximum {meta['max']}")
+    return value
+
+
+def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and bad values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: key '{prefix.rstrip('.') or '<top>'}': expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known keys here: {known})")
+    kwargs = {}
+    for key, value in data.items():
+        expected = hints[key]
+        where = f"{source}: key '{prefix}{key}'"
+        if dataclasses.is_dataclass(expected):
+            kwargs[key] = _build(expected, value, source, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_value(value, expected, dict(fields[key].metadata), where)
+    return cls(**kwargs)
+
+
+def _validate_across(cfg: RunConfig, source: str) -> None:
+    """Checks that involve more than one key."""
+    if cfg.task.min_steps > cfg.task.max_steps:
+        raise ConfigError(f"{source}: key 'task.min_steps': {cfg.task.min_steps} exceeds task.max_steps {cfg.task.max_steps}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.rounds=2`` -> (["training", "rounds"], 2), the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.rounds=2")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err.problem})") from None
+    return key.strip().split("."), value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader; errors name the file (and line when known)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line} invalid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Load a run config from YAML (or defaults), apply ``key=value`` overrides, validate."""
+    data = read_yaml(path) if path else {}
+    source = str(path) if path else "<defaults>"
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: '{key}' is not a section")
+        node[keys[-1]] = value
+    if overrides:
+        source += " (with overrides)"
+    cfg = _build(RunConfig, data, source)
+    _validate_across(cfg, source)
+    return cfg
+
+
+def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every leaf key: the documentation of the config format."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows += describe_fields(hint, f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{prefix}{f.name}", default, f.metadata.get("help", "")))
+    return rows
+

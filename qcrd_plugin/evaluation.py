@@ -1,0 +1,86 @@
+"""Evaluation through lm-evaluation-harness, in memory, after every training round.
+
+The student object is wrapped in an ``HFLM`` (no checkpoint reload) and scored on the ``qcrd_*``
+tasks in ``tasks/`` with ``simple_evaluate``. The same tasks run from the plain CLI:
+``lm_eval --model hf --model_args pretrained=DIR,backend=seq2seq --tasks qcrd_synth --include_path tasks``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lm_eval import simple_evaluate
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+
+
+class Seq2SeqHFLM(HFLM):
+    """``HFLM`` with lm-eval 0.4.13's seq2seq generation bound fixed.
+
+    0.4.13 passes ``max_length = prompt length + max_gen_toks`` to ``generate`` even for
+    encoder-decoder models, whose decoder then may produce far more than ``max_gen_toks`` tokens.
+    Here the decoder is bounded by ``max_gen_toks`` (+1 for the decoder start token). Label
+    accuracy is unaffected: a label that needs more than ``max_gen_toks`` tokens is wrong anyway.
+    """
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        if self.backend == "seq2seq":
+            max_length = max_length - context.shape[1] + 1
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+
+def tasks_dir() -> Path:
+    """The folder holding the ``qcrd_*`` task YAMLs (``QCRD_TASKS_DIR`` overrides)."""
+    override = os.environ.get("QCRD_TASKS_DIR")
+    path = Path(override) if override else Path(__file__).resolve().parent.parent / "tasks"
+    if not path.is_dir():
+        raise FileNotFoundError(f"lm-eval task folder {path} not found; set QCRD_TASKS_DIR to the repository's tasks/ folder")
+    return path
+
+
+def task_manager(metadata: dict[str, Any]) -> TaskManager:
+    """A TaskManager over our tasks only (indexing lm-eval's ~14k built-in YAMLs costs seconds)."""
+    return TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata)
+
+
+def to_builtin(value: Any) -> Any:
+    """numpy scalars and nested containers -> plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_builtin(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def evaluate(model, tokenizer, tasks: list[str], manager: TaskManager, batch_size: int, limit: int = 0) -> dict[str, Any]:
+    """Run lm-eval on the in-memory student; returns lm-eval's results dict (with samples).
+
+    Seeds are passed as None so lm-eval does not reseed the training RNGs; the model is put back
+    in train mode afterwards (HFLM switches it to eval mode).
+    """
+    lm = Seq2SeqHFLM(pretrained=model, tokenizer=tokenizer, backend="seq2seq", batch_size=batch_size)
+    try:
+        results = simple_evaluate(
+            model=lm, tasks=tasks, task_manager=manager, limit=limit or None, bootstrap_iters=0,
+            log_samples=True, random_seed=None, numpy_random_seed=None, torch_random_seed=None,
+            fewshot_random_seed=None, verbosity="ERROR",
+        )
+    finally:
+        model.train()
+    return results
+
+
+def task_scores(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{task: {metric: value}}`` from lm-eval's results (filter suffix and stderr dropped)."""
+    scores = {}
+    for task, metrics in results["results"].items():
+        scores[task] = {
+            key.split(",")[0]: float(value) for key, value in metrics.items()
+            if "," in key and "_stderr" not in key and isinstance(value, (int, float, np.generic))
+        }
+    return scores

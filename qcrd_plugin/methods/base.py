@@ -1,0 +1,73 @@
+"""The method interface and the loss pieces every method shares."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..data import TrainExample, pad, pad_labels
+
+
+@dataclass
+class LossOutput:
+    """A step's total loss and its named components (floats, for logging)."""
+
+    total: torch.Tensor
+    components: dict[str, float] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """A distillation method: turns a batch of questions into one loss for the student.
+
+    Methods with extra trainable parts (QCRD's judge) return them from ``extra_modules`` so
+    the training loop can optimise them; methods that react to iteration boundaries (QCRD's
+    alpha3 decay) override ``start_iteration``.
+    """
+
+    name: str = ""
+    uses_student_negatives: bool = False
+
+    def __init__(self, cfg, student, tokenizer, device, judge=None):
+        self.cfg, self.student, self.tokenizer, self.device = cfg, student, tokenizer, device
+        self.judge = judge
+
+    def extra_modules(self) -> list:
+        """Trainable modules besides the student (optimised with the judge's learning rate)."""
+        return [self.judge] if self.judge is not None else []
+
+    @abstractmethod
+    def loss(self, batch: list[TrainExample]) -> LossOutput:
+        """The loss of one batch (with a graph to the student's parameters)."""
+
+    def start_iteration(self, iteration: int) -> None:
+        """Called by the loop when iteration ``iteration`` (1-based) begins."""
+
+    def log_state(self) -> dict[str, float]:
+        """Method state worth logging each round (e.g. the current alpha3)."""
+        return {}
+
+
+def label_loss(student, batch: list[TrainExample], device) -> torch.Tensor:
+    """L_pred: token-mean cross-entropy of the gold label given the ``predict:`` prompt."""
+    ids, mask = pad([ex.predict_ids for ex in batch], student.config.pad_token_id, device)
+    labels = pad_labels([ex.label_ids for ex in batch], device)
+    return student(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+
+def rationale_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device) -> torch.Tensor:
+    """Per-rationale token-mean cross-entropy ``l(f(x), r)``, one value per rationale.
+
+    ``owner[i]`` is the batch index of the question rationale ``i`` explains. Each ``explain:``
+    prompt is encoded once and its encoder output shared by all of that question's rationales.
+    """
+    ids, mask = pad([ex.explain_ids for ex in batch], student.config.pad_token_id, device)
+    encoded = student.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    index = torch.tensor(owner, device=device)
+    labels = pad_labels(rationales, device)
+    logits = student(encoder_outputs=(encoded[index],), attention_mask=mask[index], labels=labels).logits
+    token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    counts = (labels != -100).sum(dim=1).clamp(min=1)
+    return token_loss.sum(dim=1) / counts

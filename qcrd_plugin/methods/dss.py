@@ -1,0 +1,25 @@
+"""Distilling step-by-step (Hsieh et al. 2023, arXiv:2305.02301).
+
+``predict:`` -> gold label, ``explain:`` -> one teacher rationale;
+``L = alpha * L_label + (1 - alpha) * L_rationale``. With self-consistency on, the rationale is the
+first positive; with it off (the DSS setting), it is the first teacher sample whatever its answer.
+"""
+
+from __future__ import annotations
+
+from ..data import TrainExample
+from .base import LossOutput, Method, label_loss, rationale_losses
+
+
+class DSS(Method):
+    name = "dss"
+
+    def loss(self, batch: list[TrainExample]) -> LossOutput:
+        l_label = label_loss(self.student, batch, self.device)
+        owners = [i for i, ex in enumerate(batch) if ex.positives]
+        alpha = self.cfg.method.alpha
+        if not owners:
+            return LossOutput(alpha * l_label, {"l_label": float(l_label)})
+        l_rationale = rationale_losses(self.student, batch, [batch[i].positives[0] for i in owners], owners, self.device).mean()
+        total = alpha * l_label + (1 - alpha) * l_rationale
+        return LossOutput(total, {"l_label": float(l_label), "l_rationale": float(l_rationale), "loss": float(total)})

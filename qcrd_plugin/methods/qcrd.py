@@ -1,0 +1,183 @@
+"""QCRD: quality-guided contrastive rationale distillation (Wang et al., arXiv:2405.13014).
+
+The paper's equations, as implemented here (docs/method.md explains every choice):
+
+    s = D(x, r)                                                       (Eq. 1, discriminator.py)
+    L_D = E_x[ -log( sum_pos exp(s_pos) / sum_neg exp(s_neg) ) ]      (Eq. 2, discriminator.py)
+    L_cl = 1/N sum_i [ l(f(x_i), S_pos^i) - beta * l(f(x_i), S_neg^i) ]          (Eq. 3)
+    l(f(x), S_pos) = s_pos * min_{r in S_pos} l(f(x), r)                         (Eq. 6)
+    l(f(x), S_neg) = (1 - s_neg) * max_{r in S_neg} min(l(f(x), r) - delta, 0)   (Eq. 7)
+    L_total = alpha1 * L_pred + alpha2 * L_cl + alpha3 * L_D                      (Eq. 8)
+
+``l(f(x), r)`` is the per-token mean cross-entropy of rationale r under the ``explain:`` prompt.
+The weights s are the judge's scores of the selected rationales, detached: D learns only through
+``alpha3 * L_D``, and alpha3 is multiplied by ``alpha3_decay`` at every new iteration.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import TrainExample
+from ..discriminator import QualityJudge, judge_input, judge_loss, score
+from .base import LossOutput, Method, label_loss, rationale_losses
+
+
+def as_matrix(values: torch.Tensor, group: torch.Tensor, n_groups: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scatter a flat vector into a ``[n_groups, max_set_size]`` matrix (row = question) plus a mask."""
+    order = torch.argsort(group, stable=True)
+    values, group = values[order], group[order]
+    counts = torch.bincount(group, minlength=n_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.arange(len(group), device=group.device) - starts[group]
+    width = max(1, int(counts.max())) if len(group) else 1
+    matrix = values.new_full((n_groups, width), fill)
+    matrix = matrix.index_put((group, column), values)
+    mask = torch.zeros((n_groups, width), dtype=torch.bool, device=values.device)
+    mask[group, column] = True
+    return matrix, mask
+
+
+def reduce_set(losses: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, how: str, pick_max: bool,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reduce each row's set of losses to one loss and one weight.
+
+    ``pick_max`` chooses argmax (else argmin) for the selecting reductions; the weight is that of
+    the selected rationale. ``mean`` averages losses and weights; ``weighted_mean`` averages losses
+    weighted by ``weights`` and returns weight 1 (the weighting already happened inside);
+    ``sampling`` picks one member uniformly.
+    """
+    if how in ("minmax", "maxmin", "sampling"):
+        if how == "sampling":
+            index = torch.multinomial(mask.float() + (~mask.any(1, keepdim=True)).float(), 1, generator=generator).squeeze(1)
+        else:
+            masked = losses.masked_fill(~mask, float("-inf") if pick_max else float("inf"))
+            index = masked.argmax(1) if pick_max else masked.argmin(1)
+        rows = torch.arange(len(losses), device=losses.device)
+        return losses[rows, index], weights[rows, index]
+    count = mask.sum(1).clamp(min=1)
+    if how == "mean":
+        return (losses * mask).sum(1) / count, (weights * mask).sum(1) / count
+    if how == "weighted_mean":
+        w = weights * mask
+        return (losses * w).sum(1) / w.sum(1).clamp(min=1e-8), torch.ones_like(count, dtype=losses.dtype)
+    raise ValueError(f"unknown set reduction {how!r}")
+
+
+def contrastive_loss(
+    pos_losses: torch.Tensor, pos_group: torch.Tensor, pos_scores: torch.Tensor | None,
+    neg_losses: torch.Tensor, neg_group: torch.Tensor, neg_scores: torch.Tensor | None,
+    n_questions: int, beta: float, delta: float, reduction: str = "minmax",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_cl (Eqs. 3, 6, 7) for a batch of ``n_questions`` questions.
+
+    ``*_losses`` are per-rationale losses l(f(x), r); ``*_group`` the question each belongs to;
+    ``*_scores`` the judge's scores s (None = no judge: every weight is 1). Scores are detached
+    here whatever the caller passes, so no gradient reaches the judge through the weights.
+    A question with an empty positive (negative) set contributes no positive (negative) term.
+    """
+    # Reductions with "max" on the positive side pair with "min" on the negative side.
+    pos_pick_max = reduction == "maxmin"
+    neg_pick_max = reduction != "maxmin"
+    ones = lambda t: torch.ones_like(t)  # noqa: E731
+    pos_w = ones(pos_losses) if pos_scores is None else pos_scores.detach()
+    # Eq. 7 weights a negative by (1 - s_neg): a negative the judge finds good is pushed less.
+    neg_w = ones(neg_losses) if neg_scores is None else 1.0 - neg_scores.detach()
+
+    pos_matrix, pos_mask = as_matrix(pos_losses, pos_group, n_questions, 0.0)
+    pos_w_matrix, _ = as_matrix(pos_w, pos_group, n_questions, 0.0)
+    l_pos, w_pos = reduce_set(pos_matrix, pos_mask, pos_w_matrix, reduction, pos_pick_max, generator)
+    has_pos = pos_mask.any(1)
+    positive_term = torch.where(has_pos, w_pos * l_pos, torch.zeros_like(l_pos))
+
+    # The hinge min(l - delta, 0) on each negative: pushed until its loss reaches delta, then free.
+    hinged = torch.clamp(neg_losses - delta, max=0.0)
+    neg_matrix, neg_mask = as_matrix(hinged, neg_group, n_questions, 0.0)
+    neg_w_matrix, _ = as_matrix(neg_w, neg_group, n_questions, 0.0)
+    h_neg, w_neg = reduce_set(neg_matrix, neg_mask, neg_w_matrix, reduction, neg_pick_max, generator)
+    has_neg = neg_mask.any(1)
+    negative_term = torch.where(has_neg, w_neg * h_neg, torch.zeros_like(h_neg))
+
+    loss = (positive_term - beta * negative_term).mean()
+    parts = {
+        "l_pos": float(l_pos[has_pos].mean()) if has_pos.any() else 0.0,
+        "hinge_neg": float(h_neg[has_neg].mean()) if has_neg.any() else 0.0,
+        "l_neg_raw": float(neg_losses.mean()) if len(neg_losses) else 0.0,
+        "neg_active": float((neg_losses < delta).float().mean()) if len(neg_losses) else 0.0,
+        "w_pos": float(w_pos[has_pos].mean()) if has_pos.any() else 0.0,
+        "w_neg": float(w_neg[has_neg].mean()) if has_neg.any() else 0.0,
+    }
+    return loss, parts
+
+
+class QCRD(Method):
+    """The QCRD method: multi-task label loss + contrastive rationale loss + judge loss."""
+
+    name = "qcrd"
+
+    def __init__(self, cfg, student, tokenizer, device, judge: QualityJudge | None = None):
+        super().__init__(cfg, student, tokenizer, device, judge=judge if cfg.judge.enabled else None)
+        self.alpha3 = cfg.method.alpha3
+        self.steps = 0
+        self.generator = torch.Generator().manual_seed(cfg.training.seed)
+        neg = cfg.negatives
+        self.uses_student_negatives = neg.enabled and neg.source in ("student", "union")
+
+    def start_iteration(self, iteration: int) -> None:
+        if iteration > 1:
+            self.alpha3 *= self.cfg.method.alpha3_decay
+
+    def log_state(self) -> dict[str, float]:
+        return {"alpha3": self.alpha3}
+
+    def negatives_of(self, ex: TrainExample) -> list[list[int]]:
+        """S_neg of one question under ``negatives.source``."""
+        neg = self.cfg.negatives
+        if not neg.enabled:
+            return []
+        llm = ex.llm_negatives if neg.source in ("llm", "union") else []
+        student = ex.student_negatives if neg.source in ("student", "union") else []
+        return llm + student
+
+    def loss(self, batch: list[TrainExample]) -> LossOutput:
+        cfg, device = self.cfg, self.device
+        self.steps += 1
+        l_pred = label_loss(self.student, batch, device)
+
+        rationales, owner, positive = [], [], []
+        for q, ex in enumerate(batch):
+            for r in ex.positives:
+                rationales.append(r), owner.append(q), positive.append(True)
+            for r in self.negatives_of(ex):
+                rationales.append(r), owner.append(q), positive.append(False)
+        if not rationales:
+            return LossOutput(cfg.method.alpha1 * l_pred, {"l_pred": float(l_pred)})
+
+        losses = rationale_losses(self.student, batch, rationales, owner, device)
+        group = torch.tensor(owner, device=device)
+        is_pos = torch.tensor(positive, device=device)
+
+        scores, l_d = None, torch.zeros((), device=device)
+        if self.judge is not None:
+            eos = self.tokenizer.eos_token_id
+            inputs = [judge_input(batch[o].explain_ids, r, eos) for r, o in zip(rationales, owner)]
+            online = cfg.judge.online_every > 0 and self.steps % cfg.judge.online_every == 0
+            with torch.set_grad_enabled(online):
+                s = score(self.judge, inputs, self.tokenizer.pad_token_id, device)
+            if online:
+                l_d = judge_loss(s, group, is_pos, len(batch), cfg.judge.loss)
+            scores = s.detach()
+
+        l_cl, parts = contrastive_loss(
+            losses[is_pos], group[is_pos], None if scores is None else scores[is_pos],
+            losses[~is_pos], group[~is_pos], None if scores is None else scores[~is_pos],
+            len(batch), cfg.method.beta, cfg.method.delta, cfg.method.set_reduction, self.generator,
+        )
+        m = cfg.method
+        total = m.alpha1 * l_pred + m.alpha2 * l_cl + self.alpha3 * l_d
+        components = {"loss": float(total), "l_pred": float(l_pred), "l_cl": float(l_cl), "l_d": float(l_d), **parts}
+        if scores is not None:
+            components["judge_score_pos"] = float(scores[is_pos].mean()) if is_pos.any() else 0.0
+            components["judge_score_neg"] = float(scores[~is_pos].mean()) if (~is_pos).any() else 0.0
+        return LossOutput(total, components)

@@ -1,0 +1,67 @@
+"""Self-adversarial student negatives (paper §1.3), sampled from an earlier snapshot of the student.
+
+The loop takes a snapshot of the student's weights at the start of every iteration; negatives
+come from the snapshot taken ``j_back`` iterations earlier, or from the oldest one kept while
+fewer than ``j_back`` iterations have passed (at the very start that is the initial model).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import TrainExample, pad
+
+
+class SnapshotRing:
+    """The last ``j_back + 1`` student weight snapshots, kept on the CPU."""
+
+    def __init__(self, j_back: int):
+        self.snapshots: deque = deque(maxlen=j_back + 1)
+
+    def take(self, model: torch.nn.Module) -> None:
+        self.snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+
+    def oldest(self) -> dict:
+        """The snapshot ``j_back`` iterations back (or the oldest kept)."""
+        return self.snapshots[0]
+
+    def __len__(self) -> int:
+        return len(self.snapshots)
+
+
+@torch.no_grad()
+def sample_negatives(student: torch.nn.Module, snapshot: dict, examples: list[TrainExample], per_question: int,
+                     temperature: float, max_new_tokens: int, batch_size: int, seed: int, device, progress: bool = True) -> None:
+    """Fill ``example.student_negatives`` with samples of ``snapshot`` at ``temperature``.
+
+    Sampling runs in batches with the KV cache on a copy of the student loaded with the snapshot.
+    Token ids are stored directly, so nothing is decoded and re-tokenized.
+    """
+    sampler = copy.deepcopy(student)
+    sampler.load_state_dict(snapshot)
+    sampler.eval()
+    config = sampler.config
+    torch.manual_seed(seed)
+    for start in tqdm(range(0, len(examples), batch_size), desc="student negatives", disable=not progress, leave=False):
+        chunk = examples[start : start + batch_size]
+        ids, mask = pad([ex.explain_ids for ex in chunk], config.pad_token_id, device)
+        out = sampler.generate(
+            input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0,
+            num_return_sequences=per_question, max_new_tokens=max_new_tokens, use_cache=True,
+        )
+        for row, ex in enumerate(chunk):
+            ex.student_negatives = [_strip(out[row * per_question + k].tolist(), config) for k in range(per_question)]
+    del sampler
+
+
+def _strip(tokens: list[int], config) -> list[int]:
+    """Drop the decoder start token and padding; end with EOS (as a target sequence)."""
+    body = tokens[1:]
+    if config.eos_token_id in body:
+        body = body[: body.index(config.eos_token_id)]
+    body = [t for t in body if t != config.pad_token_id]
+    return body + [config.eos_token_id]

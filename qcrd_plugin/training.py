@@ -1,0 +1,262 @@
+"""The training recipe: load -> set up -> for each round: train, checkpoint, evaluate, log.
+
+Everything a run does is visible in :func:`run`, in order. Files written (docs/formats.md):
+``config.yaml``, ``pool_train.jsonl``, ``pool_validation.jsonl``, ``metrics.jsonl`` (one JSON
+object per round), ``round_<k>/`` (an HF checkpoint: model + tokenizer) and
+``round_<k>/lm_eval_results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import jsonlines
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from . import evaluation
+from .config import RunConfig
+from .data import TrainExample, build_examples, explain_prompt
+from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc_auc
+from .methods import build_method
+from .negatives import SnapshotRing, sample_negatives
+from .rationales import pool_statistics, select_pool
+from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student
+from .synth import generate
+from .teachers import build_teacher
+
+METRICS_FORMAT = "qcrd-metrics/1"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+class PhaseTimer:
+    """Wall time per named phase, accumulated."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def pop(self) -> dict[str, float]:
+        out, self.seconds = {k: round(v, 3) for k, v in self.seconds.items()}, {}
+        return out
+
+
+def batches(examples: list[TrainExample], batch_size: int, seed: int) -> Iterator[list[TrainExample]]:
+    """Endless shuffled epochs of batches."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    while True:
+        rng.shuffle(order)
+        for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+            yield [examples[i] for i in order[start : start + batch_size]]
+
+
+def warmup_then_linear(warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up, then linear decay to 10% at the last step."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.1, 1.0 - 0.9 * (step - warmup) / max(1, total - warmup))
+    return factor
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """Write records atomically (temp file + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with jsonlines.open(tmp, "w") as writer:
+        writer.write_all(records)
+    tmp.replace(path)
+
+
+def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
+    """Run ``cfg`` end to end; returns the per-round metric records (also in metrics.jsonl)."""
+    # ---- load -------------------------------------------------------------------------------
+    run_dir = Path(cfg.output_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    torch.manual_seed(cfg.training.seed)
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    device = resolve_device(cfg.training.device)
+    timer = PhaseTimer()
+    log(f"run directory: {run_dir}   device: {device}   method: {cfg.method.name}")
+
+    splits = generate(cfg.task)
+    with timer("teacher_sampling"):
+        teacher = build_teacher(cfg.teacher)
+        pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature)
+                 for split in ("train", "validation")}
+        for split, pool in pools.items():
+            write_jsonl(run_dir / f"pool_{split}.jsonl", [entry.to_record() for entry in pool])
+    with timer("self_consistency"):
+        selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
+        pool_stats = pool_statistics(pools["train"], selections["train"])
+    log("teacher pool (train): " + ", ".join(f"{k} {v:.3g}" for k, v in pool_stats.items()))
+
+    # ---- set up -----------------------------------------------------------------------------
+    corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [p.question for p in splits["train"]]
+    corpus += [s.rationale for entry in pools["train"] for s in entry.samples]
+    student, tokenizer = build_student(cfg.student, corpus)
+    student.to(device).train()
+    limits = (cfg.student.max_input_tokens, cfg.student.max_target_tokens)
+    examples = build_examples(splits["train"], selections["train"], tokenizer, *limits)
+    heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits)
+    eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    heldout_pos = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.positives]
+    heldout_neg = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.llm_negatives]
+
+    judge = None
+    judge_pretrain_losses: list[float] = []
+    if cfg.method.name == "qcrd" and cfg.judge.enabled:
+        with timer("judge_pretraining"):
+            judge = QualityJudge(student.config).to(device)
+            judge_pretrain_losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
+        if judge_pretrain_losses:
+            head, tail = judge_pretrain_losses[:10], judge_pretrain_losses[-10:]
+            log(f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} over {len(judge_pretrain_losses)} steps")
+
+    method = build_method(cfg, student, tokenizer, device, judge=judge)
+    groups = [{"params": list(student.parameters()), "lr": cfg.training.learning_rate}]
+    for module in method.extra_modules():
+        groups.append({"params": list(module.parameters()), "lr": cfg.judge.learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.training.weight_decay)
+    total_steps = cfg.training.rounds * cfg.training.steps_per_round
+    schedules = [warmup_then_linear(cfg.training.warmup_steps, total_steps)] + [lambda _: 1.0] * (len(groups) - 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
+    snapshots = SnapshotRing(cfg.negatives.j_back)
+    stream = batches(examples, cfg.training.batch_size, cfg.training.seed)
+    manager = evaluation.task_manager(asdict(cfg.task))
+    setup_times = timer.pop()
+
+    # ---- train, round by round ----------------------------------------------------------------
+    records: list[dict] = []
+    step, iteration = 0, 0
+    for round_index in range(1, cfg.training.rounds + 1):
+        sums: dict[str, float] = {}
+        tokens = 0
+        bar = tqdm(range(cfg.training.steps_per_round), desc=f"round {round_index}/{cfg.training.rounds} training", disable=not progress)
+        for _ in bar:
+            if step % cfg.training.iteration_steps == 0:
+                iteration += 1
+                snapshots.take(student)
+                method.start_iteration(iteration)
+                if method.uses_student_negatives and (iteration - 1) % cfg.negatives.refresh_every == 0:
+                    with timer("negative_sampling"):
+                        neg = cfg.negatives
+                        sample_negatives(student, snapshots.oldest(), examples, neg.per_question, neg.temperature,
+                                         neg.max_new_tokens, neg.batch_size, cfg.training.seed + iteration, device, progress)
+            with timer("training"):
+                batch = next(stream)
+                out = method.loss(batch)
+                optimizer.zero_grad(set_to_none=True)
+                out.total.backward()
+                if cfg.training.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.training.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+            step += 1
+            tokens += sum(len(ex.predict_ids) + len(ex.explain_ids) for ex in batch)
+            for key, value in out.components.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{out.components.get('loss', float(out.total)):.3f}")
+
+        with timer("checkpoint"):
+            checkpoint = run_dir / f"round_{round_index}"
+            student.save_pretrained(checkpoint)
+            tokenizer.save_pretrained(checkpoint)
+        with timer("evaluation"):
+            results = evaluation.evaluate(student, tokenizer, cfg.evaluation.tasks, manager, cfg.evaluation.batch_size, cfg.evaluation.limit)
+        samples = results.pop("samples", {})
+        (checkpoint / "lm_eval_results.json").write_text(json.dumps(evaluation.to_builtin(results), indent=2, default=str))
+        scores = evaluation.task_scores(results)
+
+        judge_metrics = {}
+        if judge is not None:
+            with timer("judge_scoring"):
+                student_rationales = [
+                    judge_input(tokenizer(explain_prompt(s["doc"]["question"]))["input_ids"],
+                                tokenizer(s["resps"][1][0])["input_ids"], eos)
+                    for s in samples.get("qcrd_synth_explain", [])
+                ]
+                judge_metrics = {
+                    "judge_score_student": mean_scores(judge, student_rationales, pad_id, device) if student_rationales else None,
+                    "judge_auc_heldout": roc_auc(judge, heldout_pos, heldout_neg, pad_id, device),
+                }
+
+        steps = cfg.training.steps_per_round
+        round_times = timer.pop()
+        record = {
+            "format": METRICS_FORMAT,
+            "round": round_index,
+            "step": step,
+            "iteration": iteration,
+            "method": cfg.method.name,
+            "eval": scores,
+            "loss": {k: v / steps for k, v in sums.items()},
+            **judge_metrics,
+            "method_state": method.log_state(),
+            "pool": pool_stats,
+            "time_s": round_times,
+            "setup_time_s": setup_times,
+            "train_tokens_per_s": tokens / max(1e-9, round_times.get("training", 0.0)),
+            "checkpoint": str(checkpoint),
+        }
+        records.append(record)
+        with jsonlines.open(metrics_path, "a") as writer:
+            writer.write(record)
+        log(round_summary(record))
+    log(summary_table(records))
+    return records
+
+
+def round_summary(record: dict) -> str:
+    """One line per finished round."""
+    label = record["eval"].get("qcrd_synth", {}).get("acc")
+    rat = record["eval"].get("qcrd_synth_explain", {})
+    parts = [f"round {record['round']}: acc {label:.3f}" if label is not None else f"round {record['round']}:"]
+    for key in ("rationale_acc", "step_validity", "consistency"):
+        if key in rat:
+            parts.append(f"{key} {rat[key]:.3f}")
+    if record.get("judge_auc_heldout") is not None:
+        parts.append(f"judge AUC {record['judge_auc_heldout']:.3f}")
+    return "  ".join(parts)
+
+
+def summary_table(records: list[dict]) -> str:
+    """The end-of-run table: one row per round."""
+    header = f"{'round':>5} {'acc':>6} {'rat_acc':>8} {'step_ok':>8} {'consist':>8} {'words':>6} {'judge_s':>8} {'judge_auc':>9} {'train_s':>8} {'eval_s':>7}"
+    lines = [header, "-" * len(header)]
+    for r in records:
+        label = r["eval"].get("qcrd_synth", {})
+        rat = r["eval"].get("qcrd_synth_explain", {})
+        fmt = lambda v, w: f"{v:>{w}.3f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
+        lines.append(
+            f"{r['round']:>5} {fmt(label.get('acc'), 6)} {fmt(rat.get('rationale_acc'), 8)} {fmt(rat.get('step_validity'), 8)} "
+            f"{fmt(rat.get('consistency'), 8)} {fmt(rat.get('rationale_words'), 6)} {fmt(r.get('judge_score_student'), 8)} "
+            f"{fmt(r.get('judge_auc_heldout'), 9)} {fmt(r['time_s'].get('training'), 8)} {fmt(r['time_s'].get('evaluation'), 7)}"
+        )
+    return "\n".join(lines)
