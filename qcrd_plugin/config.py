@@ -69,11 +69,11 @@ class StudentConfig:
 
     pretrained: str = _opt("", "HF model folder or hub id (hub ids need a network); empty = offline tiny preset")
     vocab_size: int = _opt(600, "tiny preset: tokenizer vocabulary size", min=64)
-    d_model: int = _opt(128, "tiny preset: hidden size", min=8)
-    d_ff: int = _opt(384, "tiny preset: feed-forward size", min=8)
+    d_model: int = _opt(64, "tiny preset: hidden size", min=8)
+    d_ff: int = _opt(192, "tiny preset: feed-forward size", min=8)
     num_layers: int = _opt(2, "tiny preset: encoder layers (decoder the same)", min=1)
     num_heads: int = _opt(4, "tiny preset: attention heads", min=1)
-    d_kv: int = _opt(32, "tiny preset: size of one attention head", min=4)
+    d_kv: int = _opt(16, "tiny preset: size of one attention head", min=4)
     dropout: float = _opt(0.0, "tiny preset: dropout rate", min=0.0, max=0.9)
     max_input_tokens: int = _opt(128, "inputs are truncated to this many tokens", min=8)
     max_target_tokens: int = _opt(96, "targets (labels, rationales) are truncated to this many tokens", min=4)
@@ -115,10 +115,11 @@ class JudgeConfig:
 
     enabled: bool = _opt(True, "off = every weight s is 1 (no quality guidance) and L_D is not trained")
     loss: str = _opt("printed", "L_D form: printed (Eq. 2 as printed), infonce, or bce", choices=("printed", "infonce", "bce"))
-    pretrain_steps: int = _opt(200, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
-    pretrain_batch_size: int = _opt(32, "questions per pre-training step", min=1)
+    pretrain_steps: int = _opt(100, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
+    pretrain_batch_size: int = _opt(16, "questions per pre-training step", min=1)
     learning_rate: float = _opt(1e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
-    online_every: int = _opt(1, "update D online every this many student steps (0 = never after pre-training)", min=0)
+    online_every: int = _opt(4, "update D online every this many student steps (0 = never after pre-training)", min=0)
+    num_layers: int = _opt(1, "encoder layers of D (otherwise D copies the student's architecture)", min=1)
     mask_prob: float = _opt(0.3, "augmentation: chance each word of a positive is masked or replaced to make a negative", min=0.0, max=1.0)
 
 
@@ -128,7 +129,7 @@ class TrainingConfig:
 
     rounds: int = _opt(3, "training rounds; lm-eval evaluates after each", min=1)
     steps_per_round: int = _opt(150, "optimizer steps per round", min=1)
-    iteration_steps: int = _opt(25, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
+    iteration_steps: int = _opt(50, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
     batch_size: int = _opt(16, "questions per step", min=1)
     learning_rate: float = _opt(3e-3, "AdamW learning rate of the student", min=0.0)
     weight_decay: float = _opt(0.0, "AdamW weight decay", min=0.0)

@@ -26,8 +26,10 @@ from .data import TrainExample, pad
 class QualityJudge(nn.Module):
     """D(x, r) -> s in (0, 1): encoder + max-pool + 2 linear layers + sigmoid (Eq. 1)."""
 
-    def __init__(self, config: T5Config):
+    def __init__(self, config: T5Config, num_layers: int | None = None):
         super().__init__()
+        if num_layers is not None:
+            config = T5Config.from_dict({**config.to_dict(), "num_layers": num_layers})
         self.encoder = T5EncoderModel(config)
         width = config.d_model
         self.head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1))
@@ -134,7 +136,7 @@ def pretrain(judge: QualityJudge, examples: list[TrainExample], cfg: JudgeConfig
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 

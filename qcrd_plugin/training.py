@@ -133,7 +133,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     judge_pretrain_losses: list[float] = []
     if cfg.method.name == "qcrd" and cfg.judge.enabled:
         with timer("judge_pretraining"):
-            judge = QualityJudge(student.config).to(device)
+            judge = QualityJudge(student.config, cfg.judge.num_layers).to(device)
             judge_pretrain_losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
         if judge_pretrain_losses:
             head, tail = judge_pretrain_losses[:10], judge_pretrain_losses[-10:]

@@ -19,7 +19,7 @@ class DSS(Method):
         owners = [i for i, ex in enumerate(batch) if ex.positives]
         alpha = self.cfg.method.alpha
         if not owners:
-            return LossOutput(alpha * l_label, {"l_label": float(l_label)})
+            return LossOutput(alpha * l_label, {"l_label": l_label.item()})
         l_rationale = rationale_losses(self.student, batch, [batch[i].positives[0] for i in owners], owners, self.device).mean()
         total = alpha * l_label + (1 - alpha) * l_rationale
-        return LossOutput(total, {"l_label": float(l_label), "l_rationale": float(l_rationale), "loss": float(total)})
+        return LossOutput(total, {"l_label": l_label.item(), "l_rationale": l_rationale.item(), "loss": total.item()})

@@ -152,22 +152,34 @@ class QCRD(Method):
             for r in self.negatives_of(ex):
                 rationales.append(r), owner.append(q), positive.append(False)
         if not rationales:
-            return LossOutput(cfg.method.alpha1 * l_pred, {"l_pred": float(l_pred)})
-
-        losses = rationale_losses(self.student, batch, rationales, owner, device)
+            return LossOutput(cfg.method.alpha1 * l_pred, {"l_pred": l_pred.item()})
         group = torch.tensor(owner, device=device)
         is_pos = torch.tensor(positive, device=device)
 
-        scores, l_d = None, torch.zeros((), device=device)
+        # Online judge update (Eq. 2) on every rationale of the batch, every `online_every` steps.
+        l_d = torch.zeros((), device=device)
+        online = self.judge is not None and cfg.judge.online_every > 0 and self.steps % cfg.judge.online_every == 0
+        all_scores = None
+        if online:
+            all_scores = self._scores(batch, rationales, owner)
+            l_d = judge_loss(all_scores, group, is_pos, len(batch), cfg.judge.loss)
+
+        if cfg.method.set_reduction in ("minmax", "maxmin"):
+            # min/max pick one rationale per set, and the gradient of a min (max) is that of the
+            # selected member. So: pick under no_grad, then back-propagate through the picks only.
+            # Same loss value and gradient as the full computation, at a fraction of the cost.
+            with torch.no_grad():
+                losses = rationale_losses(self.student, batch, rationales, owner, device)
+            keep = self._selected(losses, group, is_pos, len(batch))
+            rationales = [rationales[i] for i in keep]
+            owner = [owner[i] for i in keep]
+            group, is_pos = group[keep], is_pos[keep]
+            all_scores = None if all_scores is None else all_scores[keep]
+        losses = rationale_losses(self.student, batch, rationales, owner, device)
+
+        scores = None
         if self.judge is not None:
-            eos = self.tokenizer.eos_token_id
-            inputs = [judge_input(batch[o].explain_ids, r, eos) for r, o in zip(rationales, owner)]
-            online = cfg.judge.online_every > 0 and self.steps % cfg.judge.online_every == 0
-            with torch.set_grad_enabled(online):
-                s = score(self.judge, inputs, self.tokenizer.pad_token_id, device)
-            if online:
-                l_d = judge_loss(s, group, is_pos, len(batch), cfg.judge.loss)
-            scores = s.detach()
+            scores = all_scores.detach() if all_scores is not None else self._scores(batch, rationales, owner, grad=False)
 
         l_cl, parts = contrastive_loss(
             losses[is_pos], group[is_pos], None if scores is None else scores[is_pos],
@@ -176,8 +188,30 @@ class QCRD(Method):
         )
         m = cfg.method
         total = m.alpha1 * l_pred + m.alpha2 * l_cl + self.alpha3 * l_d
-        components = {"loss": float(total), "l_pred": float(l_pred), "l_cl": float(l_cl), "l_d": float(l_d), **parts}
+        components = {"loss": total.item(), "l_pred": l_pred.item(), "l_cl": l_cl.item(), "l_d": l_d.item(), **parts}
         if scores is not None:
             components["judge_score_pos"] = float(scores[is_pos].mean()) if is_pos.any() else 0.0
             components["judge_score_neg"] = float(scores[~is_pos].mean()) if (~is_pos).any() else 0.0
         return LossOutput(total, components)
+
+    def _scores(self, batch, rationales, owner, grad: bool = True) -> torch.Tensor:
+        """s = D(x, r) for each rationale (Eq. 1)."""
+        eos = self.tokenizer.eos_token_id
+        inputs = [judge_input(batch[o].explain_ids, r, eos) for r, o in zip(rationales, owner)]
+        with torch.set_grad_enabled(grad):
+            return score(self.judge, inputs, self.tokenizer.pad_token_id, self.device)
+
+    def _selected(self, losses: torch.Tensor, group: torch.Tensor, is_pos: torch.Tensor, n: int) -> list[int]:
+        """Indices of the rationale each set's min/max picks (the argmin positive, the argmax negative under minmax)."""
+        keep = []
+        for side, pick_max in ((is_pos, self.cfg.method.set_reduction == "maxmin"), (~is_pos, self.cfg.method.set_reduction != "maxmin")):
+            index = torch.nonzero(side).squeeze(1)
+            if len(index) == 0:
+                continue
+            matrix, mask = as_matrix(index.float(), group[index], n, -1.0)
+            values, _ = as_matrix(losses[index], group[index], n, 0.0)
+            masked = values.masked_fill(~mask, float("-inf") if pick_max else float("inf"))
+            column = masked.argmax(1) if pick_max else masked.argmin(1)
+            chosen = matrix[torch.arange(n, device=matrix.device), column]
+            keep += [int(i) for i in chosen[mask.any(1)].tolist()]
+        return sorted(keep)

@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make run` and `make test` (both install first if needed).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Nothing in the default run or the tests needs the Hugging Face hub.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first (the local CPU wheel), then the rest pinned to it: otherwise pip pulls CUDA builds.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(OFFLINE) $(VENV)/bin/qcrd-bench run --config harness_configs/default.yaml
+
+test: install
+	$(OFFLINE) $(PY) -m pytest -q
+
+bench: install
+	$(OFFLINE) $(PY) benchmarks/bench_default_run.py
+
+clean:
+	rm -rf runs .pytest_cache
