@@ -174,6 +174,11 @@ def _check_value(value: Any, expected: type, meta: dict, where: str) -> Any:
     """Validate one leaf value against its declared type and bounds; return it coerced."""
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if expected is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "5e-3" (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     if expected is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")

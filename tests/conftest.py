@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny run config and one reduced end-to-end run reused by several tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A run small enough for CI: 2 rounds of a few steps on a few questions.
+TINY_OVERRIDES = [
+    "task.n_train=48", "task.n_valid=16", "task.n_test=24",
+    "training.rounds=2", "training.steps_per_round=6", "training.iteration_steps=3", "training.batch_size=8",
+    "training.warmup_steps=2", "judge.pretrain_steps=5", "judge.online_every=2", "negatives.j_back=1",
+    "negatives.max_new_tokens=24", "evaluation.batch_size=32",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One reduced QCRD run end to end; returns (run_dir, records)."""
+    from qcrd_plugin.config import load_config
+    from qcrd_plugin.training import run
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(None, TINY_OVERRIDES + [f"output_dir={out}", "name=tiny"])
+    records = run(cfg, progress=False, log=lambda _: None)
+    return out / "tiny", records

@@ -1,0 +1,120 @@
+"""The QCRD contrastive loss (Eqs. 3, 6, 7) on hand-computed tensors, and on a real tiny model."""
+
+import pytest
+import torch
+
+from qcrd_plugin.config import RunConfig, SynthTaskConfig
+from qcrd_plugin.data import build_examples
+from qcrd_plugin.discriminator import QualityJudge
+from qcrd_plugin.methods.base import rationale_losses
+from qcrd_plugin.methods.qcrd import QCRD, contrastive_loss
+from qcrd_plugin.rationales import select_pool
+from qcrd_plugin.students import build_student
+from qcrd_plugin.synth import generate
+from qcrd_plugin.teachers import SimulatedTeacher
+
+
+def hand_case():
+    # Question 0: positives l = [2.0, 1.0] (s = .9, .5); negatives l = [1.0, 2.5] (s = .2, .6)
+    # Question 1: positive  l = [3.0]      (s = 1.);    negative  l = [4.0]      (s = 0.)
+    pos = torch.tensor([2.0, 1.0, 3.0], requires_grad=True)
+    neg = torch.tensor([1.0, 2.5, 4.0], requires_grad=True)
+    pos_s = torch.tensor([0.9, 0.5, 1.0], requires_grad=True)
+    neg_s = torch.tensor([0.2, 0.6, 0.0], requires_grad=True)
+    group = torch.tensor([0, 0, 1])
+    return pos, group, pos_s, neg, group.clone(), neg_s
+
+
+def test_minmax_selection_and_hinge_by_hand():
+    pos, pg, ps, neg, ng, ns = hand_case()
+    loss, _ = contrastive_loss(pos, pg, ps, neg, ng, ns, n_questions=2, beta=0.2, delta=3.0)
+    # q0: min positive 1.0 weighted by its s=.5 -> .5; max negative 2.5 -> hinge min(2.5-3, 0) = -.5,
+    #     weighted by 1 - .6 = .4 -> -.2; L0 = .5 - .2 * (-.2) = .54
+    # q1: 1.0 * 3.0 = 3.0; negative 4.0 is past delta -> hinge 0; L1 = 3.0
+    assert loss.item() == pytest.approx((0.54 + 3.0) / 2)
+    loss.backward()
+    # Only the selected members get gradient; the negative past the margin gets none.
+    assert pos.grad.tolist() == pytest.approx([0.0, 0.5 / 2, 1.0 / 2])
+    assert neg.grad.tolist() == pytest.approx([0.0, -0.2 * 0.4 / 2, 0.0])
+    # Weights are detached: nothing flows back into the judge's scores.
+    assert ps.grad is None and ns.grad is None
+
+
+def test_hinge_stops_at_delta():
+    pos, pg, ps, neg, ng, ns = hand_case()
+    below, _ = contrastive_loss(pos, pg, None, torch.tensor([2.9]), torch.tensor([0]), None, 2, 1.0, 3.0)
+    at, _ = contrastive_loss(pos, pg, None, torch.tensor([3.0]), torch.tensor([0]), None, 2, 1.0, 3.0)
+    beyond, _ = contrastive_loss(pos, pg, None, torch.tensor([7.0]), torch.tensor([0]), None, 2, 1.0, 3.0)
+    assert at.item() == pytest.approx(beyond.item())
+    assert below.item() == pytest.approx(at.item() + 0.1 / 2)
+
+
+def test_no_judge_means_unit_weights_and_empty_sets_add_nothing():
+    pos, pg, _, neg, ng, _ = hand_case()
+    loss, _ = contrastive_loss(pos, pg, None, neg, ng, None, 2, 0.2, 3.0)
+    assert loss.item() == pytest.approx((1.0 - 0.2 * -0.5 + 3.0) / 2)
+    only_pos, _ = contrastive_loss(pos, pg, None, torch.zeros(0), torch.zeros(0, dtype=torch.long), None, 2, 0.2, 3.0)
+    assert only_pos.item() == pytest.approx((1.0 + 3.0) / 2)
+
+
+def test_other_set_reductions():
+    pos, pg, ps, neg, ng, ns = hand_case()
+    maxmin, _ = contrastive_loss(pos, pg, ps, neg, ng, ns, 2, 0.2, 3.0, "maxmin")
+    # q0: max positive 2.0 (s .9) -> 1.8; min negative 1.0 -> hinge -2 weighted .8 -> -1.6; L0 = 1.8 + .32
+    assert maxmin.item() == pytest.approx((1.8 + 0.2 * 1.6 + 3.0) / 2)
+    mean, _ = contrastive_loss(pos, pg, ps, neg, ng, ns, 2, 0.2, 3.0, "mean")
+    q0 = 0.7 * 1.5 - 0.2 * 0.6 * (-1.25)
+    assert mean.item() == pytest.approx((q0 + 3.0) / 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+    cfg = RunConfig()
+    cfg.task = SynthTaskConfig(n_train=12, n_valid=2, n_test=2)
+    problems = generate(cfg.task)["train"]
+    pool = SimulatedTeacher(cfg.teacher).sample(problems, 5, 1.2)
+    model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
+    examples = build_examples(problems, select_pool(pool, cfg.self_consistency), tok, 128, 96)
+    for ex in examples:  # stand-in student negatives: a positive with its tail cut
+        ex.student_negatives = [ex.positives[0][: len(ex.positives[0]) // 2] + [tok.eos_token_id]] if ex.positives else []
+    return cfg, model, tok, examples
+
+
+def test_efficient_minmax_step_equals_the_full_computation(tiny_setup):
+    cfg, model, tok, examples = tiny_setup
+    torch.manual_seed(0)
+    judge = QualityJudge(model.config, 1)
+    cfg.judge.online_every = 0
+    method = QCRD(cfg, model, tok, "cpu", judge=judge)
+    out = method.loss(examples)
+
+    # Full computation: every rationale with gradient, then the same contrastive_loss.
+    model.zero_grad()
+    rationales, owner, positive = [], [], []
+    for q, ex in enumerate(examples):
+        for r in ex.positives:
+            rationales.append(r), owner.append(q), positive.append(True)
+        for r in method.negatives_of(ex):
+            rationales.append(r), owner.append(q), positive.append(False)
+    losses = rationale_losses(model, examples, rationales, owner, "cpu")
+    is_pos, group = torch.tensor(positive), torch.tensor(owner)
+    scores = method._scores(examples, rationales, owner, grad=False)
+    l_cl, _ = contrastive_loss(losses[is_pos], group[is_pos], scores[is_pos], losses[~is_pos], group[~is_pos], scores[~is_pos],
+                               len(examples), cfg.method.beta, cfg.method.delta)
+    assert l_cl.item() == pytest.approx(out.components["l_cl"], rel=1e-5)
+
+
+def test_gradient_reaches_the_student_and_not_the_judge_through_the_weights(tiny_setup):
+    cfg, model, tok, examples = tiny_setup
+    judge = QualityJudge(model.config, 1)
+    cfg.judge.online_every = 0  # no L_D this step: only L_pred + L_cl, whose weights come from D
+    model.zero_grad()
+    out = QCRD(cfg, model, tok, "cpu", judge=judge).loss(examples)
+    out.total.backward()
+    assert all(p.grad is None for p in judge.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    # With the online update on, L_D does train the judge.
+    cfg.judge.online_every = 1
+    model.zero_grad()
+    QCRD(cfg, model, tok, "cpu", judge=judge).loss(examples).total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in judge.parameters())
