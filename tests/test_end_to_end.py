@@ -54,10 +54,12 @@ def _plain_lm_eval(checkpoint: Path, tmp_path: Path, tasks: str, metadata: dict)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     cmd = [LM_EVAL, "--model", "hf", "--model_args", f"pretrained={checkpoint},backend=seq2seq", "--tasks", tasks,
            "--include_path", str(REPO / "tasks"), "--device", "cpu", "--batch_size", "32",
-           "--metadata", json.dumps(metadata), "--output_path", str(tmp_path / "out.json")]
+           "--metadata", json.dumps(metadata), "--output_path", str(tmp_path / "out")]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((tmp_path / "out.json").read_text())
+    written = sorted((tmp_path / "out").rglob("results_*.json"))
+    assert written, f"lm_eval wrote no results file under {tmp_path / 'out'}"
+    return json.loads(written[-1].read_text())
 
 
 @pytest.mark.slow

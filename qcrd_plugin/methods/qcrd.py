@@ -102,11 +102,11 @@ def contrastive_loss(
     loss = (positive_term - beta * negative_term).mean()
     parts = {
         "l_pos": l_pos[has_pos].mean().item() if has_pos.any() else 0.0,
-        "hinge_neg": float(h_neg[has_neg].mean()) if has_neg.any() else 0.0,
-        "l_neg_raw": float(neg_losses.mean()) if len(neg_losses) else 0.0,
+        "hinge_neg": h_neg[has_neg].mean().item() if has_neg.any() else 0.0,
+        "l_neg_raw": neg_losses.detach().mean().item() if len(neg_losses) else 0.0,
         "neg_active": float((neg_losses < delta).float().mean()) if len(neg_losses) else 0.0,
-        "w_pos": float(w_pos[has_pos].mean()) if has_pos.any() else 0.0,
-        "w_neg": float(w_neg[has_neg].mean()) if has_neg.any() else 0.0,
+        "w_pos": w_pos[has_pos].mean().item() if has_pos.any() else 0.0,
+        "w_neg": w_neg[has_neg].mean().item() if has_neg.any() else 0.0,
     }
     return loss, parts
 
