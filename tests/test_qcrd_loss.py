@@ -90,12 +90,7 @@ def test_efficient_minmax_step_equals_the_full_computation(tiny_setup):
 
     # Full computation: every rationale with gradient, then the same contrastive_loss.
     model.zero_grad()
-    rationales, owner, positive = [], [], []
-    for q, ex in enumerate(examples):
-        for r in ex.positives:
-            rationales.append(r), owner.append(q), positive.append(True)
-        for r in method.negatives_of(ex):
-            rationales.append(r), owner.append(q), positive.append(False)
+    rationales, owner, positive = method.gather(examples)
     losses = rationale_losses(model, examples, rationales, owner, "cpu")
     is_pos, group = torch.tensor(positive), torch.tensor(owner)
     scores = method._scores(examples, rationales, owner, grad=False)

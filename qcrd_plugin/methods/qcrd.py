@@ -140,17 +140,20 @@ class QCRD(Method):
         student = ex.student_negatives if neg.source in ("student", "union") else []
         return llm + student
 
+    def gather(self, batch: list[TrainExample]) -> tuple[list[list[int]], list[int], list[bool]]:
+        """Every rationale of the batch: (token ids, owning question index, is-positive)."""
+        rationales, owner, positive = [], [], []
+        for q, ex in enumerate(batch):
+            for r, is_pos in [(r, True) for r in ex.positives] + [(r, False) for r in self.negatives_of(ex)]:
+                rationales.append(r), owner.append(q), positive.append(is_pos)
+        return rationales, owner, positive
+
     def loss(self, batch: list[TrainExample]) -> LossOutput:
         cfg, device = self.cfg, self.device
         self.steps += 1
         l_pred = label_loss(self.student, batch, device)
 
-        rationales, owner, positive = [], [], []
-        for q, ex in enumerate(batch):
-            for r in ex.positives:
-                rationales.append(r), owner.append(q), positive.append(True)
-            for r in self.negatives_of(ex):
-                rationales.append(r), owner.append(q), positive.append(False)
+        rationales, owner, positive = self.gather(batch)
         if not rationales:
             return LossOutput(cfg.method.alpha1 * l_pred, {"l_pred": l_pred.item()})
         group = torch.tensor(owner, device=device)
