@@ -18,8 +18,15 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _quiet_libraries() -> None:
-    """Keep lm-eval's and transformers' per-call notices out of the progress output."""
+def _quiet_libraries(no_progress_bars: bool = False) -> None:
+    """Keep lm-eval's and transformers' per-call notices out of the progress output.
+
+    tqdm reads ``TQDM_DISABLE`` when it is first imported, so with ``no_progress_bars`` this
+    must run before the heavy imports; it then silences our bars and lm-eval's, transformers'
+    and datasets' alike.
+    """
+    if no_progress_bars:
+        os.environ["TQDM_DISABLE"] = "1"
     for name in ("lm_eval", "transformers", "datasets", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -50,7 +57,7 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides `training.device`.")
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars (ours, lm-eval's or transformers'); per-round lines and the summary stay.")
 def run(config_path, name, output_dir, method, rounds, seed, device, overrides, quiet) -> None:
     """Distil a student round by round, evaluating it with lm-eval after every round.
 
@@ -71,7 +78,7 @@ def run(config_path, name, output_dir, method, rounds, seed, device, overrides, 
         # Nothing needs the hub: make any accidental hub look-up fail at once instead of hanging.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    _quiet_libraries()
+    _quiet_libraries(no_progress_bars=quiet)
     from .training import run as run_training  # heavy imports only once the config is valid
 
     run_training(cfg, progress=not quiet, log=click.echo)

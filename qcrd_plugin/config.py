@@ -38,8 +38,8 @@ class SynthTaskConfig:
     n_valid: int = _opt(100, "validation questions (the judge's held-out ROC-AUC set)", min=1)
     n_test: int = _opt(200, "test questions (evaluated by lm-eval after every round)", min=1)
     min_steps: int = _opt(2, "fewest arithmetic steps per problem", min=1, max=6)
-    max_steps: int = _opt(3, "most arithmetic steps per problem", min=1, max=6)
-    max_value: int = _opt(20, "every start value, operand and intermediate result lies in [0, max_value]", min=5, max=999)
+    max_steps: int = _opt(2, "most arithmetic steps per problem", min=1, max=6)
+    max_value: int = _opt(10, "every start value, operand and intermediate result lies in [0, max_value]", min=5, max=999)
 
 
 @dataclass
@@ -104,7 +104,7 @@ class NegativesConfig:
     j_back: int = _opt(5, "sample from the snapshot taken this many iterations ago (the oldest one until that exists)", min=0)
     temperature: float = _opt(1.5, "sampling temperature of student negatives", min=0.0, max=5.0)
     per_question: int = _opt(1, "student negatives per question", min=1, max=16)
-    refresh_every: int = _opt(1, "regenerate student negatives every this many iterations", min=1)
+    refresh_every: int = _opt(2, "regenerate student negatives every this many iterations", min=1)
     max_new_tokens: int = _opt(64, "longest student negative, in tokens", min=4)
     batch_size: int = _opt(200, "questions per generate() call when sampling negatives", min=1)
 
@@ -115,7 +115,7 @@ class JudgeConfig:
 
     enabled: bool = _opt(True, "off = every weight s is 1 (no quality guidance) and L_D is not trained")
     loss: str = _opt("printed", "L_D form: printed (Eq. 2 as printed), infonce, or bce", choices=("printed", "infonce", "bce"))
-    pretrain_steps: int = _opt(100, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
+    pretrain_steps: int = _opt(50, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
     pretrain_batch_size: int = _opt(16, "questions per pre-training step", min=1)
     learning_rate: float = _opt(1e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
     online_every: int = _opt(4, "update D online every this many student steps (0 = never after pre-training)", min=0)
@@ -131,7 +131,7 @@ class TrainingConfig:
     steps_per_round: int = _opt(150, "optimizer steps per round", min=1)
     iteration_steps: int = _opt(50, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
     batch_size: int = _opt(16, "questions per step", min=1)
-    learning_rate: float = _opt(3e-3, "AdamW learning rate of the student", min=0.0)
+    learning_rate: float = _opt(5e-3, "AdamW learning rate of the student", min=0.0)
     weight_decay: float = _opt(0.0, "AdamW weight decay", min=0.0)
     warmup_steps: int = _opt(30, "linear learning-rate warm-up steps", min=0)
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = off)", min=0.0)

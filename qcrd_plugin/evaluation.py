@@ -26,6 +26,10 @@ class Seq2SeqHFLM(HFLM):
     accuracy is unaffected: a label that needs more than ``max_gen_toks`` tokens is wrong anyway.
     """
 
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        # lm-eval passes ``disable`` to tqdm explicitly, which beats TQDM_DISABLE; honour it here.
+        return super().generate_until(requests, disable_tqdm=disable_tqdm or bool(os.environ.get("TQDM_DISABLE")))
+
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         if self.backend == "seq2seq":
             max_length = max_length - context.shape[1] + 1

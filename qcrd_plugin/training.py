@@ -115,7 +115,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     with timer("self_consistency"):
         selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
         pool_stats = pool_statistics(pools["train"], selections["train"])
-    log("teacher pool (train): " + ", ".join(f"{k} {v:.3g}" for k, v in pool_stats.items()))
+    log("teacher pool (train): " + ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in pool_stats.items()))
 
     # ---- set up -----------------------------------------------------------------------------
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [p.question for p in splits["train"]]
@@ -182,7 +182,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
             tokens += sum(len(ex.predict_ids) + len(ex.explain_ids) for ex in batch)
             for key, value in out.components.items():
                 sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{out.components.get('loss', float(out.total)):.3f}")
+            bar.set_postfix(loss=f"{float(out.total.detach()):.3f}")
 
         with timer("checkpoint"):
             checkpoint = run_dir / f"round_{round_index}"
