@@ -6,14 +6,16 @@ Everything that turns model or teacher text into a number lives here, so the tas
 
 from __future__ import annotations
 
+import ast
 import math
+import operator
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 NUMBER = r"-?\d+(?:\.\d+)?"
-# "The answer is 5", "So the answer is (5)", "Answer: 5"; the last such phrase wins because
-# teachers sometimes restate an intermediate value as "the answer" before correcting it.
-_STATED_ANSWER = re.compile(rf"(?:the answer is|answer\s*:)\s*\(?\s*({NUMBER})", re.IGNORECASE)
+# The last answer phrase wins because teachers sometimes restate an intermediate value as "the
+# answer" before correcting it.
 _FIRST_NUMBER = re.compile(NUMBER)
 # One arithmetic step as written in a rationale: "a op b = c".
 _STEP = re.compile(rf"({NUMBER})\s*([-+*/x×])\s*({NUMBER})\s*=\s*({NUMBER})")
@@ -29,15 +31,16 @@ _OPS = {
 
 
 def parse_stated_answer(rationale: str) -> float | None:
-    """The answer a rationale states ("... The answer is 7."), or None if it states none."""
-    matches = _STATED_ANSWER.findall(rationale or "")
-    return float(matches[-1]) if matches else None
+    """The number a rationale states ("... The answer is 7."), or None if it states none (the
+    synthetic task's strict reading; see :func:`stated_answer` for every answer type)."""
+    value = stated_answer(rationale, "number", require_phrase=True)
+    return None if value is None else float(value)
 
 
 def parse_label(prediction: str) -> float | None:
-    """The label a ``predict:`` generation gives: its first number, or None."""
-    match = _FIRST_NUMBER.search(prediction or "")
-    return float(match.group(0)) if match else None
+    """The number a ``predict:`` generation gives (an equation is evaluated), or None."""
+    value = predicted_answer(prediction, "number")
+    return None if value is None else float(value)
 
 
 def format_number(value: float) -> str:
@@ -47,11 +50,176 @@ def format_number(value: float) -> str:
     return f"{value:g}"
 
 
-def answers_match(predicted: float | None, gold: float | str | None, tol: float = 1e-6) -> bool:
-    """True when both answers exist and agree numerically."""
+def answers_match(predicted: float | str | None, gold: float | str | None, tol: float = 1e-6) -> bool:
+    """True when both answers exist and agree: numerically when both are numbers, else as
+    canonical strings (choice letters, NLI labels, yes/no)."""
     if predicted is None or gold is None:
         return False
-    return abs(float(predicted) - float(gold)) <= tol
+    try:
+        return abs(float(predicted) - float(gold)) <= tol
+    except (TypeError, ValueError):
+        return str(predicted).strip().lower() == str(gold).strip().lower()
+
+
+# ---- safe arithmetic (DSS's SVAMP labels are equations such as "( 84.0 / 2.0 )") -----------
+
+_AST_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+               ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+               ast.Pow: operator.pow}
+_AST_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+def safe_eval(expression: str) -> float | None:
+    """Value of an arithmetic expression (numbers, + - * / // % **, parentheses), or None.
+
+    Parsed with :mod:`ast` and evaluated over a whitelist of node types: no names, calls or
+    attributes ever reach Python's ``eval``. Huge powers and division by zero give None.
+    """
+    text = (expression or "").replace("×", "*").replace("x", "*").replace("^", "**").replace(",", "")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError):
+        return None
+
+    def value(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in _AST_BINARY:
+            left, right = value(node.left), value(node.right)
+            if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6):
+                raise ValueError("power too large")
+            return _AST_BINARY[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _AST_UNARY:
+            return _AST_UNARY[type(node.op)](value(node.operand))
+        raise ValueError(f"not arithmetic: {type(node).__name__}")
+
+    try:
+        result = value(tree)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+# ---- typed answers: number, choice, label, yes/no, free text --------------------------------
+
+ANSWER_TYPES = ("number", "choice", "label", "yesno", "text")
+NLI_LABELS = ("entailment", "neutral", "contradiction")  # ANLI / e-SNLI ids 0, 1, 2
+CHOICE_LETTERS = "abcdefghij"
+# Text after the last answer phrase: "The answer is X", "So the answer is (X)", "Answer: X",
+# GSM8K's "#### X". Up to the end of the line.
+_ANSWER_PHRASE = re.compile(r"the answer is|answer\s*:|####", re.IGNORECASE)
+_ARITHMETIC_PREFIX = re.compile(r"^[\s$]*([-+*/×().\d\s,]*\d[-+*/×().\d\s,]*)")
+_YES = ("yes", "true")
+_NO = ("no", "false")
+
+
+def _after_answer_phrase(text: str) -> str | None:
+    last = None
+    for last in _ANSWER_PHRASE.finditer(text or ""):
+        pass
+    return None if last is None else text[last.end():].split("\n", 1)[0].strip()
+
+
+def _number(text: str) -> float | None:
+    """A number from the start of ``text``: an arithmetic expression if one parses, else the
+    first number ("$1,200." -> 1200, "(84 / 2)." -> 42, "7 apples" -> 7)."""
+    match = _ARITHMETIC_PREFIX.match(text or "")
+    if match:
+        candidate = match.group(1).strip().rstrip(".").strip()
+        while candidate.count("(") < candidate.count(")") and candidate.endswith(")"):
+            candidate = candidate[:-1]  # "7)" from "(7)." after the phrase's own "("
+        while candidate.count("(") > candidate.count(")") and candidate.startswith("("):
+            candidate = candidate[1:]
+        value = safe_eval(candidate)
+        if value is not None:
+            return value
+    first = _FIRST_NUMBER.search((text or "").replace(",", ""))
+    return float(first.group(0)) if first else None
+
+
+def _choice(text: str, choices: Sequence[str] | None) -> str | None:
+    """A choice letter ("a".."e") from "(d) math problem", "B", "B: populated areas" or the
+    choice's text."""
+    text = (text or "").strip()
+    letters = CHOICE_LETTERS[: len(choices)] if choices else CHOICE_LETTERS[:5]
+    match = re.match(r"^\(?([a-jA-J])\)?(?:[\s.:,)]|$)", text)
+    if match and match.group(1).lower() in letters:
+        return match.group(1).lower()
+    lowered = text.lower()
+    if choices:
+        found = [(len(c), i) for i, c in enumerate(choices) if c and c.lower() in lowered]
+        if found:
+            return letters[max(found)[1]]
+    return None
+
+
+def _nli_label(text: str) -> str | None:
+    lowered = (text or "").lower()
+    hits = [(lowered.find(stem), label) for stem, label in
+            (("entail", "entailment"), ("neutral", "neutral"), ("contradict", "contradiction"))
+            if stem in lowered]
+    return min(hits)[1] if hits else None
+
+
+def _yes_no(text: str) -> str | None:
+    words = re.findall(r"[a-z]+", (text or "").lower())
+    for word in words:
+        if word in _YES:
+            return "yes"
+        if word in _NO:
+            return "no"
+    return None
+
+
+def normalize_answer(text: str | float | int | bool | None, answer_type: str, choices: Sequence[str] | None = None) -> float | str | None:
+    """The canonical form of an answer of ``answer_type``: a float for numbers, a letter for
+    choices, an NLI label, "yes"/"no", or lower-cased text. None when nothing parses."""
+    if text is None:
+        return None
+    if answer_type == "number":
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            return float(text)
+        return _number(str(text))
+    if answer_type == "choice":
+        return _choice(str(text), choices)
+    if answer_type == "label":
+        if isinstance(text, int) and not isinstance(text, bool) and 0 <= text < len(NLI_LABELS):
+            return NLI_LABELS[text]
+        return _nli_label(str(text))
+    if answer_type == "yesno":
+        if isinstance(text, bool):
+            return "yes" if text else "no"
+        return _yes_no(str(text))
+    if answer_type == "text":
+        cleaned = str(text).strip().rstrip(".").strip().lower()
+        return cleaned or None
+    raise ValueError(f"unknown answer type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
+
+
+def stated_answer(rationale: str, answer_type: str = "number", choices: Sequence[str] | None = None,
+                  require_phrase: bool = False) -> float | str | None:
+    """The answer a rationale states: after its last answer phrase ("The answer is ...",
+    "Answer: ...", "#### ..."). Without such a phrase, and unless ``require_phrase``, a number
+    rationale's last number counts (raw LLM samples such as MCC-KD's end on "... = 32 more
+    wrappers"); other types fall back to the rationale's last sentence."""
+    tail = _after_answer_phrase(rationale)
+    if tail is not None:
+        return normalize_answer(tail, answer_type, choices)
+    if require_phrase or not (rationale or "").strip():
+        return None
+    if answer_type == "number":
+        numbers = _FIRST_NUMBER.findall((rationale or "").replace(",", ""))
+        return float(numbers[-1]) if numbers else None
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", rationale.strip()) if s]
+    return normalize_answer(sentences[-1], answer_type, choices) if sentences else None
+
+
+def predicted_answer(generation: str, answer_type: str = "number", choices: Sequence[str] | None = None) -> float | str | None:
+    """The answer a ``predict:`` generation gives (a whole answer phrase is accepted too)."""
+    tail = _after_answer_phrase(generation)
+    return normalize_answer(generation if tail is None else tail, answer_type, choices)
 
 
 @dataclass(frozen=True)

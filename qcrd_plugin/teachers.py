@@ -9,44 +9,12 @@ temperature; the stated answer follows from the steps as written, and phrasing v
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from .answers import format_number, parse_stated_answer
 from .config import TeacherConfig
+from .pools import POOL_FORMAT, PoolEntry, TeacherSample  # noqa: F401  (re-exported)
 from .synth import SYMBOL_RESULT, Problem
-
-POOL_FORMAT = "qcrd-pool/1"
-
-
-@dataclass
-class TeacherSample:
-    """One sampled rationale and the answer parsed from it (None = unparseable)."""
-
-    rationale: str
-    answer: float | None
-    error: str = ""  # simulated teacher only: which mistake was injected ("" = none)
-
-
-@dataclass
-class PoolEntry:
-    """All K samples of one question: one line of a pool JSONL file (docs/formats.md)."""
-
-    id: str
-    question: str
-    gold: str
-    samples: list[TeacherSample] = field(default_factory=list)
-
-    def to_record(self) -> dict:
-        """The JSON line written to ``pool_<split>.jsonl``."""
-        return {
-            "format": POOL_FORMAT,
-            "id": self.id,
-            "question": self.question,
-            "gold": self.gold,
-            "samples": [{"rationale": s.rationale, "answer": s.answer, "error": s.error} for s in self.samples],
-        }
-
 
 class Teacher(Protocol):
     """Samples K rationales per question at a temperature."""

@@ -1,0 +1,113 @@
+"""Questions of every task family, in one canonical shape, and the task families themselves.
+
+A :class:`Question` is what the student is asked and what a teacher explains: its text (choices,
+premise and hypothesis already laid out), its canonical gold answer and the answer type that
+says how any generated answer is read (``qcrd_plugin.answers``). The same records feed training
+and the lm-eval tasks in ``tasks/``, so both read an answer the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .answers import ANSWER_TYPES, CHOICE_LETTERS
+
+QUESTIONS_FORMAT = "qcrd-questions/1"
+DATA_DIR_ENV = "QCRD_DATA_DIR"
+
+
+@dataclass
+class Question:
+    """One question of any task, with its canonical gold answer (docs/formats.md)."""
+
+    id: str
+    question: str  # the text after "predict: " / "explain: " (choices etc. included)
+    answer: str  # canonical gold: "42", "b", "neutral", "yes", or free text
+    answer_type: str = "number"
+    choices: list[str] | None = None
+    gold_rationale: str = ""  # a human or gold rationale when the source has one
+    require_answer_phrase: bool = False  # synthetic task: an answer must be stated explicitly
+
+    def to_record(self) -> dict:
+        """The JSON line of a canonical questions file (and the lm-eval doc)."""
+        return {"format": QUESTIONS_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Question":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Family:
+    """A task family: its answer type and the data sources that provide it."""
+
+    name: str
+    answer_type: str
+    sources: tuple[str, ...]  # the first is the default
+    title: str = ""
+
+
+FAMILIES: dict[str, Family] = {
+    "synth": Family("synth", "number", ("generated",), "synthetic multi-step arithmetic (embedded)"),
+    "svamp": Family("svamp", "number", ("dsbs", "mcc_kd", "mentor_kd", "eit"), "SVAMP"),
+    "cqa": Family("cqa", "choice", ("dsbs", "eit"), "CommonsenseQA"),
+    "anli1": Family("anli1", "label", ("dsbs",), "ANLI round 1"),
+    "esnli": Family("esnli", "label", ("dsbs",), "e-SNLI"),
+    "strategyqa": Family("strategyqa", "yesno", ("mentor_kd", "eit"), "StrategyQA"),
+    "gsm8k": Family("gsm8k", "number", ("gsm8k",), "GSM8K"),
+}
+
+
+def choices_block(choices: list[str]) -> str:
+    """Answer choices laid out as in Distilling step-by-step's CQA prompts."""
+    return "Answer Choices:\n" + "\n".join(f"({CHOICE_LETTERS[i]}) {c}" for i, c in enumerate(choices))
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The data directory: ``explicit`` (``--data-dir`` / ``task.data_dir``), else ``$QCRD_DATA_DIR``."""
+    value = str(explicit) if explicit else os.environ.get(DATA_DIR_ENV, "")
+    if not value:
+        raise DataMissingError(
+            f"no data directory: set {DATA_DIR_ENV} (or --data-dir / task.data_dir) to the folder holding "
+            "the release layouts (distilling_step_by_step/, mcc_kd/, ...); see docs/data.md"
+        )
+    return Path(value).expanduser()
+
+
+class DataMissingError(FileNotFoundError):
+    """A task's data files are not where the data directory says; the message says how to fix it."""
+
+
+def check_answer_type(answer_type: str) -> str:
+    if answer_type not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
+    return answer_type
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Read a JSONL file; a bad line raises ValueError naming the file and line."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    return records
+
+
+@dataclass
+class TaskData:
+    """Questions per split and, when the source ships teacher rationales, pools per split."""
+
+    family: str
+    source: str
+    questions: dict[str, list[Question]] = field(default_factory=dict)
+    pools: dict[str, list] = field(default_factory=dict)  # split -> list[teachers.PoolEntry]
+    notes: list[str] = field(default_factory=list)
