@@ -28,27 +28,51 @@ def _opt(default, help: str, *, min=None, max=None, choices=None):
     return field(default=default, metadata=meta)
 
 
-@dataclass
-class SynthTaskConfig:
-    """The embedded synthetic task: multi-step arithmetic word problems made from a seed."""
+TASK_FAMILIES = ("synth", "svamp", "cqa", "anli1", "esnli", "strategyqa", "gsm8k", "custom")
 
-    name: str = _opt("synth", "task family; only the embedded 'synth' task exists so far", choices=("synth",))
-    seed: int = _opt(1234, "seed of the problem generator (the lm-eval task uses the same default)")
-    n_train: int = _opt(800, "training questions", min=1)
-    n_valid: int = _opt(100, "validation questions (the judge's held-out ROC-AUC set)", min=1)
-    n_test: int = _opt(200, "test questions (evaluated by lm-eval after every round)", min=1)
-    min_steps: int = _opt(2, "fewest arithmetic steps per problem", min=1, max=6)
-    max_steps: int = _opt(2, "most arithmetic steps per problem", min=1, max=6)
-    max_value: int = _opt(10, "every start value, operand and intermediate result lies in [0, max_value]", min=5, max=999)
+
+@dataclass
+class TaskConfig:
+    """Which questions: the embedded synthetic task, a real task family read from the data
+    directory, or a task brought as data (``custom``, declared by a spec YAML)."""
+
+    name: str = _opt("synth", "task family: synth (embedded), svamp, cqa, anli1, esnli, strategyqa, gsm8k, or custom", choices=TASK_FAMILIES)
+    source: str = _opt("", "data source of a real family (dsbs, mcc_kd, mentor_kd, eit, gsm8k, hub); empty = the family's default")
+    data_dir: str = _opt("", "folder holding the public release layouts; empty = $QCRD_DATA_DIR")
+    spec: str = _opt("", "custom tasks: the task spec YAML (see harness_configs/tasks/)")
+    train_split: str = _opt("", "split to train on; empty = train (validation for anli1/esnli, whose train inputs are not released)")
+    max_train: int = _opt(0, "use only the first N training questions (0 = all)", min=0)
+    heldout: int = _opt(50, "real tasks: training questions held out for the judge's ROC-AUC when the source has no validation pool", min=1)
+    seed: int = _opt(1234, "synth: seed of the problem generator (the lm-eval task uses the same default)")
+    n_train: int = _opt(800, "synth: training questions", min=1)
+    n_valid: int = _opt(100, "synth: validation questions (the judge's held-out ROC-AUC set)", min=1)
+    n_test: int = _opt(200, "synth: test questions (evaluated by lm-eval after every round)", min=1)
+    min_steps: int = _opt(2, "synth: fewest arithmetic steps per problem", min=1, max=6)
+    max_steps: int = _opt(2, "synth: most arithmetic steps per problem", min=1, max=6)
+    max_value: int = _opt(10, "synth: every start value, operand and intermediate result lies in [0, max_value]", min=5, max=999)
+
+
+SynthTaskConfig = TaskConfig  # the synthetic generator reads the synth keys of the task section
 
 
 @dataclass
 class TeacherConfig:
     """Where rationales come from. 'simulated' stands in for an LLM when there is no network."""
 
-    kind: str = _opt("simulated", "teacher backend", choices=("simulated",))
-    samples: int = _opt(5, "K: rationales sampled per question", min=1, max=64)
-    temperature: float = _opt(0.7, "T: sampling temperature", min=0.0, max=2.0)
+    kind: str = _opt("simulated", "teacher backend: simulated (synth only), pool (JSONL pools), hf (local causal LM), openai (chat-completions endpoint)",
+                     choices=("simulated", "pool", "hf", "openai"))
+    samples: int = _opt(5, "K: rationales sampled per question (pool: the first K of each question)", min=1, max=64)
+    temperature: float = _opt(0.7, "T: sampling temperature (pool: ignored, the pool was sampled already)", min=0.0, max=2.0)
+    pool: str = _opt("", "pool: a pool JSONL file; empty = the pools shipped with the task's data source")
+    model: str = _opt("", "hf: model folder or hub id; openai: the served model name")
+    base_url: str = _opt("", "openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = _opt("OPENAI_API_KEY", "openai: environment variable holding the API key (may be unset for local servers)")
+    concurrency: int = _opt(4, "openai: requests in flight at once", min=1, max=64)
+    max_retries: int = _opt(6, "openai: retries per request on 429, 5xx and timeouts (exponential backoff with jitter)", min=0, max=20)
+    timeout_s: float = _opt(60.0, "openai: seconds before a request times out", min=0.1)
+    max_new_tokens: int = _opt(256, "hf/openai: longest rationale, in tokens", min=8)
+    batch_size: int = _opt(8, "hf: questions per generate() call", min=1)
+    cache: str = _opt("", "hf/openai: JSONL answer cache (resume without asking again); empty = <run dir>/teacher_cache.jsonl")
     step_error_rate: float = _opt(0.16, "simulated teacher: chance that one step goes wrong, per unit of temperature", min=0.0, max=1.0)
     unparseable_rate: float = _opt(0.03, "simulated teacher: chance a sample states no answer, per unit of temperature", min=0.0, max=1.0)
     seed: int = _opt(0, "sampling seed")
@@ -144,7 +168,7 @@ class TrainingConfig:
 class EvaluationConfig:
     """lm-eval evaluation after every round, in memory."""
 
-    tasks: list = _opt(["qcrd_synth", "qcrd_synth_explain"], "lm-eval tasks (from tasks/) evaluated after every round")
+    tasks: list = _opt([], "lm-eval tasks (from tasks/) evaluated after every round; empty = qcrd_<task> and qcrd_<task>_explain")
     limit: int = _opt(0, "evaluate only the first N test items (0 = all)", min=0)
     batch_size: int = _opt(64, "lm-eval generation batch size", min=1)
 
@@ -155,7 +179,7 @@ class RunConfig:
 
     name: str = _opt("default", "run name; the run directory is <output_dir>/<name>")
     output_dir: str = _opt("runs", "parent folder of run directories")
-    task: SynthTaskConfig = field(default_factory=SynthTaskConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     self_consistency: SelfConsistencyConfig = field(default_factory=SelfConsistencyConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -219,6 +243,14 @@ def _validate_across(cfg: RunConfig, source: str) -> None:
     """Checks that involve more than one key."""
     if cfg.task.min_steps > cfg.task.max_steps:
         raise ConfigError(f"{source}: key 'task.min_steps': {cfg.task.min_steps} exceeds task.max_steps {cfg.task.max_steps}")
+    if cfg.teacher.kind == "simulated" and cfg.task.name != "synth":
+        raise ConfigError(f"{source}: key 'teacher.kind': the simulated teacher only writes synth rationales; use pool, hf or openai for task {cfg.task.name!r}")
+    if cfg.task.name == "custom" and not cfg.task.spec:
+        raise ConfigError(f"{source}: key 'task.spec': task 'custom' needs a task spec YAML (see harness_configs/tasks/)")
+    if cfg.teacher.kind in ("hf", "openai") and not cfg.teacher.model:
+        raise ConfigError(f"{source}: key 'teacher.model': teacher {cfg.teacher.kind!r} needs a model")
+    if cfg.teacher.kind == "openai" and not cfg.teacher.base_url:
+        raise ConfigError(f"{source}: key 'teacher.base_url': teacher 'openai' needs the endpoint's base URL")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -5,13 +5,15 @@ Token ids are kept as Python lists and padded per batch, so no text is re-tokeni
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
 
+from .answers import CHOICE_LETTERS, stated_answer
+from .questions import Question
 from .rationales import Selection
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX
-from .synth import Problem
 
 
 @dataclass
@@ -27,6 +29,31 @@ class TrainExample:
     student_negatives: list[list[int]] = field(default_factory=list)  # refreshed during training
 
 
+COT_INSTRUCTION = ('Answer the question. Reason step by step, then end with "So the answer is <answer>."')
+
+
+def answer_text(question: Question) -> str:
+    """The gold answer as written at the end of a chain of thought ("(b) populated areas", "42")."""
+    if question.answer_type == "choice" and question.choices:
+        index = CHOICE_LETTERS.index(question.answer)
+        return f"({question.answer}) {question.choices[index]}"
+    return question.answer
+
+
+def cot_target(question: Question) -> str:
+    """A worked answer: the gold rationale, then "So the answer is X." (the few-shot exemplar)."""
+    rationale = question.gold_rationale.strip()
+    if rationale and stated_answer(rationale, question.answer_type, question.choices, require_phrase=True) is not None:
+        rationale = re.split(r"(?i)\s*(?:so )?the answer is", rationale)[0].strip()
+    return f"{rationale} So the answer is {answer_text(question)}.".strip()
+
+
+def cot_prompt(question: str, exemplars: list[Question] = ()) -> str:
+    """The few-shot chain-of-thought prompt used by LLM teachers and the ``qcrd_*_cot`` tasks."""
+    shots = "".join(f"Q: {ex.question}\nA: {cot_target(ex)}\n\n" for ex in exemplars)
+    return f"{shots}Q: {question}\nA:"
+
+
 def predict_prompt(question: str) -> str:
     """The label prompt (also used by the ``qcrd_synth`` lm-eval task)."""
     return PREDICT_PREFIX + question
@@ -37,7 +64,7 @@ def explain_prompt(question: str) -> str:
     return EXPLAIN_PREFIX + question
 
 
-def build_examples(problems: list[Problem], selections: list[Selection], tokenizer, max_input: int, max_target: int) -> list[TrainExample]:
+def build_examples(problems: list[Question], selections: list[Selection], tokenizer, max_input: int, max_target: int) -> list[TrainExample]:
     """Tokenize every prompt, label and rationale of the training set once."""
     def enc(texts: list[str], limit: int) -> list[list[int]]:
         if not texts:

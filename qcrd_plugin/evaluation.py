@@ -7,6 +7,7 @@ tasks in ``tasks/`` with ``simple_evaluate``. The same tasks run from the plain 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,22 @@ def tasks_dir() -> Path:
 def task_manager(metadata: dict[str, Any]) -> TaskManager:
     """A TaskManager over our tasks only (indexing lm-eval's ~14k built-in YAMLs costs seconds)."""
     return TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata)
+
+
+def default_tasks(family: str) -> list[str]:
+    """The tasks scored after every round: the family's label and rationale prompts."""
+    return [f"qcrd_{family}", f"qcrd_{family}_explain"]
+
+
+def task_metadata(task_cfg) -> dict[str, Any]:
+    """lm-eval metadata that makes the run's own task family load exactly the run's questions
+    (same generator settings, source, data directory or task spec). Under ``run_task`` so that
+    other families evaluated in the same run keep their own defaults."""
+    meta = dataclasses.asdict(task_cfg)
+    for key in ("data_dir", "spec"):
+        if meta.get(key):
+            meta[key] = str(Path(meta[key]).resolve())
+    return {"run_task": meta}
 
 
 def to_builtin(value: Any) -> Any:

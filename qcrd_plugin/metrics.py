@@ -2,33 +2,45 @@
 
 from __future__ import annotations
 
-from .answers import answers_match, parse_label, parse_stated_answer, step_validity
+from typing import Sequence
+
+from .answers import answers_match, predicted_answer, stated_answer, step_validity
 
 
-def label_metrics(prediction: str, gold: str) -> dict[str, float]:
-    """Metrics of a ``predict:`` generation: ``acc`` (its first number equals gold)."""
-    return {"acc": float(answers_match(parse_label(prediction), gold))}
+def label_metrics(prediction: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None) -> dict[str, float]:
+    """Metrics of a ``predict:`` generation: ``acc`` (its answer equals gold)."""
+    return {"acc": float(answers_match(predicted_answer(prediction, answer_type, choices), gold))}
 
 
-def rationale_metrics(rationale: str, label_prediction: str, gold: str) -> dict[str, float]:
+def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_type: str = "number",
+                      choices: Sequence[str] | None = None, require_phrase: bool = False) -> dict[str, float]:
     """Metrics of an ``explain:`` generation, given the same question's ``predict:`` generation.
 
-    - ``acc``: the label prediction is right (as in ``qcrd_synth``)
+    - ``acc``: the label prediction is right (as in the label task)
     - ``rationale_acc``: the answer the rationale states equals gold
-    - ``step_validity``: share of its ``a op b = c`` steps that are arithmetically right
-      (0 for a rationale with no step at all)
+    - ``step_validity`` (number answers only): share of its ``a op b = c`` steps that are
+      arithmetically right (0 for a rationale with no step at all)
     - ``consistency``: the label prediction equals the rationale's stated answer
     - ``rationale_words``: length in whitespace-separated words
     """
-    stated = parse_stated_answer(rationale)
-    validity = step_validity(rationale)
-    return {
-        "acc": float(answers_match(parse_label(label_prediction), gold)),
+    stated = stated_answer(rationale, answer_type, choices, require_phrase=require_phrase)
+    label = predicted_answer(label_prediction, answer_type, choices)
+    metrics = {
+        "acc": float(answers_match(label, gold)),
         "rationale_acc": float(answers_match(stated, gold)),
-        "step_validity": 0.0 if validity is None else validity,
-        "consistency": float(answers_match(parse_label(label_prediction), stated)),
+        "consistency": float(answers_match(label, stated)),
         "rationale_words": float(len(rationale.split())),
     }
+    if answer_type == "number":
+        validity = step_validity(rationale)
+        metrics["step_validity"] = 0.0 if validity is None else validity
+    return metrics
+
+
+def cot_metrics(generation: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None) -> dict[str, float]:
+    """Metrics of a few-shot chain-of-thought generation: ``acc`` of the answer after its last
+    "So the answer is" (the last number / sentence when it states none)."""
+    return {"acc": float(answers_match(stated_answer(generation, answer_type, choices), gold))}
 
 
 RATIONALE_METRICS = ("acc", "rationale_acc", "step_validity", "consistency", "rationale_words")

@@ -111,3 +111,4 @@ class TaskData:
     questions: dict[str, list[Question]] = field(default_factory=dict)
     pools: dict[str, list] = field(default_factory=dict)  # split -> list[teachers.PoolEntry]
     notes: list[str] = field(default_factory=list)
+    problems: dict = field(default_factory=dict)  # synth only: id -> synth.Problem (simulated teacher)

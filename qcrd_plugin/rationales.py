@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .answers import answers_match
 from .config import SelfConsistencyConfig
-from .teachers import PoolEntry
+from .pools import PoolEntry
 
 
 @dataclass

@@ -11,6 +11,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from .config import SynthTaskConfig
+from .questions import Question
 
 NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Max", "Ivy", "Leo", "Zoe", "Raj", "Eva")
 OBJECTS = ("apples", "pens", "coins", "books", "cards", "shells", "stickers", "marbles", "stamps", "cookies")
@@ -67,6 +68,10 @@ class Problem:
         record["program"] = [asdict(step) for step in self.program]
         record["gold_rationale"] = self.gold_rationale
         return record
+
+    def to_question(self) -> Question:
+        """The problem as a generic question; the synthetic task demands a stated answer."""
+        return Question(self.id, self.question, self.answer, "number", None, self.gold_rationale, require_answer_phrase=True)
 
     @classmethod
     def from_record(cls, record: dict) -> "Problem":

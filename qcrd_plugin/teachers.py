@@ -1,25 +1,44 @@
-"""Teachers: where rationales come from, behind one interface.
+"""Teachers: where rationales come from, behind one interface (``sample(questions, k, T)``).
 
-``SimulatedTeacher`` is a **simulated** component: it stands in for an LLM when there is no
-network. It writes rationales for the synthetic task whose steps can go wrong the way an LLM's do
-(arithmetic slip, wrong operation, skipped or copied step) with a probability that grows with the
-temperature; the stated answer follows from the steps as written, and phrasing varies per sample.
+- ``simulated``: a **simulated** component that stands in for an LLM when there is no network. It
+  writes rationales for the synthetic task whose steps can go wrong the way an LLM's do
+  (arithmetic slip, wrong operation, skipped or copied step) with a probability that grows with
+  the temperature; the stated answer follows from the steps as written; phrasing varies.
+- ``pool``: precomputed JSONL pools (made by ``qcrd-bench teach`` or converted from a public
+  release by ``qcrd-bench data prepare``).
+- ``hf``: a local transformers causal LM, batched, ``num_return_sequences = K``.
+- ``openai``: any OpenAI-compatible chat-completions endpoint (a vLLM server, ...), with bounded
+  concurrency, retries with exponential backoff and jitter, and a JSONL cache so that an
+  interrupted run resumes without asking again.
+
+The LLM teachers use the few-shot chain-of-thought prompt of ``qcrd_plugin.data.cot_prompt`` (the
+same as the ``qcrd_*_cot`` lm-eval tasks) and read answers with ``qcrd_plugin.answers``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
-from typing import Iterable, Protocol
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
 
-from .answers import format_number, parse_stated_answer
+from .answers import format_number, parse_stated_answer, stated_answer
 from .config import TeacherConfig
-from .pools import POOL_FORMAT, PoolEntry, TeacherSample  # noqa: F401  (re-exported)
+from .data import COT_INSTRUCTION, cot_prompt
+from .pools import POOL_FORMAT, PoolEntry, TeacherSample, read_pool  # noqa: F401  (re-exported)
+from .questions import Question, TaskData
 from .synth import SYMBOL_RESULT, Problem
+
 
 class Teacher(Protocol):
     """Samples K rationales per question at a temperature."""
 
-    def sample(self, problems: Iterable[Problem], k: int, temperature: float) -> list[PoolEntry]: ...
+    def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]: ...
 
 
 _OPENINGS = ("{n} starts with {a} {o}.", "At first {n} has {a} {o}.", "First, {n} has {a} {o}.", "")
@@ -32,17 +51,20 @@ _ERRORS = ("slip", "wrong_op", "skip", "copy")
 class SimulatedTeacher:
     """A simulated LLM teacher for the synthetic task (see module docstring)."""
 
-    def __init__(self, cfg: TeacherConfig):
+    def __init__(self, cfg: TeacherConfig, problems: dict[str, Problem] | None = None):
         self.cfg = cfg
+        self.problems = problems or {}
 
     def step_error_probability(self, temperature: float) -> float:
         """Chance that one step goes wrong at this temperature (linear in T, capped at 0.9)."""
         return min(0.9, self.cfg.step_error_rate * temperature)
 
-    def sample(self, problems: Iterable[Problem], k: int, temperature: float) -> list[PoolEntry]:
+    def sample(self, problems: Iterable[Problem | Question], k: int, temperature: float) -> list[PoolEntry]:
         """K rationales per problem; deterministic for a given seed, question id and sample index."""
         entries = []
         for problem in problems:
+            if not isinstance(problem, Problem):
+                problem = self.problems[problem.id]
             samples = [self._one(problem, temperature, random.Random(f"{self.cfg.seed}:{problem.id}:{i}"))
                        for i in range(k)]
             entries.append(PoolEntry(problem.id, problem.question, problem.answer, samples))
@@ -84,8 +106,236 @@ class SimulatedTeacher:
         return TeacherSample(rationale, parse_stated_answer(rationale), "+".join(errors))
 
 
-def build_teacher(cfg: TeacherConfig) -> Teacher:
-    """The teacher backend named by ``teacher.kind``."""
+class PoolTeacher:
+    """Serves precomputed samples: the first K of each question (temperature is ignored)."""
+
+    def __init__(self, entries: list[PoolEntry], where: str = "pool"):
+        self.by_id = {entry.id: entry for entry in entries}
+        self.where = where
+
+    def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
+        missing = [q.id for q in questions if q.id not in self.by_id]
+        if missing:
+            raise ValueError(f"{self.where}: no samples for {len(missing)} of {len(questions)} questions (first: {missing[0]!r})")
+        out = []
+        for q in questions:
+            entry = self.by_id[q.id]
+            out.append(PoolEntry(q.id, q.question, q.answer, entry.samples[:k]))
+        return out
+
+
+class SampleCache:
+    """An append-only JSONL cache of LLM samples keyed by (model, prompt, temperature, index).
+
+    Every answer is written (and flushed) as soon as it arrives, so an interrupted run asks only
+    for what is missing when it starts again. A torn last line is ignored.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        self.lock = threading.Lock()
+        self.items: dict[str, str] = {}
+        if self.path and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                    self.items[record["key"]] = record["text"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut by a kill mid-write
+
+    @staticmethod
+    def key(model: str, prompt: str, temperature: float, index: int) -> str:
+        return hashlib.sha256(json.dumps([model, prompt, round(temperature, 6), index]).encode()).hexdigest()
+
+    def get(self, key: str) -> str | None:
+        return self.items.get(key)
+
+    def put(self, key: str, text: str) -> None:
+        with self.lock:
+            self.items[key] = text
+            if self.path:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
+                    handle.flush()
+
+
+def _entry(q: Question, texts: list[str], teacher: str) -> PoolEntry:
+    samples = [TeacherSample(t.strip(), stated_answer(t, q.answer_type, q.choices), teacher=teacher) for t in texts]
+    return PoolEntry(q.id, q.question, q.answer, samples)
+
+
+def cut_generation(text: str) -> str:
+    """A completion up to the next few-shot item the model starts to make up."""
+    for stop in ("\n\nQ:", "\nQ:"):
+        text = text.split(stop, 1)[0]
+    return text.strip()
+
+
+class HFTeacher:
+    """A local transformers causal LM as the teacher (batched; ``num_return_sequences = K``)."""
+
+    def __init__(self, cfg: TeacherConfig, exemplars: list[Question], cache: SampleCache, device: str = "cpu",
+                 progress: bool = False):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg, self.exemplars, self.cache, self.device, self.progress = cfg, exemplars, cache, device, progress
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        self.tokenizer.padding_side = "left"  # decoder-only: pad on the left so generation continues the prompt
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(cfg.model).to(device).eval()
+
+    def prompt(self, q: Question) -> str:
+        text = cot_prompt(q.question, [e for e in self.exemplars if e.id != q.id])
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "system", "content": COT_INSTRUCTION}, {"role": "user", "content": text}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text
+
+    def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
+        import torch
+        from tqdm.auto import tqdm
+
+        prompts = [self.prompt(q) for q in questions]
+        texts: list[list[str | None]] = [
+            [self.cache.get(SampleCache.key(self.cfg.model, p, temperature, i)) for i in range(k)] for p in prompts
+        ]
+        todo = [n for n, row in enumerate(texts) if any(t is None for t in row)]
+        for start in tqdm(range(0, len(todo), self.cfg.batch_size), desc="teacher (hf)", disable=not self.progress):
+            batch = todo[start : start + self.cfg.batch_size]
+            enc = self.tokenizer([prompts[n] for n in batch], return_tensors="pt", padding=True).to(self.device)
+            with torch.no_grad():
+                out = self.model.generate(
+                    **enc, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+                    num_return_sequences=k, max_new_tokens=self.cfg.max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            generated = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for row, n in enumerate(batch):
+                for i in range(k):
+                    text = cut_generation(generated[row * k + i])
+                    self.cache.put(SampleCache.key(self.cfg.model, prompts[n], temperature, i), text)
+                    texts[n][i] = text
+        return [_entry(q, row, self.cfg.model) for q, row in zip(questions, texts)]
+
+
+class RetryableError(Exception):
+    """A response worth asking again for (429, 5xx, timeout, connection reset)."""
+
+
+def backoff_seconds(attempt: int, rng: random.Random, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0, min(cap, base * 2**attempt))
+
+
+class OpenAITeacher:
+    """Any OpenAI-compatible chat-completions endpoint as the teacher.
+
+    One request per (question, sample index), ``concurrency`` in flight; 429, 5xx and timeouts are
+    retried up to ``max_retries`` times with exponential backoff and jitter (``Retry-After`` is
+    honoured); every answer goes to the cache at once.
+    """
+
+    def __init__(self, cfg: TeacherConfig, exemplars: list[Question], cache: SampleCache, progress: bool = False,
+                 sleep: Callable[[float], None] = time.sleep):
+        import requests
+
+        self.cfg, self.exemplars, self.cache, self.progress, self.sleep = cfg, exemplars, cache, progress, sleep
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.headers = {"Content-Type": "application/json"}
+        key = os.environ.get(cfg.api_key_env, "")
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+        self.session = requests.Session()
+        self.retries = 0
+        self.lock = threading.Lock()
+
+    def messages(self, q: Question) -> list[dict]:
+        text = cot_prompt(q.question, [e for e in self.exemplars if e.id != q.id])
+        return [{"role": "system", "content": COT_INSTRUCTION}, {"role": "user", "content": text}]
+
+    def _ask(self, messages: list[dict], temperature: float, index: int) -> str:
+        import requests
+
+        body = {"model": self.cfg.model, "messages": messages, "temperature": temperature,
+                "max_tokens": self.cfg.max_new_tokens, "n": 1, "seed": index}
+        rng = random.Random(f"{index}:{messages[-1]['content'][-64:]}")
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s)
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise RetryableError(f"HTTP {response.status_code}", response.headers.get("Retry-After"))
+                if response.status_code >= 400:
+                    raise RuntimeError(f"teacher endpoint {self.url} answered HTTP {response.status_code}: {response.text[:200]}")
+                return response.json()["choices"][0]["message"]["content"] or ""
+            except (RetryableError, requests.Timeout, requests.ConnectionError) as err:
+                if attempt == self.cfg.max_retries:
+                    raise RuntimeError(f"teacher endpoint {self.url}: gave up after {attempt + 1} tries ({err})") from None
+                with self.lock:
+                    self.retries += 1
+                retry_after = err.args[1] if isinstance(err, RetryableError) and len(err.args) > 1 else None
+                try:
+                    wait = float(retry_after) if retry_after else backoff_seconds(attempt, rng)
+                except ValueError:
+                    wait = backoff_seconds(attempt, rng)
+                self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
+        from tqdm.auto import tqdm
+
+        jobs = []
+        for n, q in enumerate(questions):
+            messages = self.messages(q)
+            prompt_key = json.dumps(messages)
+            for i in range(k):
+                jobs.append((n, i, messages, SampleCache.key(self.cfg.model, prompt_key, temperature, i)))
+        texts: list[list[str]] = [[""] * k for _ in questions]
+        todo = []
+        for n, i, messages, key in jobs:
+            cached = self.cache.get(key)
+            if cached is None:
+                todo.append((n, i, messages, key))
+            else:
+                texts[n][i] = cached
+
+        def work(job):
+            n, i, messages, key = job
+            text = cut_generation(self._ask(messages, temperature, i))
+            self.cache.put(key, text)
+            return n, i, text
+
+        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
+            for n, i, text in tqdm(pool.map(work, todo), total=len(todo), desc="teacher (openai)", disable=not self.progress):
+                texts[n][i] = text
+        return [_entry(q, row, self.cfg.model) for q, row in zip(questions, texts)]
+
+
+def exemplars_for(data: TaskData, count: int = 3) -> list[Question]:
+    """Few-shot exemplars for LLM teachers: the first training questions with a gold rationale."""
+    train = data.questions.get("train") or data.questions.get("validation") or []
+    return [q for q in train if q.gold_rationale][:count]
+
+
+def build_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None = None, progress: bool = False,
+                  device: str = "cpu") -> Teacher:
+    """The teacher backend named by ``teacher.kind`` for this task's data."""
     if cfg.kind == "simulated":
-        return SimulatedTeacher(cfg)
+        if not data.problems:
+            raise ValueError("the simulated teacher writes rationales for the synth task only")
+        return SimulatedTeacher(cfg, data.problems)
+    if cfg.kind == "pool":
+        if cfg.pool:
+            return PoolTeacher(read_pool(Path(cfg.pool)), cfg.pool)
+        entries = [entry for pool in data.pools.values() for entry in pool]
+        if not entries:
+            raise ValueError(f"task {data.family} (source {data.source}) ships no teacher rationales; set teacher.pool to a pool file "
+                             "(make one with `qcrd-bench teach`)")
+        return PoolTeacher(entries, f"{data.family}/{data.source} pools")
+    cache = SampleCache(Path(cfg.cache) if cfg.cache else cache_path)
+    if cfg.kind == "hf":
+        return HFTeacher(cfg, exemplars_for(data), cache, device, progress)
+    if cfg.kind == "openai":
+        return OpenAITeacher(cfg, exemplars_for(data), cache, progress)
     raise ValueError(f"unknown teacher kind {cfg.kind!r}")

@@ -12,7 +12,6 @@ import json
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,7 +28,9 @@ from .methods import build_method
 from .negatives import SnapshotRing, sample_negatives
 from .rationales import pool_statistics, select_pool
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student
-from .synth import generate
+from .questions import Question, TaskData
+from .sources import heldout_split
+from .tasks import default_train_split, load_task
 from .teachers import build_teacher
 
 METRICS_FORMAT = "qcrd-metrics/1"
@@ -90,6 +91,28 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     tmp.replace(path)
 
 
+def training_splits(task: TaskData, cfg: RunConfig) -> dict[str, list[Question]]:
+    """The questions a run trains on and holds out for the judge's ROC-AUC.
+
+    ``validation`` is the task's own when it has one with teacher rationales (or the teacher is
+    an LLM / the simulated one, which can sample any question); otherwise ``task.heldout``
+    training questions are held out by a seeded draw. Never the test split: lm-eval scores that.
+    """
+    train_name = cfg.task.train_split or default_train_split(task)
+    if train_name not in task.questions or not task.questions[train_name]:
+        raise ValueError(f"task {cfg.task.name}: no {train_name!r} split (available: {', '.join(task.questions)})")
+    if train_name == "test":
+        raise ValueError(f"task {cfg.task.name}: training on the test split would score the student on what it was trained on")
+    train = list(task.questions[train_name])
+    validation = task.questions.get("validation") if train_name != "validation" else None
+    pool_has_validation = cfg.teacher.kind != "pool" or cfg.teacher.pool or "validation" in task.pools
+    if not validation or not pool_has_validation:
+        train, validation = heldout_split(train, cfg.task.heldout, cfg.training.seed)
+    if cfg.task.max_train:
+        train = train[: cfg.task.max_train]
+    return {"train": train, "validation": list(validation)}
+
+
 def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Run ``cfg`` end to end; returns the per-round metric records (also in metrics.jsonl)."""
     # ---- load -------------------------------------------------------------------------------
@@ -105,9 +128,12 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     timer = PhaseTimer()
     log(f"run directory: {run_dir}   device: {device}   method: {cfg.method.name}")
 
-    splits = generate(cfg.task)
+    task = load_task(cfg.task)
+    splits = training_splits(task, cfg)
+    log(f"task {cfg.task.name} ({task.source}): " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " questions"
+        + "".join(f"; note: {n}" for n in task.notes))
     with timer("teacher_sampling"):
-        teacher = build_teacher(cfg.teacher)
+        teacher = build_teacher(cfg.teacher, task, run_dir / "teacher_cache.jsonl", progress, str(device))
         pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature)
                  for split in ("train", "validation")}
         for split, pool in pools.items():
@@ -118,7 +144,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     log("teacher pool (train): " + ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in pool_stats.items()))
 
     # ---- set up -----------------------------------------------------------------------------
-    corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [p.question for p in splits["train"]]
+    corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]
     corpus += [s.rationale for entry in pools["train"] for s in entry.samples]
     student, tokenizer = build_student(cfg.student, corpus)
     student.to(device).train()
@@ -149,7 +175,10 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
     snapshots = SnapshotRing(cfg.negatives.j_back)
     stream = batches(examples, cfg.training.batch_size, cfg.training.seed)
-    manager = evaluation.task_manager(asdict(cfg.task))
+    manager = evaluation.task_manager(evaluation.task_metadata(cfg.task))
+    eval_tasks = cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name)
+    label_task = next((t for t in eval_tasks if not t.endswith(("_explain", "_cot"))), eval_tasks[0])
+    explain_task = next((t for t in eval_tasks if t.endswith("_explain")), "")
     setup_times = timer.pop()
 
     # ---- train, round by round ----------------------------------------------------------------
@@ -189,7 +218,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
             student.save_pretrained(checkpoint)
             tokenizer.save_pretrained(checkpoint)
         with timer("evaluation"):
-            results = evaluation.evaluate(student, tokenizer, cfg.evaluation.tasks, manager, cfg.evaluation.batch_size, cfg.evaluation.limit)
+            results = evaluation.evaluate(student, tokenizer, eval_tasks, manager, cfg.evaluation.batch_size, cfg.evaluation.limit)
         samples = results.pop("samples", {})
         (checkpoint / "lm_eval_results.json").write_text(json.dumps(evaluation.to_builtin(results), indent=2, default=str))
         scores = evaluation.task_scores(results)
@@ -200,7 +229,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
                 student_rationales = [
                     judge_input(tokenizer(explain_prompt(s["doc"]["question"]))["input_ids"],
                                 tokenizer(s["resps"][1][0])["input_ids"], eos)
-                    for s in samples.get("qcrd_synth_explain", [])
+                    for s in samples.get(explain_task, [])
                 ]
                 judge_metrics = {
                     "judge_score_student": mean_scores(judge, student_rationales, pad_id, device) if student_rationales else None,
@@ -215,6 +244,9 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
             "step": step,
             "iteration": iteration,
             "method": cfg.method.name,
+            "task": cfg.task.name,
+            "label_task": label_task,
+            "explain_task": explain_task,
             "eval": scores,
             "loss": {k: v / steps for k, v in sums.items()},
             **judge_metrics,
@@ -235,8 +267,8 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
 
 def round_summary(record: dict) -> str:
     """One line per finished round."""
-    label = record["eval"].get("qcrd_synth", {}).get("acc")
-    rat = record["eval"].get("qcrd_synth_explain", {})
+    label = record["eval"].get(record["label_task"], {}).get("acc")
+    rat = record["eval"].get(record["explain_task"], {})
     parts = [f"round {record['round']}: acc {label:.3f}" if label is not None else f"round {record['round']}:"]
     for key in ("rationale_acc", "step_validity", "consistency"):
         if key in rat:
@@ -251,8 +283,8 @@ def summary_table(records: list[dict]) -> str:
     header = f"{'round':>5} {'acc':>6} {'rat_acc':>8} {'step_ok':>8} {'consist':>8} {'words':>6} {'judge_s':>8} {'judge_auc':>9} {'train_s':>8} {'eval_s':>7}"
     lines = [header, "-" * len(header)]
     for r in records:
-        label = r["eval"].get("qcrd_synth", {})
-        rat = r["eval"].get("qcrd_synth_explain", {})
+        label = r["eval"].get(r["label_task"], {})
+        rat = r["eval"].get(r["explain_task"], {})
         fmt = lambda v, w: f"{v:>{w}.3f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
         lines.append(
             f"{r['round']:>5} {fmt(label.get('acc'), 6)} {fmt(rat.get('rationale_acc'), 8)} {fmt(rat.get('step_validity'), 8)} "

@@ -73,15 +73,15 @@ def test_plain_lm_eval_cli_agrees_with_the_in_loop_evaluation(tiny_run, tmp_path
 
 
 def test_task_utils_score_gold_answers_as_perfect():
-    """The task's process_results (the code the CLI runs) on gold answers and on a wrong one."""
-    sys.path.insert(0, str(REPO / "tasks" / "qcrd_synth"))
-    try:
-        import utils
-    finally:
-        sys.path.pop(0)
-    data = utils.load_synth(n_train=2, n_valid=2, n_test=5, version=1.0, pretrained="ignored")
+    """The tasks' process_results (the code the CLI runs) on gold answers and on a wrong one."""
+    from qcrd_plugin import lm_eval_tasks as utils
+
+    data = utils.load_dataset(family="synth", n_train=2, n_valid=2, n_test=5, version=1.0, pretrained="ignored")
     doc = data["test"][0]
     assert utils.process_predict(doc, [doc["answer"]])["acc"] == 1.0
     assert utils.process_predict(doc, [str(int(doc["answer"]) + 1)])["acc"] == 0.0
     scored = utils.process_explain(doc, [doc["answer"], doc["gold_rationale"]])
     assert scored == {**scored, "acc": 1.0, "rationale_acc": 1.0, "step_validity": 1.0, "consistency": 1.0}
+    # the synthetic task demands a stated answer: a rationale that trails off scores 0
+    trailing = doc["gold_rationale"].rsplit(" The answer is", 1)[0]
+    assert utils.process_explain(doc, [doc["answer"], trailing])["rationale_acc"] == 0.0
