@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -51,6 +52,8 @@ def main() -> None:
               help="Run config YAML (see harness_configs/). Without it, built-in defaults are used.")
 @click.option("--name", help="Run name; outputs go to <output-dir>/<name>/. Overrides the config's `name`.")
 @click.option("--output-dir", help="Parent folder of run directories. Overrides `output_dir`.")
+@click.option("--task", "family", help="Task family (synth, svamp, cqa, anli1, esnli, strategyqa, gsm8k, custom). Overrides `task.name`.")
+@click.option("--data-dir", help="Folder holding the public release layouts. Overrides `task.data_dir` (default $QCRD_DATA_DIR).")
 @click.option("--method", type=click.Choice(["dss", "qcrd"]), help="Distillation method. Overrides `method.name`.")
 @click.option("--rounds", type=int, help="Training rounds (lm-eval runs after each). Overrides `training.rounds`.")
 @click.option("--seed", type=int, help="Training seed. Overrides `training.seed`.")
@@ -58,7 +61,7 @@ def main() -> None:
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars (ours, lm-eval's or transformers'); per-round lines and the summary stay.")
-def run(config_path, name, output_dir, method, rounds, seed, device, overrides, quiet) -> None:
+def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, device, overrides, quiet) -> None:
     """Distil a student round by round, evaluating it with lm-eval after every round.
 
     Per round it trains `training.steps_per_round` steps, saves an HF checkpoint to
@@ -67,7 +70,7 @@ def run(config_path, name, output_dir, method, rounds, seed, device, overrides, 
     components, teacher-pool statistics, wall time per phase). `qcrd-bench config --list`
     documents every key.
     """
-    flags = {"name": name, "output_dir": output_dir, "method.name": method, "training.rounds": rounds,
+    flags = {"name": name, "output_dir": output_dir, "task.name": family, "task.data_dir": data_dir, "method.name": method, "training.rounds": rounds,
              "training.seed": seed, "training.device": device}
     every = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
     try:
@@ -81,7 +84,143 @@ def run(config_path, name, output_dir, method, rounds, seed, device, overrides, 
     _quiet_libraries(no_progress_bars=quiet)
     from .training import run as run_training  # heavy imports only once the config is valid
 
-    run_training(cfg, progress=not quiet, log=click.echo)
+    from .pools import PoolError
+    from .questions import UserInputError
+
+    try:
+        run_training(cfg, progress=not quiet, log=click.echo)
+    except (UserInputError, PoolError) as err:
+        _fail(str(err))
+
+
+def _pool_summary(stats: dict) -> str:
+    return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in stats.items())
+
+
+@main.group()
+def data() -> None:
+    """Read the public release layouts under the data directory ($QCRD_DATA_DIR)."""
+
+
+@data.command("prepare")
+@click.option("--task", "family", type=click.Choice(["svamp", "cqa", "anli1", "esnli", "strategyqa", "gsm8k", "all"]), default="all",
+              show_default=True, help="Task family to convert (all = every family from every source).")
+@click.option("--source", help="Data source (dsbs, mcc_kd, mentor_kd, eit, gsm8k); default: every source of the family.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder holding the release layouts. Default: $QCRD_DATA_DIR.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("prepared"), show_default=True,
+              help="Where the canonical JSONL goes: <out>/<task>-<source>/{questions,pool}_<split>.jsonl.")
+@click.option("--check", is_flag=True, help="Only read and count; write nothing.")
+def data_prepare(family, source, data_dir, out, check) -> None:
+    """Convert a source into canonical JSONL (questions and teacher pools) and print its counts.
+
+    \b
+    Counts per split: questions; questions with teacher samples, samples and samples per
+    question; teacher sample accuracy against gold; questions whose majority answer is gold.
+    """
+    from .answers import answers_match
+    from .config import SelfConsistencyConfig
+    from .pools import write_pool
+    from .questions import FAMILIES, UserInputError
+    from .rationales import select_pool
+    from .sources import load_source
+
+    families = [f for f in FAMILIES if f != "synth"] if family == "all" else [family]
+    header = f"{'task':<11} {'source':<10} {'split':<10} {'questions':>9} {'pooled':>7} {'samples':>8} {'per_q':>6} {'teacher_acc':>11} {'maj=gold':>9}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for fam in families:
+        sources = [source] if source else list(FAMILIES[fam].sources)
+        for src in sources:
+            try:
+                data_ = load_source(fam, src, data_dir)
+            except UserInputError as err:
+                _fail(str(err))
+
+            folder = out / f"{fam}-{src}"
+            if not check:
+                folder.mkdir(parents=True, exist_ok=True)
+            for split, questions in data_.questions.items():
+                pool = data_.pools.get(split, [])
+                samples = sum(len(e.samples) for e in pool)
+                correct = sum(answers_match(x.answer, e.gold) for e in pool for x in e.samples)
+                majority = sum(answers_match(sel.majority, sel.gold) for sel in select_pool(pool, SelfConsistencyConfig())) if pool else 0
+                acc = f"{correct / samples:.3f}" if samples else "-"
+                click.echo(f"{fam:<11} {src:<10} {split:<10} {len(questions):>9} {len(pool):>7} {samples:>8} "
+                           f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} {majority if pool else '-':>9}")
+                if not check:
+                    with open(folder / f"questions_{split}.jsonl", "w", encoding="utf-8") as handle:
+                        for q in questions:
+                            handle.write(json.dumps(q.to_record()) + "\n")
+                    if pool:
+                        write_pool(folder / f"pool_{split}.jsonl", pool)
+            for note in data_.notes:
+                click.echo(f"  note ({fam}/{src}): {note}")
+    if not check:
+        click.echo(f"written under {out}/")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Run config YAML whose task/teacher sections to start from.")
+@click.option("--task", "family", help="Task family (svamp, cqa, anli1, esnli, strategyqa, gsm8k, synth, custom).")
+@click.option("--source", help="Data source of a real family (default: the family's first).")
+@click.option("--spec", type=click.Path(dir_okay=False), help="custom tasks: the task spec YAML.")
+@click.option("--data-dir", help="Folder holding the release layouts. Default: $QCRD_DATA_DIR.")
+@click.option("--teacher", "kind", type=click.Choice(["simulated", "pool", "hf", "openai"]), help="Teacher backend.")
+@click.option("--model", help="hf: model folder or hub id; openai: the served model name.")
+@click.option("--base-url", help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--api-key-env", help="openai: environment variable holding the API key.")
+@click.option("--concurrency", type=int, help="openai: requests in flight.")
+@click.option("--samples", "-k", type=int, help="K: rationales per question.")
+@click.option("--temperature", "-t", type=float, help="T: sampling temperature.")
+@click.option("--split", default="train", show_default=True, help="Which split's questions to explain.")
+@click.option("--limit", type=int, default=0, help="Only the first N questions (0 = all).")
+@click.option("--cache", help="hf/openai: answer cache JSONL (default: <out>.cache.jsonl); a rerun resumes from it.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pool JSONL to write.")
+@click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Any other config key (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def teach(config_path, family, source, spec, data_dir, kind, model, base_url, api_key_env, concurrency, samples,
+          temperature, split, limit, cache, out, overrides, quiet) -> None:
+    """Sample K teacher rationales per question, write a pool and print its statistics.
+
+    \b
+    Examples:
+      qcrd-bench teach --task svamp --source mcc_kd --teacher pool -k 10 --out pools/svamp.jsonl
+      qcrd-bench teach --task gsm8k --teacher openai --model my-llm --base-url http://127.0.0.1:8000/v1 \\
+                       -k 5 -t 0.7 --limit 100 --out pools/gsm8k.jsonl
+    The pool feeds a run with -o teacher.kind=pool -o teacher.pool=<out>.
+    """
+    flags = {"task.name": family, "task.source": source, "task.spec": spec, "task.data_dir": data_dir, "teacher.kind": kind,
+             "teacher.model": model, "teacher.base_url": base_url, "teacher.api_key_env": api_key_env,
+             "teacher.concurrency": concurrency, "teacher.samples": samples, "teacher.temperature": temperature,
+             "teacher.cache": cache or str(out) + ".cache.jsonl"}
+    every = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
+    try:
+        cfg = load_config(config_path, every)
+    except ConfigError as err:
+        _fail(str(err))
+    _quiet_libraries(no_progress_bars=quiet)
+    from .pools import write_pool
+    from .pools import PoolError
+    from .questions import UserInputError
+    from .rationales import pool_statistics, select_pool
+    from .tasks import load_task
+    from .teachers import build_teacher
+
+    try:
+        task = load_task(cfg.task)
+        questions = task.questions.get(split)
+        if not questions:
+            _fail(f"task {cfg.task.name} has no {split!r} split (available: {', '.join(task.questions)})")
+        questions = questions[:limit] if limit else questions
+        teacher = build_teacher(cfg.teacher, task, Path(cfg.teacher.cache), progress=not quiet)
+        pool = teacher.sample(questions, cfg.teacher.samples, cfg.teacher.temperature)
+    except (UserInputError, PoolError) as err:
+        _fail(str(err))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_pool(out, pool)
+    stats = pool_statistics(pool, select_pool(pool, cfg.self_consistency))
+    click.echo(f"wrote {out}: {len(pool)} questions x {cfg.teacher.samples} samples ({cfg.teacher.kind} teacher)")
+    click.echo("pool statistics: " + _pool_summary(stats))
 
 
 @main.command("config")

@@ -4,7 +4,7 @@ from ``qcrd_plugin.tasks`` and scoring from ``qcrd_plugin.metrics``, exactly as 
 
 Task metadata (YAML ``metadata:``, ``--metadata`` on the CLI, or the run's task config in the
 training loop under ``run_task``) chooses the data: ``family`` (set by each YAML), ``source``,
-``data_dir`` (else ``$QCRD_DATA_DIR``), ``spec`` (custom tasks, else ``$QCRD_TASK_SPEC``) and the
+``source`` may also map families to sources (``{"svamp": "mcc_kd"}``), ``data_dir`` (else ``$QCRD_DATA_DIR``), ``spec`` (custom tasks, else ``$QCRD_TASK_SPEC``) and the
 synthetic generator's keys.
 """
 
@@ -21,8 +21,8 @@ from lm_eval.api.task import ConfigurableTask
 from .config import TaskConfig
 from .data import cot_prompt, cot_target as _cot_target, explain_prompt, predict_prompt
 from .metrics import cot_metrics, label_metrics, rationale_metrics
-from .questions import DataMissingError, Question
-from .tasks import TaskSpecError, fill_gold_rationales, load_task
+from .questions import Question, UserInputError
+from .tasks import fill_gold_rationales, load_task
 
 SPEC_ENV = "QCRD_TASK_SPEC"
 
@@ -33,6 +33,8 @@ def _task_config(metadata: dict) -> TaskConfig:
     options = run_task if run_task.get("name") == family else metadata
     fields = {f.name for f in dataclasses.fields(TaskConfig)}
     values = {k: v for k, v in options.items() if k in fields and k != "name" and v not in (None, "")}
+    if isinstance(values.get("source"), dict):  # --metadata '{"source": {"svamp": "mcc_kd"}}': per family
+        values["source"] = values["source"].get(family, "")
     if family == "custom" and not values.get("spec"):
         values["spec"] = os.environ.get(SPEC_ENV, "")
     return TaskConfig(name=family, **values)
@@ -49,7 +51,7 @@ def load_dataset(**metadata) -> DatasetDict:
         _stop(f"qcrd_custom tasks need a task spec: --metadata '{{\"spec\": \"harness_configs/tasks/<name>.yaml\"}}' or ${SPEC_ENV}")
     try:
         data = load_task(cfg)
-    except (DataMissingError, TaskSpecError) as err:
+    except UserInputError as err:  # missing data, a bad spec, an unknown source
         _stop(str(err))
     fill_gold_rationales(data)
     return DatasetDict({split: Dataset.from_list([q.to_record() for q in questions])

@@ -13,6 +13,10 @@ from pathlib import Path
 POOL_FORMAT = "qcrd-pool/1"
 
 
+class PoolError(ValueError):
+    """A malformed pool file; the message names the file, line and key."""
+
+
 @dataclass
 class TeacherSample:
     """One sampled rationale and the answer read from it (None = unparseable)."""
@@ -51,9 +55,9 @@ class PoolEntry:
                        for s in record["samples"]]
             return cls(str(record["id"]), record["question"], str(record["gold"]), samples)
         except KeyError as err:
-            raise ValueError(f"{where}: missing key {err.args[0]!r}") from None
+            raise PoolError(f"{where}: missing key {err.args[0]!r}") from None
         except TypeError:
-            raise ValueError(f"{where}: 'samples' must be a list of objects with a 'rationale'") from None
+            raise PoolError(f"{where}: 'samples' must be a list of objects with a 'rationale'") from None
 
 
 def write_pool(path: Path, entries: list[PoolEntry]) -> None:
@@ -62,13 +66,15 @@ def write_pool(path: Path, entries: list[PoolEntry]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         for entry in entries:
-            handle.write(json.dumps(entry.to_record(), ensure_ascii=False) + "\n")
+            handle.write(json.dumps(entry.to_record()) + "\n")
     tmp.replace(path)
 
 
 def read_pool(path: Path) -> list[PoolEntry]:
     """Read a pool JSONL file; a bad line raises ValueError naming the file and line."""
     entries = []
+    if not Path(path).is_file():
+        raise PoolError(f"{path}: pool file not found")
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -76,6 +82,6 @@ def read_pool(path: Path) -> list[PoolEntry]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                raise PoolError(f"{path}:{number}: not valid JSON ({err.msg})") from None
             entries.append(PoolEntry.from_record(record, f"{path}:{number}"))
     return entries

@@ -78,7 +78,12 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(value).expanduser()
 
 
-class DataMissingError(FileNotFoundError):
+class UserInputError(ValueError):
+    """A mistake in what the user gave (data, pools, specs); the message names file, line and key.
+    The CLI prints it as one line and exits with code 2."""
+
+
+class DataMissingError(UserInputError, FileNotFoundError):
     """A task's data files are not where the data directory says; the message says how to fix it."""
 
 
@@ -98,7 +103,7 @@ def read_jsonl(path: Path) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                raise UserInputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
     return records
 
 

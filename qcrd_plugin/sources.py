@@ -23,7 +23,7 @@ from typing import Callable
 
 from .answers import CHOICE_LETTERS, NLI_LABELS, format_number, normalize_answer, safe_eval, stated_answer
 from .pools import PoolEntry, TeacherSample
-from .questions import FAMILIES, DataMissingError, Question, TaskData, choices_block, data_dir
+from .questions import FAMILIES, DataMissingError, UserInputError, Question, TaskData, choices_block, data_dir
 
 PREPARE_HINT = "qcrd-bench data prepare --task {task} --source {source}"
 
@@ -307,10 +307,10 @@ def load_source(family: str, source: str | None = None, directory: str | Path | 
     command when a file is missing, and ValueError for an unknown family or source.
     """
     if family not in FAMILIES or family == "synth":
-        raise ValueError(f"unknown task family {family!r}; expected one of {', '.join(f for f in FAMILIES if f != 'synth')}")
+        raise UserInputError(f"unknown task family {family!r}; expected one of {', '.join(f for f in FAMILIES if f != 'synth')}")
     source = source or FAMILIES[family].sources[0]
     if source not in FAMILIES[family].sources and source != "hub":
-        raise ValueError(f"task {family!r} has no source {source!r}; choose from {', '.join(FAMILIES[family].sources)} (or hub)")
+        raise UserInputError(f"task {family!r} has no source {source!r}; choose from {', '.join(FAMILIES[family].sources)} (or hub)")
     if source == "hub":
         return _hub(None, family)
     root = data_dir(directory)

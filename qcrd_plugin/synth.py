@@ -11,7 +11,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from .config import SynthTaskConfig
-from .questions import Question
+from .questions import Question, UserInputError
 
 NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Max", "Ivy", "Leo", "Zoe", "Raj", "Eva")
 OBJECTS = ("apples", "pens", "coins", "books", "cards", "shells", "stickers", "marbles", "stamps", "cookies")
@@ -121,7 +121,7 @@ def generate(cfg: SynthTaskConfig) -> dict[str, list[Problem]]:
         while len(items) < sizes[split]:
             attempts += 1
             if attempts > 50 * sum(sizes.values()) + 1000:
-                raise ValueError(f"synth task: cannot draw {sizes[split]} distinct {split} problems; raise task.max_value")
+                raise UserInputError(f"synth task: cannot draw {sizes[split]} distinct {split} problems; raise task.max_value")
             problem = make_problem(rng, f"synth-{split}-{len(items)}", cfg)
             if problem.question not in seen:
                 seen.add(problem.question)

@@ -20,7 +20,7 @@ import yaml
 from .answers import ANSWER_TYPES, answers_match, format_number, normalize_answer, stated_answer
 from .config import TaskConfig
 from .pools import PoolEntry, TeacherSample
-from .questions import DataMissingError, Question, TaskData, choices_block, read_jsonl
+from .questions import DataMissingError, Question, TaskData, UserInputError, choices_block, read_jsonl
 from .sources import load_source
 from .synth import generate
 
@@ -28,7 +28,7 @@ SPEC_FORMAT = 1
 SPLITS = ("train", "validation", "test")
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(UserInputError):
     """A mistake in a custom task spec or its data; the message names the file, line and key."""
 
 
@@ -91,10 +91,7 @@ def _custom(spec: TaskSpec) -> TaskData:
     for split, file in spec.files.items():
         if not file.exists():
             raise DataMissingError(f"{spec.path}: key 'files.{split}': {file} not found")
-        try:
-            records = read_jsonl(file)
-        except ValueError as err:
-            raise TaskSpecError(str(err)) from None
+        records = read_jsonl(file)
         questions, entries = [], []
         for line, record in enumerate(records, 1):
             where = f"{file}:{line}"

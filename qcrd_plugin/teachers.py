@@ -31,7 +31,7 @@ from .answers import format_number, parse_stated_answer, stated_answer
 from .config import TeacherConfig
 from .data import COT_INSTRUCTION, cot_prompt
 from .pools import POOL_FORMAT, PoolEntry, TeacherSample, read_pool  # noqa: F401  (re-exported)
-from .questions import Question, TaskData
+from .questions import Question, TaskData, UserInputError
 from .synth import SYMBOL_RESULT, Problem
 
 
@@ -116,7 +116,7 @@ class PoolTeacher:
     def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
         missing = [q.id for q in questions if q.id not in self.by_id]
         if missing:
-            raise ValueError(f"{self.where}: no samples for {len(missing)} of {len(questions)} questions (first: {missing[0]!r})")
+            raise UserInputError(f"{self.where}: no samples for {len(missing)} of {len(questions)} questions (first: {missing[0]!r})")
         out = []
         for q in questions:
             entry = self.by_id[q.id]
@@ -136,7 +136,7 @@ class SampleCache:
         self.lock = threading.Lock()
         self.items: dict[str, str] = {}
         if self.path and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            for line in self.path.read_text(encoding="utf-8").split("\n"):
                 try:
                     record = json.loads(line)
                     self.items[record["key"]] = record["text"]
@@ -156,7 +156,7 @@ class SampleCache:
             if self.path:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
+                    handle.write(json.dumps({"key": key, "text": text}) + "\n")
                     handle.flush()
 
 
@@ -330,7 +330,7 @@ def build_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None = 
             return PoolTeacher(read_pool(Path(cfg.pool)), cfg.pool)
         entries = [entry for pool in data.pools.values() for entry in pool]
         if not entries:
-            raise ValueError(f"task {data.family} (source {data.source}) ships no teacher rationales; set teacher.pool to a pool file "
+            raise UserInputError(f"task {data.family} (source {data.source}) ships no teacher rationales; set teacher.pool to a pool file "
                              "(make one with `qcrd-bench teach`)")
         return PoolTeacher(entries, f"{data.family}/{data.source} pools")
     cache = SampleCache(Path(cfg.cache) if cfg.cache else cache_path)

@@ -28,7 +28,7 @@ from .methods import build_method
 from .negatives import SnapshotRing, sample_negatives
 from .rationales import pool_statistics, select_pool
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student
-from .questions import Question, TaskData
+from .questions import Question, TaskData, UserInputError
 from .sources import heldout_split
 from .tasks import default_train_split, load_task
 from .teachers import build_teacher
@@ -100,9 +100,9 @@ def training_splits(task: TaskData, cfg: RunConfig) -> dict[str, list[Question]]
     """
     train_name = cfg.task.train_split or default_train_split(task)
     if train_name not in task.questions or not task.questions[train_name]:
-        raise ValueError(f"task {cfg.task.name}: no {train_name!r} split (available: {', '.join(task.questions)})")
+        raise UserInputError(f"task {cfg.task.name}: no {train_name!r} split (available: {', '.join(task.questions)})")
     if train_name == "test":
-        raise ValueError(f"task {cfg.task.name}: training on the test split would score the student on what it was trained on")
+        raise UserInputError(f"task {cfg.task.name}: training on the test split would score the student on what it was trained on")
     train = list(task.questions[train_name])
     validation = task.questions.get("validation") if train_name != "validation" else None
     pool_has_validation = cfg.teacher.kind != "pool" or cfg.teacher.pool or "validation" in task.pools

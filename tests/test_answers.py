@@ -36,3 +36,31 @@ def test_numbers_match_and_format():
     assert not answers_match(None, "7")
     assert not answers_match(6.0, "7")
     assert format_number(7.0) == "7" and format_number(2.5) == "2.5"
+
+
+def test_safe_eval_does_arithmetic_and_nothing_else():
+    from qcrd_plugin.answers import safe_eval
+
+    assert safe_eval("( 84.0 / 2.0 )") == 42.0
+    assert safe_eval("(10 * 45) - 3") == 447.0
+    assert safe_eval("-(2 + 3) * 4") == -20.0
+    for hostile in ("__import__('os').system('true')", "open('x')", "(1).__class__", "[1, 2]", "a + 1", "2 ** 10 ** 10"):
+        assert safe_eval(hostile) is None
+    assert safe_eval("1 / 0") is None
+
+
+def test_typed_answers():
+    from qcrd_plugin.answers import normalize_answer, stated_answer
+
+    choices = ["park", "coloring book", "garden center", "math problem", "gravity"]
+    assert stated_answer("Only math problem fits. So the answer is (d) math problem.", "choice", choices) == "d"
+    assert stated_answer("The answer is B", "choice", choices) == "b"
+    assert normalize_answer("garden center", "choice", choices) == "c"
+    assert stated_answer("Oxford is in London. So the answer is contradiction.", "label") == "contradiction"
+    assert normalize_answer(1, "label") == "neutral"
+    assert stated_answer("... therefore it is True. The answer is True", "yesno") == "yes"
+    assert normalize_answer("No", "yesno") == "no"
+    assert stated_answer("So they planted 10 * 45 seeds. The answer is (10 * 45).") == 450.0
+    assert stated_answer("Danny has 100 - 68 = 32 more wrappers.") == 32.0  # raw sample: its last number
+    assert stated_answer("Danny has 100 - 68 = 32 more wrappers.", require_phrase=True) is None
+    assert stated_answer("She makes 9 * 2 = $18.\n#### 1,018") == 1018.0

@@ -1,0 +1,121 @@
+"""The real task families and tasks brought as data, through the plain CLIs (lm_eval, qcrd-bench)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_OVERRIDES
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DATA = os.environ.get("QCRD_DATA_DIR", str(REPO.parent / "shared" / "data"))
+SPEC = REPO / "harness_configs" / "tasks" / "shop_math.yaml"
+needs_data = pytest.mark.skipif(not Path(DATA).is_dir(), reason="the shared data directory is not beside the repository")
+
+
+def cli(*args, env=None, cwd=REPO, timeout=600):
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "QCRD_DATA_DIR": DATA, **(env or {})}
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+def lm_eval(model_args: str, tasks: str, out: Path, *extra, env=None):
+    proc = cli("lm_eval", "--model", "hf", "--model_args", model_args, "--tasks", tasks, "--include_path", str(REPO / "tasks"),
+               "--device", "cpu", "--batch_size", "16", "--output_path", str(out), *extra, env=env)
+    return proc
+
+
+def results_of(out: Path) -> dict:
+    return json.loads(sorted(out.rglob("results_*.json"))[-1].read_text())
+
+
+@needs_data
+@pytest.mark.slow
+def test_lm_eval_cli_scores_the_real_families_and_the_qcrd_group(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    proc = lm_eval(f"pretrained={run_dir / 'round_2'},backend=seq2seq", "qcrd,qcrd_svamp_explain", tmp_path / "out",
+                   "--limit", "3", "--metadata", json.dumps({"source": {"svamp": "mcc_kd"}}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = results_of(tmp_path / "out")
+    for family in ("svamp", "cqa", "anli1", "esnli", "strategyqa", "gsm8k"):
+        assert results["n-samples"][f"qcrd_{family}"]["effective"] == 3
+    assert "acc,none" in results["results"]["qcrd"]  # the group's aggregate
+    assert {"rationale_acc,none", "step_validity,none", "consistency,none"} <= set(results["results"]["qcrd_svamp_explain"])
+
+
+@needs_data
+@pytest.mark.slow
+def test_cot_variant_runs_with_a_causal_model(tmp_path):
+    from test_teachers import tiny_causal_lm
+
+    model = tiny_causal_lm(tmp_path / "gpt2")
+    proc = lm_eval(f"pretrained={model}", "qcrd_gsm8k_cot", tmp_path / "out", "--limit", "2", "--num_fewshot", "1",
+                   "--gen_kwargs", "max_gen_toks=8", "--log_samples")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert results_of(tmp_path / "out")["n-samples"]["qcrd_gsm8k_cot"]["effective"] == 2
+    sample = json.loads(sorted((tmp_path / "out").rglob("samples_qcrd_gsm8k_cot_*.jsonl"))[-1].read_text().splitlines()[0])
+    prompt = sample["arguments"]["gen_args_0"]["arg_0"]
+    assert prompt.count("Q: ") == 2 and "So the answer is" in prompt  # one exemplar + the question
+
+
+@pytest.mark.slow
+def test_missing_data_stops_lm_eval_with_one_message(tmp_path):
+    from test_teachers import tiny_causal_lm
+
+    model = tiny_causal_lm(tmp_path / "gpt2")
+    proc = lm_eval(f"pretrained={model}", "qcrd_svamp", tmp_path / "out", env={"QCRD_DATA_DIR": str(tmp_path / "nowhere")})
+    assert proc.returncode == 2
+    assert "QCRD_DATA_DIR" in proc.stderr and "qcrd-bench data prepare --task svamp" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@needs_data
+def test_data_prepare_prints_the_counts_of_sources_md(tmp_path):
+    proc = cli("qcrd-bench", "data", "prepare", "--task", "svamp", "--source", "mcc_kd", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[2]: line.split() for line in proc.stdout.splitlines() if line.startswith("svamp")}
+    assert rows["train"][3:6] == ["700", "700", "7000"] and rows["test"][3] == "150"
+    written = tmp_path / "svamp-mcc_kd"
+    assert len((written / "questions_train.jsonl").read_text().splitlines()) == 700
+    assert len((written / "pool_train.jsonl").read_text().splitlines()) == 700
+
+
+def test_task_brought_as_data_teach_run_and_lm_eval(tmp_path):
+    pool = tmp_path / "shop_pool.jsonl"
+    proc = cli("qcrd-bench", "teach", "--task", "custom", "--spec", str(SPEC), "--teacher", "pool", "-k", "3", "--out", str(pool))
+    assert proc.returncode == 0, proc.stderr
+    assert "pool statistics" in proc.stdout and len(pool.read_text().splitlines()) == 100
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("task.")]
+    args = ["qcrd-bench", "run", "--task", "custom", "-o", f"task.spec={SPEC}", "-o", "teacher.kind=pool", "-o", f"teacher.pool={pool}",
+            "-o", "teacher.samples=3", "--output-dir", str(tmp_path / "runs"), "--name", "shop", "--quiet"]
+    for o in overrides:
+        args += ["-o", o]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "runs" / "shop" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(record["eval"]) == {"qcrd_custom", "qcrd_custom_explain"}
+    proc = lm_eval(f"pretrained={tmp_path / 'runs' / 'shop' / 'round_2'},backend=seq2seq", "qcrd_custom", tmp_path / "out",
+                   "--metadata", json.dumps({"spec": str(SPEC)}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = results_of(tmp_path / "out")
+    assert results["results"]["qcrd_custom"]["acc,none"] == pytest.approx(record["eval"]["qcrd_custom"]["acc"])
+    assert results["n-samples"]["qcrd_custom"]["effective"] == 40
+
+
+def test_bad_task_spec_and_bad_data_exit_2_naming_file_line_and_key(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\nanswer_type: numbr\nfiles:\n  test: t.jsonl\n")
+    proc = cli("qcrd-bench", "teach", "--task", "custom", "--spec", str(spec), "--teacher", "pool", "--split", "test", "--out", str(tmp_path / "p.jsonl"))
+    assert proc.returncode == 2 and "bad.yaml" in proc.stderr and "answer_type" in proc.stderr and "Traceback" not in proc.stderr
+    spec.write_text("name: bad\nanswer_type: number\nfiles:\n  test: t.jsonl\nfields:\n  samples: s\n")
+    (tmp_path / "t.jsonl").write_text('{"question": "1 + 1?", "answer": 2, "s": ["The answer is 2."]}\n{"question": "2 + 2?"}\n')
+    proc = cli("qcrd-bench", "teach", "--task", "custom", "--spec", str(spec), "--teacher", "pool", "--split", "test", "--out", str(tmp_path / "p.jsonl"))
+    assert proc.returncode == 2 and "t.jsonl:2" in proc.stderr and "'answer'" in proc.stderr
+    (tmp_path / "t.jsonl").write_text('{"question": "1 + 1?", "answer": 2, "s": ["The answer is 2."]}\n{not json\n')
+    proc = cli("qcrd-bench", "teach", "--task", "custom", "--spec", str(spec), "--teacher", "pool", "--split", "test", "--out", str(tmp_path / "p.jsonl"))
+    assert proc.returncode == 2 and "t.jsonl:2" in proc.stderr and "not valid JSON" in proc.stderr

@@ -1,0 +1,141 @@
+"""Teacher backends against real components: an HTTP server on 127.0.0.1 speaking the
+OpenAI chat-completions protocol, and a tiny transformers causal LM built offline."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from qcrd_plugin.config import TeacherConfig
+from qcrd_plugin.questions import Question, TaskData
+from qcrd_plugin.teachers import OpenAITeacher, SampleCache, backoff_seconds, build_teacher
+
+QUESTIONS = [Question(f"q{i}", f"Ada has {i} pens and buys 2 more. How many pens?", str(i + 2)) for i in range(6)]
+
+
+class ChatServer:
+    """A small OpenAI-compatible endpoint: every third request first gets a 429, every fifth a 503;
+    answers state ``prompt number + 2`` so the parsed answers can be checked."""
+
+    def __init__(self):
+        self.hits = 0
+        self.failures = 0
+        self.seen: dict[str, int] = {}
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                key = f"{prompt}|{body['seed']}"
+                with server.lock:
+                    server.hits += 1
+                    tries = server.seen[key] = server.seen.get(key, 0) + 1
+                    fail = tries == 1 and server.hits % 3 == 0 and 429 or tries == 1 and server.hits % 5 == 0 and 503
+                    if fail:
+                        server.failures += 1
+                if fail:
+                    self.send_response(fail)
+                    self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    return
+                number = int(prompt.rsplit("Ada has ", 1)[1].split()[0])
+                text = f"Ada has {number} pens, so {number} + 2 = {number + 2}. So the answer is {number + 2}.\n\nQ: made up"
+                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server():
+    s = ChatServer()
+    yield s
+    s.close()
+
+
+def test_openai_teacher_retries_caches_and_resumes(server, tmp_path):
+    cfg = TeacherConfig(kind="openai", model="local", base_url=server.url, concurrency=3, max_retries=4)
+    cache = tmp_path / "cache.jsonl"
+    teacher = build_teacher(cfg, TaskData("custom", "test", {"train": QUESTIONS}), cache)
+    teacher.sleep = lambda seconds: None
+    pool = teacher.sample(QUESTIONS, 2, 0.7)
+    assert server.failures > 0 and teacher.retries == server.failures
+    assert [[s.answer for s in e.samples] for e in pool] == [[float(q.answer)] * 2 for q in QUESTIONS]
+    assert all("Q:" not in s.rationale for e in pool for s in e.samples)  # cut at the made-up next item
+    assert len(cache.read_text().splitlines()) == len(QUESTIONS) * 2
+    # A second teacher (a restarted run) asks the server nothing: every sample is in the cache.
+    hits = server.hits
+    again = build_teacher(cfg, TaskData("custom", "test", {"train": QUESTIONS}), cache).sample(QUESTIONS, 2, 0.7)
+    assert server.hits == hits and [e.to_record() for e in again] == [e.to_record() for e in pool]
+    # A torn last line (a kill mid-write) is ignored, and only that sample is asked again.
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    build_teacher(cfg, TaskData("custom", "test", {"train": QUESTIONS}), cache).sample(QUESTIONS, 2, 0.7)
+    assert server.hits == hits + 1
+
+
+def test_openai_teacher_gives_up_with_a_clear_error(tmp_path):
+    cfg = TeacherConfig(kind="openai", model="m", base_url="http://127.0.0.1:9/v1", max_retries=1, timeout_s=0.5)
+    teacher = OpenAITeacher(cfg, [], SampleCache(None), sleep=lambda s: None)
+    with pytest.raises(RuntimeError, match="gave up after 2 tries"):
+        teacher.sample(QUESTIONS[:1], 1, 0.7)
+
+
+def test_backoff_grows_exponentially_with_jitter():
+    import random
+
+    rng = random.Random(0)
+    waits = [backoff_seconds(a, rng, base=1.0, cap=100.0) for a in range(6) for _ in range(50)]
+    for attempt in range(6):
+        chunk = waits[attempt * 50 : (attempt + 1) * 50]
+        assert max(chunk) <= 2**attempt and len(set(chunk)) > 1
+
+
+def tiny_causal_lm(folder):
+    """A tiny GPT-2 with a locally trained tokenizer, saved like any HF model."""
+    from tokenizers import processors
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from qcrd_plugin.students import train_tokenizer
+
+    corpus = [q.question + " So the answer is 5." for q in QUESTIONS] * 3
+    tok = train_tokenizer(corpus, 120)
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=32, n_layer=1, n_head=2,
+                                       bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def causal_lm(tmp_path_factory):
+    return tiny_causal_lm(tmp_path_factory.mktemp("gpt2"))
+
+
+def test_hf_teacher_samples_k_per_question_and_caches(causal_lm, tmp_path):
+    cfg = TeacherConfig(kind="hf", model=str(causal_lm), max_new_tokens=12, batch_size=4)
+    cache = tmp_path / "hf_cache.jsonl"
+    data = TaskData("custom", "test", {"train": QUESTIONS})
+    pool = build_teacher(cfg, data, cache).sample(QUESTIONS, 3, 1.0)
+    assert [len(e.samples) for e in pool] == [3] * len(QUESTIONS)
+    assert len(cache.read_text().splitlines()) == 3 * len(QUESTIONS)
+    again = build_teacher(cfg, data, cache).sample(QUESTIONS, 3, 1.0)
+    assert [e.to_record() for e in again] == [e.to_record() for e in pool]
