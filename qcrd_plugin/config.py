@@ -59,8 +59,8 @@ SynthTaskConfig = TaskConfig  # the synthetic generator reads the synth keys of 
 class TeacherConfig:
     """Where rationales come from. 'simulated' stands in for an LLM when there is no network."""
 
-    kind: str = _opt("simulated", "teacher backend: simulated (synth only), pool (JSONL pools), hf (local causal LM), openai (chat-completions endpoint)",
-                     choices=("simulated", "pool", "hf", "openai"))
+    kind: str = _opt("auto", "teacher backend: simulated (synth only), pool (JSONL pools), hf (local causal LM), openai (chat-completions endpoint); "
+                     "auto = simulated for synth, else pool", choices=("auto", "simulated", "pool", "hf", "openai"))
     samples: int = _opt(5, "K: rationales sampled per question (pool: the first K of each question)", min=1, max=64)
     temperature: float = _opt(0.7, "T: sampling temperature (pool: ignored, the pool was sampled already)", min=0.0, max=2.0)
     pool: str = _opt("", "pool: a pool JSONL file; empty = the pools shipped with the task's data source")
@@ -240,7 +240,9 @@ def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
 
 
 def _validate_across(cfg: RunConfig, source: str) -> None:
-    """Checks that involve more than one key."""
+    """Checks that involve more than one key (and resolving ``auto`` values)."""
+    if cfg.teacher.kind == "auto":
+        cfg.teacher.kind = "simulated" if cfg.task.name == "synth" else "pool"
     if cfg.task.min_steps > cfg.task.max_steps:
         raise ConfigError(f"{source}: key 'task.min_steps': {cfg.task.min_steps} exceeds task.max_steps {cfg.task.max_steps}")
     if cfg.teacher.kind == "simulated" and cfg.task.name != "synth":
