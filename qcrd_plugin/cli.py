@@ -54,7 +54,7 @@ def main() -> None:
 @click.option("--output-dir", help="Parent folder of run directories. Overrides `output_dir`.")
 @click.option("--task", "family", help="Task family (synth, svamp, cqa, anli1, esnli, strategyqa, gsm8k, custom). Overrides `task.name`.")
 @click.option("--data-dir", help="Folder holding the public release layouts. Overrides `task.data_dir` (default $QCRD_DATA_DIR).")
-@click.option("--method", type=click.Choice(["dss", "qcrd"]), help="Distillation method. Overrides `method.name`.")
+@click.option("--method", type=click.Choice(["finetune", "single_task", "dss", "qcrd"]), help="Distillation method. Overrides `method.name`.")
 @click.option("--rounds", type=int, help="Training rounds (lm-eval runs after each). Overrides `training.rounds`.")
 @click.option("--seed", type=int, help="Training seed. Overrides `training.seed`.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides `training.device`.")
@@ -221,6 +221,62 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
     stats = pool_statistics(pool, select_pool(pool, cfg.self_consistency))
     click.echo(f"wrote {out}: {len(pool)} questions x {cfg.teacher.samples} samples ({cfg.teacher.kind} teacher)")
     click.echo("pool statistics: " + _pool_summary(stats))
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Leaderboard YAML (methods x tasks x seeds; see harness_configs/leaderboard.yaml).")
+@click.option("--from-runs", "from_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Build the tables and plots from finished runs under these folders, without training (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where tables and plots go (default: the grid's output_dir).")
+@click.option("--report-to", type=click.Choice(["none", "tensorboard"]), default="none", show_default=True,
+              help="Also write every run's per-round scalars as TensorBoard event files (needs `pip install tensorboard`).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
+    """Compare methods on the same data, student and budget, with error bars.
+
+    \b
+    With --config: trains every cell of the grid that has not finished (a killed grid resumes
+    where it stopped), then writes leaderboard.md / .csv / .json: final accuracy per method and
+    task as mean ± 95% CI over seeds, the paired difference QCRD − DSS with its CI, rationale
+    quality and training cost; and accuracy_per_round.png, rationale_metrics_per_round.png.
+    With --from-runs: the same outputs from finished runs, no training.
+    """
+    from . import leaderboard as lb
+
+    if not config_path and not from_runs:
+        _fail("give --config (train the grid) or --from-runs DIR (tables from finished runs)")
+    cfg = None
+    if config_path:
+        try:
+            cfg = lb.load_leaderboard_config(config_path)
+        except ConfigError as err:
+            _fail(str(err))
+    if cfg and not from_runs:
+        _quiet_libraries(no_progress_bars=quiet)
+        from .pools import PoolError
+        from .questions import UserInputError
+        from .training import run as run_training
+
+        try:
+            run_dirs = lb.run_grid(cfg, lambda run_cfg: run_training(run_cfg, progress=not quiet, log=click.echo), log=click.echo)
+        except (UserInputError, PoolError) as err:
+            _fail(str(err))
+        results = [lb.read_run(d) for d in run_dirs if lb.is_finished(d)]
+    else:
+        results = lb.collect(list(from_runs))
+    if not results:
+        _fail("no finished runs found (a run is finished when metrics.jsonl has one line per configured round)")
+    board = lb.aggregate(results, cfg.baseline if cfg else "dss", cfg.contender if cfg else "qcrd")
+    target = out or (Path(cfg.output_dir) if cfg else Path(from_runs[0]))
+    written = lb.write(board, results, target)
+    if report_to == "tensorboard":
+        try:
+            lb.write_tensorboard(results, target / "tensorboard")
+        except ImportError:
+            _fail("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
+    click.echo(lb.to_markdown(board))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
 @main.command("config")

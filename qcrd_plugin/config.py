@@ -92,6 +92,8 @@ class StudentConfig:
     """The student. Without ``pretrained`` a tiny T5 and tokenizer are built offline."""
 
     pretrained: str = _opt("", "HF model folder or hub id (hub ids need a network); empty = offline tiny preset")
+    family: str = _opt("seq2seq", "tiny preset: seq2seq (T5-style) or causal (decoder-only, Llama-style); a pretrained model's own config decides",
+                       choices=("seq2seq", "causal"))
     vocab_size: int = _opt(600, "tiny preset: tokenizer vocabulary size", min=64)
     d_model: int = _opt(64, "tiny preset: hidden size", min=8)
     d_ff: int = _opt(192, "tiny preset: feed-forward size", min=8)
@@ -107,7 +109,8 @@ class StudentConfig:
 class MethodConfig:
     """Loss hyper-parameters. QCRD: L = a1*L_pred + a2*L_cl + a3*L_D (Eq. 8)."""
 
-    name: str = _opt("qcrd", "distillation method", choices=("dss", "qcrd"))
+    name: str = _opt("qcrd", "distillation method: finetune (label only), single_task (rationale then answer as one target), dss, qcrd",
+                     choices=("finetune", "single_task", "dss", "qcrd"))
     alpha: float = _opt(0.5, "dss: weight of the label loss; the rationale loss gets 1 - alpha", min=0.0, max=1.0)
     alpha1: float = _opt(0.5, "qcrd: weight of L_pred", min=0.0)
     alpha2: float = _opt(0.5, "qcrd: weight of L_cl", min=0.0)
@@ -125,6 +128,8 @@ class NegativesConfig:
 
     enabled: bool = _opt(True, "off = no negative term at all")
     source: str = _opt("union", "student: snapshot samples; llm: teacher minority only; union: both", choices=("union", "student", "llm"))
+    generator: str = _opt("snapshot", "who samples student negatives: snapshot (j_back iterations ago) or fixed (the initial model, never updated)",
+                          choices=("snapshot", "fixed"))
     j_back: int = _opt(5, "sample from the snapshot taken this many iterations ago (the oldest one until that exists)", min=0)
     temperature: float = _opt(1.5, "sampling temperature of student negatives", min=0.0, max=5.0)
     per_question: int = _opt(1, "student negatives per question", min=1, max=16)
@@ -170,6 +175,9 @@ class EvaluationConfig:
 
     tasks: list = _opt([], "lm-eval tasks (from tasks/) evaluated after every round; empty = qcrd_<task> and qcrd_<task>_explain")
     limit: int = _opt(0, "evaluate only the first N test items (0 = all)", min=0)
+    overlap: bool = _opt(True, "log ROUGE-L / BLEU of test rationales against the gold rationale and teacher positives, and distinct-n")
+    faithfulness: bool = _opt(True, "log the truncation and number-corruption faithfulness probes on test rationales")
+    faithfulness_items: int = _opt(32, "probe only the first N test rationales (the probes decode one forced prefix at a time)", min=1)
     batch_size: int = _opt(64, "lm-eval generation batch size", min=1)
 
 

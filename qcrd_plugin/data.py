@@ -27,6 +27,9 @@ class TrainExample:
     positives: list[list[int]] = field(default_factory=list)
     llm_negatives: list[list[int]] = field(default_factory=list)
     student_negatives: list[list[int]] = field(default_factory=list)  # refreshed during training
+    answer_type: str = "number"
+    choices: list[str] | None = None
+    answer_text: str = ""  # the gold answer as written after "So the answer is"
 
 
 COT_INSTRUCTION = ('Answer the question. Reason step by step, then end with "So the answer is <answer>."')
@@ -64,12 +67,17 @@ def explain_prompt(question: str) -> str:
     return EXPLAIN_PREFIX + question
 
 
-def build_examples(problems: list[Question], selections: list[Selection], tokenizer, max_input: int, max_target: int) -> list[TrainExample]:
-    """Tokenize every prompt, label and rationale of the training set once."""
-    def enc(texts: list[str], limit: int) -> list[list[int]]:
+def build_examples(problems: list[Question], selections: list[Selection], tokenizer, max_input: int, max_target: int,
+                   causal: bool = False) -> list[TrainExample]:
+    """Tokenize every prompt, label and rationale of the training set once.
+
+    Targets end with EOS. Prompts do too for seq2seq students; for decoder-only students they do
+    not, because the target continues the prompt (as lm-eval's causal models see a context).
+    """
+    def enc(texts: list[str], limit: int, prompt: bool = False) -> list[list[int]]:
         if not texts:
             return []
-        return tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
+        return tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=not (prompt and causal))["input_ids"]
 
     by_id = {s.id: s for s in selections}
     examples = []
@@ -77,23 +85,28 @@ def build_examples(problems: list[Question], selections: list[Selection], tokeni
         sel = by_id[problem.id]
         examples.append(TrainExample(
             id=problem.id,
-            predict_ids=enc([predict_prompt(problem.question)], max_input)[0],
-            explain_ids=enc([explain_prompt(problem.question)], max_input)[0],
+            predict_ids=enc([predict_prompt(problem.question)], max_input, prompt=True)[0],
+            explain_ids=enc([explain_prompt(problem.question)], max_input, prompt=True)[0],
             label_ids=enc([problem.answer], max_target)[0],
             positives=enc(sel.positives, max_target),
             llm_negatives=enc(sel.negatives, max_target),
+            answer_type=problem.answer_type,
+            choices=problem.choices,
+            answer_text=answer_text(problem),
         ))
     return examples
 
 
-def pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists into (ids, attention_mask) tensors."""
+def pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu", left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token lists into (ids, attention_mask) tensors: on the right, or on the left (prompts
+    that a decoder-only model continues)."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
     return ids.to(device), mask.to(device)
 
 

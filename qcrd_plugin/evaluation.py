@@ -18,8 +18,9 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 
-class Seq2SeqHFLM(HFLM):
-    """``HFLM`` with lm-eval 0.4.13's seq2seq generation bound fixed.
+class StudentHFLM(HFLM):
+    """``HFLM`` over the in-memory student (seq2seq or decoder-only), with lm-eval 0.4.13's
+    seq2seq generation bound fixed.
 
     0.4.13 passes ``max_length = prompt length + max_gen_toks`` to ``generate`` even for
     encoder-decoder models, whose decoder then may produce far more than ``max_gen_toks`` tokens.
@@ -84,7 +85,8 @@ def evaluate(model, tokenizer, tasks: list[str], manager: TaskManager, batch_siz
     Seeds are passed as None so lm-eval does not reseed the training RNGs; the model is put back
     in train mode afterwards (HFLM switches it to eval mode).
     """
-    lm = Seq2SeqHFLM(pretrained=model, tokenizer=tokenizer, backend="seq2seq", batch_size=batch_size)
+    backend = "seq2seq" if model.config.is_encoder_decoder else "causal"
+    lm = StudentHFLM(pretrained=model, tokenizer=tokenizer, backend=backend, batch_size=batch_size)
     try:
         results = simple_evaluate(
             model=lm, tasks=tasks, task_manager=manager, limit=limit or None, bootstrap_iters=0,

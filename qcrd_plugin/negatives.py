@@ -21,9 +21,13 @@ class SnapshotRing:
 
     def __init__(self, j_back: int):
         self.snapshots: deque = deque(maxlen=j_back + 1)
+        self.initial: dict | None = None  # the very first snapshot (the "fixed generator" ablation)
 
     def take(self, model: torch.nn.Module) -> None:
-        self.snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.snapshots.append(snapshot)
+        if self.initial is None:
+            self.initial = snapshot
 
     def oldest(self) -> dict:
         """The snapshot ``j_back`` iterations back (or the oldest kept)."""
@@ -48,19 +52,23 @@ def sample_negatives(student: torch.nn.Module, snapshot: dict, examples: list[Tr
     torch.manual_seed(seed)
     for start in tqdm(range(0, len(examples), batch_size), desc="student negatives", disable=not progress, leave=False):
         chunk = examples[start : start + batch_size]
-        ids, mask = pad([ex.explain_ids for ex in chunk], config.pad_token_id, device)
+        seq2seq = config.is_encoder_decoder
+        ids, mask = pad([ex.explain_ids for ex in chunk], config.pad_token_id, device, left=not seq2seq)
         out = sampler.generate(
             input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0,
             num_return_sequences=per_question, max_new_tokens=max_new_tokens, use_cache=True,
+            pad_token_id=config.pad_token_id,
         )
+        # seq2seq: drop the decoder start token; decoder-only: drop the prompt
+        out = out[:, 1:] if seq2seq else out[:, ids.shape[1]:]
         for row, ex in enumerate(chunk):
             ex.student_negatives = [_strip(out[row * per_question + k].tolist(), config) for k in range(per_question)]
     del sampler
 
 
 def _strip(tokens: list[int], config) -> list[int]:
-    """Drop the decoder start token and padding; end with EOS (as a target sequence)."""
-    body = tokens[1:]
+    """Cut at EOS, drop padding; end with EOS (as a target sequence)."""
+    body = tokens
     if config.eos_token_id in body:
         body = body[: body.index(config.eos_token_id)]
     body = [t for t in body if t != config.pad_token_id]

@@ -10,7 +10,7 @@ import string
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 from .config import StudentConfig
 
@@ -66,18 +66,57 @@ def tiny_t5_config(cfg: StudentConfig, tokenizer: PreTrainedTokenizerFast) -> T5
     )
 
 
-def build_student(cfg: StudentConfig, corpus: Iterable[str]) -> tuple[T5ForConditionalGeneration, PreTrainedTokenizerFast]:
-    """The student and its tokenizer: the tiny preset trained on ``corpus``, or ``cfg.pretrained``.
+def tiny_causal_config(cfg: StudentConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    """The decoder-only tiny preset: a Llama-style model (RoPE, RMSNorm, SwiGLU) of the same size."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.num_heads * cfg.d_kv,
+        intermediate_size=cfg.d_ff,
+        num_hidden_layers=2 * cfg.num_layers,  # as deep as the T5 preset's encoder + decoder
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def is_seq2seq(model) -> bool:
+    """True for encoder-decoder students (T5-style), False for decoder-only ones."""
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def build_student(cfg: StudentConfig, corpus: Iterable[str]):
+    """The student and its tokenizer: the tiny preset of ``cfg.family`` trained on ``corpus``, or
+    ``cfg.pretrained`` (seq2seq or decoder-only, read from its config).
 
     ``pretrained`` may be a local folder (works offline) or a hub id (needs a network; never used
     by the tests or the default run).
     """
     if cfg.pretrained:
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained)
-        model = AutoModelForSeq2SeqLM.from_pretrained(cfg.pretrained)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        seq2seq = getattr(AutoConfig.from_pretrained(cfg.pretrained), "is_encoder_decoder", False)
+        model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(cfg.pretrained)
         return model, tokenizer
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
-    model = T5ForConditionalGeneration(tiny_t5_config(cfg, tokenizer))
-    return model, tokenizer
+    if cfg.family == "causal":
+        return LlamaForCausalLM(tiny_causal_config(cfg, tokenizer)), tokenizer
+    return T5ForConditionalGeneration(tiny_t5_config(cfg, tokenizer)), tokenizer
+
+
+def judge_config(student) -> T5Config:
+    """The judge's encoder config, of the student's width: the student's own T5 config, or for a
+    decoder-only student a T5 encoder of the same hidden size and vocabulary."""
+    config = student.config
+    if isinstance(config, T5Config):
+        return config
+    heads = config.num_attention_heads
+    return T5Config(vocab_size=config.vocab_size, d_model=config.hidden_size, d_ff=config.intermediate_size,
+                    d_kv=config.hidden_size // heads, num_heads=heads, num_layers=1, feed_forward_proj="gated-gelu",
+                    pad_token_id=config.pad_token_id, eos_token_id=config.eos_token_id, dropout_rate=0.0)

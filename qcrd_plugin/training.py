@@ -27,8 +27,9 @@ from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc
 from .methods import build_method
 from .negatives import SnapshotRing, sample_negatives
 from .rationales import pool_statistics, select_pool
-from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student
+from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, is_seq2seq, judge_config
 from .questions import Question, TaskData, UserInputError
+from .rationale_quality import distinct_n, faithfulness, overlap_metrics
 from .sources import heldout_split
 from .tasks import default_train_split, load_task
 from .teachers import build_teacher
@@ -149,8 +150,9 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     student, tokenizer = build_student(cfg.student, corpus)
     student.to(device).train()
     limits = (cfg.student.max_input_tokens, cfg.student.max_target_tokens)
-    examples = build_examples(splits["train"], selections["train"], tokenizer, *limits)
-    heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits)
+    causal = not is_seq2seq(student)
+    examples = build_examples(splits["train"], selections["train"], tokenizer, *limits, causal=causal)
+    heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits, causal=causal)
     eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     heldout_pos = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.positives]
     heldout_neg = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.llm_negatives]
@@ -159,7 +161,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     judge_pretrain_losses: list[float] = []
     if cfg.method.name == "qcrd" and cfg.judge.enabled:
         with timer("judge_pretraining"):
-            judge = QualityJudge(student.config, cfg.judge.num_layers).to(device)
+            judge = QualityJudge(judge_config(student), cfg.judge.num_layers).to(device)
             judge_pretrain_losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
         if judge_pretrain_losses:
             head, tail = judge_pretrain_losses[:10], judge_pretrain_losses[-10:]
@@ -177,6 +179,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     stream = batches(examples, cfg.training.batch_size, cfg.training.seed)
     manager = evaluation.task_manager(evaluation.task_metadata(cfg.task))
     eval_tasks = cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name)
+    references = test_references(task, teacher, cfg)
     label_task = next((t for t in eval_tasks if not t.endswith(("_explain", "_cot"))), eval_tasks[0])
     explain_task = next((t for t in eval_tasks if t.endswith("_explain")), "")
     setup_times = timer.pop()
@@ -196,7 +199,8 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
                 if method.uses_student_negatives and (iteration - 1) % cfg.negatives.refresh_every == 0:
                     with timer("negative_sampling"):
                         neg = cfg.negatives
-                        sample_negatives(student, snapshots.oldest(), examples, neg.per_question, neg.temperature,
+                        generator = snapshots.initial if neg.generator == "fixed" else snapshots.oldest()
+                        sample_negatives(student, generator, examples, neg.per_question, neg.temperature,
                                          neg.max_new_tokens, neg.batch_size, cfg.training.seed + iteration, device, progress)
             with timer("training"):
                 batch = next(stream)
@@ -236,6 +240,12 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
                     "judge_auc_heldout": roc_auc(judge, heldout_pos, heldout_neg, pad_id, device),
                 }
 
+        quality = {}
+        explain_samples = samples.get(explain_task, [])
+        if explain_samples and (cfg.evaluation.overlap or cfg.evaluation.faithfulness):
+            with timer("rationale_quality"):
+                quality = rationale_quality(student, tokenizer, explain_samples, references, cfg, device)
+
         steps = cfg.training.steps_per_round
         round_times = timer.pop()
         record = {
@@ -247,7 +257,10 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
             "task": cfg.task.name,
             "label_task": label_task,
             "explain_task": explain_task,
+            "answer_from": method.answer_from,
+            "headline_acc": headline_accuracy(scores, label_task, explain_task, method.answer_from),
             "eval": scores,
+            "rationale_quality": quality,
             "loss": {k: v / steps for k, v in sums.items()},
             **judge_metrics,
             "method_state": method.log_state(),
@@ -263,6 +276,43 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
         log(round_summary(record))
     log(summary_table(records))
     return records
+
+
+def test_references(task: TaskData, teacher, cfg: RunConfig) -> dict[str, list[str]]:
+    """Reference rationales per test question: the gold rationale, plus the teacher's positives
+    when they come cheap (the simulated teacher, or a source that ships test pools)."""
+    refs = {q.id: [q.gold_rationale] if q.gold_rationale else [] for q in task.questions.get("test", [])}
+    pool = []
+    if cfg.evaluation.overlap and cfg.teacher.kind == "simulated":
+        pool = teacher.sample(task.questions["test"], cfg.teacher.samples, cfg.teacher.temperature)
+    elif cfg.evaluation.overlap and "test" in task.pools:
+        pool = task.pools["test"]
+    for sel in select_pool(pool, cfg.self_consistency):
+        refs.setdefault(sel.id, []).extend(p for p in sel.positives if p not in refs[sel.id])
+    return refs
+
+
+def rationale_quality(student, tokenizer, explain_samples: list[dict], references: dict[str, list[str]], cfg: RunConfig, device) -> dict:
+    """Overlap, diversity and faithfulness of the student's test rationales (rationale_quality.py)."""
+    docs = [s["doc"] for s in explain_samples]
+    rationales = [s["resps"][1][0] for s in explain_samples]
+    out: dict[str, float] = {}
+    if cfg.evaluation.overlap:
+        out.update(overlap_metrics(rationales, [references.get(d["id"], []) for d in docs]))
+        out["distinct_1"], out["distinct_2"] = distinct_n(rationales, 1), distinct_n(rationales, 2)
+    if cfg.evaluation.faithfulness:
+        n = cfg.evaluation.faithfulness_items
+        out.update(faithfulness(student, tokenizer, [explain_prompt(d["question"]) for d in docs[:n]], rationales[:n],
+                                docs[0].get("answer_type", "number"), [d.get("choices") for d in docs[:n]], device,
+                                cfg.negatives.max_new_tokens))
+    return out
+
+
+def headline_accuracy(scores: dict, label_task: str, explain_task: str, answer_from: str) -> float | None:
+    """The method's accuracy: its label prompt's, or (single_task) the answer its rationale states."""
+    if answer_from == "rationale":
+        return scores.get(explain_task, {}).get("rationale_acc")
+    return scores.get(label_task, {}).get("acc")
 
 
 def round_summary(record: dict) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from .base import LossOutput, Method
 from .dss import DSS
+from .finetune import Finetune
 from .qcrd import QCRD
+from .single_task import SingleTask
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (DSS, QCRD)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Finetune, SingleTask, DSS, QCRD)}
 
 
 def build_method(cfg, student, tokenizer, device, judge=None) -> Method:

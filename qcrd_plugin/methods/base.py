@@ -29,6 +29,7 @@ class Method(ABC):
 
     name: str = ""
     uses_student_negatives: bool = False
+    answer_from: str = "label"  # where the student's answer is read: its label prompt or its rationale
 
     def __init__(self, cfg, student, tokenizer, device, judge=None):
         self.cfg, self.student, self.tokenizer, self.device = cfg, student, tokenizer, device
@@ -50,8 +51,29 @@ class Method(ABC):
         return {}
 
 
+def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], device, per_sequence: bool = True) -> torch.Tensor:
+    """Decoder-only students: cross-entropy of each target continuing its prompt.
+
+    Prompt and target are concatenated; only target tokens are scored. Returns one token-mean
+    loss per sequence (``per_sequence``), or the token mean over the whole batch.
+    """
+    ids, mask = pad([p + t for p, t in zip(prompts, targets)], student.config.pad_token_id, device)
+    labels = torch.full_like(ids, -100)
+    for row, (p, t) in enumerate(zip(prompts, targets)):
+        labels[row, len(p) : len(p) + len(t)] = torch.tensor(t, device=device)
+    logits = student(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    shifted = labels[:, 1:]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), shifted, ignore_index=-100, reduction="none")
+    counts = (shifted != -100).sum(dim=1)
+    if not per_sequence:
+        return token_loss.sum() / counts.sum().clamp(min=1)
+    return token_loss.sum(dim=1) / counts.clamp(min=1)
+
+
 def label_loss(student, batch: list[TrainExample], device) -> torch.Tensor:
     """L_pred: token-mean cross-entropy of the gold label given the ``predict:`` prompt."""
+    if not student.config.is_encoder_decoder:
+        return causal_losses(student, [ex.predict_ids for ex in batch], [ex.label_ids for ex in batch], device, per_sequence=False)
     ids, mask = pad([ex.predict_ids for ex in batch], student.config.pad_token_id, device)
     labels = pad_labels([ex.label_ids for ex in batch], device)
     return student(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -60,9 +82,12 @@ def label_loss(student, batch: list[TrainExample], device) -> torch.Tensor:
 def rationale_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device) -> torch.Tensor:
     """Per-rationale token-mean cross-entropy ``l(f(x), r)``, one value per rationale.
 
-    ``owner[i]`` is the batch index of the question rationale ``i`` explains. Each ``explain:``
-    prompt is encoded once and its encoder output shared by all of that question's rationales.
+    ``owner[i]`` is the batch index of the question rationale ``i`` explains. For seq2seq students
+    each ``explain:`` prompt is encoded once and its encoder output shared by all of that
+    question's rationales; decoder-only students read prompt + rationale as one sequence.
     """
+    if not student.config.is_encoder_decoder:
+        return causal_losses(student, [batch[o].explain_ids for o in owner], rationales, device)
     ids, mask = pad([ex.explain_ids for ex in batch], student.config.pad_token_id, device)
     encoded = student.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
     index = torch.tensor(owner, device=device)

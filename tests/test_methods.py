@@ -1,0 +1,111 @@
+"""Every method's loss on a tiny batch, for both student families, and what each ablation removes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from qcrd_plugin.config import RunConfig, SynthTaskConfig
+from qcrd_plugin.data import build_examples
+from qcrd_plugin.discriminator import QualityJudge
+from qcrd_plugin.methods import METHODS, build_method
+from qcrd_plugin.negatives import SnapshotRing, sample_negatives
+from qcrd_plugin.rationales import select_pool
+from qcrd_plugin.students import build_student, judge_config
+from qcrd_plugin.synth import generate
+from qcrd_plugin.teachers import SimulatedTeacher
+
+
+def setup(family: str, **switches):
+    cfg = RunConfig()
+    cfg.task = SynthTaskConfig(n_train=8, n_valid=2, n_test=2)
+    cfg.student.family = family
+    for dotted, value in switches.items():
+        section, key = dotted.split("__")
+        setattr(getattr(cfg, section), key, value)
+    problems = [p.to_question() for p in generate(cfg.task)["train"]]
+    pool = SimulatedTeacher(cfg.teacher, {p.id: p for p in generate(cfg.task)["train"]}).sample(problems, 5, 1.2)
+    torch.manual_seed(0)
+    model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
+    examples = build_examples(problems, select_pool(pool, cfg.self_consistency), tok, 128, 96, causal=family == "causal")
+    return cfg, model, tok, examples
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "causal"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_gives_a_finite_loss_that_trains_the_student(family, method):
+    cfg, model, tok, examples = setup(family, method__name=method)
+    if method == "qcrd":
+        sample_negatives(model, copy.deepcopy(model.state_dict()), examples, 1, 1.5, 12, 8, 0, "cpu", progress=False)
+        assert all(ex.student_negatives and ex.student_negatives[0][-1] == tok.eos_token_id for ex in examples)
+    judge = QualityJudge(judge_config(model), 1) if method == "qcrd" else None
+    out = build_method(cfg, model, tok, "cpu", judge=judge).loss(examples)
+    assert torch.isfinite(out.total) and out.total.item() > 0
+    out.total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    expected = {"finetune": {"l_label"}, "single_task": {"l_rationale"}, "dss": {"l_label", "l_rationale"},
+                "qcrd": {"l_pred", "l_cl", "l_d"}}[method]
+    assert expected <= set(out.components)
+    if method == "finetune":
+        assert "l_rationale" not in out.components  # label only
+
+
+def test_single_task_target_is_the_rationale_then_the_answer():
+    cfg, model, tok, examples = setup("seq2seq", method__name="single_task")
+    method = build_method(cfg, model, tok, "cpu")
+    text = tok.decode(method.target(examples[0]), skip_special_tokens=True)
+    assert text.rstrip(".").endswith(f"answer is {examples[0].answer_text}")
+
+
+def test_causal_loss_scores_only_the_target_tokens():
+    from qcrd_plugin.methods.base import causal_losses
+
+    cfg, model, tok, examples = setup("causal")
+    ex = examples[0]
+    base = causal_losses(model, [ex.explain_ids], [ex.positives[0]], "cpu")
+    # Changing the prompt changes the loss; padding another row does not change this row's loss.
+    other = causal_losses(model, [ex.explain_ids, ex.explain_ids + ex.explain_ids], [ex.positives[0], ex.positives[0]], "cpu")
+    assert other[0].item() == pytest.approx(base.item(), rel=1e-4)
+    assert other[1].item() != pytest.approx(base.item(), rel=1e-4)
+
+
+def qcrd_parts(**switches):
+    cfg, model, tok, examples = setup("seq2seq", method__name="qcrd", **switches)
+    for ex in examples:
+        ex.student_negatives = [ex.positives[0][: len(ex.positives[0]) // 2] + [tok.eos_token_id]] if ex.positives else []
+    judge = QualityJudge(judge_config(model), 1) if cfg.judge.enabled else None
+    method = build_method(cfg, model, tok, "cpu", judge=judge)
+    return method, examples, method.loss(examples)
+
+
+def test_ablation_switches_remove_what_they_name():
+    method, examples, full = qcrd_parts()
+    assert full.components["w_pos"] != 1.0 and any(method.negatives_of(ex) for ex in examples)
+    _, _, no_judge = qcrd_parts(judge__enabled=False)
+    assert no_judge.components["w_pos"] == 1.0 and no_judge.components["w_neg"] == 1.0 and no_judge.components["l_d"] == 0.0
+    method, examples, no_neg = qcrd_parts(negatives__enabled=False)
+    assert not any(method.negatives_of(ex) for ex in examples) and no_neg.components["hinge_neg"] == 0.0
+    method, examples, _ = qcrd_parts(negatives__source="llm")
+    assert all(method.negatives_of(ex) == ex.llm_negatives for ex in examples)
+    method, examples, _ = qcrd_parts(negatives__source="student")
+    assert all(method.negatives_of(ex) == ex.student_negatives for ex in examples)
+    _, examples, _ = qcrd_parts(self_consistency__enabled=False)
+    assert all(len(ex.positives) <= 1 and not ex.llm_negatives for ex in examples)  # one rationale, as in DSS
+    for how in ("maxmin", "sampling", "mean", "weighted_mean"):
+        _, _, out = qcrd_parts(method__set_reduction=how)
+        assert torch.isfinite(out.total)
+
+
+def test_fixed_generator_keeps_the_initial_snapshot():
+    ring = SnapshotRing(j_back=1)
+    model = torch.nn.Linear(2, 2)
+    ring.take(model)
+    first = {k: v.clone() for k, v in ring.initial.items()}
+    for _ in range(3):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        ring.take(model)
+    assert torch.equal(ring.initial["weight"], first["weight"])
+    assert not torch.equal(ring.oldest()["weight"], first["weight"])  # j_back=1: a recent one
