@@ -15,7 +15,7 @@ TINY_OVERRIDES = [
     "task.n_train=48", "task.n_valid=16", "task.n_test=24",
     "training.rounds=2", "training.steps_per_round=6", "training.iteration_steps=3", "training.batch_size=8",
     "training.warmup_steps=2", "judge.pretrain_steps=5", "judge.online_every=2", "negatives.j_back=1",
-    "negatives.max_new_tokens=24", "evaluation.batch_size=32",
+    "negatives.max_new_tokens=24", "evaluation.batch_size=32", "evaluation.faithfulness_items=4",
 ]
 
 

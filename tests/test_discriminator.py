@@ -37,7 +37,7 @@ def test_pretraining_lowers_judge_loss():
     problems = generate(cfg.task)["train"]
     pool = SimulatedTeacher(cfg.teacher).sample(problems, 5, 0.7)
     model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples(problems, select_pool(pool, cfg.self_consistency), tok, 128, 96)
+    examples = build_examples([p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96)
     torch.manual_seed(0)
     judge = QualityJudge(model.config, 1)
     sets = pretraining_pairs(examples, random.Random(1), list(range(4, len(tok))), tok.mask_token_id, 0.3)

@@ -74,7 +74,7 @@ def tiny_setup():
     problems = generate(cfg.task)["train"]
     pool = SimulatedTeacher(cfg.teacher).sample(problems, 5, 1.2)
     model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples(problems, select_pool(pool, cfg.self_consistency), tok, 128, 96)
+    examples = build_examples([p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96)
     for ex in examples:  # stand-in student negatives: a positive with its tail cut
         ex.student_negatives = [ex.positives[0][: len(ex.positives[0]) // 2] + [tok.eos_token_id]] if ex.positives else []
     return cfg, model, tok, examples
