@@ -257,6 +257,7 @@ def plot(results: list[RunResult], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     tasks = sorted({r.task for r in results})
     paths = []
@@ -277,6 +278,7 @@ def plot(results: list[RunResult], out: Path) -> list[Path]:
                         continue
                     ax.plot(xs, means, marker="o", label=method)
                     ax.fill_between(xs, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)], alpha=0.2)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_title(f"{task}: {key}")
                 ax.set_xlabel("round")
                 ax.grid(alpha=0.3)
