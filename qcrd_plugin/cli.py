@@ -279,6 +279,47 @@ def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
+@main.command("judge")
+@click.argument("first", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("second", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--teacher", "kind", type=click.Choice(["hf", "openai"]), required=True, help="The LLM that judges.")
+@click.option("--model", required=True, help="hf: model folder or hub id; openai: the served model name.")
+@click.option("--base-url", help="openai: endpoint base URL.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai: environment variable holding the key.")
+@click.option("--items", type=int, default=50, show_default=True, help="Test questions to judge (the paper: 50).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the per-item A/B order.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="JSON with counts and every verdict.")
+def judge_command(first, second, kind, model, base_url, api_key_env, items, seed, out) -> None:
+    """Pairwise rationale judging of two finished runs (e.g. runs/dss vs runs/qcrd).
+
+    An LLM sees each test question with both runs' final-round rationales as "Rationale A" and
+    "Rationale B" (order randomised per item) and answers "A better", "both good" or "B better".
+    Prints the counts "FIRST better / both good / SECOND better", as in the paper.
+    """
+    from .pairwise import JUDGE_INSTRUCTION, compare
+    from .questions import TaskData
+    from .teachers import SampleCache, build_teacher
+
+    overrides = [f"teacher.kind={kind}", f"teacher.model={model}", f"teacher.api_key_env={api_key_env}"]
+    if base_url:
+        overrides.append(f"teacher.base_url={base_url}")
+    try:
+        cfg = load_config(None, overrides)
+    except ConfigError as err:
+        _fail(str(err))
+    teacher = build_teacher(cfg.teacher, TaskData("judge", kind), None)
+    teacher.cache = SampleCache(None)
+    try:
+        result = compare(first, second, lambda prompt: teacher.ask(prompt, JUDGE_INSTRUCTION), items, seed)
+    except FileNotFoundError as err:
+        _fail(str(err))
+    c = result.counts
+    click.echo(f"{first} better / both good / {second} better: {c['first better']} / {c['both good']} / {c['second better']}"
+               + (f"   ({c['unparsed']} verdicts unreadable)" if c["unparsed"] else ""))
+    if out:
+        out.write_text(json.dumps(result.to_record(), indent=2))
+
+
 @main.command("config")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config YAML to resolve.")
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key (repeatable).")

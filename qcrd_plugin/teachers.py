@@ -193,6 +193,20 @@ class HFTeacher:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text
 
+    def ask(self, prompt: str, system: str = "") -> str:
+        """One greedy reply to ``prompt`` (the pairwise judge uses this)."""
+        import torch
+
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            prompt = f"{system}\n\n{prompt}\nAnswer:" if system else prompt
+        enc = self.tokenizer([prompt], return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            out = self.model.generate(**enc, do_sample=False, max_new_tokens=16, pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
     def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
         import torch
         from tqdm.auto import tqdm
@@ -281,6 +295,16 @@ class OpenAITeacher:
                     wait = backoff_seconds(attempt, rng)
                 self.sleep(wait)
         raise AssertionError("unreachable")
+
+    def ask(self, prompt: str, system: str = "") -> str:
+        """One greedy reply to ``prompt`` (the pairwise judge uses this), cached like samples."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        key = SampleCache.key(self.cfg.model, json.dumps(messages), 0.0, 0)
+        cached = self.cache.get(key)
+        if cached is None:
+            cached = self._ask(messages, 0.0, 0)
+            self.cache.put(key, cached)
+        return cached
 
     def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
         from tqdm.auto import tqdm

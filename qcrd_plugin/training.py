@@ -226,6 +226,11 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
         samples = results.pop("samples", {})
         (checkpoint / "lm_eval_results.json").write_text(json.dumps(evaluation.to_builtin(results), indent=2, default=str))
         scores = evaluation.task_scores(results)
+        write_jsonl(checkpoint / "rationales.jsonl", [
+            {"id": s["doc"]["id"], "question": s["doc"]["question"], "answer": s["doc"]["answer"],
+             "label_generation": s["resps"][0][0], "rationale": s["resps"][1][0]}
+            for s in samples.get(explain_task, [])
+        ])
 
         judge_metrics = {}
         if judge is not None:

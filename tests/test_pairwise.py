@@ -1,0 +1,61 @@
+"""Pairwise judging of two runs' rationales through an OpenAI-compatible endpoint on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from qcrd_plugin.pairwise import parse_verdict
+
+
+class AlwaysA(BaseHTTPRequestHandler):
+    """A judge that always prefers whatever it is shown as Rationale A."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        payload = json.dumps({"choices": [{"message": {"content": "A better. It is clearer."}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def fake_run(folder: Path, tag: str) -> Path:
+    (folder / "round_1").mkdir(parents=True)
+    rows = [{"id": f"q{i}", "question": f"q {i}?", "answer": "1", "label_generation": "1", "rationale": f"{tag} rationale {i}"} for i in range(20)]
+    (folder / "round_1" / "rationales.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_order_is_randomised_and_verdicts_map_back_to_runs(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AlwaysA)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        first, second = fake_run(tmp_path / "dss", "dss"), fake_run(tmp_path / "qcrd", "qcrd")
+        out = tmp_path / "judge.json"
+        proc = subprocess.run([str(Path(sys.executable).with_name("qcrd-bench")), "judge", str(first), str(second), "--teacher", "openai",
+                               "--model", "judge", "--base-url", f"http://127.0.0.1:{server.server_address[1]}/v1", "--items", "16",
+                               "--out", str(out)], capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    swapped = sum(item["swapped"] for item in record["items"])
+    assert len(record["items"]) == 16 and 0 < swapped < 16  # both orders occur
+    # The judge always picks position A, so each run wins exactly where it was shown first.
+    assert record["counts"]["first better"] == 16 - swapped and record["counts"]["second better"] == swapped
+    assert f"{16 - swapped} / 0 / {swapped}" in proc.stdout
+
+
+def test_parse_verdict():
+    assert parse_verdict("B better, because ...") == "B better"
+    assert parse_verdict("I think both good.") == "both good"
+    assert parse_verdict("no idea") is None
