@@ -92,3 +92,12 @@ def test_leaderboard_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'seedz'"):
         load_leaderboard_config(bad)
     assert load_leaderboard_config(REPO / "harness_configs" / "leaderboard.yaml").methods == ["finetune", "single_task", "dss", "qcrd"]
+
+
+def test_tensorboard_export_writes_event_files(fixture_runs, tmp_path):
+    pytest.importorskip("tensorboard", reason="optional: pip install tensorboard")
+    from qcrd_plugin.leaderboard import write_tensorboard
+
+    write_tensorboard(collect([fixture_runs]), tmp_path / "tb")
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert len(events) == 6 and all(e.stat().st_size > 0 for e in events)
