@@ -109,3 +109,22 @@ def test_fixed_generator_keeps_the_initial_snapshot():
         ring.take(model)
     assert torch.equal(ring.initial["weight"], first["weight"])
     assert not torch.equal(ring.oldest()["weight"], first["weight"])  # j_back=1: a recent one
+
+
+def test_decoder_only_student_runs_end_to_end(tmp_path):
+    """A decoder-only (Llama-style) student through the whole loop, scored by lm-eval's causal HFLM."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import TINY_OVERRIDES
+
+    from qcrd_plugin.config import load_config
+    from qcrd_plugin.training import run
+
+    cfg = load_config(None, TINY_OVERRIDES + [f"output_dir={tmp_path}", "name=causal", "student.family=causal", "training.rounds=1"])
+    (record,) = run(cfg, progress=False, log=lambda _: None)
+    assert 0.0 <= record["eval"]["qcrd_synth"]["acc"] <= 1.0 and "rouge_l" in record["rationale_quality"]
+    config = json.loads((tmp_path / "causal" / "round_1" / "config.json").read_text())
+    assert config["model_type"] == "llama" and not config.get("is_encoder_decoder", False)
