@@ -43,7 +43,7 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     for file in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "accuracy_per_round.png", "rationale_metrics_per_round.png"):
         shutil.copy(REPO / grid["output_dir"] / file, results / file)
-    command = "python benchmarks/bench_methods.py" + (f" --config {Path(args.config).relative_to(REPO)}" if "synth" not in args.config else "")
+    command = "python benchmarks/bench_methods.py" + (f" --config {Path(args.config).resolve().relative_to(REPO)}" if "synth" not in args.config else "")
     command += f" --noise {args.noise:g}" if args.noise is not None else ""
     (results / "command.txt").write_text(command + "\n")
     print((results / "leaderboard.md").read_text())

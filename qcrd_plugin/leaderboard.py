@@ -34,7 +34,8 @@ class LeaderboardConfig:
     base_config: str = _opt("harness_configs/default.yaml", "run config every cell starts from")
     methods: list = _opt(["finetune", "single_task", "dss", "qcrd"], "methods to compare")
     tasks: dict = _opt({"synth": []}, "task label -> list of KEY=VALUE overrides that make that task")
-    seeds: list = _opt([0, 1, 2], "training seeds (teacher pools stay fixed, so runs differ by student seed only)")
+    seeds: list = _opt([0, 1, 2], "training seeds: initialisation, batching and sampling (and, for real tasks without a validation pool, "
+                               "which task.heldout training questions are held out for the judge's AUC)")
     overrides: list = _opt([], "KEY=VALUE overrides applied to every run (e.g. an equal training budget)")
     baseline: str = _opt("dss", "the paired difference is reported as <contender> − <baseline>")
     contender: str = _opt("qcrd", "see baseline")
