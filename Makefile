@@ -25,6 +25,7 @@ test: install
 
 bench: install
 	$(OFFLINE) $(PY) benchmarks/bench_default_run.py
+	$(OFFLINE) $(PY) benchmarks/bench_ratios.py --rss
 
 clean:
 	rm -rf runs .pytest_cache

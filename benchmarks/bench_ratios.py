@@ -1,0 +1,149 @@
+"""Speed ratios measured side by side in one run (issue 5; part of `make bench`).
+
+- (b) QCRD step time / DSS step time on the same questions and batches (target <= 1.5)
+- (d) `openai` teacher throughput against a local server with a fixed per-request latency /
+      that server's ideal throughput at the configured concurrency (target >= 0.9)
+- (e) QCRD step time as the number of teacher rationales per question grows (K = 1, 5, 10),
+      and (with --rss) the peak RSS of the default run
+
+Usage: python benchmarks/bench_ratios.py [--steps 20] [--rss]
+Writes benchmarks/results/ratios.json (with machine info) and prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from qcrd_plugin.config import RunConfig, TeacherConfig  # noqa: E402
+from qcrd_plugin.data import build_examples  # noqa: E402
+from qcrd_plugin.discriminator import QualityJudge  # noqa: E402
+from qcrd_plugin.methods import build_method  # noqa: E402
+from qcrd_plugin.negatives import sample_negatives  # noqa: E402
+from qcrd_plugin.questions import Question, TaskData  # noqa: E402
+from qcrd_plugin.rationales import select_pool  # noqa: E402
+from qcrd_plugin.students import build_student, judge_config  # noqa: E402
+from qcrd_plugin.tasks import load_task  # noqa: E402
+from qcrd_plugin.teachers import SampleCache, build_teacher  # noqa: E402
+from qcrd_plugin.training import batches  # noqa: E402
+
+
+def step_times(k: int, steps: int) -> dict[str, float]:
+    """Mean seconds per optimizer step of DSS and QCRD on the default synthetic setup with K samples."""
+    cfg = RunConfig()
+    cfg.teacher.kind = "simulated"
+    task = load_task(cfg.task)
+    teacher = build_teacher(cfg.teacher, task)
+    questions = task.questions["train"]
+    pool = teacher.sample(questions, k, cfg.teacher.temperature)
+    torch.manual_seed(0)
+    student, tok = build_student(cfg.student, [q.question for q in questions] + [s.rationale for e in pool for s in e.samples])
+    examples = build_examples(questions, select_pool(pool, cfg.self_consistency), tok, cfg.student.max_input_tokens, cfg.student.max_target_tokens)
+    sample_negatives(student, copy.deepcopy(student.state_dict()), examples, 1, 1.5, cfg.negatives.max_new_tokens, 200, 0, "cpu", progress=False)
+    out = {}
+    for name in ("dss", "qcrd"):
+        cfg.method.name = name
+        model = copy.deepcopy(student)
+        judge = QualityJudge(judge_config(model), cfg.judge.num_layers) if name == "qcrd" else None
+        method = build_method(cfg, model, tok, "cpu", judge=judge)
+        params = list(model.parameters()) + [p for m in method.extra_modules() for p in m.parameters()]
+        optimizer = torch.optim.AdamW(params, lr=1e-3)
+        stream = batches(examples, cfg.training.batch_size, 0)
+        for i in range(steps + 3):
+            if i == 3:
+                start = time.perf_counter()
+            loss = method.loss(next(stream)).total
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        out[name] = (time.perf_counter() - start) / steps
+    return out
+
+
+class SlowServer(BaseHTTPRequestHandler):
+    """Answers every chat completion after a fixed latency."""
+
+    latency = 0.05
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(self.latency)
+        payload = json.dumps({"choices": [{"message": {"content": "1 + 1 = 2. So the answer is 2."}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def teacher_throughput(concurrency: int = 8, questions: int = 40, k: int = 5) -> dict[str, float]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowServer)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = TeacherConfig(kind="openai", model="bench", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", concurrency=concurrency)
+        items = [Question(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(questions)]
+        teacher = build_teacher(cfg, TaskData("bench", "bench", {"train": items}), None)
+        teacher.cache = SampleCache(None)
+        start = time.perf_counter()
+        teacher.sample(items, k, 0.7)
+        wall = time.perf_counter() - start
+    finally:
+        server.shutdown()
+    measured = questions * k / wall
+    ideal = concurrency / SlowServer.latency
+    return {"requests_per_s": measured, "ideal_requests_per_s": ideal, "ratio": measured / ideal}
+
+
+def default_run_rss() -> float:
+    """Peak RSS (MiB) of the default run, measured on the child process."""
+    out = Path("/tmp/qcrd-bench-rss")
+    subprocess.run([str(Path(sys.executable).with_name("qcrd-bench")), "run", "--config", str(REPO / "harness_configs" / "default.yaml"),
+                    "--output-dir", str(out), "--quiet"], check=True, cwd=REPO, capture_output=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rss", action="store_true", help="also run the default job once and record its peak RSS")
+    args = parser.parse_args()
+    results: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                                 "torch": torch.__version__, "threads": torch.get_num_threads()}}
+    scaling = {k: step_times(k, args.steps) for k in (1, 5, 10)}
+    results["b_qcrd_over_dss_step"] = {"ratio": scaling[5]["qcrd"] / scaling[5]["dss"], "target": "<= 1.5",
+                                       "dss_s": scaling[5]["dss"], "qcrd_s": scaling[5]["qcrd"]}
+    results["d_openai_teacher_throughput"] = {**teacher_throughput(), "target": ">= 0.9"}
+    results["e_step_time_vs_k"] = {str(k): v for k, v in scaling.items()}
+    if args.rss:
+        results["e_default_run_peak_rss_mib"] = default_run_rss()
+    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
+    (REPO / "benchmarks" / "results" / "ratios.json").write_text(json.dumps(results, indent=2))
+    print(f"{'measure':<44} {'value':>8}  target")
+    print(f"{'(b) QCRD step / DSS step (K=5)':<44} {results['b_qcrd_over_dss_step']['ratio']:>8.2f}  <= 1.5")
+    print(f"{'(d) openai teacher / ideal throughput':<44} {results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9")
+    for k, v in scaling.items():
+        print(f"{f'(e) step s at K={k}: dss / qcrd':<44} {v['dss']:>8.3f}  {v['qcrd']:.3f}")
+    if args.rss:
+        print(f"{'(e) default run peak RSS (MiB)':<44} {results['e_default_run_peak_rss_mib']:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()
