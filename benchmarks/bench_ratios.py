@@ -1,6 +1,7 @@
 """Speed ratios measured side by side in one run (issue 5; part of `make bench`).
 
 - (b) QCRD step time / DSS step time on the same questions and batches (target <= 1.5)
+- (c) in-loop lm-eval evaluation wall / raw batched ``generate`` wall on the same prompts (target <= 1.3)
 - (d) `openai` teacher throughput against a local server with a fixed per-request latency /
       that server's ideal throughput at the configured concurrency (target >= 0.9)
 - (e) QCRD step time as the number of teacher rationales per question grows (K = 1, 5, 10),
@@ -75,6 +76,32 @@ def step_times(k: int, steps: int) -> dict[str, float]:
     return out
 
 
+def eval_over_generate() -> dict[str, float]:
+    """(c) lm-eval's in-loop evaluation of ``qcrd_synth`` vs raw batched greedy ``generate`` on the
+    same 200 prompts, same model, batch size and token budget (16 new tokens)."""
+    from qcrd_plugin import evaluation
+    from qcrd_plugin.data import pad, predict_prompt
+
+    cfg = RunConfig()
+    task = load_task(cfg.task)
+    questions = task.questions["test"]
+    torch.manual_seed(0)
+    student, tok = build_student(cfg.student, [q.question for q in task.questions["train"]])
+    manager = evaluation.task_manager(evaluation.task_metadata(cfg.task))
+    evaluation.evaluate(student, tok, ["qcrd_synth"], manager, 64, 8)  # warm-up (task building, caches)
+    start = time.perf_counter()
+    evaluation.evaluate(student, tok, ["qcrd_synth"], manager, 64)
+    lm_eval_s = time.perf_counter() - start
+    student.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(questions), 64):
+            ids, mask = pad(tok([predict_prompt(q.question) for q in questions[i : i + 64]])["input_ids"], tok.pad_token_id)
+            student.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=16)
+    generate_s = time.perf_counter() - start
+    return {"lm_eval_s": lm_eval_s, "generate_s": generate_s, "ratio": lm_eval_s / generate_s}
+
+
 class SlowServer(BaseHTTPRequestHandler):
     """Answers every chat completion after a fixed latency."""
 
@@ -130,6 +157,7 @@ def main() -> None:
     scaling = {k: step_times(k, args.steps) for k in (1, 5, 10)}
     results["b_qcrd_over_dss_step"] = {"ratio": scaling[5]["qcrd"] / scaling[5]["dss"], "target": "<= 1.5",
                                        "dss_s": scaling[5]["dss"], "qcrd_s": scaling[5]["qcrd"]}
+    results["c_lm_eval_over_generate"] = {**eval_over_generate(), "target": "<= 1.3"}
     results["d_openai_teacher_throughput"] = {**teacher_throughput(), "target": ">= 0.9"}
     results["e_step_time_vs_k"] = {str(k): v for k, v in scaling.items()}
     if args.rss:
@@ -138,6 +166,7 @@ def main() -> None:
     (REPO / "benchmarks" / "results" / "ratios.json").write_text(json.dumps(results, indent=2))
     print(f"{'measure':<44} {'value':>8}  target")
     print(f"{'(b) QCRD step / DSS step (K=5)':<44} {results['b_qcrd_over_dss_step']['ratio']:>8.2f}  <= 1.5")
+    print(f"{'(c) lm-eval evaluation / raw generate':<44} {results['c_lm_eval_over_generate']['ratio']:>8.2f}  <= 1.3")
     print(f"{'(d) openai teacher / ideal throughput':<44} {results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9")
     for k, v in scaling.items():
         print(f"{f'(e) step s at K={k}: dss / qcrd':<44} {v['dss']:>8.3f}  {v['qcrd']:.3f}")
