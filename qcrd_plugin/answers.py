@@ -50,6 +50,11 @@ def format_number(value: float) -> str:
     return f"{value:g}"
 
 
+def canonical_text(value: float | str) -> str:
+    """A canonical answer as stored in question records: numbers via :func:`format_number`."""
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
 def answers_match(predicted: float | str | None, gold: float | str | None, tol: float = 1e-6) -> bool:
     """True when both answers exist and agree: numerically when both are numbers, else as
     canonical strings (choice letters, NLI labels, yes/no)."""

@@ -84,17 +84,12 @@ def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, d
     _quiet_libraries(no_progress_bars=quiet)
     from .training import run as run_training  # heavy imports only once the config is valid
 
-    from .pools import PoolError
     from .questions import UserInputError
 
     try:
         run_training(cfg, progress=not quiet, log=click.echo)
-    except (UserInputError, PoolError) as err:
+    except UserInputError as err:
         _fail(str(err))
-
-
-def _pool_summary(stats: dict) -> str:
-    return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in stats.items())
 
 
 @main.group()
@@ -120,7 +115,7 @@ def data_prepare(family, source, data_dir, out, check) -> None:
     from .answers import answers_match
     from .config import SelfConsistencyConfig
     from .pools import write_pool
-    from .questions import FAMILIES, UserInputError
+    from .questions import FAMILIES, UserInputError, write_jsonl
     from .rationales import select_pool
     from .sources import load_source
 
@@ -148,9 +143,7 @@ def data_prepare(family, source, data_dir, out, check) -> None:
                 click.echo(f"{fam:<11} {src:<10} {split:<10} {len(questions):>9} {len(pool):>7} {samples:>8} "
                            f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} {majority if pool else '-':>9}")
                 if not check:
-                    with open(folder / f"questions_{split}.jsonl", "w", encoding="utf-8") as handle:
-                        for q in questions:
-                            handle.write(json.dumps(q.to_record()) + "\n")
+                    write_jsonl(folder / f"questions_{split}.jsonl", [q.to_record() for q in questions])
                     if pool:
                         write_pool(folder / f"pool_{split}.jsonl", pool)
             for note in data_.notes:
@@ -200,9 +193,8 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
         _fail(str(err))
     _quiet_libraries(no_progress_bars=quiet)
     from .pools import write_pool
-    from .pools import PoolError
     from .questions import UserInputError
-    from .rationales import pool_statistics, select_pool
+    from .rationales import format_statistics, pool_statistics, select_pool
     from .tasks import load_task
     from .teachers import build_teacher
 
@@ -214,13 +206,13 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
         questions = questions[:limit] if limit else questions
         teacher = build_teacher(cfg.teacher, task, Path(cfg.teacher.cache), progress=not quiet)
         pool = teacher.sample(questions, cfg.teacher.samples, cfg.teacher.temperature)
-    except (UserInputError, PoolError) as err:
+    except UserInputError as err:
         _fail(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)
     write_pool(out, pool)
     stats = pool_statistics(pool, select_pool(pool, cfg.self_consistency))
     click.echo(f"wrote {out}: {len(pool)} questions x {cfg.teacher.samples} samples ({cfg.teacher.kind} teacher)")
-    click.echo("pool statistics: " + _pool_summary(stats))
+    click.echo("pool statistics: " + format_statistics(stats))
 
 
 @main.command()
@@ -254,13 +246,12 @@ def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
             _fail(str(err))
     if cfg and not from_runs:
         _quiet_libraries(no_progress_bars=quiet)
-        from .pools import PoolError
         from .questions import UserInputError
         from .training import run as run_training
 
         try:
             run_dirs = lb.run_grid(cfg, lambda run_cfg: run_training(run_cfg, progress=not quiet, log=click.echo), log=click.echo)
-        except (UserInputError, PoolError) as err:
+        except UserInputError as err:
             _fail(str(err))
         results = [lb.read_run(d) for d in run_dirs if lb.is_finished(d)]
     else:

@@ -42,5 +42,3 @@ def cot_metrics(generation: str, gold: str, answer_type: str = "number", choices
     "So the answer is" (the last number / sentence when it states none)."""
     return {"acc": float(answers_match(stated_answer(generation, answer_type, choices), gold))}
 
-
-RATIONALE_METRICS = ("acc", "rationale_acc", "step_validity", "consistency", "rationale_words")

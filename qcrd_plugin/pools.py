@@ -6,14 +6,15 @@ once (by an LLM, or converted from a public release) can be reused by any run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .questions import UserInputError, read_jsonl, write_jsonl
 
 POOL_FORMAT = "qcrd-pool/1"
 
 
-class PoolError(ValueError):
+class PoolError(UserInputError):
     """A malformed pool file; the message names the file, line and key."""
 
 
@@ -61,27 +62,16 @@ class PoolEntry:
 
 
 def write_pool(path: Path, entries: list[PoolEntry]) -> None:
-    """Write a pool atomically (temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for entry in entries:
-            handle.write(json.dumps(entry.to_record()) + "\n")
-    tmp.replace(path)
+    """Write a pool atomically."""
+    write_jsonl(path, [entry.to_record() for entry in entries])
 
 
 def read_pool(path: Path) -> list[PoolEntry]:
-    """Read a pool JSONL file; a bad line raises ValueError naming the file and line."""
-    entries = []
+    """Read a pool JSONL file; a bad line raises PoolError naming the file, line and key."""
     if not Path(path).is_file():
         raise PoolError(f"{path}: pool file not found")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PoolError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            entries.append(PoolEntry.from_record(record, f"{path}:{number}"))
-    return entries
+    try:
+        records = read_jsonl(Path(path))
+    except UserInputError as err:
+        raise PoolError(str(err)) from None
+    return [PoolEntry.from_record(record, f"{path}:{number}") for number, record in records]

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .answers import ANSWER_TYPES, CHOICE_LETTERS
+from .answers import CHOICE_LETTERS
 
 QUESTIONS_FORMAT = "qcrd-questions/1"
 DATA_DIR_ENV = "QCRD_DATA_DIR"
@@ -87,21 +87,27 @@ class DataMissingError(UserInputError, FileNotFoundError):
     """A task's data files are not where the data directory says; the message says how to fix it."""
 
 
-def check_answer_type(answer_type: str) -> str:
-    if answer_type not in ANSWER_TYPES:
-        raise ValueError(f"unknown answer type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
-    return answer_type
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Write records atomically (temp file, then rename), ASCII-escaped so that tools which also
+    split lines on U+2028 still see one record per line."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    tmp.replace(path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Read a JSONL file; a bad line raises ValueError naming the file and line."""
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) for every non-blank line of a JSONL file; a bad line raises
+    UserInputError naming the file and line."""
     records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                records.append((number, json.loads(line)))
             except json.JSONDecodeError as err:
                 raise UserInputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
     return records

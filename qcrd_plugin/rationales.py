@@ -93,3 +93,8 @@ def pool_statistics(pool: list[PoolEntry], selections: list[Selection]) -> dict[
         "tie_rate": sum(s.tie for s in selections) / n_q,
         "no_positive_rate": sum(not s.positives for s in selections) / n_q,
     }
+
+
+def format_statistics(stats: dict) -> str:
+    """Pool statistics as one line: counts as integers, rates to 3 significant digits."""
+    return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in stats.items())

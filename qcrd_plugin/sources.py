@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .answers import CHOICE_LETTERS, NLI_LABELS, format_number, normalize_answer, safe_eval, stated_answer
+from .answers import CHOICE_LETTERS, NLI_LABELS, canonical_text, format_number, normalize_answer, safe_eval, stated_answer
 from .pools import PoolEntry, TeacherSample
 from .questions import FAMILIES, DataMissingError, UserInputError, Question, TaskData, choices_block, data_dir
 
@@ -145,7 +145,7 @@ def _mentor_kd(root: Path, family: str) -> TaskData:
     questions, entries = [], []
     for i, (text, rows) in enumerate(grouped.items()):
         gold = normalize_answer(rows[0]["answer"], answer_type)
-        q = Question(f"mentor_kd-{family}-train-{i}", text.strip(), _canonical(gold), answer_type)
+        q = Question(f"mentor_kd-{family}-train-{i}", text.strip(), canonical_text(gold), answer_type)
         questions.append(q)
         entry = _pool_entry(q, [r["chain"].strip() for r in rows])
         for sample, row in zip(entry.samples, rows):
@@ -157,14 +157,10 @@ def _mentor_kd(root: Path, family: str) -> TaskData:
     data.questions["train"], data.pools["train"] = questions, entries
     test = _json(base / f"{name}_test.json")
     data.questions["test"] = [
-        Question(f"mentor_kd-{family}-test-{i}", r["input"].strip(), _canonical(normalize_answer(r["answer"], answer_type)), answer_type)
+        Question(f"mentor_kd-{family}-test-{i}", r["input"].strip(), canonical_text(normalize_answer(r["answer"], answer_type)), answer_type)
         for i, r in enumerate(test)
     ]
     return data
-
-
-def _canonical(value) -> str:
-    return format_number(value) if isinstance(value, float) else str(value)
 
 
 # ---- EIT (several teachers, pooled) ---------------------------------------------------------
@@ -199,7 +195,7 @@ def _eit(root: Path, family: str) -> TaskData:
         key = join_key(row["instruction"])
         text, choices = (_eit_cqa_text(row["instruction"]) if family == "cqa" else (row["instruction"].strip(), None))
         gold = normalize_answer(row["output"], answer_type, choices)
-        questions[key] = Question(f"eit-{family}-train-{i}", text, _canonical(gold), answer_type, choices)
+        questions[key] = Question(f"eit-{family}-train-{i}", text, canonical_text(gold), answer_type, choices)
         order.append(key)
     rationales: dict[str, list[tuple[str, str]]] = {key: [] for key in order}
     for name in _EIT_FILES[family]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .answers import ANSWER_TYPES, answers_match, format_number, normalize_answer, stated_answer
+from .answers import ANSWER_TYPES, answers_match, canonical_text, normalize_answer, stated_answer
 from .config import TaskConfig
 from .pools import PoolEntry, TeacherSample
 from .questions import DataMissingError, Question, TaskData, UserInputError, choices_block, read_jsonl
@@ -93,7 +93,7 @@ def _custom(spec: TaskSpec) -> TaskData:
             raise DataMissingError(f"{spec.path}: key 'files.{split}': {file} not found")
         records = read_jsonl(file)
         questions, entries = [], []
-        for line, record in enumerate(records, 1):
+        for line, record in records:
             where = f"{file}:{line}"
             for key in (spec.question, spec.answer):
                 if key not in record:
@@ -110,7 +110,7 @@ def _custom(spec: TaskSpec) -> TaskData:
             if choices:
                 text += "\n" + choices_block(choices)
             q = Question(str(record.get("id", f"{spec.name}-{split}-{line}")), text,
-                         format_number(gold) if isinstance(gold, float) else gold, spec.answer_type, choices,
+                         canonical_text(gold), spec.answer_type, choices,
                          str(record.get(spec.rationale, "")) if spec.rationale else "")
             questions.append(q)
             if spec.samples and record.get(spec.samples):

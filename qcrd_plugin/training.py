@@ -26,9 +26,10 @@ from .data import TrainExample, build_examples, explain_prompt
 from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc_auc
 from .methods import build_method
 from .negatives import SnapshotRing, sample_negatives
-from .rationales import pool_statistics, select_pool
+from .rationales import format_statistics, pool_statistics, select_pool
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, is_seq2seq, judge_config
-from .questions import Question, TaskData, UserInputError
+from .pools import write_pool
+from .questions import Question, TaskData, UserInputError, write_jsonl
 from .rationale_quality import distinct_n, faithfulness, overlap_metrics
 from .sources import heldout_split
 from .tasks import default_train_split, load_task
@@ -84,14 +85,6 @@ def warmup_then_linear(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    """Write records atomically (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with jsonlines.open(tmp, "w") as writer:
-        writer.write_all(records)
-    tmp.replace(path)
-
-
 def training_splits(task: TaskData, cfg: RunConfig) -> dict[str, list[Question]]:
     """The questions a run trains on and holds out for the judge's ROC-AUC.
 
@@ -138,11 +131,11 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
         pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature)
                  for split in ("train", "validation")}
         for split, pool in pools.items():
-            write_jsonl(run_dir / f"pool_{split}.jsonl", [entry.to_record() for entry in pool])
+            write_pool(run_dir / f"pool_{split}.jsonl", pool)
     with timer("self_consistency"):
         selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
         pool_stats = pool_statistics(pools["train"], selections["train"])
-    log("teacher pool (train): " + ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in pool_stats.items()))
+    log("teacher pool (train): " + format_statistics(pool_stats))
 
     # ---- set up -----------------------------------------------------------------------------
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]

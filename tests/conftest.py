@@ -19,6 +19,24 @@ TINY_OVERRIDES = [
 ]
 
 
+def synth_training_set(cfg, temperature: float):
+    """A small training set for unit tests: ``cfg.task``'s synthetic train questions, a pool of 5
+    simulated-teacher samples each at ``temperature``, and a fresh tiny student of
+    ``cfg.student.family``. Returns (model, tokenizer, examples)."""
+    from qcrd_plugin.data import build_examples
+    from qcrd_plugin.rationales import select_pool
+    from qcrd_plugin.students import build_student
+    from qcrd_plugin.synth import generate
+    from qcrd_plugin.teachers import SimulatedTeacher
+
+    problems = generate(cfg.task)["train"]
+    pool = SimulatedTeacher(cfg.teacher).sample(problems, 5, temperature)
+    model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
+    examples = build_examples([p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96,
+                              causal=cfg.student.family == "causal")
+    return model, tok, examples
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One reduced QCRD run end to end; returns (run_dir, records)."""

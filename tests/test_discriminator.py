@@ -5,13 +5,9 @@ import random
 import pytest
 import torch
 
+from conftest import synth_training_set
 from qcrd_plugin.config import JudgeConfig, RunConfig, SynthTaskConfig
-from qcrd_plugin.data import build_examples
 from qcrd_plugin.discriminator import QualityJudge, augment_negative, batch_loss, judge_loss, pretrain, pretraining_pairs
-from qcrd_plugin.rationales import select_pool
-from qcrd_plugin.students import build_student
-from qcrd_plugin.synth import generate
-from qcrd_plugin.teachers import SimulatedTeacher
 
 
 def test_printed_eq2_by_hand():
@@ -34,10 +30,7 @@ def test_augmented_negative_changes_a_token_and_keeps_eos():
 def test_pretraining_lowers_judge_loss():
     cfg = RunConfig()
     cfg.task = SynthTaskConfig(n_train=64, n_valid=2, n_test=2)
-    problems = generate(cfg.task)["train"]
-    pool = SimulatedTeacher(cfg.teacher).sample(problems, 5, 0.7)
-    model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples([p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96)
+    model, tok, examples = synth_training_set(cfg, 0.7)
     torch.manual_seed(0)
     judge = QualityJudge(model.config, 1)
     sets = pretraining_pairs(examples, random.Random(1), list(range(4, len(tok))), tok.mask_token_id, 0.3)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qcrd_plugin.leaderboard import aggregate, collect, load_leaderboard_config, mean_ci, write
+from qcrd_plugin.leaderboard import aggregate, collect, load_leaderboard_config, mean_ci
 
 REPO = Path(__file__).resolve().parent.parent
 T_975_2DF = 4.302652729749464  # Student t quantile, 0.975, 2 degrees of freedom (tables)

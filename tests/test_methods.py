@@ -7,15 +7,12 @@ import copy
 import pytest
 import torch
 
+from conftest import synth_training_set
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
-from qcrd_plugin.data import build_examples
 from qcrd_plugin.discriminator import QualityJudge
 from qcrd_plugin.methods import METHODS, build_method
 from qcrd_plugin.negatives import SnapshotRing, sample_negatives
-from qcrd_plugin.rationales import select_pool
-from qcrd_plugin.students import build_student, judge_config
-from qcrd_plugin.synth import generate
-from qcrd_plugin.teachers import SimulatedTeacher
+from qcrd_plugin.students import judge_config
 
 
 def setup(family: str, **switches):
@@ -25,11 +22,8 @@ def setup(family: str, **switches):
     for dotted, value in switches.items():
         section, key = dotted.split("__")
         setattr(getattr(cfg, section), key, value)
-    problems = [p.to_question() for p in generate(cfg.task)["train"]]
-    pool = SimulatedTeacher(cfg.teacher, {p.id: p for p in generate(cfg.task)["train"]}).sample(problems, 5, 1.2)
     torch.manual_seed(0)
-    model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples(problems, select_pool(pool, cfg.self_consistency), tok, 128, 96, causal=family == "causal")
+    model, tok, examples = synth_training_set(cfg, 1.2)
     return cfg, model, tok, examples
 
 

@@ -3,15 +3,11 @@
 import pytest
 import torch
 
+from conftest import synth_training_set
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
-from qcrd_plugin.data import build_examples
 from qcrd_plugin.discriminator import QualityJudge
 from qcrd_plugin.methods.base import rationale_losses
 from qcrd_plugin.methods.qcrd import QCRD, contrastive_loss
-from qcrd_plugin.rationales import select_pool
-from qcrd_plugin.students import build_student
-from qcrd_plugin.synth import generate
-from qcrd_plugin.teachers import SimulatedTeacher
 
 
 def hand_case():
@@ -71,10 +67,7 @@ def test_other_set_reductions():
 def tiny_setup():
     cfg = RunConfig()
     cfg.task = SynthTaskConfig(n_train=12, n_valid=2, n_test=2)
-    problems = generate(cfg.task)["train"]
-    pool = SimulatedTeacher(cfg.teacher).sample(problems, 5, 1.2)
-    model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples([p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96)
+    model, tok, examples = synth_training_set(cfg, 1.2)
     for ex in examples:  # stand-in student negatives: a positive with its tail cut
         ex.student_negatives = [ex.positives[0][: len(ex.positives[0]) // 2] + [tok.eos_token_id]] if ex.positives else []
     return cfg, model, tok, examples
