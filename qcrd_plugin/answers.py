@@ -11,6 +11,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Sequence
 
 NUMBER = r"-?\d+(?:\.\d+)?"
@@ -44,10 +45,15 @@ def parse_label(prediction: str) -> float | None:
 
 
 def format_number(value: float) -> str:
-    """Canonical text of a number: integers without a decimal point ("7", not "7.0")."""
+    """Canonical text of a number: integers without a decimal point ("7", not "7.0"), other
+    numbers in the shortest positional form that reads back as the same float ("2.5",
+    "1234.5678", "0.00001"). Never ``%g``'s 6 significant digits or exponent: "1.23457e+06" would
+    lose a gold answer's digits, and every reader here would take "1e-05" for 1."""
     if math.isfinite(value) and float(value).is_integer():
         return str(int(value))
-    return f"{value:g}"
+    if not math.isfinite(value):
+        return f"{value:g}"
+    return format(Decimal(repr(float(value))), "f")
 
 
 def canonical_text(value: float | str) -> str:
@@ -61,9 +67,13 @@ def answers_match(predicted: float | str | None, gold: float | str | None, tol: 
     if predicted is None or gold is None:
         return False
     try:
-        return abs(float(predicted) - float(gold)) <= tol
-    except (TypeError, ValueError):
-        return str(predicted).strip().lower() == str(gold).strip().lower()
+        a, b = float(predicted), float(gold)
+    except (TypeError, ValueError, OverflowError):
+        a = b = math.nan
+    if math.isfinite(a) and math.isfinite(b):
+        return abs(a - b) <= tol
+    # Not two finite numbers: a text answer "nan" or "infinity" must still equal itself.
+    return str(predicted).strip().lower() == str(gold).strip().lower()
 
 
 # ---- safe arithmetic (DSS's SVAMP labels are equations such as "( 84.0 / 2.0 )") -----------
@@ -72,18 +82,24 @@ _AST_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.
                ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
                ast.Pow: operator.pow}
 _AST_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+# No answer or label is longer; the cap also keeps Python's parser away from inputs it cannot
+# handle ("-" * 100000 + "1" raises MemoryError, a long "1+1+..." RecursionError).
+MAX_EXPRESSION_CHARS = 1000
 
 
 def safe_eval(expression: str) -> float | None:
     """Value of an arithmetic expression (numbers, + - * / // % **, parentheses), or None.
 
     Parsed with :mod:`ast` and evaluated over a whitelist of node types: no names, calls or
-    attributes ever reach Python's ``eval``. Huge powers and division by zero give None.
+    attributes ever reach Python's ``eval``. Huge powers, division by zero, results that are not
+    finite and expressions over :data:`MAX_EXPRESSION_CHARS` give None; it never raises.
     """
     text = (expression or "").replace("×", "*").replace("x", "*").replace("^", "**").replace(",", "")
+    if len(text) > MAX_EXPRESSION_CHARS:
+        return None
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError):  # MemoryError: the parser's own stack limit
         return None
 
     def value(node: ast.AST) -> float:
@@ -102,9 +118,15 @@ def safe_eval(expression: str) -> float | None:
 
     try:
         result = value(tree)
-    except (ValueError, ZeroDivisionError, OverflowError):
+    except (ValueError, ZeroDivisionError, OverflowError, RecursionError):
         return None
     return result if math.isfinite(result) else None
+
+
+def _finite(text: str) -> float | None:
+    """float(text), or None when it is not finite ("9" * 400 reads as inf)."""
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 # ---- typed answers: number, choice, label, yes/no, free text --------------------------------
@@ -141,7 +163,7 @@ def _number(text: str) -> float | None:
         if value is not None:
             return value
     first = _FIRST_NUMBER.search((text or "").replace(",", ""))
-    return float(first.group(0)) if first else None
+    return _finite(first.group(0)) if first else None
 
 
 def _choice(text: str, choices: Sequence[str] | None) -> str | None:
@@ -154,7 +176,8 @@ def _choice(text: str, choices: Sequence[str] | None) -> str | None:
         return match.group(1).lower()
     lowered = text.lower()
     if choices:
-        found = [(len(c), i) for i, c in enumerate(choices) if c and c.lower() in lowered]
+        # Only choices that have a letter (a task offers at most len(CHOICE_LETTERS)).
+        found = [(len(c), i) for i, c in enumerate(choices[: len(letters)]) if c and c.lower() in lowered]
         if found:
             return letters[max(found)[1]]
     return None
@@ -179,13 +202,18 @@ def _yes_no(text: str) -> str | None:
 
 
 def normalize_answer(text: str | float | int | bool | None, answer_type: str, choices: Sequence[str] | None = None) -> float | str | None:
-    """The canonical form of an answer of ``answer_type``: a float for numbers, a letter for
-    choices, an NLI label, "yes"/"no", or lower-cased text. None when nothing parses."""
+    """The canonical form of an answer of ``answer_type``: a finite float for numbers, a letter
+    for choices, an NLI label, "yes"/"no", or lower-cased text. None when nothing parses.
+    Normalizing a canonical form gives it back (idempotent)."""
     if text is None:
         return None
     if answer_type == "number":
         if isinstance(text, (int, float)) and not isinstance(text, bool):
-            return float(text)
+            try:
+                value = float(text)
+            except OverflowError:  # an int beyond float range
+                return None
+            return value if math.isfinite(value) else None
         return _number(str(text))
     if answer_type == "choice":
         return _choice(str(text), choices)
@@ -198,7 +226,8 @@ def normalize_answer(text: str | float | int | bool | None, answer_type: str, ch
             return "yes" if text else "no"
         return _yes_no(str(text))
     if answer_type == "text":
-        cleaned = str(text).strip().rstrip(".").strip().lower()
+        # Trailing dots and spaces in any order ("a. ." -> "a"), so that a second pass is a no-op.
+        cleaned = re.sub(r"[\s.]+$", "", str(text).lower()).strip()
         return cleaned or None
     raise ValueError(f"unknown answer type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
 
@@ -216,7 +245,7 @@ def stated_answer(rationale: str, answer_type: str = "number", choices: Sequence
         return None
     if answer_type == "number":
         numbers = _FIRST_NUMBER.findall((rationale or "").replace(",", ""))
-        return float(numbers[-1]) if numbers else None
+        return _finite(numbers[-1]) if numbers else None
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", rationale.strip()) if s]
     return normalize_answer(sentences[-1], answer_type, choices) if sentences else None
 

@@ -8,6 +8,8 @@ dotted key, which the CLI turns into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +74,7 @@ class TeacherConfig:
     timeout_s: float = _opt(60.0, "openai: seconds before a request times out", min=0.1)
     max_new_tokens: int = _opt(256, "hf/openai: longest rationale, in tokens", min=8)
     batch_size: int = _opt(8, "hf: questions per generate() call", min=1)
+    trust_remote_code: bool = _opt(False, "hf: run Python code shipped with the model (auto_map); only for a model you trust")
     cache: str = _opt("", "hf/openai: JSONL answer cache (resume without asking again); empty = <run dir>/teacher_cache.jsonl")
     step_error_rate: float = _opt(0.16, "simulated teacher: chance that one step goes wrong, per unit of temperature", min=0.0, max=1.0)
     unparseable_rate: float = _opt(0.03, "simulated teacher: chance a sample states no answer, per unit of temperature", min=0.0, max=1.0)
@@ -92,6 +95,7 @@ class StudentConfig:
     """The student. Without ``pretrained`` a tiny T5 and tokenizer are built offline."""
 
     pretrained: str = _opt("", "HF model folder or hub id (hub ids need a network); empty = offline tiny preset")
+    trust_remote_code: bool = _opt(False, "pretrained: run Python code shipped with the model (auto_map); only for a model you trust")
     family: str = _opt("seq2seq", "tiny preset: seq2seq (T5-style) or causal (decoder-only, Llama-style); a pretrained model's own config decides",
                        choices=("seq2seq", "causal"))
     vocab_size: int = _opt(600, "tiny preset: tokenizer vocabulary size", min=64)
@@ -167,6 +171,9 @@ class TrainingConfig:
     seed: int = _opt(0, "seed of initialisation, batching and sampling")
     device: str = _opt("auto", "auto (cuda when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
+    precision: str = _opt("auto", "CUDA autocast dtype: auto (bf16 where supported), bf16 or fp32; CPU always trains in fp32",
+                          choices=("auto", "bf16", "fp32"))
+    compile: bool = _opt(False, "torch.compile the student's forward (CUDA; pays a one-off compile time)")
 
 
 @dataclass
@@ -202,6 +209,19 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 60, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def short_repr(value: Any) -> str:
+    """repr() of a user's value, cut short: a YAML alias bomb or a megabyte string must not
+    become an error message of the same size."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+
 def _check_value(value: Any, expected: type, meta: dict, where: str) -> Any:
     """Validate one leaf value against its declared type and bounds; return it coerced."""
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -213,12 +233,14 @@ def _check_value(value: Any, expected: type, meta: dict, where: str) -> Any:
             pass
     if expected is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+            raise ConfigError(f"{where}: expected a list of strings, got {short_repr(value)}")
         return value
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
-        raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {short_repr(value)}")
+    if expected is float and not math.isfinite(value):  # .nan passes every bound check
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+        raise ConfigError(f"{where}: {short_repr(value)} is not one of {', '.join(map(str, meta['choices']))}")
     if meta.get("min") is not None and value < meta["min"]:
         raise ConfigError(f"{where}: {value!r} is below the minimum {meta['min']}")
     if meta.get("max") is not None and value > meta["max"]:
@@ -247,8 +269,21 @@ def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def check_folder_name(value: str, where: str) -> None:
+    """ConfigError unless ``value`` is one plain folder name.
+
+    Config values that become a path component under an output folder (the run ``name``, a
+    leaderboard task label) must not reach outside it: no separator, no ``..``, not absolute.
+    """
+    if (not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value
+            or Path(value).is_absolute() or Path(value).drive):
+        raise ConfigError(f"{where}: {value!r} is not a plain folder name (no '/', '\\', '..' or absolute path): "
+                          "outputs must stay inside the output folder")
+
+
 def _validate_across(cfg: RunConfig, source: str) -> None:
     """Checks that involve more than one key (and resolving ``auto`` values)."""
+    check_folder_name(cfg.name, f"{source}: key 'name'")  # the run directory is <output_dir>/<name>
     if cfg.teacher.kind == "auto":
         cfg.teacher.kind = "simulated" if cfg.task.name == "synth" else "pool"
     if cfg.task.min_steps > cfg.task.max_steps:
@@ -269,27 +304,73 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.rounds=2")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_SafeUniqueKeyLoader) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err.problem})") from None
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    except (ValueError, RecursionError) as err:  # an int over Python's 4300-digit limit; nesting too deep
+        raise ConfigError(f"override {text[:80]!r}: value is not valid YAML ({type(err).__name__})") from None
     return key.strip().split("."), value
 
 
-def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with the safe loader; errors name the file (and line when known)."""
+# Configs and task specs are a few kilobytes; a bigger file is the wrong file, and the YAML
+# parser would spend minutes on it before saying so.
+MAX_YAML_BYTES = 2**20
+
+
+class _SafeUniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader (no ``!!python/...`` tags) that also refuses a key given twice in one
+    mapping, where plain YAML silently keeps the last value and drops the first."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *base" then overriding keys is YAML's way of extending, not a repeat
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                except TypeError:
+                    continue  # an unhashable key: the base loader reports it
+                if repeated:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {short_repr(key)} given twice (first on line {seen[key]})",
+                                                            key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path``, read with the safe loader (which refuses ``!!python/...``
+    tags and repeated keys); any problem raises ConfigError naming the file, and the line when
+    known."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes, over the {MAX_YAML_BYTES // 1024} KiB limit for a YAML "
+                              "config or task spec (is this the right file?)")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:  # a folder, no permission
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
+    try:
+        return yaml.load(text, Loader=_SafeUniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{line} invalid YAML ({getattr(err, 'problem', err)})") from None
+        line = f" line {mark.line + 1}:" if mark else ""
+        raise ConfigError(f"{path}:{line} invalid YAML ({getattr(err, 'problem', None) or err})") from None
+    except (ValueError, RecursionError) as err:  # an int over Python's 4300-digit limit; nesting too deep
+        raise ConfigError(f"{path}: invalid YAML ({type(err).__name__}: {str(err)[:80]})") from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with :func:`load_yaml`; errors name the file (and line when known)."""
+    data = load_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .answers import CHOICE_LETTERS
 
@@ -95,21 +97,54 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     with open(tmp, "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())  # the rename must not land before the data does
     tmp.replace(path)
 
 
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, record) for every non-blank line of a JSONL file; a bad line raises
-    UserInputError naming the file and line."""
+# The longest line (one record) a JSONL reader accepts. Real records are kilobytes (a pool line
+# with 64 long samples stays well under 1 MiB); a longer line is a wrong file or a corrupt one,
+# and is refused after reading this much of it instead of being loaded whole.
+MAX_LINE_BYTES = 4 * 2**20
+
+
+def read_jsonl(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
+    """(line number, record) for every non-blank line of a JSONL file (``opener``: ``gzip.open``
+    for a ``.gz`` file).
+
+    Bad input policy (docs/formats.md): no line is ever skipped. A line that is not UTF-8, not
+    JSON, not a JSON object or longer than :data:`MAX_LINE_BYTES` raises UserInputError naming
+    the file and line; so does a file that cannot be read (a folder, a corrupt ``.gz``). Blank
+    lines are not records, and a UTF-8 byte-order mark at the start is allowed.
+    """
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise UserInputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    try:
+        with opener(path, "rb") as handle:
+            number = 0
+            while raw := handle.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    raise UserInputError(f"{path}:{number}: line longer than {MAX_LINE_BYTES // 2**20} MiB, the limit for "
+                                         "one record (is this a JSONL file?)")
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    raise UserInputError(f"{path}:{number}: not UTF-8 text (byte {err.start + 1} of the line)") from None
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise UserInputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                except (ValueError, RecursionError) as err:  # an int over 4300 digits; nesting too deep
+                    raise UserInputError(f"{path}:{number}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+                if not isinstance(record, dict):
+                    raise UserInputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+                records.append((number, record))
+    except (OSError, EOFError, zlib.error) as err:  # a folder, an unreadable file, a corrupt or truncated .gz
+        if isinstance(err, FileNotFoundError):
+            raise UserInputError(f"{path}: file not found") from None
+        raise UserInputError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
     return records
 
 
