@@ -18,7 +18,7 @@ from typing import Callable
 
 import yaml
 
-from .config import ConfigError, _opt, load_config, read_yaml
+from .config import ConfigError, _opt, check_folder_name, load_config, read_yaml
 
 LEADERBOARD_FORMAT = "qcrd-leaderboard/1"
 RATIONALE_KEYS = ("rationale_acc", "step_validity", "consistency", "rationale_words", "rouge_l", "bleu", "distinct_2",
@@ -53,6 +53,8 @@ def load_leaderboard_config(path: str | Path) -> LeaderboardConfig:
         raise ConfigError(f"{path}: key 'methods': expected a non-empty list")
     if not isinstance(cfg.tasks, dict) or not cfg.tasks or not all(isinstance(v, list) for v in cfg.tasks.values()):
         raise ConfigError(f"{path}: key 'tasks': expected a mapping of task label to a list of KEY=VALUE overrides")
+    for label in cfg.tasks:  # a label is a folder under output_dir: it must not lead outside it
+        check_folder_name(str(label), f"{path}: key 'tasks': label")
     if not isinstance(cfg.seeds, list) or not cfg.seeds or not all(isinstance(s, int) for s in cfg.seeds):
         raise ConfigError(f"{path}: key 'seeds': expected a non-empty list of integers")
     # Validate every cell's run config now, before hours of training.

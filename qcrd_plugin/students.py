@@ -13,6 +13,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 from .config import StudentConfig
+from .questions import UserInputError
 
 PAD, EOS, UNK, MASK = "<pad>", "</s>", "<unk>", "<mask>"
 SPECIAL_TOKENS = (PAD, EOS, UNK, MASK)  # ids 0..3, T5's convention for pad/eos/unk
@@ -98,11 +99,19 @@ def build_student(cfg: StudentConfig, corpus: Iterable[str]):
     if cfg.pretrained:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained)
+        # Explicit, never transformers' default: code shipped with a model runs only when the user says so.
+        trust = cfg.trust_remote_code
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained, trust_remote_code=trust)
+            seq2seq = getattr(AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=trust), "is_encoder_decoder", False)
+            model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(cfg.pretrained, trust_remote_code=trust)
+        except ValueError as err:
+            if "trust_remote_code" not in str(err):
+                raise
+            raise UserInputError(f"student.pretrained {cfg.pretrained}: the model ships its own Python code, which is not run "
+                                 "unless you set student.trust_remote_code=true (only for a model you trust)") from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        seq2seq = getattr(AutoConfig.from_pretrained(cfg.pretrained), "is_encoder_decoder", False)
-        model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(cfg.pretrained)
         return model, tokenizer
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
     if cfg.family == "causal":

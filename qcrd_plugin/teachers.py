@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from .answers import format_number, parse_stated_answer, stated_answer
 from .config import TeacherConfig
@@ -127,21 +128,36 @@ class PoolTeacher:
 class SampleCache:
     """An append-only JSONL cache of LLM samples keyed by (model, prompt, temperature, index).
 
-    Every answer is written (and flushed) as soon as it arrives, so an interrupted run asks only
-    for what is missing when it starts again. A torn last line is ignored.
+    Every answer is written as one whole line, flushed and fsynced as soon as it arrives, so an
+    interrupted run (a crash, a kill, a teacher endpoint that gives up) asks only for what is
+    missing when it starts again. Unreadable lines (a write cut by a kill) are skipped and counted
+    in ``skipped``, with one notice; the next answer starts on a fresh line so it cannot be glued
+    to the torn one.
     """
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
         self.lock = threading.Lock()
         self.items: dict[str, str] = {}
+        self.skipped = 0
+        self._torn_tail = False
         if self.path and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").split("\n"):
+            # Bytes, decoded leniently: a kill can cut a line inside a multi-byte character, and the
+            # records themselves are ASCII (json.dumps escapes the rest), so nothing valid changes.
+            raw = self.path.read_bytes()
+            self._torn_tail = bool(raw) and not raw.endswith(b"\n")
+            for line in raw.decode("utf-8", errors="replace").split("\n"):
+                if not line.strip():
+                    continue
                 try:
                     record = json.loads(line)
                     self.items[record["key"]] = record["text"]
                 except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut by a kill mid-write
+                    self.skipped += 1  # a line cut by a kill mid-write
+            if self.skipped:
+                logging.getLogger(__name__).warning(
+                    "teacher cache %s: skipped %d unreadable line(s) (a write cut by a kill?); those samples are asked again",
+                    self.path, self.skipped)
 
     @staticmethod
     def key(model: str, prompt: str, temperature: float, index: int) -> str:
@@ -151,13 +167,19 @@ class SampleCache:
         return self.items.get(key)
 
     def put(self, key: str, text: str) -> None:
+        """Keep one answer: in memory, and on disk before returning (a paid-for answer survives a kill)."""
         with self.lock:
             self.items[key] = text
             if self.path:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"key": key, "text": text}) + "\n")
-                    handle.flush()
+                line = json.dumps({"key": key, "text": text}) + "\n"
+                if self._torn_tail:  # end the torn line first, or this record would be glued to it
+                    line = "\n" + line
+                    self._torn_tail = False
+                # One unbuffered O_APPEND write per record: never interleaved or half-buffered.
+                with open(self.path, "ab", buffering=0) as handle:
+                    handle.write(line.encode("utf-8"))
+                    os.fsync(handle.fileno())
 
 
 def _entry(q: Question, texts: list[str], teacher: str) -> PoolEntry:
@@ -180,11 +202,18 @@ class HFTeacher:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.cfg, self.exemplars, self.cache, self.device, self.progress = cfg, exemplars, cache, device, progress
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        # Explicit, never transformers' default: code shipped with a model runs only when the user says so.
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code).to(device).eval()
+        except ValueError as err:
+            if "trust_remote_code" not in str(err):
+                raise
+            raise UserInputError(f"teacher.model {cfg.model}: the model ships its own Python code, which is not run "
+                                 "unless you set teacher.trust_remote_code=true (only for a model you trust)") from None
         self.tokenizer.padding_side = "left"  # decoder-only: pad on the left so generation continues the prompt
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(cfg.model).to(device).eval()
 
     def prompt(self, q: Question) -> str:
         text = cot_prompt(q.question, [e for e in self.exemplars if e.id != q.id])
@@ -235,7 +264,47 @@ class HFTeacher:
 
 
 class RetryableError(Exception):
-    """A response worth asking again for (429, 5xx, timeout, connection reset)."""
+    """A response worth asking again for (408, 429, 5xx, timeout, dropped connection, malformed body)."""
+
+
+class TeacherError(UserInputError, RuntimeError):
+    """The teacher endpoint refused (400, 401, ...) or kept failing after ``teacher.max_retries``.
+
+    A :class:`UserInputError`, so the CLI prints it as one line (exit code 2, no traceback): the
+    fix is the user's (the endpoint, the key, the model name). Everything answered before it was
+    raised is in the cache, so a rerun asks only for what is missing.
+    """
+
+
+class _Stopped(TeacherError):
+    """A request not sent (or not retried) because another one of its batch failed for good."""
+
+
+def _public_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part, for messages."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+
+
+def _completion_text(response) -> str:
+    """The text of a chat-completions response; RetryableError when the body is not one.
+
+    A body cut short or mangled on the way (a proxy, a server restarting under load) is worth
+    asking again for, like a 5xx; a ``null`` content (a refusal) is an empty rationale.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        raise RetryableError("a malformed body (not JSON)") from None
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise RetryableError("a malformed body (no choices[0].message.content)") from None
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise RetryableError(f"a malformed body (content is {type(content).__name__}, not text)")
+    return content
 
 
 def backoff_seconds(attempt: int, rng: random.Random, base: float = 0.5, cap: float = 30.0) -> float:
@@ -246,24 +315,34 @@ def backoff_seconds(attempt: int, rng: random.Random, base: float = 0.5, cap: fl
 class OpenAITeacher:
     """Any OpenAI-compatible chat-completions endpoint as the teacher.
 
-    One request per (question, sample index), ``concurrency`` in flight; 429, 5xx and timeouts are
-    retried up to ``max_retries`` times with exponential backoff and jitter (``Retry-After`` is
-    honoured); every answer goes to the cache at once.
+    One request per (question, sample index), ``concurrency`` in flight; 408, 429, 5xx, timeouts,
+    dropped connections and malformed bodies are retried up to ``max_retries`` times with
+    exponential backoff and jitter (``Retry-After`` is honoured, up to 30 s); other 4xx fail at
+    once. Either way the failure is a :class:`TeacherError` whose message never holds the API key,
+    and every answer received before it is in the cache already.
     """
 
     def __init__(self, cfg: TeacherConfig, exemplars: list[Question], cache: SampleCache, progress: bool = False,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] | None = None):
         import requests
 
-        self.cfg, self.exemplars, self.cache, self.progress, self.sleep = cfg, exemplars, cache, progress, sleep
+        self.cfg, self.exemplars, self.cache, self.progress = cfg, exemplars, cache, progress
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Content-Type": "application/json"}
-        key = os.environ.get(cfg.api_key_env, "")
-        if key:
-            self.headers["Authorization"] = f"Bearer {key}"
+        # The key is read from the environment only (no config key holds one), kept in the request
+        # header and nowhere else; messages go through _redact in case an endpoint echoes it.
+        self._key = os.environ.get(cfg.api_key_env, "")
+        if self._key:
+            self.headers["Authorization"] = f"Bearer {self._key}"
         self.session = requests.Session()
         self.retries = 0
         self.lock = threading.Lock()
+        self._stop = threading.Event()  # set when one request failed for good: the others stop retrying
+        # A backoff wait ends early when the batch is being stopped (tests pass a no-op sleep).
+        self.sleep = sleep or self._stop.wait
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "<redacted>") if self._key else text
 
     def messages(self, q: Question) -> list[dict]:
         text = cot_prompt(q.question, [e for e in self.exemplars if e.id != q.id])
@@ -275,25 +354,42 @@ class OpenAITeacher:
         body = {"model": self.cfg.model, "messages": messages, "temperature": temperature,
                 "max_tokens": self.cfg.max_new_tokens, "n": 1, "seed": index}
         rng = random.Random(f"{index}:{messages[-1]['content'][-64:]}")
+        where = f"teacher endpoint {_public_url(self.url)}"
+        # A body cut mid-way (ChunkedEncodingError) is no ConnectionError in requests, yet the same fault.
+        transient = (RetryableError, requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                     requests.exceptions.ContentDecodingError)
         for attempt in range(self.cfg.max_retries + 1):
+            if self._stop.is_set():
+                raise _Stopped(f"{where}: stopped, another request failed")
             try:
                 response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s)
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise RetryableError(f"HTTP {response.status_code}", response.headers.get("Retry-After"))
-                if response.status_code >= 400:
-                    raise RuntimeError(f"teacher endpoint {self.url} answered HTTP {response.status_code}: {response.text[:200]}")
-                return response.json()["choices"][0]["message"]["content"] or ""
-            except (RetryableError, requests.Timeout, requests.ConnectionError) as err:
+                status = response.status_code
+                if status in (408, 429) or status >= 500:
+                    raise RetryableError(f"HTTP {status}", response.headers.get("Retry-After"))
+                if status >= 400:
+                    hint = (f"; check the key in ${self.cfg.api_key_env} (teacher.api_key_env)" if status in (401, 403)
+                            else "; check teacher.base_url and teacher.model" if status == 404 else "")
+                    detail = " ".join(self._redact(response.text)[:200].split())  # redacted before the cut
+                    raise TeacherError(self._redact(f"{where} answered HTTP {status} {response.reason or ''}".rstrip()
+                                                    + (f": {detail}" if detail else "") + hint))
+                return _completion_text(response)
+            except transient as err:
                 if attempt == self.cfg.max_retries:
-                    raise RuntimeError(f"teacher endpoint {self.url}: gave up after {attempt + 1} tries ({err})") from None
+                    reason = err.args[0] if isinstance(err, RetryableError) else type(err).__name__
+                    raise TeacherError(self._redact(f"{where}: gave up after {attempt + 1} tries (last: {reason}); "
+                                                    "answers so far are cached, a rerun asks only for the rest")) from None
                 with self.lock:
                     self.retries += 1
                 retry_after = err.args[1] if isinstance(err, RetryableError) and len(err.args) > 1 else None
                 try:
-                    wait = float(retry_after) if retry_after else backoff_seconds(attempt, rng)
-                except ValueError:
+                    # Retry-After is honoured, within the backoff cap: a server asking for an hour
+                    # must not hang the run (the retry budget still bounds the total).
+                    wait = min(30.0, max(0.0, float(retry_after))) if retry_after else backoff_seconds(attempt, rng)
+                except ValueError:  # an HTTP date
                     wait = backoff_seconds(attempt, rng)
                 self.sleep(wait)
+            except requests.RequestException as err:  # a bad URL and the like: asking again cannot help
+                raise TeacherError(self._redact(f"{where}: {type(err).__name__}: {err}")) from None
         raise AssertionError("unreachable")
 
     def ask(self, prompt: str, system: str = "") -> str:
@@ -326,13 +422,35 @@ class OpenAITeacher:
 
         def work(job):
             n, i, messages, key = job
-            text = cut_generation(self._ask(messages, temperature, i))
-            self.cache.put(key, text)
+            try:
+                text = cut_generation(self._ask(messages, temperature, i))
+            except BaseException:
+                self._stop.set()  # set here, in the worker, so that no queued request starts after it
+                raise
+            self.cache.put(key, text)  # on disk before anything else can fail
             return n, i, text
 
+        # Stop at the first request that fails for good (or a Ctrl-C): queued requests never start
+        # and those waiting to retry give up, while those in flight finish and are cached on the way
+        # out of the pool, so a rerun pays only for what is missing.
+        self._stop.clear()
+        failure = None
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            for n, i, text in tqdm(pool.map(work, todo), total=len(todo), desc="teacher (openai)", disable=not self.progress):
-                texts[n][i] = text
+            futures = [pool.submit(work, job) for job in todo]
+            try:
+                for future in tqdm(as_completed(futures), total=len(todo), desc="teacher (openai)", disable=not self.progress):
+                    n, i, text = future.result()
+                    texts[n][i] = text
+            except BaseException as err:
+                self._stop.set()
+                for future in futures:
+                    future.cancel()
+                failure = err
+        if failure is not None:
+            # Report the cause, not a request that merely stopped because of it (all are done now).
+            causes = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None
+                      and not isinstance(f.exception(), _Stopped)]
+            raise causes[0] if isinstance(failure, _Stopped) and causes else failure
         return [_entry(q, row, self.cfg.model) for q, row in zip(questions, texts)]
 
 
