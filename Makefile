@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: install
-	$(OFFLINE) $(VENV)/bin/qcrd-bench run --config harness_configs/default.yaml
+	$(OFFLINE) $(VENV)/bin/qcrd-bench run --config harness_configs/default.yaml --overwrite
 
 test: install
 	$(OFFLINE) $(PY) -m pytest -q

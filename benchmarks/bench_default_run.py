@@ -23,7 +23,7 @@ TARGET_S = 180.0
 def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="qcrd-bench-"))
     cli = str(Path(sys.executable).with_name("qcrd-bench"))
-    cmd = [cli, "run", "--config", str(REPO / "harness_configs" / "default.yaml"), "--output-dir", str(out), "--quiet"]
+    cmd = [cli, "run", "--config", str(REPO / "harness_configs" / "default.yaml"), "--output-dir", str(out), "--quiet", "--overwrite"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))
     wall = time.perf_counter() - start

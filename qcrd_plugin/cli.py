@@ -60,8 +60,12 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides `training.device`.")
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue the run in this directory (after a kill, a full disk, a diverged loss) with its saved config.yaml; "
+                   "it ends with the metrics an uninterrupted run ends with.")
+@click.option("--overwrite", is_flag=True, help="Start over in a run directory that already holds a run (its teacher cache is kept).")
 @click.option("--quiet", is_flag=True, help="No progress bars (ours, lm-eval's or transformers'); per-round lines and the summary stay.")
-def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, device, overrides, quiet) -> None:
+def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, device, overrides, resume_dir, overwrite, quiet) -> None:
     """Distil a student round by round, evaluating it with lm-eval after every round.
 
     Per round it trains `training.steps_per_round` steps, saves an HF checkpoint to
@@ -73,6 +77,14 @@ def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, d
     flags = {"name": name, "output_dir": output_dir, "task.name": family, "task.data_dir": data_dir, "method.name": method, "training.rounds": rounds,
              "training.seed": seed, "training.device": device}
     every = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
+    if resume_dir is not None:
+        # A resumed run must be the run that was started: its own saved config, nothing changed.
+        if every or config_path or overwrite:
+            _fail("--resume continues a run with the config saved in its directory; drop --config, --overwrite and the override flags")
+        config_path = resume_dir / "config.yaml"
+        if not config_path.is_file():
+            _fail(f"{resume_dir}: not a run directory (no config.yaml)")
+        every = [f"output_dir={resume_dir.resolve().parent}", f"name={resume_dir.resolve().name}"]
     try:
         cfg = load_config(config_path, every)
     except ConfigError as err:
@@ -84,12 +96,17 @@ def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, d
     _quiet_libraries(no_progress_bars=quiet)
     from .training import run as run_training  # heavy imports only once the config is valid
 
+    from .checkpoints import RunAborted
     from .questions import UserInputError
 
     try:
-        run_training(cfg, progress=not quiet, log=click.echo)
+        run_training(cfg, progress=not quiet, log=click.echo, resume=resume_dir is not None, overwrite=overwrite)
     except UserInputError as err:
         _fail(str(err))
+    except RunAborted as err:
+        # Not the user's input but not a bug either: say what happened and what was kept.
+        click.echo(f"qcrd-bench: stopped: {err}", err=True)
+        sys.exit(1)
 
 
 @main.group()
@@ -249,10 +266,19 @@ def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
         from .questions import UserInputError
         from .training import run as run_training
 
+        from .checkpoints import RunAborted
+
+        def train(run_cfg):
+            # An unfinished cell continues from its newest checkpoint (a fresh cell starts at round 1).
+            return run_training(run_cfg, progress=not quiet, log=click.echo, resume=True)
+
         try:
-            run_dirs = lb.run_grid(cfg, lambda run_cfg: run_training(run_cfg, progress=not quiet, log=click.echo), log=click.echo)
+            run_dirs = lb.run_grid(cfg, train, log=click.echo)
         except UserInputError as err:
             _fail(str(err))
+        except RunAborted as err:
+            click.echo(f"qcrd-bench: stopped: {err}", err=True)
+            sys.exit(1)
         results = [lb.read_run(d) for d in run_dirs if lb.is_finished(d)]
     else:
         results = lb.collect(list(from_runs))
@@ -288,7 +314,7 @@ def judge_command(first, second, kind, model, base_url, api_key_env, items, seed
     Prints the counts "FIRST better / both good / SECOND better", as in the paper.
     """
     from .pairwise import JUDGE_INSTRUCTION, compare
-    from .questions import TaskData
+    from .questions import TaskData, UserInputError
     from .teachers import SampleCache, build_teacher
 
     overrides = [f"teacher.kind={kind}", f"teacher.model={model}", f"teacher.api_key_env={api_key_env}"]
@@ -302,7 +328,7 @@ def judge_command(first, second, kind, model, base_url, api_key_env, items, seed
     teacher.cache = SampleCache(None)
     try:
         result = compare(first, second, lambda prompt: teacher.ask(prompt, JUDGE_INSTRUCTION), items, seed)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, UserInputError) as err:  # UserInputError: a TeacherError (endpoint refused or gave up)
         _fail(str(err))
     c = result.counts
     click.echo(f"{first} better / both good / {second} better: {c['first better']} / {c['both good']} / {c['second better']}"

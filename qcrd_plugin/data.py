@@ -107,6 +107,9 @@ def pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "c
         span = slice(width - len(seq), width) if left else slice(0, len(seq))
         ids[row, span] = torch.tensor(seq, dtype=torch.long)
         mask[row, span] = 1
+    if torch.device(device).type == "cuda":
+        # Page-locked host memory lets the copy overlap with the GPU work already queued.
+        return ids.pin_memory().to(device, non_blocking=True), mask.pin_memory().to(device, non_blocking=True)
     return ids.to(device), mask.to(device)
 
 

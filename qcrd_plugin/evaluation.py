@@ -52,6 +52,16 @@ def task_manager(metadata: dict[str, Any]) -> TaskManager:
     return TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata)
 
 
+def build_tasks(names: list[str], manager: TaskManager) -> list:
+    """lm-eval Task (and Group) objects for ``names``, built once per run and reused every round:
+    rebuilding them reads the YAMLs and reloads the datasets each time, which on a small model
+    costs more than the generation itself."""
+    loaded = manager.load(list(names))
+    children = {child for members in loaded.get("group_map", {}).values() for child in members}
+    top = [group for name, group in loaded["groups"].items() if name not in children]
+    return top + [task for name, task in loaded["tasks"].items() if name not in children]
+
+
 def default_tasks(family: str) -> list[str]:
     """The tasks scored after every round: the family's label and rationale prompts."""
     return [f"qcrd_{family}", f"qcrd_{family}_explain"]
@@ -79,8 +89,10 @@ def to_builtin(value: Any) -> Any:
     return value
 
 
-def evaluate(model, tokenizer, tasks: list[str], manager: TaskManager, batch_size: int, limit: int = 0) -> dict[str, Any]:
+def evaluate(model, tokenizer, tasks: list, manager: TaskManager, batch_size: int, limit: int = 0) -> dict[str, Any]:
     """Run lm-eval on the in-memory student; returns lm-eval's results dict (with samples).
+
+    ``tasks`` are task names or the objects :func:`build_tasks` returned for them.
 
     Seeds are passed as None so lm-eval does not reseed the training RNGs; the model is put back
     in train mode afterwards (HFLM switches it to eval mode).

@@ -1,50 +1,46 @@
 """The training recipe: load -> set up -> for each round: train, checkpoint, evaluate, log.
 
-Everything a run does is visible in :func:`run`, in order. Files written (docs/formats.md):
+Everything a run does is visible in :func:`_run`, in order. Files written (docs/formats.md):
 ``config.yaml``, ``pool_train.jsonl``, ``pool_validation.jsonl``, ``metrics.jsonl`` (one JSON
-object per round), ``round_<k>/`` (an HF checkpoint: model + tokenizer) and
-``round_<k>/lm_eval_results.json``.
+object per round), ``round_<k>/`` (an HF checkpoint: model + tokenizer, plus the training state
+while it is the newest round), ``round_<k>/lm_eval_results.json`` and ``round_<k>/rationales.jsonl``.
+Every file is written atomically (checkpoints.py), so a run killed at any moment resumes with
+``--resume`` and ends with the metrics of an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import random
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-import jsonlines
+import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
 
-from . import evaluation
+from . import evaluation, faults
+from .checkpoints import STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, drop_partials, has_run_data, load_state, save_round
 from .config import RunConfig
 from .data import TrainExample, build_examples, explain_prompt
+from .distributed import Parallel, autocast_dtype, configure_cuda
 from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc_auc
 from .methods import build_method
 from .negatives import SnapshotRing, sample_negatives
 from .rationales import format_statistics, pool_statistics, select_pool
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, is_seq2seq, judge_config
-from .pools import write_pool
-from .questions import Question, TaskData, UserInputError, write_jsonl
+from .pools import read_pool, write_pool
+from .questions import Question, TaskData, UserInputError, read_jsonl, write_jsonl
 from .rationale_quality import distinct_n, faithfulness, overlap_metrics
 from .sources import heldout_split
 from .tasks import default_train_split, load_task
 from .teachers import build_teacher
 
 METRICS_FORMAT = "qcrd-metrics/1"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 class PhaseTimer:
@@ -107,31 +103,114 @@ def training_splits(task: TaskData, cfg: RunConfig) -> dict[str, list[Question]]
     return {"train": train, "validation": list(validation)}
 
 
-def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
-    """Run ``cfg`` end to end; returns the per-round metric records (also in metrics.jsonl)."""
-    # ---- load -------------------------------------------------------------------------------
+def compile_blocks(student) -> None:
+    """``torch.compile`` every transformer block of the student in place. Block by block rather
+    than the whole model, because the methods call the encoder and decoder separately (encode
+    once, decode many rationales), which a compiled top-level forward would not cover."""
+    names = set(getattr(student, "_no_split_modules", None) or [])
+    for module in student.modules():
+        if type(module).__name__ in names:
+            module.compile()
+
+
+def seed_phase(seed: int, round_index: int, phase: str) -> None:
+    """Reseed python, numpy and torch at the start of a round's training or evaluation, so that a
+    resumed run draws exactly the numbers an uninterrupted one draws from there on."""
+    value = (seed * 1_000_003 + round_index * 2 + (phase == "evaluation")) % 2**32
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def resume_point(run_dir: Path, rounds: int) -> tuple[list[dict], Path | None, bool]:
+    """Where a killed run picks up: (finished round records, checkpoint to restore, whether that
+    checkpoint's round still needs its evaluation). The checkpoint is the newest complete one:
+    ``round_<n+1>`` when training of round n+1 finished but its metrics were never written,
+    otherwise ``round_<n>`` (n = rounds recorded in metrics.jsonl)."""
+    metrics = run_dir / "metrics.jsonl"
+    records = [record for _, record in read_jsonl(metrics)] if metrics.exists() else []
+    done = len(records)
+    if [r.get("round") for r in records] != list(range(1, done + 1)):
+        raise UserInputError(f"{metrics}: rounds are not 1..{done} in order; cannot resume from it")
+    if done < rounds and (run_dir / f"round_{done + 1}" / STATE_FILE).exists():
+        return records, run_dir / f"round_{done + 1}", True
+    if done and not (run_dir / f"round_{done}" / STATE_FILE).exists():
+        raise UserInputError(f"{run_dir}: metrics.jsonl records {done} rounds but round_{done}/{STATE_FILE} is missing; cannot resume")
+    return records, (run_dir / f"round_{done}" if done else None), False
+
+
+def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = print, resume: bool = False,
+        overwrite: bool = False) -> list[dict]:
+    """Run ``cfg`` end to end; returns the per-round metric records (also in metrics.jsonl).
+
+    ``resume`` continues a run whose directory holds earlier rounds (after a kill, say) and ends
+    with the metrics an uninterrupted run ends with; ``overwrite`` starts over in a directory
+    that holds a run. Without either, such a directory is refused rather than clobbered.
+    """
+    parallel = Parallel(cfg.training.device)
     run_dir = Path(cfg.output_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    lock, error = RunLock(run_dir), None
+    if parallel.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock.__enter__()
+            if has_run_data(run_dir) and not (resume or overwrite):
+                lock.__exit__()
+                raise UserInputError(f"{run_dir} already holds a run: continue it with `qcrd-bench run --resume {run_dir}` "
+                                     "or start over with --overwrite")
+        except UserInputError as err:
+            error = err
+    if parallel.any(error is not None):
+        raise error or UserInputError(f"rank 0 could not take {run_dir}")
+    try:
+        return _run(cfg, run_dir, parallel, progress if parallel.is_main else False, log if parallel.is_main else (lambda _: None),
+                    resume, overwrite)
+    finally:
+        if parallel.is_main:
+            lock.__exit__()
+
+
+def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log: Callable[[str], None], resume: bool,
+         overwrite: bool) -> list[dict]:
+    # ---- load -------------------------------------------------------------------------------
+    main = parallel.is_main
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
+    if main:
+        drop_partials(run_dir)
+        if overwrite and not resume:
+            # The teacher cache stays: its samples were paid for and are still valid.
+            metrics_path.unlink(missing_ok=True)
+            for old in run_dir.glob("round_*"):
+                shutil.rmtree(old)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    parallel.barrier()
+    records, restore_from, evaluate_pending = resume_point(run_dir, cfg.training.rounds) if resume else ([], None, False)
     torch.manual_seed(cfg.training.seed)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
-    device = resolve_device(cfg.training.device)
+    device = parallel.device
+    configure_cuda(device)
+    amp_dtype = autocast_dtype(device, cfg.training.precision)
     timer = PhaseTimer()
-    log(f"run directory: {run_dir}   device: {device}   method: {cfg.method.name}")
+    log(f"run directory: {run_dir}   device: {device}" + (f" x {parallel.world_size} processes" if parallel.world_size > 1 else "")
+        + f"   method: {cfg.method.name}" + (f"   resuming after round {len(records)}" if resume else ""))
 
     task = load_task(cfg.task)
     splits = training_splits(task, cfg)
     log(f"task {cfg.task.name} ({task.source}): " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " questions"
         + "".join(f"; note: {n}" for n in task.notes))
     with timer("teacher_sampling"):
-        teacher = build_teacher(cfg.teacher, task, run_dir / "teacher_cache.jsonl", progress, str(device))
-        pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature)
-                 for split in ("train", "validation")}
-        for split, pool in pools.items():
-            write_pool(run_dir / f"pool_{split}.jsonl", pool)
+        # Rank 0 alone asks the teacher (LLM calls cost money); the other ranks read its pools.
+        teacher, pools = None, {}
+        if main:
+            teacher = build_teacher(cfg.teacher, task, run_dir / "teacher_cache.jsonl", progress, str(device))
+            pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature)
+                     for split in ("train", "validation")}
+            for split, pool in pools.items():
+                write_pool(run_dir / f"pool_{split}.jsonl", pool)
+        parallel.barrier()
+        if not main:
+            pools = {split: read_pool(run_dir / f"pool_{split}.jsonl") for split in ("train", "validation")}
     with timer("self_consistency"):
         selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
         pool_stats = pool_statistics(pools["train"], selections["train"])
@@ -141,21 +220,25 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]
     corpus += [s.rationale for entry in pools["train"] for s in entry.samples]
     student, tokenizer = build_student(cfg.student, corpus)
+    state = load_state(restore_from) if restore_from else None
+    if state is not None:
+        student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
     student.to(device).train()
     limits = (cfg.student.max_input_tokens, cfg.student.max_target_tokens)
     causal = not is_seq2seq(student)
     examples = build_examples(splits["train"], selections["train"], tokenizer, *limits, causal=causal)
     heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits, causal=causal)
-    eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
     heldout_pos = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.positives]
     heldout_neg = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.llm_negatives]
 
     judge = None
     judge_pretrain_losses: list[float] = []
     if cfg.method.name == "qcrd" and cfg.judge.enabled:
-        with timer("judge_pretraining"):
-            judge = QualityJudge(judge_config(student), cfg.judge.num_layers).to(device)
-            judge_pretrain_losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
+        judge = QualityJudge(judge_config(student), cfg.judge.num_layers).to(device)
+        if state is None:
+            with timer("judge_pretraining"):
+                judge_pretrain_losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
         if judge_pretrain_losses:
             head, tail = judge_pretrain_losses[:10], judge_pretrain_losses[-10:]
             log(f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} over {len(judge_pretrain_losses)} steps")
@@ -164,116 +247,179 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     groups = [{"params": list(student.parameters()), "lr": cfg.training.learning_rate}]
     for module in method.extra_modules():
         groups.append({"params": list(module.parameters()), "lr": cfg.judge.learning_rate})
+    trainable = [p for group in groups for p in group["params"]]
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.training.weight_decay)
     total_steps = cfg.training.rounds * cfg.training.steps_per_round
     schedules = [warmup_then_linear(cfg.training.warmup_steps, total_steps)] + [lambda _: 1.0] * (len(groups) - 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
     snapshots = SnapshotRing(cfg.negatives.j_back)
+    step, iteration = 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if judge is not None:
+            judge.load_state_dict(state["judge"])
+        method.load_state_dict(state["method"])
+        snapshots.snapshots.extend(state["snapshots"])
+        snapshots.initial = state["initial_snapshot"]
+        for ex in examples:
+            ex.student_negatives = state["student_negatives"].get(ex.id, [])
+        step, iteration = state["step"], state["iteration"]
+    if cfg.training.compile:
+        compile_blocks(student)
     stream = batches(examples, cfg.training.batch_size, cfg.training.seed)
-    manager = evaluation.task_manager(evaluation.task_metadata(cfg.task))
+    for _ in range(step):  # a resumed run continues the same sequence of batches
+        next(stream)
     eval_tasks = cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name)
-    references = test_references(task, teacher, cfg)
     label_task = next((t for t in eval_tasks if not t.endswith(("_explain", "_cot"))), eval_tasks[0])
     explain_task = next((t for t in eval_tasks if t.endswith("_explain")), "")
+    if main:
+        manager = evaluation.task_manager(evaluation.task_metadata(cfg.task))
+        prebuilt_tasks = evaluation.build_tasks(eval_tasks, manager)
+        references = test_references(task, teacher, cfg)
     setup_times = timer.pop()
 
     # ---- train, round by round ----------------------------------------------------------------
-    records: list[dict] = []
-    step, iteration = 0, 0
-    for round_index in range(1, cfg.training.rounds + 1):
+    first_round = len(records) + 1
+    for round_index in range(first_round, cfg.training.rounds + 1):
         sums: dict[str, float] = {}
         tokens = 0
-        bar = tqdm(range(cfg.training.steps_per_round), desc=f"round {round_index}/{cfg.training.rounds} training", disable=not progress)
-        for _ in bar:
-            if step % cfg.training.iteration_steps == 0:
-                iteration += 1
-                snapshots.take(student)
-                method.start_iteration(iteration)
-                if method.uses_student_negatives and (iteration - 1) % cfg.negatives.refresh_every == 0:
-                    with timer("negative_sampling"):
-                        neg = cfg.negatives
-                        generator = snapshots.initial if neg.generator == "fixed" else snapshots.oldest()
-                        sample_negatives(student, generator, examples, neg.per_question, neg.temperature,
-                                         neg.max_new_tokens, neg.batch_size, cfg.training.seed + iteration, device, progress)
-            with timer("training"):
-                batch = next(stream)
-                out = method.loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                out.total.backward()
-                if cfg.training.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.training.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-            step += 1
-            tokens += sum(len(ex.predict_ids) + len(ex.explain_ids) for ex in batch)
-            for key, value in out.components.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{float(out.total.detach()):.3f}")
+        loss_curve: list[float] = []
+        checkpoint = run_dir / f"round_{round_index}"
+        trained_here = not (evaluate_pending and round_index == first_round)
+        if trained_here:
+            seed_phase(cfg.training.seed, round_index, "training")
+            bar = tqdm(range(cfg.training.steps_per_round), desc=f"round {round_index}/{cfg.training.rounds} training", disable=not progress)
+            for _ in bar:
+                inject_nan = faults.point("training_step", step + 1)
+                if step % cfg.training.iteration_steps == 0:
+                    iteration += 1
+                    snapshots.take(student)
+                    method.start_iteration(iteration)
+                    if method.uses_student_negatives and (iteration - 1) % cfg.negatives.refresh_every == 0:
+                        with timer("negative_sampling"):
+                            neg = cfg.negatives
+                            generator = snapshots.initial if neg.generator == "fixed" else snapshots.oldest()
+                            sample_negatives(student, generator, examples, neg.per_question, neg.temperature,
+                                             neg.max_new_tokens, neg.batch_size, cfg.training.seed + iteration, device, progress)
+                with timer("training"):
+                    batch = next(stream)
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        out = method.loss(parallel.shard(batch))
+                    total = out.total * float("nan") if inject_nan else out.total
+                    loss_value = parallel.mean(float(total.detach()))
+                    if not math.isfinite(loss_value):
+                        kept = f"round_{round_index - 1}/" if round_index > 1 else "no checkpoint yet (none was written)"
+                        raise RunAborted(f"loss is {loss_value} at step {step + 1} (round {round_index}); stopped before applying it. "
+                                         f"The newest good checkpoint is {kept}. Lower training.learning_rate or "
+                                         f"check the teacher pool, then resume with `qcrd-bench run --resume {run_dir}`")
+                    optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    parallel.average_gradients(trainable)
+                    if cfg.training.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.training.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                step += 1
+                tokens += sum(len(ex.predict_ids) + len(ex.explain_ids) for ex in batch)
+                loss_curve.append(round(loss_value, 6))
+                for key, value in out.components.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                bar.set_postfix(loss=f"{loss_value:.3f}")
 
-        with timer("checkpoint"):
-            checkpoint = run_dir / f"round_{round_index}"
-            student.save_pretrained(checkpoint)
-            tokenizer.save_pretrained(checkpoint)
-        with timer("evaluation"):
-            results = evaluation.evaluate(student, tokenizer, eval_tasks, manager, cfg.evaluation.batch_size, cfg.evaluation.limit)
-        samples = results.pop("samples", {})
-        (checkpoint / "lm_eval_results.json").write_text(json.dumps(evaluation.to_builtin(results), indent=2, default=str))
-        scores = evaluation.task_scores(results)
-        write_jsonl(checkpoint / "rationales.jsonl", [
-            {"id": s["doc"]["id"], "question": s["doc"]["question"], "answer": s["doc"]["answer"],
-             "label_generation": s["resps"][0][0], "rationale": s["resps"][1][0]}
-            for s in samples.get(explain_task, [])
-        ])
+            with timer("checkpoint"):
+                if main:
+                    save_round(run_dir, round_index, student, tokenizer, {
+                        "round": round_index, "step": step, "iteration": iteration,
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "judge": judge.state_dict() if judge is not None else None,
+                        "method": method.state_dict(),
+                        "snapshots": list(snapshots.snapshots), "initial_snapshot": snapshots.initial,
+                        "student_negatives": {ex.id: ex.student_negatives for ex in examples},
+                        "loss_sums": sums, "tokens": tokens, "loss_curve": loss_curve,
+                    })
+                parallel.barrier()
+        else:
+            # Training of this round finished before the kill: only its evaluation is missing.
+            sums, tokens, loss_curve = state["loss_sums"], state["tokens"], state["loss_curve"]
 
-        judge_metrics = {}
-        if judge is not None:
-            with timer("judge_scoring"):
-                student_rationales = [
-                    judge_input(tokenizer(explain_prompt(s["doc"]["question"]))["input_ids"],
-                                tokenizer(s["resps"][1][0])["input_ids"], eos)
-                    for s in samples.get(explain_task, [])
-                ]
-                judge_metrics = {
-                    "judge_score_student": mean_scores(judge, student_rationales, pad_id, device) if student_rationales else None,
-                    "judge_auc_heldout": roc_auc(judge, heldout_pos, heldout_neg, pad_id, device),
-                }
-
-        quality = {}
-        explain_samples = samples.get(explain_task, [])
-        if explain_samples and (cfg.evaluation.overlap or cfg.evaluation.faithfulness):
-            with timer("rationale_quality"):
-                quality = rationale_quality(student, tokenizer, explain_samples, references, cfg, device)
-
-        steps = cfg.training.steps_per_round
-        round_times = timer.pop()
-        record = {
-            "format": METRICS_FORMAT,
-            "round": round_index,
-            "step": step,
-            "iteration": iteration,
-            "method": cfg.method.name,
-            "task": cfg.task.name,
-            "label_task": label_task,
-            "explain_task": explain_task,
-            "answer_from": method.answer_from,
-            "headline_acc": headline_accuracy(scores, label_task, explain_task, method.answer_from),
-            "eval": scores,
-            "rationale_quality": quality,
-            "loss": {k: v / steps for k, v in sums.items()},
-            **judge_metrics,
-            "method_state": method.log_state(),
-            "pool": pool_stats,
-            "time_s": round_times,
-            "setup_time_s": setup_times,
-            "train_tokens_per_s": tokens / max(1e-9, round_times.get("training", 0.0)),
-            "checkpoint": str(checkpoint),
-        }
-        records.append(record)
-        with jsonlines.open(metrics_path, "a") as writer:
-            writer.write(record)
-        log(round_summary(record))
+        if main:
+            seed_phase(cfg.training.seed, round_index, "evaluation")
+            record = evaluate_round(cfg, round_index, student, tokenizer, judge, prebuilt_tasks, manager, references,
+                                    label_task, explain_task, heldout_pos, heldout_neg, device, timer)
+            faults.point("evaluation", round_index)
+            steps = cfg.training.steps_per_round
+            round_times = timer.pop()
+            record.update({
+                "step": step,
+                "iteration": iteration,
+                "method": cfg.method.name,
+                "answer_from": method.answer_from,
+                "loss": {k: v / steps for k, v in sums.items()},
+                "loss_curve": loss_curve,
+                "method_state": method.log_state(),
+                "pool": pool_stats,
+                "time_s": round_times,
+                "setup_time_s": setup_times,
+                "train_tokens_per_s": tokens / max(1e-9, round_times.get("training", 0.0)),
+                "world_size": parallel.world_size,
+                "checkpoint": str(checkpoint),
+            })
+            record["headline_acc"] = headline_accuracy(record["eval"], label_task, explain_task, method.answer_from)
+            records.append(record)
+            write_jsonl(metrics_path, records)
+            # The previous round's training state is no longer the newest: only its weights stay.
+            (run_dir / f"round_{round_index - 1}" / STATE_FILE).unlink(missing_ok=True)
+            log(round_summary(record))
+        parallel.barrier()
     log(summary_table(records))
     return records
+
+
+def evaluate_round(cfg: RunConfig, round_index: int, student, tokenizer, judge, tasks: list, manager, references: dict,
+                   label_task: str, explain_task: str, heldout_pos: list, heldout_neg: list, device, timer: PhaseTimer) -> dict:
+    """lm-eval scores, judge scores and rationale quality of the student after ``round_index``;
+    writes ``round_<k>/lm_eval_results.json`` and ``round_<k>/rationales.jsonl``."""
+    checkpoint = Path(cfg.output_dir) / cfg.name / f"round_{round_index}"
+    with timer("evaluation"):
+        results = evaluation.evaluate(student, tokenizer, tasks, manager, cfg.evaluation.batch_size, cfg.evaluation.limit)
+    samples = results.pop("samples", {})
+    atomic_write_json(checkpoint / "lm_eval_results.json", evaluation.to_builtin(results))
+    scores = evaluation.task_scores(results)
+    explain_samples = samples.get(explain_task, [])
+    write_jsonl(checkpoint / "rationales.jsonl", [
+        {"id": s["doc"]["id"], "question": s["doc"]["question"], "answer": s["doc"]["answer"],
+         "label_generation": s["resps"][0][0], "rationale": s["resps"][1][0]}
+        for s in explain_samples
+    ])
+
+    judge_metrics = {}
+    if judge is not None:
+        with timer("judge_scoring"):
+            eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+            student_rationales = [
+                judge_input(tokenizer(explain_prompt(s["doc"]["question"]))["input_ids"], tokenizer(s["resps"][1][0])["input_ids"], eos)
+                for s in explain_samples
+            ]
+            judge_metrics = {
+                "judge_score_student": mean_scores(judge, student_rationales, pad_id, device) if student_rationales else None,
+                "judge_auc_heldout": roc_auc(judge, heldout_pos, heldout_neg, pad_id, device),
+            }
+
+    quality = {}
+    if explain_samples and (cfg.evaluation.overlap or cfg.evaluation.faithfulness):
+        with timer("rationale_quality"):
+            quality = rationale_quality(student, tokenizer, explain_samples, references, cfg, device)
+    return {
+        "format": METRICS_FORMAT,
+        "round": round_index,
+        "task": cfg.task.name,
+        "label_task": label_task,
+        "explain_task": explain_task,
+        "eval": scores,
+        "rationale_quality": quality,
+        **judge_metrics,
+    }
 
 
 def test_references(task: TaskData, teacher, cfg: RunConfig) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ import torch
 from conftest import synth_training_set
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
 from qcrd_plugin.discriminator import QualityJudge
-from qcrd_plugin.methods.base import rationale_losses
+from qcrd_plugin.methods.base import label_loss, rationale_losses
 from qcrd_plugin.methods.qcrd import QCRD, contrastive_loss
 
 
@@ -73,23 +73,39 @@ def tiny_setup():
     return cfg, model, tok, examples
 
 
-def test_efficient_minmax_step_equals_the_full_computation(tiny_setup):
+@pytest.mark.parametrize("delta", ["all_flat", "median"])
+def test_efficient_minmax_step_equals_the_full_computation(tiny_setup, delta):
+    """The no-grad picks, the skipped singletons and the graph-free flat negatives give the loss
+    value and the gradient of computing every rationale's loss with a graph."""
     cfg, model, tok, examples = tiny_setup
     torch.manual_seed(0)
     judge = QualityJudge(model.config, 1)
     cfg.judge.online_every = 0
+    rationales, owner, positive = QCRD(cfg, model, tok, "cpu", judge=judge).gather(examples)
+    is_pos, group = torch.tensor(positive), torch.tensor(owner)
+    with torch.no_grad():
+        neg_losses = rationale_losses(model, examples, rationales, owner, "cpu")[~is_pos]
+    # "median": half the negatives sit below delta (active hinge), half above (flat).
+    # (midway between two neighbours, so that no loss sits exactly on the hinge's corner).
+    ordered = neg_losses.sort().values
+    middle = len(ordered) // 2
+    cfg.method.delta = float(ordered[middle - 1] + ordered[middle]) / 2 if delta == "median" else float(ordered[0]) - 1e-3
     method = QCRD(cfg, model, tok, "cpu", judge=judge)
+    model.zero_grad()
     out = method.loss(examples)
+    out.total.backward()
+    fast_grad = [p.grad.clone() for p in model.parameters()]
 
     # Full computation: every rationale with gradient, then the same contrastive_loss.
     model.zero_grad()
-    rationales, owner, positive = method.gather(examples)
     losses = rationale_losses(model, examples, rationales, owner, "cpu")
-    is_pos, group = torch.tensor(positive), torch.tensor(owner)
     scores = method._scores(examples, rationales, owner, grad=False)
     l_cl, _ = contrastive_loss(losses[is_pos], group[is_pos], scores[is_pos], losses[~is_pos], group[~is_pos], scores[~is_pos],
                                len(examples), cfg.method.beta, cfg.method.delta)
     assert l_cl.item() == pytest.approx(out.components["l_cl"], rel=1e-5)
+    (cfg.method.alpha1 * label_loss(model, examples, "cpu") + cfg.method.alpha2 * l_cl).backward()
+    for fast, full in zip(fast_grad, (p.grad for p in model.parameters())):
+        assert torch.allclose(fast, full, atol=1e-6, rtol=1e-4)
 
 
 def test_gradient_reaches_the_student_and_not_the_judge_through_the_weights(tiny_setup):

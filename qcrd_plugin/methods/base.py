@@ -50,6 +50,13 @@ class Method(ABC):
         """Method state worth logging each round (e.g. the current alpha3)."""
         return {}
 
+    def state_dict(self) -> dict:
+        """State a resumed run needs besides the weights (saved with each round checkpoint)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
 
 def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], device, per_sequence: bool = True) -> torch.Tensor:
     """Decoder-only students: cross-entropy of each target continuing its prompt.
@@ -79,20 +86,41 @@ def label_loss(student, batch: list[TrainExample], device) -> torch.Tensor:
     return student(input_ids=ids, attention_mask=mask, labels=labels).loss
 
 
-def rationale_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device) -> torch.Tensor:
+def rationale_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device,
+                     bucket_size: int = 0) -> torch.Tensor:
     """Per-rationale token-mean cross-entropy ``l(f(x), r)``, one value per rationale.
 
     ``owner[i]`` is the batch index of the question rationale ``i`` explains. For seq2seq students
     each ``explain:`` prompt is encoded once and its encoder output shared by all of that
     question's rationales; decoder-only students read prompt + rationale as one sequence.
+    With ``bucket_size``, rationales are decoded in length-sorted buckets of that many, each padded
+    only to its own longest member (for no-grad scoring of many rationales of mixed lengths).
     """
+    if not rationales:
+        return torch.zeros(0, device=device)
     if not student.config.is_encoder_decoder:
-        return causal_losses(student, [batch[o].explain_ids for o in owner], rationales, device)
+        prompts = [batch[o].explain_ids for o in owner]
+        return _bucketed(lambda idx: causal_losses(student, [prompts[i] for i in idx], [rationales[i] for i in idx], device),
+                         [len(prompts[i]) + len(r) for i, r in enumerate(rationales)], bucket_size, device)
     ids, mask = pad([ex.explain_ids for ex in batch], student.config.pad_token_id, device)
     encoded = student.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-    index = torch.tensor(owner, device=device)
-    labels = pad_labels(rationales, device)
-    logits = student(encoder_outputs=(encoded[index],), attention_mask=mask[index], labels=labels).logits
-    token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    counts = (labels != -100).sum(dim=1).clamp(min=1)
-    return token_loss.sum(dim=1) / counts
+
+    def decode(idx: list[int]) -> torch.Tensor:
+        index = torch.tensor([owner[i] for i in idx], device=device)
+        labels = pad_labels([rationales[i] for i in idx], device)
+        logits = student(encoder_outputs=(encoded[index],), attention_mask=mask[index], labels=labels).logits
+        token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        return token_loss.sum(dim=1) / (labels != -100).sum(dim=1).clamp(min=1)
+
+    return _bucketed(decode, [len(r) for r in rationales], bucket_size, device)
+
+
+def _bucketed(losses_of, lengths: list[int], bucket_size: int, device) -> torch.Tensor:
+    """``losses_of(all indices)``, or the same values gathered from length-sorted buckets."""
+    if not bucket_size or len(lengths) <= bucket_size:
+        return losses_of(list(range(len(lengths))))
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    parts = [losses_of(order[start : start + bucket_size]) for start in range(0, len(order), bucket_size)]
+    out = torch.empty(len(lengths), device=device, dtype=parts[0].dtype)
+    out[torch.tensor(order, device=device)] = torch.cat(parts)
+    return out

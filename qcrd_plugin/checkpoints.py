@@ -1,0 +1,141 @@
+"""Crash-safe run state: atomic file writes, round checkpoints that carry the whole training
+state, and the lock that keeps two runs out of one run directory.
+
+A round's checkpoint is written into ``.round_<k>.partial/`` and renamed to ``round_<k>/`` only
+when complete, so a kill or a full disk mid-write leaves the previous round's checkpoint as the
+newest one. ``round_<k>/training_state.pt`` holds everything besides the weights that training
+needs to continue bit-for-bit: optimizer, scheduler, judge, method state, snapshots, negatives.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import faults
+from .questions import UserInputError
+
+STATE_FILE = "training_state.pt"
+STATE_FORMAT = "qcrd-training-state/1"
+
+
+class RunAborted(Exception):
+    """The run stopped on purpose (diverged loss, failed write); the message says what is kept."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    """Write ``payload`` to a temp file beside ``path``, fsync, then rename over ``path``: a reader
+    (or a resumed run) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, default=str))
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock`` for the life of a run. The kernel drops it
+    when the process dies, even by SIGKILL, so a killed run never leaves a stale lock behind."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise UserInputError(f"run directory {self.path.parent} is in use by another qcrd-bench run (pid {holder}); "
+                                 "wait for it to finish or choose another --name") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict) -> Path:
+    """Write ``round_<k>/`` (HF model + tokenizer + training state) atomically; returns its path.
+
+    On any failure (a full disk, say) the partial folder is removed and the error re-raised as
+    :class:`RunAborted`; earlier checkpoints are never touched.
+    """
+    final = run_dir / f"round_{round_index}"
+    partial = run_dir / f".round_{round_index}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        partial.mkdir()
+        student.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        faults.point("checkpoint_write", round_index)
+        torch.save({"format": STATE_FORMAT, **state}, partial / STATE_FILE)
+        for file in partial.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        if final.exists():  # left by a run that was killed before recording this round's metrics
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        _fsync_dir(run_dir)
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        previous = f"round_{round_index - 1}/" if round_index > 1 else "no earlier checkpoint"
+        raise RunAborted(f"could not write the round {round_index} checkpoint ({err.strerror or err}); "
+                         f"the newest intact checkpoint is {previous} — free space and continue with "
+                         f"`qcrd-bench run --resume {run_dir}`") from err
+    return final
+
+
+def load_state(checkpoint: Path) -> dict:
+    """The training state saved with a round checkpoint (tensors only: ``weights_only`` load)."""
+    state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    if state.get("format") != STATE_FORMAT:
+        raise UserInputError(f"{checkpoint / STATE_FILE}: unknown training-state format {state.get('format')!r}")
+    return state
+
+
+def drop_partials(run_dir: Path) -> None:
+    """Remove half-written checkpoints a killed run left behind."""
+    for partial in run_dir.glob(".round_*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def has_run_data(run_dir: Path) -> bool:
+    """Whether ``run_dir`` already holds a run's metrics or checkpoints."""
+    return (run_dir / "metrics.jsonl").exists() or any(run_dir.glob("round_*"))

@@ -1,0 +1,123 @@
+"""Data parallelism under ``accelerate launch`` (or torchrun): one process per device.
+
+The global batch (``training.batch_size`` questions) is split across ranks, each rank takes
+``batch[rank::world_size]``, and after ``backward`` the gradients of the student and the judge
+are averaged across ranks with one all-reduce. That is the update DDP computes, done by hand
+because a QCRD step runs several forward passes per step (encoder once, the decoder per
+rationale, the judge, and no-grad scoring passes between them), which DDP's reducer does not
+follow. Rank 0 alone samples the teacher, writes files and runs lm-eval; the others wait at a
+barrier. A single process (the default) takes none of these paths.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from .questions import UserInputError
+
+
+def launched() -> bool:
+    """Whether this process was started by ``accelerate launch`` / torchrun with several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+class Parallel:
+    """Rank, world size, device and the few collectives the training loop needs."""
+
+    def __init__(self, device_name: str):
+        self.state = None
+        self.rank, self.world_size = 0, 1
+        if launched():
+            from accelerate import PartialState
+
+            sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
+            if sharded:
+                raise UserInputError(
+                    f"accelerate profile asks for {sharded[0]}: the qcrd-bench training loop does data-parallel training "
+                    "(every rank holds the whole student) and does not shard parameters yet; launch with "
+                    "harness_configs/accelerate/ddp.yaml (see docs/scaling.md)")
+            # Resolve `auto` first: on a machine without CUDA a PartialState() that is not told to use
+            # the CPU reports every rank as rank 0 of 1. The barrier timeout is long because the other
+            # ranks wait there while rank 0 samples the teacher or runs lm-eval.
+            cpu = resolve_device(device_name).type == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+            self.state = PartialState(cpu=cpu, timeout=timedelta(hours=6))
+            self.rank, self.world_size = self.state.process_index, self.state.num_processes
+            self.device = self.state.device
+        else:
+            self.device = resolve_device(device_name)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch: list) -> list:
+        """This rank's share of the global batch."""
+        return batch[self.rank :: self.world_size] if self.world_size > 1 else batch
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self.state.wait_for_everyone()
+
+    def average_gradients(self, parameters) -> None:
+        """All-reduce-mean the gradients of ``parameters`` in one flat buffer. A parameter with no
+        gradient on this rank contributes zeros, so every rank reduces the same buffer layout."""
+        if self.world_size == 1:
+            return
+        params = [p for p in parameters if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
+
+    def mean(self, value: float) -> float:
+        """The mean of a scalar over ranks (for the logged loss)."""
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return float(tensor.item()) / self.world_size
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on any rank (a rank's error stops all ranks)."""
+        if self.world_size == 1:
+            return flag
+        tensor = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(tensor)
+        return bool(tensor.item() > 0)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def configure_cuda(device: torch.device) -> None:
+    """TF32 matmuls and cuDNN autotuning on CUDA (Ampere and newer gain ~x2 on fp32 matmuls)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of the training forward passes: bf16 on CUDA (``auto`` where the GPU
+    supports it), None (fp32) on CPU."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None

@@ -1,0 +1,180 @@
+"""SIGKILL at every phase of a run, then `qcrd-bench run --resume`: the run ends with exactly the
+metrics of an uninterrupted run, and no teacher sample is paid for twice.
+
+The kills are real SIGKILLs of the `qcrd-bench` process. The first comes from outside, from the
+local OpenAI-compatible teacher server, in the middle of teacher sampling; the others are armed
+with ``QCRD_FAULT`` (qcrd_plugin/faults.py) so that they land inside a chosen phase: training,
+checkpoint writing, evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+CLI = str(Path(sys.executable).with_name("qcrd-bench"))
+
+# Small enough for CI, big enough to cross every phase twice (2 rounds, 2 iterations per round).
+RUN = [
+    "task.n_train=24", "task.n_valid=8", "task.n_test=12",
+    "training.rounds=2", "training.steps_per_round=4", "training.iteration_steps=2", "training.batch_size=8",
+    "training.warmup_steps=1", "judge.pretrain_steps=3", "judge.online_every=2", "negatives.j_back=1",
+    "negatives.max_new_tokens=16", "evaluation.batch_size=32", "evaluation.faithfulness_items=3",
+    "teacher.kind=openai", "teacher.model=local-teacher", "teacher.samples=2", "teacher.concurrency=1",
+    "teacher.api_key_env=QCRD_TEST_TEACHER_KEY",
+]
+# Fields that measure the machine, not the run.
+TIMING = {"time_s", "setup_time_s", "train_tokens_per_s", "checkpoint"}
+
+
+class TeacherServer:
+    """A deterministic OpenAI-compatible teacher on 127.0.0.1: the answer depends only on the
+    prompt and the request's seed. It counts what it served, and can SIGKILL a client process
+    when the n-th request arrives (before answering it)."""
+
+    def __init__(self):
+        self.served: dict[str, int] = {}  # (prompt, seed) key -> times answered
+        self.served_text: dict[str, str] = {}
+        self.kill_pid, self.kill_at, self.requests = None, None, 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                key = hashlib.sha256(f"{prompt}|{body.get('seed')}".encode()).hexdigest()
+                with server.lock:
+                    server.requests += 1
+                    if server.kill_pid and server.requests == server.kill_at:
+                        os.kill(server.kill_pid, signal.SIGKILL)
+                        server.kill_pid = None
+                        self.close_connection = True
+                        return
+                    server.served[key] = server.served.get(key, 0) + 1
+                digit = int(key[:4], 16)
+                text = f"We add the numbers step by step. So the answer is {digit % 7}."
+                server.served_text[key] = text
+                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def start(args: list[str], fault: str = "") -> subprocess.Popen:
+    env = dict(os.environ, QCRD_TEST_TEACHER_KEY="sk-local-test", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("QCRD_FAULT", None)
+    if fault:
+        env["QCRD_FAULT"] = fault
+    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def comparable(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_sigkill_in_every_phase_then_resume_matches_uninterrupted_run(tmp_path, figures):
+    reference_server, server = TeacherServer(), TeacherServer()
+    try:
+        base = ["run", "--quiet", "--output-dir", str(tmp_path)]
+        overrides = [arg for o in RUN for arg in ("-o", o)]
+        ref = start(base + ["--name", "reference", "-o", f"teacher.base_url={reference_server.url}"] + overrides)
+        out, err = ref.communicate(timeout=300)
+        assert ref.returncode == 0, err[-3000:]
+        expected = metrics(tmp_path / "reference")
+        assert len(expected) == 2
+
+        run_dir = tmp_path / "killed"
+        first = base + ["--name", "killed", "-o", f"teacher.base_url={server.url}"] + overrides
+        resume = ["run", "--quiet", "--resume", str(run_dir)]
+        # 1. Teacher sampling: the server kills the client when request 30 of 64 arrives.
+        proc = start(first)
+        server.kill_pid, server.kill_at = proc.pid, 30
+        proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL
+        cached = len((run_dir / "teacher_cache.jsonl").read_text().splitlines())
+        assert cached == 29, "every answer received before the kill is in the cache"
+        figures("kills_survived")
+        # 2-4. Training (round 1, step 3), checkpoint writing (round 1), evaluation (round 2).
+        for fault, check in [
+            ("kill@training_step=3", lambda: not (run_dir / "round_1").exists()),
+            ("kill@checkpoint_write=1", lambda: not (run_dir / "round_1").exists() and any(run_dir.glob(".round_1.partial"))),
+            ("kill@evaluation=2", lambda: len(metrics(run_dir)) == 1 and (run_dir / "round_2" / "training_state.pt").exists()),
+        ]:
+            proc = start(resume, fault)
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == -signal.SIGKILL, f"{fault}: {err[-2000:]}"
+            assert check(), fault
+            figures("kills_survived")
+        proc = start(resume)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    finally:
+        reference_server.close()
+        server.close()
+
+    got = metrics(run_dir)
+    assert comparable(got) == comparable(expected)
+    # Nothing paid twice: every (prompt, seed) was answered once across the kill and the resumes.
+    assert server.served and max(server.served.values()) == 1
+    assert len(server.served) == len(reference_server.served)
+    # Nothing lost: every answer the server delivered is in the run's teacher cache.
+    cache = (run_dir / "teacher_cache.jsonl").read_text()
+    lost = sum(len(text.encode()) for text in server.served_text.values() if json.dumps(text) not in cache)
+    figures("bytes_lost", lost)
+    assert lost == 0
+    # Only the newest round keeps its training state; no half-written checkpoint is left.
+    assert not (run_dir / "round_1" / "training_state.pt").exists() and (run_dir / "round_2" / "training_state.pt").exists()
+    assert not list(run_dir.glob(".round_*.partial"))
+
+
+@pytest.mark.slow
+def test_second_run_in_same_directory_is_refused_while_first_holds_the_lock(tmp_path, figures):
+    from qcrd_plugin.checkpoints import RunLock
+
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    with RunLock(run_dir):
+        proc = subprocess.run([CLI, "run", "--output-dir", str(tmp_path), "--name", "busy", "--quiet"],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "in use by another qcrd-bench run" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    figures("faults_injected")
+    figures("faults_survived")
+
+
+def test_existing_run_is_not_overwritten_without_a_flag(tmp_path):
+    run_dir = tmp_path / "done"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"round": 1}\n')
+    proc = subprocess.run([CLI, "run", "--output-dir", str(tmp_path), "--name", "done", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
+    assert (run_dir / "metrics.jsonl").read_text() == '{"round": 1}\n'
