@@ -1,5 +1,7 @@
 """Speed ratios measured side by side in one run (issue 5; part of `make bench`).
 
+- (a) our DSS training throughput / an HF ``Seq2SeqTrainer`` with the same multi-task loss on the
+      same batches (target >= 1.2)
 - (b) QCRD step time / DSS step time on the same questions and batches (target <= 1.5)
 - (c) in-loop lm-eval evaluation wall / raw batched ``generate`` wall on the same prompts (target <= 1.3)
 - (d) `openai` teacher throughput against a local server with a fixed per-request latency /
@@ -46,16 +48,7 @@ from qcrd_plugin.training import batches  # noqa: E402
 
 def step_times(k: int, steps: int) -> dict[str, float]:
     """Mean seconds per optimizer step of DSS and QCRD on the default synthetic setup with K samples."""
-    cfg = RunConfig()
-    cfg.teacher.kind = "simulated"
-    task = load_task(cfg.task)
-    teacher = build_teacher(cfg.teacher, task)
-    questions = task.questions["train"]
-    pool = teacher.sample(questions, k, cfg.teacher.temperature)
-    torch.manual_seed(0)
-    student, tok = build_student(cfg.student, [q.question for q in questions] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples(questions, select_pool(pool, cfg.self_consistency), tok, cfg.student.max_input_tokens, cfg.student.max_target_tokens)
-    sample_negatives(student, copy.deepcopy(student.state_dict()), examples, 1, 1.5, cfg.negatives.max_new_tokens, 200, 0, "cpu", progress=False)
+    cfg, student, tok, examples = setup_examples(k)
     out = {}
     for name in ("dss", "qcrd"):
         cfg.method.name = name
@@ -76,6 +69,95 @@ def step_times(k: int, steps: int) -> dict[str, float]:
     return out
 
 
+def setup_examples(k: int = 5):
+    """The default synthetic setup: (cfg, student, tokenizer, examples with one student negative each)."""
+    cfg = RunConfig()
+    cfg.teacher.kind = "simulated"
+    task = load_task(cfg.task)
+    questions = task.questions["train"]
+    pool = build_teacher(cfg.teacher, task).sample(questions, k, cfg.teacher.temperature)
+    torch.manual_seed(0)
+    student, tok = build_student(cfg.student, [q.question for q in questions] + [s.rationale for e in pool for s in e.samples])
+    examples = build_examples(questions, select_pool(pool, cfg.self_consistency), tok, cfg.student.max_input_tokens, cfg.student.max_target_tokens)
+    sample_negatives(student, copy.deepcopy(student.state_dict()), examples, 1, 1.5, cfg.negatives.max_new_tokens, 200, 0, "cpu", progress=False)
+    return cfg, student, tok, examples
+
+
+def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3) -> dict[str, float]:
+    """(a) DSS training throughput: our loop's step (loss, backward, clip, AdamW, schedule) vs an
+    HF ``Seq2SeqTrainer`` whose ``compute_loss`` is the same multi-task loss
+    ``alpha * L_label + (1 - alpha) * L_rationale`` (how DSS's reference code trains), on the same
+    batches in the same order, same model, optimizer, learning rate and clipping.
+    Tokens = prompt + target tokens of both tasks per step (identical for both sides)."""
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+    from qcrd_plugin.data import pad, pad_labels
+
+    cfg, student, tok, examples = setup_examples()
+    cfg.method.name = "dss"
+    stream = batches(examples, cfg.training.batch_size, 0)
+    plan = [next(stream) for _ in range(warmup + steps)]
+    tokens = sum(len(ex.predict_ids) + len(ex.label_ids) + len(ex.explain_ids) + len(ex.positives[0]) for b in plan[warmup:] for ex in b)
+    lr, alpha = cfg.training.learning_rate, cfg.method.alpha
+
+    # Ours: the body of training._run's step loop.
+    model = copy.deepcopy(student).train()
+    method = build_method(cfg, model, tok, "cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    for i, batch in enumerate(plan):
+        if i == warmup:
+            start = time.perf_counter()
+        loss = method.loss(batch).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+    ours_s = time.perf_counter() - start
+
+    # HF: the same batches, flattened in order, read back sequentially by the Trainer.
+    pad_id = tok.pad_token_id
+
+    def collate(items):
+        p_ids, p_mask = pad([ex.predict_ids for ex in items], pad_id)
+        e_ids, e_mask = pad([ex.explain_ids for ex in items], pad_id)
+        return {"input_ids": p_ids, "attention_mask": p_mask, "labels": pad_labels([ex.label_ids for ex in items]),
+                "explain_ids": e_ids, "explain_mask": e_mask, "rationale_labels": pad_labels([ex.positives[0] for ex in items])}
+
+    class MultiTaskTrainer(Seq2SeqTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            l_label = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"]).loss
+            l_rat = model(input_ids=inputs["explain_ids"], attention_mask=inputs["explain_mask"], labels=inputs["rationale_labels"]).loss
+            return alpha * l_label + (1 - alpha) * l_rat
+
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    class Clock(TrainerCallback):
+        start = end = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == warmup:
+                Clock.start = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            Clock.end = time.perf_counter()
+
+    out = Path("/tmp/qcrd-bench-trainer")
+    targs = Seq2SeqTrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=cfg.training.batch_size, max_steps=warmup + steps, learning_rate=lr,
+        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", save_strategy="no",
+        report_to=[], logging_strategy="no", use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
+        disable_tqdm=True, seed=0,
+    )
+    trainer = MultiTaskTrainer(model=copy.deepcopy(student).train(), args=targs, train_dataset=[ex for b in plan for ex in b],
+                               data_collator=collate, callbacks=[Clock()])
+    trainer.train()
+    hf_s = Clock.end - Clock.start
+    return {"ours_tokens_per_s": tokens / ours_s, "hf_tokens_per_s": tokens / hf_s, "ratio": hf_s / ours_s}
+
+
 def eval_over_generate() -> dict[str, float]:
     """(c) lm-eval's in-loop evaluation of ``qcrd_synth`` vs raw batched greedy ``generate`` on the
     same 200 prompts, same model, batch size and token budget (16 new tokens)."""
@@ -88,9 +170,10 @@ def eval_over_generate() -> dict[str, float]:
     torch.manual_seed(0)
     student, tok = build_student(cfg.student, [q.question for q in task.questions["train"]])
     manager = evaluation.task_manager(evaluation.task_metadata(cfg.task))
-    evaluation.evaluate(student, tok, ["qcrd_synth"], manager, 64, 8)  # warm-up (task building, caches)
+    tasks = evaluation.build_tasks(["qcrd_synth"], manager)  # once per run, as the training loop does
+    evaluation.evaluate(student, tok, tasks, manager, 64, 8)  # warm-up (first-call caches)
     start = time.perf_counter()
-    evaluation.evaluate(student, tok, ["qcrd_synth"], manager, 64)
+    evaluation.evaluate(student, tok, tasks, manager, 64)
     lm_eval_s = time.perf_counter() - start
     student.eval()
     start = time.perf_counter()
@@ -143,7 +226,7 @@ def default_run_rss() -> float:
     """Peak RSS (MiB) of the default run, measured on the child process."""
     out = Path("/tmp/qcrd-bench-rss")
     subprocess.run([str(Path(sys.executable).with_name("qcrd-bench")), "run", "--config", str(REPO / "harness_configs" / "default.yaml"),
-                    "--output-dir", str(out), "--quiet"], check=True, cwd=REPO, capture_output=True)
+                    "--output-dir", str(out), "--quiet", "--overwrite"], check=True, cwd=REPO, capture_output=True)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
@@ -154,6 +237,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                                  "torch": torch.__version__, "threads": torch.get_num_threads()}}
+    results["a_ours_over_seq2seq_trainer"] = {**ours_vs_seq2seq_trainer(args.steps), "target": ">= 1.2"}
     scaling = {k: step_times(k, args.steps) for k in (1, 5, 10)}
     results["b_qcrd_over_dss_step"] = {"ratio": scaling[5]["qcrd"] / scaling[5]["dss"], "target": "<= 1.5",
                                        "dss_s": scaling[5]["dss"], "qcrd_s": scaling[5]["qcrd"]}
@@ -165,6 +249,7 @@ def main() -> None:
     (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
     (REPO / "benchmarks" / "results" / "ratios.json").write_text(json.dumps(results, indent=2))
     print(f"{'measure':<44} {'value':>8}  target")
+    print(f"{'(a) our DSS tokens/s / HF Seq2SeqTrainer':<44} {results['a_ours_over_seq2seq_trainer']['ratio']:>8.2f}  >= 1.2")
     print(f"{'(b) QCRD step / DSS step (K=5)':<44} {results['b_qcrd_over_dss_step']['ratio']:>8.2f}  <= 1.5")
     print(f"{'(c) lm-eval evaluation / raw generate':<44} {results['c_lm_eval_over_generate']['ratio']:>8.2f}  <= 1.3")
     print(f"{'(d) openai teacher / ideal throughput':<44} {results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9")
