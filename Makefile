@@ -26,6 +26,8 @@ test: install
 bench: install
 	$(OFFLINE) $(PY) benchmarks/bench_default_run.py
 	$(OFFLINE) $(PY) benchmarks/bench_ratios.py --rss
+	# The GPU benchmark only where there is a GPU (benchmarks/gpu_bench.py --device cpu --tiny is its smoke test).
+	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(OFFLINE) $(PY) benchmarks/gpu_bench.py; fi
 
 clean:
 	rm -rf runs .pytest_cache

@@ -23,7 +23,6 @@ import platform
 import resource
 import subprocess
 import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,7 +55,7 @@ def step_times(k: int, steps: int) -> dict[str, float]:
         judge = QualityJudge(judge_config(model), cfg.judge.num_layers) if name == "qcrd" else None
         method = build_method(cfg, model, tok, "cpu", judge=judge)
         params = list(model.parameters()) + [p for m in method.extra_modules() for p in m.parameters()]
-        optimizer = torch.optim.AdamW(params, lr=1e-3)
+        optimizer = torch.optim.AdamW(params, lr=1e-3, fused=True)
         stream = batches(examples, cfg.training.batch_size, 0)
         for i in range(steps + 3):
             if i == 3:
@@ -87,7 +86,8 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3) -> dict[str, float]:
     """(a) DSS training throughput: our loop's step (loss, backward, clip, AdamW, schedule) vs an
     HF ``Seq2SeqTrainer`` whose ``compute_loss`` is the same multi-task loss
     ``alpha * L_label + (1 - alpha) * L_rationale`` (how DSS's reference code trains), on the same
-    batches in the same order, same model, optimizer, learning rate and clipping.
+    batches in the same order, same model, optimizer (fused AdamW: the Trainer's default and ours),
+    learning rate and clipping.
     Tokens = prompt + target tokens of both tasks per step (identical for both sides)."""
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
@@ -103,7 +103,7 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3) -> dict[str, float]:
     # Ours: the body of training._run's step loop.
     model = copy.deepcopy(student).train()
     method = build_method(cfg, model, tok, "cpu")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)  # as training._run
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     for i, batch in enumerate(plan):
         if i == warmup:
@@ -147,7 +147,7 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3) -> dict[str, float]:
     out = Path("/tmp/qcrd-bench-trainer")
     targs = Seq2SeqTrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.training.batch_size, max_steps=warmup + steps, learning_rate=lr,
-        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", save_strategy="no",
+        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", save_strategy="no",
         report_to=[], logging_strategy="no", use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
         disable_tqdm=True, seed=0,
     )
@@ -189,6 +189,10 @@ class SlowServer(BaseHTTPRequestHandler):
     """Answers every chat completion after a fixed latency."""
 
     latency = 0.05
+    # Keep-alive (one connection per client thread, as a real endpoint allows) with Nagle off, so
+    # the header and body writes of a response are not held back waiting for a delayed ACK.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -203,12 +207,25 @@ class SlowServer(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-def teacher_throughput(concurrency: int = 8, questions: int = 40, k: int = 5) -> dict[str, float]:
+def _serve(port_queue, latency: float) -> None:
+    SlowServer.latency = latency
     server = ThreadingHTTPServer(("127.0.0.1", 0), SlowServer)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port_queue.put(server.server_address[1])
+    server.serve_forever()
+
+
+def teacher_throughput(latency: float, concurrency: int = 8, questions: int = 40, k: int = 5) -> dict[str, float]:
+    """(d) ``questions x k`` requests at ``concurrency`` against a server answering each after
+    ``latency`` seconds. The server runs in its own process, as a real endpoint would: sharing the
+    client's GIL with its threads would charge the server's Python overhead to the client."""
+    import multiprocessing
+
+    ports = multiprocessing.Queue()
+    server = multiprocessing.Process(target=_serve, args=(ports, latency), daemon=True)
+    server.start()
     try:
-        cfg = TeacherConfig(kind="openai", model="bench", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", concurrency=concurrency)
+        cfg = TeacherConfig(kind="openai", model="bench", base_url=f"http://127.0.0.1:{ports.get(timeout=30)}/v1", concurrency=concurrency)
         items = [Question(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(questions)]
         teacher = build_teacher(cfg, TaskData("bench", "bench", {"train": items}), None)
         teacher.cache = SampleCache(None)
@@ -216,10 +233,11 @@ def teacher_throughput(concurrency: int = 8, questions: int = 40, k: int = 5) ->
         teacher.sample(items, k, 0.7)
         wall = time.perf_counter() - start
     finally:
-        server.shutdown()
+        server.terminate()
     measured = questions * k / wall
-    ideal = concurrency / SlowServer.latency
-    return {"requests_per_s": measured, "ideal_requests_per_s": ideal, "ratio": measured / ideal}
+    ideal = concurrency / latency
+    return {"latency_s": latency, "concurrency": concurrency, "requests": questions * k, "requests_per_s": measured,
+            "ideal_requests_per_s": ideal, "ratio": measured / ideal}
 
 
 def default_run_rss() -> float:
@@ -242,7 +260,10 @@ def main() -> None:
     results["b_qcrd_over_dss_step"] = {"ratio": scaling[5]["qcrd"] / scaling[5]["dss"], "target": "<= 1.5",
                                        "dss_s": scaling[5]["dss"], "qcrd_s": scaling[5]["qcrd"]}
     results["c_lm_eval_over_generate"] = {**eval_over_generate(), "target": "<= 1.3"}
-    results["d_openai_teacher_throughput"] = {**teacher_throughput(), "target": ">= 0.9"}
+    # 50 ms is far below an LLM's answer time and so the harshest test of the client's overhead;
+    # 200 ms is still short for an LLM.
+    results["d_openai_teacher_throughput"] = {**teacher_throughput(0.05), "target": ">= 0.9"}
+    results["d_openai_teacher_throughput_200ms"] = {**teacher_throughput(0.2), "target": ">= 0.9"}
     results["e_step_time_vs_k"] = {str(k): v for k, v in scaling.items()}
     if args.rss:
         results["e_default_run_peak_rss_mib"] = default_run_rss()
@@ -252,7 +273,8 @@ def main() -> None:
     print(f"{'(a) our DSS tokens/s / HF Seq2SeqTrainer':<44} {results['a_ours_over_seq2seq_trainer']['ratio']:>8.2f}  >= 1.2")
     print(f"{'(b) QCRD step / DSS step (K=5)':<44} {results['b_qcrd_over_dss_step']['ratio']:>8.2f}  <= 1.5")
     print(f"{'(c) lm-eval evaluation / raw generate':<44} {results['c_lm_eval_over_generate']['ratio']:>8.2f}  <= 1.3")
-    print(f"{'(d) openai teacher / ideal throughput':<44} {results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9")
+    print(f"{'(d) openai teacher / ideal, 50 ms latency':<44} {results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9")
+    print(f"{'(d) openai teacher / ideal, 200 ms latency':<44} {results['d_openai_teacher_throughput_200ms']['ratio']:>8.2f}  >= 0.9")
     for k, v in scaling.items():
         print(f"{f'(e) step s at K={k}: dss / qcrd':<44} {v['dss']:>8.3f}  {v['qcrd']:.3f}")
     if args.rss:

@@ -1,7 +1,7 @@
 """Evaluation through lm-evaluation-harness, in memory, after every training round.
 
 The student object is wrapped in an ``HFLM`` (no checkpoint reload) and scored on the ``qcrd_*``
-tasks in ``tasks/`` with ``simple_evaluate``. The same tasks run from the plain CLI:
+tasks in ``tasks/`` with lm-eval's evaluator. The same tasks run from the plain CLI:
 ``lm_eval --model hf --model_args pretrained=DIR,backend=seq2seq --tasks qcrd_synth --include_path tasks``.
 """
 
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lm_eval import simple_evaluate
+from lm_eval.evaluator import evaluate as lm_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
@@ -94,19 +95,25 @@ def evaluate(model, tokenizer, tasks: list, manager: TaskManager, batch_size: in
 
     ``tasks`` are task names or the objects :func:`build_tasks` returned for them.
 
-    Seeds are passed as None so lm-eval does not reseed the training RNGs; the model is put back
-    in train mode afterwards (HFLM switches it to eval mode).
+    This is ``simple_evaluate`` minus what does not apply to an in-memory model between training
+    steps: it calls lm-eval's ``evaluator.evaluate`` directly, because ``simple_evaluate`` also
+    collects environment info by running ``pip list`` in a subprocess on every call, which costs
+    more than scoring a small model on a few hundred items. No seeds are set, so the training RNGs
+    are not reseeded; the model is put back in train mode afterwards (HFLM switches it to eval).
     """
     backend = "seq2seq" if model.config.is_encoder_decoder else "causal"
     lm = StudentHFLM(pretrained=model, tokenizer=tokenizer, backend=backend, batch_size=batch_size)
+    loaded = manager.load(list(tasks))
+    for task in loaded["tasks"].values():
+        if task.get_config("num_fewshot") is None:  # simple_evaluate's default: zero-shot unless the YAML says otherwise
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=None)  # as simple_evaluate(fewshot_random_seed=None) does
     try:
-        results = simple_evaluate(
-            model=lm, tasks=tasks, task_manager=manager, limit=limit or None, bootstrap_iters=0,
-            log_samples=True, random_seed=None, numpy_random_seed=None, torch_random_seed=None,
-            fewshot_random_seed=None, verbosity="ERROR",
-        )
+        results = lm_evaluate(lm=lm, task_dict=loaded, limit=limit or None, bootstrap_iters=0, log_samples=True, verbosity="ERROR")
     finally:
         model.train()
+    results["config"] = {"model": f"in-memory {type(model).__name__} ({backend})", "batch_size": batch_size, "limit": limit or None,
+                         "lm_eval_version": version("lm_eval")}
     return results
 
 

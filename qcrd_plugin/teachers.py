@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
@@ -128,12 +129,14 @@ class PoolTeacher:
 class SampleCache:
     """An append-only JSONL cache of LLM samples keyed by (model, prompt, temperature, index).
 
-    Every answer is written as one whole line, flushed and fsynced as soon as it arrives, so an
-    interrupted run (a crash, a kill, a teacher endpoint that gives up) asks only for what is
-    missing when it starts again. Unreadable lines (a write cut by a kill) are skipped and counted
+    Every answer is written as one whole line as soon as it arrives (fsynced in groups, at least
+    every ``SYNC_EVERY_S`` and when a sampling call ends), so an interrupted run (a crash, a kill,
+    a teacher endpoint that gives up) asks only for what is missing when it starts again. Unreadable lines (a write cut by a kill) are skipped and counted
     in ``skipped``, with one notice; the next answer starts on a fresh line so it cannot be glued
     to the torn one.
     """
+
+    SYNC_EVERY_S = 0.5
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
@@ -141,6 +144,8 @@ class SampleCache:
         self.items: dict[str, str] = {}
         self.skipped = 0
         self._torn_tail = False
+        self._handle = None
+        self._synced_at = time.monotonic()
         if self.path and self.path.exists():
             # Bytes, decoded leniently: a kill can cut a line inside a multi-byte character, and the
             # records themselves are ASCII (json.dumps escapes the rest), so nothing valid changes.
@@ -176,10 +181,25 @@ class SampleCache:
                 if self._torn_tail:  # end the torn line first, or this record would be glued to it
                     line = "\n" + line
                     self._torn_tail = False
-                # One unbuffered O_APPEND write per record: never interleaved or half-buffered.
-                with open(self.path, "ab", buffering=0) as handle:
-                    handle.write(line.encode("utf-8"))
-                    os.fsync(handle.fileno())
+                # One unbuffered O_APPEND write per record: never interleaved or half-buffered, and in
+                # the kernel (so it survives a kill of this process) before put() returns.
+                if self._handle is None:
+                    self._handle = open(self.path, "ab", buffering=0)
+                self._handle.write(line.encode("utf-8"))
+                # fsync (survival of a machine crash) is group-committed, at most every SYNC_EVERY_S:
+                # one fsync per answer would serialise the concurrent requests behind the disk.
+                if time.monotonic() - self._synced_at >= self.SYNC_EVERY_S:
+                    self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        if self._handle is not None:
+            os.fsync(self._handle.fileno())
+        self._synced_at = time.monotonic()
+
+    def sync(self) -> None:
+        """fsync what was written (teachers call it when a sampling call ends, however it ends)."""
+        with self.lock:
+            self._sync_locked()
 
 
 def _entry(q: Question, texts: list[str], teacher: str) -> PoolEntry:
@@ -260,6 +280,7 @@ class HFTeacher:
                     text = cut_generation(generated[row * k + i])
                     self.cache.put(SampleCache.key(self.cfg.model, prompts[n], temperature, i), text)
                     texts[n][i] = text
+        self.cache.sync()
         return [_entry(q, row, self.cfg.model) for q, row in zip(questions, texts)]
 
 
@@ -446,6 +467,7 @@ class OpenAITeacher:
                 for future in futures:
                     future.cancel()
                 failure = err
+        self.cache.sync()
         if failure is not None:
             # Report the cause, not a request that merely stopped because of it (all are done now).
             causes = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None

@@ -70,11 +70,9 @@ def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], d
         labels[row, len(p) : len(p) + len(t)] = torch.tensor(t, device=device)
     logits = student(input_ids=ids, attention_mask=mask).logits[:, :-1]
     shifted = labels[:, 1:]
-    token_loss = F.cross_entropy(logits.transpose(1, 2), shifted, ignore_index=-100, reduction="none")
-    counts = (shifted != -100).sum(dim=1)
     if not per_sequence:
-        return token_loss.sum() / counts.sum().clamp(min=1)
-    return token_loss.sum(dim=1) / counts.clamp(min=1)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
+    return sequence_losses(logits, shifted)
 
 
 def label_loss(student, batch: list[TrainExample], device) -> torch.Tensor:
@@ -106,13 +104,28 @@ def rationale_losses(student, batch: list[TrainExample], rationales: list[list[i
     encoded = student.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
 
     def decode(idx: list[int]) -> torch.Tensor:
-        index = torch.tensor([owner[i] for i in idx], device=device)
+        owners = [owner[i] for i in idx]
+        if owners == list(range(len(batch))):  # one rationale per question, in order: no gather copy
+            states, states_mask = encoded, mask
+        else:
+            index = torch.tensor(owners, device=device)
+            states, states_mask = encoded[index], mask[index]
         labels = pad_labels([rationales[i] for i in idx], device)
-        logits = student(encoder_outputs=(encoded[index],), attention_mask=mask[index], labels=labels).logits
-        token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-        return token_loss.sum(dim=1) / (labels != -100).sum(dim=1).clamp(min=1)
+        # Decoder inputs from the labels ourselves: passing labels= would make the model compute a
+        # batch-mean loss of its own, which we would throw away.
+        decoder_input_ids = student.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = student(encoder_outputs=(states,), attention_mask=states_mask, decoder_input_ids=decoder_input_ids).logits
+        return sequence_losses(logits, labels)
 
     return _bucketed(decode, [len(r) for r in rationales], bucket_size, device)
+
+
+def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token-mean cross-entropy of each row of ``labels`` (-100 = ignored) under ``logits``.
+    Flattened to (tokens, vocab): the transposed (batch, vocab, length) layout is several times
+    slower in the CPU cross-entropy kernel."""
+    token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none")
+    return token_loss.view(labels.shape).sum(dim=1) / (labels != -100).sum(dim=1).clamp(min=1)
 
 
 def _bucketed(losses_of, lengths: list[int], bucket_size: int, device) -> torch.Tensor:
