@@ -213,6 +213,7 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
     from .questions import UserInputError
     from .rationales import format_statistics, pool_statistics, select_pool
     from .tasks import load_task
+    from .distributed import resolve_device
     from .teachers import build_teacher
 
     try:
@@ -221,7 +222,9 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
         if not questions:
             _fail(f"task {cfg.task.name} has no {split!r} split (available: {', '.join(task.questions)})")
         questions = questions[:limit] if limit else questions
-        teacher = build_teacher(cfg.teacher, task, Path(cfg.teacher.cache), progress=not quiet)
+        # The hf teacher generates on the run's device (`training.device`: a GPU when there is one).
+        device = str(resolve_device(cfg.training.device))
+        teacher = build_teacher(cfg.teacher, task, Path(cfg.teacher.cache), progress=not quiet, device=device)
         pool = teacher.sample(questions, cfg.teacher.samples, cfg.teacher.temperature)
     except UserInputError as err:
         _fail(str(err))

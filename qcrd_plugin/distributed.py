@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
+from .checkpoints import RunAborted
 from .questions import UserInputError
 
 
@@ -79,6 +81,19 @@ class Parallel:
             n = p.numel()
             p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
             offset += n
+
+    def main_only(self, work: Callable[[], Any]) -> Any:
+        """``work()`` on rank 0 (its result; None on the other ranks). If it raises, every rank
+        raises, so no rank is left waiting at a barrier for a rank 0 that has stopped."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except BaseException as err:  # noqa: BLE001 - re-raised below, on every rank
+                error = err
+        if self.any(error is not None):
+            raise error if error is not None else RunAborted("rank 0 stopped (its output says why)")
+        return result
 
     def mean(self, value: float) -> float:
         """The mean of a scalar over ranks (for the logged loss)."""

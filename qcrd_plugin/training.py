@@ -175,7 +175,7 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
     # ---- load -------------------------------------------------------------------------------
     main = parallel.is_main
     metrics_path = run_dir / "metrics.jsonl"
-    if main:
+    def prepare_directory() -> None:
         drop_partials(run_dir)
         if overwrite and not resume:
             # The teacher cache stays: its samples were paid for and are still valid.
@@ -183,7 +183,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
             for old in run_dir.glob("round_*"):
                 shutil.rmtree(old)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    parallel.barrier()
+
+    parallel.main_only(prepare_directory)
     records, restore_from, evaluate_pending = resume_point(run_dir, cfg.training.rounds) if resume else ([], None, False)
     torch.manual_seed(cfg.training.seed)
     if cfg.training.threads:
@@ -201,14 +202,21 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
         + "".join(f"; note: {n}" for n in task.notes))
     with timer("teacher_sampling"):
         # Rank 0 alone asks the teacher (LLM calls cost money); the other ranks read its pools.
-        teacher, pools = None, {}
-        if main:
+        def sample_teacher():
             teacher = build_teacher(cfg.teacher, task, run_dir / "teacher_cache.jsonl", progress, str(device))
             pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature)
                      for split in ("train", "validation")}
             for split, pool in pools.items():
                 write_pool(run_dir / f"pool_{split}.jsonl", pool)
-        parallel.barrier()
+            if cfg.teacher.kind == "hf":
+                # Only the simulated teacher is asked again (test references): let the LLM's weights
+                # leave the GPU before the student needs it.
+                teacher = None
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            return teacher, pools
+
+        teacher, pools = parallel.main_only(sample_teacher) or (None, None)
         if not main:
             pools = {split: read_pool(run_dir / f"pool_{split}.jsonl") for split in ("train", "validation")}
     with timer("self_consistency"):
@@ -274,10 +282,12 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
     eval_tasks = cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name)
     label_task = next((t for t in eval_tasks if not t.endswith(("_explain", "_cot"))), eval_tasks[0])
     explain_task = next((t for t in eval_tasks if t.endswith("_explain")), "")
-    if main:
+
+    def build_evaluation():
         manager = evaluation.task_manager(evaluation.task_metadata(cfg.task))
-        prebuilt_tasks = evaluation.build_tasks(eval_tasks, manager)
-        references = test_references(task, teacher, cfg)
+        return manager, evaluation.build_tasks(eval_tasks, manager), test_references(task, teacher, cfg)
+
+    manager, prebuilt_tasks, references = parallel.main_only(build_evaluation) or (None, None, None)
     setup_times = timer.pop()
 
     # ---- train, round by round ----------------------------------------------------------------
@@ -329,22 +339,20 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                 bar.set_postfix(loss=f"{loss_value:.3f}")
 
             with timer("checkpoint"):
-                if main:
-                    save_round(run_dir, round_index, student, tokenizer, {
-                        "round": round_index, "step": step, "iteration": iteration,
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "judge": judge.state_dict() if judge is not None else None,
-                        "method": method.state_dict(),
-                        "snapshots": list(snapshots.snapshots), "initial_snapshot": snapshots.initial,
-                        "student_negatives": {ex.id: ex.student_negatives for ex in examples},
-                        "loss_sums": sums, "tokens": tokens, "loss_curve": loss_curve,
-                    })
-                parallel.barrier()
+                parallel.main_only(lambda: save_round(run_dir, round_index, student, tokenizer, {
+                    "round": round_index, "step": step, "iteration": iteration,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "judge": judge.state_dict() if judge is not None else None,
+                    "method": method.state_dict(),
+                    "snapshots": list(snapshots.snapshots), "initial_snapshot": snapshots.initial,
+                    "student_negatives": {ex.id: ex.student_negatives for ex in examples},
+                    "loss_sums": sums, "tokens": tokens, "loss_curve": loss_curve,
+                }))
         else:
             # Training of this round finished before the kill: only its evaluation is missing.
             sums, tokens, loss_curve = state["loss_sums"], state["tokens"], state["loss_curve"]
 
-        if main:
+        def evaluate_and_record() -> None:
             seed_phase(cfg.training.seed, round_index, "evaluation")
             record = evaluate_round(cfg, round_index, student, tokenizer, judge, prebuilt_tasks, manager, references,
                                     label_task, explain_task, heldout_pos, heldout_neg, device, timer)
@@ -372,7 +380,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
             # The previous round's training state is no longer the newest: only its weights stay.
             (run_dir / f"round_{round_index - 1}" / STATE_FILE).unlink(missing_ok=True)
             log(round_summary(record))
-        parallel.barrier()
+
+        parallel.main_only(evaluate_and_record)  # rank 0 evaluates and writes; the others wait for it
     log(summary_table(records))
     return records
 

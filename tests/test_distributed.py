@@ -29,10 +29,14 @@ def last_record(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_two_cpu_processes_match_one_process_loss_curve(tmp_path):
+    from qcrd_plugin.config import load_config
+    from qcrd_plugin.training import run
+
+    # One process: in this process (same code path as the CLI, without paying its imports again).
+    overrides = [RUN[i + 1] for i, arg in enumerate(RUN) if arg == "-o"]
+    cfg = load_config(None, overrides + ["method.name=qcrd", "training.device=cpu", f"output_dir={tmp_path}", "name=one"])
+    run(cfg, progress=False, log=lambda _: None)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, "-m", "qcrd_plugin.cli", *RUN, "--output-dir", str(tmp_path), "--name", "one"],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "harness_configs" / "accelerate" / "cpu_2proc.yaml"),
               "-m", "qcrd_plugin.cli", *RUN, "--output-dir", str(tmp_path), "--name", "two"]
     two = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300)
@@ -50,7 +54,11 @@ def test_two_cpu_processes_match_one_process_loss_curve(tmp_path):
 
 
 def test_sharded_profiles_are_refused_with_a_clear_message(tmp_path):
-    env = dict(os.environ, WORLD_SIZE="2", ACCELERATE_USE_FSDP="true")
-    proc = subprocess.run([sys.executable, "-m", "qcrd_plugin.cli", "run", "--output-dir", str(tmp_path), "--quiet"],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 2 and "FSDP" in proc.stderr and "ddp.yaml" in proc.stderr and "Traceback" not in proc.stderr
+    from click.testing import CliRunner
+
+    from qcrd_plugin.cli import main
+
+    # What `accelerate launch` sets for the FSDP profile; the refusal comes before any process group.
+    result = CliRunner().invoke(main, ["run", "--output-dir", str(tmp_path), "--quiet"], env={"WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "true"})
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert "FSDP" in result.stderr and "ddp.yaml" in result.stderr and len(result.stderr.strip().splitlines()) == 1

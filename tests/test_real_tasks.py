@@ -107,15 +107,3 @@ def test_task_brought_as_data_teach_run_and_lm_eval(tmp_path):
     assert results["n-samples"]["qcrd_custom"]["effective"] == 40
 
 
-def test_bad_task_spec_and_bad_data_exit_2_naming_file_line_and_key(tmp_path):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text("name: bad\nanswer_type: numbr\nfiles:\n  test: t.jsonl\n")
-    proc = cli("qcrd-bench", "teach", "--task", "custom", "--spec", str(spec), "--teacher", "pool", "--split", "test", "--out", str(tmp_path / "p.jsonl"))
-    assert proc.returncode == 2 and "bad.yaml" in proc.stderr and "answer_type" in proc.stderr and "Traceback" not in proc.stderr
-    spec.write_text("name: bad\nanswer_type: number\nfiles:\n  test: t.jsonl\nfields:\n  samples: s\n")
-    (tmp_path / "t.jsonl").write_text('{"question": "1 + 1?", "answer": 2, "s": ["The answer is 2."]}\n{"question": "2 + 2?"}\n')
-    proc = cli("qcrd-bench", "teach", "--task", "custom", "--spec", str(spec), "--teacher", "pool", "--split", "test", "--out", str(tmp_path / "p.jsonl"))
-    assert proc.returncode == 2 and "t.jsonl:2" in proc.stderr and "'answer'" in proc.stderr
-    (tmp_path / "t.jsonl").write_text('{"question": "1 + 1?", "answer": 2, "s": ["The answer is 2."]}\n{not json\n')
-    proc = cli("qcrd-bench", "teach", "--task", "custom", "--spec", str(spec), "--teacher", "pool", "--split", "test", "--out", str(tmp_path / "p.jsonl"))
-    assert proc.returncode == 2 and "t.jsonl:2" in proc.stderr and "not valid JSON" in proc.stderr
