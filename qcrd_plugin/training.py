@@ -186,6 +186,10 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
 
     parallel.main_only(prepare_directory)
     records, restore_from, evaluate_pending = resume_point(run_dir, cfg.training.rounds) if resume else ([], None, False)
+    if len(records) >= cfg.training.rounds:
+        log(f"{run_dir}: all {cfg.training.rounds} rounds are done; nothing to resume")
+        log(summary_table(records))
+        return records
     torch.manual_seed(cfg.training.seed)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
