@@ -68,6 +68,7 @@ from qcrd_plugin.data import TrainExample  # noqa: E402
 from qcrd_plugin.discriminator import QualityJudge  # noqa: E402
 from qcrd_plugin.methods import base as methods_base  # noqa: E402
 from qcrd_plugin.methods import build_method  # noqa: E402
+from qcrd_plugin.training import compile_blocks  # noqa: E402
 from qcrd_plugin.methods import dss as methods_dss  # noqa: E402
 from qcrd_plugin.methods import qcrd as methods_qcrd  # noqa: E402
 from qcrd_plugin.students import judge_config  # noqa: E402
@@ -185,20 +186,6 @@ class TokenCounter:
                 setattr(module, name, original)
 
 
-def compile_blocks(model, dynamic: bool = True) -> int:
-    """torch.compile every transformer block in place (regional compilation); returns how many.
-
-    Blocks rather than the whole model: QCRD's encoder-once path calls ``student.get_encoder()``
-    directly, which a compiled top-level module would leave eager.
-    """
-    from transformers.models.t5.modeling_t5 import T5Block
-
-    blocks = [m for m in model.modules() if isinstance(m, T5Block)]
-    for block in blocks:
-        block.compile(dynamic=dynamic)
-    return len(blocks)
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -218,7 +205,7 @@ def bench_method(name: str, base_student, examples: list[TrainExample], args, de
         compiled = compile_blocks(student) + sum(compile_blocks(m) for m in method.extra_modules())
     groups = [{"params": list(student.parameters()), "lr": cfg.training.learning_rate}]
     groups += [{"params": list(m.parameters()), "lr": cfg.judge.learning_rate} for m in method.extra_modules()]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.training.weight_decay)  # as qcrd_plugin.training builds it
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.training.weight_decay, fused=True)  # as qcrd_plugin.training builds it
     all_params = [p for g in groups for p in g["params"]]
     counter = TokenCounter(student, judge)
     bs = args.batch_size

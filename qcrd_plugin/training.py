@@ -103,14 +103,18 @@ def training_splits(task: TaskData, cfg: RunConfig) -> dict[str, list[Question]]
     return {"train": train, "validation": list(validation)}
 
 
-def compile_blocks(student) -> None:
-    """``torch.compile`` every transformer block of the student in place. Block by block rather
-    than the whole model, because the methods call the encoder and decoder separately (encode
-    once, decode many rationales), which a compiled top-level forward would not cover."""
-    names = set(getattr(student, "_no_split_modules", None) or [])
-    for module in student.modules():
-        if type(module).__name__ in names:
-            module.compile()
+def compile_blocks(model, dynamic: bool = True) -> int:
+    """``torch.compile`` every transformer block of ``model`` in place; returns how many.
+
+    Block by block rather than the whole model, because the methods call the encoder and decoder
+    separately (encode once, decode many rationales), which a compiled top-level forward would
+    not cover. ``dynamic``: batch and sequence lengths change every step (dynamic padding).
+    """
+    names = set(getattr(model, "_no_split_modules", None) or ()) | {"T5Block", "LlamaDecoderLayer"}
+    blocks = [module for module in model.modules() if type(module).__name__ in names]
+    for block in blocks:
+        block.compile(dynamic=dynamic)
+    return len(blocks)
 
 
 def seed_phase(seed: int, round_index: int, phase: str) -> None:
@@ -280,6 +284,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
         step, iteration = state["step"], state["iteration"]
     if cfg.training.compile:
         compile_blocks(student)
+        if judge is not None:
+            compile_blocks(judge)
     stream = batches(examples, cfg.training.batch_size, cfg.training.seed)
     for _ in range(step):  # a resumed run continues the same sequence of batches
         next(stream)
