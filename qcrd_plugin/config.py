@@ -75,7 +75,8 @@ class TeacherConfig:
     max_new_tokens: int = _opt(256, "hf/openai: longest rationale, in tokens", min=8)
     batch_size: int = _opt(8, "hf: questions per generate() call", min=1)
     trust_remote_code: bool = _opt(False, "hf: run Python code shipped with the model (auto_map); only for a model you trust")
-    cache: str = _opt("", "hf/openai: JSONL answer cache (resume without asking again); empty = <run dir>/teacher_cache.jsonl")
+    cache: str = _opt("", "hf/openai: a shared JSONL answer cache to reuse (a run reads it and writes new answers only to "
+                          "<run dir>/teacher_cache.jsonl; `qcrd-bench teach` appends to it)")
     step_error_rate: float = _opt(0.16, "simulated teacher: chance that one step goes wrong, per unit of temperature", min=0.0, max=1.0)
     unparseable_rate: float = _opt(0.03, "simulated teacher: chance a sample states no answer, per unit of temperature", min=0.0, max=1.0)
     seed: int = _opt(0, "sampling seed")

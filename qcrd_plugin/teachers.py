@@ -138,7 +138,10 @@ class SampleCache:
 
     SYNC_EVERY_S = 0.5
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, read_also: Path | None = None):
+        """``path``: the cache this run reads and appends to. ``read_also``: another cache whose
+        answers are reused but never written (a cache shared between runs, kept outside the run
+        directory, which a run must not write into)."""
         self.path = Path(path) if path else None
         self.lock = threading.Lock()
         self.items: dict[str, str] = {}
@@ -146,23 +149,31 @@ class SampleCache:
         self._torn_tail = False
         self._handle = None
         self._synced_at = time.monotonic()
+        if read_also and Path(read_also).exists() and Path(read_also) != self.path:
+            self._load(Path(read_also))
         if self.path and self.path.exists():
-            # Bytes, decoded leniently: a kill can cut a line inside a multi-byte character, and the
-            # records themselves are ASCII (json.dumps escapes the rest), so nothing valid changes.
-            raw = self.path.read_bytes()
-            self._torn_tail = bool(raw) and not raw.endswith(b"\n")
-            for line in raw.decode("utf-8", errors="replace").split("\n"):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    self.items[record["key"]] = record["text"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    self.skipped += 1  # a line cut by a kill mid-write
-            if self.skipped:
-                logging.getLogger(__name__).warning(
-                    "teacher cache %s: skipped %d unreadable line(s) (a write cut by a kill?); those samples are asked again",
-                    self.path, self.skipped)
+            self._torn_tail = self._load(self.path)
+
+    def _load(self, path: Path) -> bool:
+        """Read a cache file's answers into memory; returns whether its last line is torn."""
+        # Bytes, decoded leniently: a kill can cut a line inside a multi-byte character, and the
+        # records themselves are ASCII (json.dumps escapes the rest), so nothing valid changes.
+        raw = path.read_bytes()
+        skipped = 0
+        for line in raw.decode("utf-8", errors="replace").split("\n"):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                self.items[record["key"]] = record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                skipped += 1  # a line cut by a kill mid-write
+        if skipped:
+            logging.getLogger(__name__).warning(
+                "teacher cache %s: skipped %d unreadable line(s) (a write cut by a kill?); those samples are asked again",
+                path, skipped)
+        self.skipped += skipped
+        return bool(raw) and not raw.endswith(b"\n")
 
     @staticmethod
     def key(model: str, prompt: str, temperature: float, index: int) -> str:
@@ -497,7 +508,10 @@ def build_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None = 
             raise UserInputError(f"task {data.family} (source {data.source}) ships no teacher rationales; set teacher.pool to a pool file "
                              "(make one with `qcrd-bench teach`)")
         return PoolTeacher(entries, f"{data.family}/{data.source} pools")
-    cache = SampleCache(Path(cfg.cache) if cfg.cache else cache_path)
+    # A run passes its own cache file (in the run directory) and only reads `teacher.cache`, so no
+    # config value makes it write outside the run directory; `teach` passes `teacher.cache` itself.
+    shared = Path(cfg.cache) if cfg.cache else None
+    cache = SampleCache(cache_path or shared, read_also=shared)
     if cfg.kind == "hf":
         return HFTeacher(cfg, exemplars_for(data), cache, device, progress)
     if cfg.kind == "openai":

@@ -348,3 +348,29 @@ def test_data_prepare_source_cannot_leave_the_out_dir(tmp_path, figures):
     figures("bad_inputs_tried")
     assert "no source" in one_error_line(result)
     assert not (tmp_path / "prep").exists() and not (tmp_path.parent / "escape").exists()
+
+
+def test_a_shared_teacher_cache_is_read_but_never_written(tmp_path):
+    """`teacher.cache` may point outside the run directory (a cache shared between runs): the run
+    reuses its answers and appends new ones only to its own teacher_cache.jsonl."""
+    from qcrd_plugin.config import TeacherConfig
+    from qcrd_plugin.questions import Question, TaskData
+    from qcrd_plugin.teachers import build_teacher
+
+    server = EchoServer()
+    try:
+        questions = [Question(f"q{i}", f"What is {i} + 3?", str(i + 3)) for i in range(4)]
+        data = TaskData("shop", "custom", {"train": questions})
+        shared = tmp_path / "shared" / "cache.jsonl"
+        shared.parent.mkdir()
+        cfg = TeacherConfig(kind="openai", model="m", base_url=server.url, cache=str(shared), concurrency=2)
+        build_teacher(cfg, data, shared).sample(questions[:2], 2, 0.7)  # what `teach` would leave there
+        before, asked_before = shared.read_bytes(), len(server.auth)
+        run_cache = tmp_path / "runs" / "r" / "teacher_cache.jsonl"
+        run_cache.parent.mkdir(parents=True)
+        build_teacher(cfg, data, run_cache).sample(questions, 2, 0.7)
+    finally:
+        server.close()
+    assert shared.read_bytes() == before and files_under(tmp_path / "shared") == {shared}
+    assert len(server.auth) - asked_before == 4  # only the 2 new questions x 2 samples were asked
+    assert len(run_cache.read_text().splitlines()) == 4
