@@ -24,7 +24,7 @@ test: install
 	$(OFFLINE) $(PY) -m pytest -q
 
 bench: install
-	$(OFFLINE) $(PY) benchmarks/bench_default_run.py
+	# One table: every ratio, step time against K, and the default run's wall time and peak RSS.
 	$(OFFLINE) $(PY) benchmarks/bench_ratios.py --rss
 	# The GPU benchmark only where there is a GPU (benchmarks/gpu_bench.py --device cpu --tiny is its smoke test).
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(OFFLINE) $(PY) benchmarks/gpu_bench.py; fi
