@@ -174,7 +174,7 @@ class TrainingConfig:
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
     precision: str = _opt("auto", "CUDA autocast dtype: auto (bf16 where supported), bf16 or fp32; CPU always trains in fp32",
                           choices=("auto", "bf16", "fp32"))
-    compile: bool = _opt(False, "torch.compile the student's forward (CUDA; pays a one-off compile time)")
+    compile: bool = _opt(False, "torch.compile every transformer block of the student and judge (pays a one-off compile time)")
 
 
 @dataclass
@@ -220,7 +220,6 @@ def short_repr(value: Any) -> str:
     become an error message of the same size."""
     text = _REPR.repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
 
 
 def _check_value(value: Any, expected: type, meta: dict, where: str) -> Any:
