@@ -108,6 +108,18 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
 MAX_LINE_BYTES = 4 * 2**20
 
 
+def parse_json(text: str, path: Path, line: int | None = None):
+    """``json.loads(text)``; a bad document raises UserInputError naming ``path`` and the line
+    (``line``, or where the JSON parser stopped)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserInputError(f"{path}:{line or err.lineno}: not valid JSON ({err.msg})") from None
+    except (ValueError, RecursionError) as err:  # an int over 4300 digits; nesting too deep
+        where = f"{path}:{line}" if line else str(path)
+        raise UserInputError(f"{where}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+
+
 def read_jsonl(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
     """(line number, record) for every non-blank line of a JSONL file (``opener``: ``gzip.open``
     for a ``.gz`` file).
@@ -132,12 +144,7 @@ def read_jsonl(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
                     raise UserInputError(f"{path}:{number}: not UTF-8 text (byte {err.start + 1} of the line)") from None
                 if not line.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserInputError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-                except (ValueError, RecursionError) as err:  # an int over 4300 digits; nesting too deep
-                    raise UserInputError(f"{path}:{number}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+                record = parse_json(line, path, number)
                 if not isinstance(record, dict):
                     raise UserInputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
                 records.append((number, record))

@@ -15,7 +15,6 @@ offline).
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import random
 import re
@@ -27,7 +26,7 @@ from typing import Callable, TypeVar
 from .answers import CHOICE_LETTERS, NLI_LABELS, canonical_text, format_number, normalize_answer, safe_eval, stated_answer
 from .config import short_repr as _short
 from .pools import PoolEntry, TeacherSample
-from .questions import FAMILIES, DataMissingError, UserInputError, Question, TaskData, choices_block, data_dir, read_jsonl
+from .questions import FAMILIES, DataMissingError, UserInputError, Question, TaskData, choices_block, data_dir, parse_json, read_jsonl
 
 T = TypeVar("T")
 
@@ -65,14 +64,11 @@ def _json(path: Path) -> list:
     except (OSError, EOFError, zlib.error) as err:  # a folder, a corrupt or truncated .gz
         raise UserInputError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         raise UserInputError(f"{path}:{line}: not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-    except (ValueError, RecursionError) as err:  # an int over 4300 digits; nesting too deep
-        raise UserInputError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+    data = parse_json(text, path)
     if not isinstance(data, list):
         raise UserInputError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
     return data

@@ -6,26 +6,18 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from helpers import ChatHandler, completion, serve
 from qcrd_plugin.pairwise import parse_verdict
 
 
-class AlwaysA(BaseHTTPRequestHandler):
+class AlwaysA(ChatHandler):
     """A judge that always prefers whatever it is shown as Rationale A."""
 
-    def log_message(self, *args):
-        pass
-
     def do_POST(self):
-        json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        payload = json.dumps({"choices": [{"message": {"content": "A better. It is clearer."}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.read_body()
+        self.reply(200, completion("A better. It is clearer."))
 
 
 def fake_run(folder: Path, tag: str) -> Path:
@@ -36,13 +28,12 @@ def fake_run(folder: Path, tag: str) -> Path:
 
 
 def test_order_is_randomised_and_verdicts_map_back_to_runs(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), AlwaysA)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, url = serve(AlwaysA)
     try:
         first, second = fake_run(tmp_path / "dss", "dss"), fake_run(tmp_path / "qcrd", "qcrd")
         out = tmp_path / "judge.json"
         proc = subprocess.run([str(Path(sys.executable).with_name("qcrd-bench")), "judge", str(first), str(second), "--teacher", "openai",
-                               "--model", "judge", "--base-url", f"http://127.0.0.1:{server.server_address[1]}/v1", "--items", "16",
+                               "--model", "judge", "--base-url", url, "--items", "16",
                                "--out", str(out)], capture_output=True, text=True, env=dict(os.environ), timeout=120)
     finally:
         server.shutdown()

@@ -3,12 +3,11 @@ OpenAI chat-completions protocol, and a tiny transformers causal LM built offlin
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers import ChatHandler, completion, serve
 from qcrd_plugin.config import TeacherConfig
 from qcrd_plugin.questions import Question, TaskData
 from qcrd_plugin.teachers import OpenAITeacher, SampleCache, backoff_seconds, build_teacher
@@ -27,12 +26,9 @@ class ChatServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(ChatHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.read_body()
                 prompt = body["messages"][-1]["content"]
                 key = f"{prompt}|{body['seed']}"
                 with server.lock:
@@ -42,22 +38,12 @@ class ChatServer:
                     if fail:
                         server.failures += 1
                 if fail:
-                    self.send_response(fail)
-                    self.send_header("Retry-After", "0")
-                    self.end_headers()
+                    self.reply(fail, b"", {"Retry-After": "0"})
                     return
                 number = int(prompt.rsplit("Ada has ", 1)[1].split()[0])
-                text = f"Ada has {number} pens, so {number} + 2 = {number + 2}. So the answer is {number + 2}.\n\nQ: made up"
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.reply(200, completion(f"Ada has {number} pens, so {number} + 2 = {number + 2}. So the answer is {number + 2}.\n\nQ: made up"))
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve(Handler)
 
     def close(self):
         self.httpd.shutdown()

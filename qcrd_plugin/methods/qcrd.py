@@ -233,14 +233,13 @@ class QCRD(Method):
                                                           [owner[i] for i in scored], device, bucket_size=self.bucket_size)
         # Singletons are their set's pick whatever their loss (NaN never wins an argmin/argmax here).
         keep = self._selected(no_grad_losses.nan_to_num(0.0), group, is_pos, n)
-        is_pos_list = is_pos.tolist()
-        flat = [i for i in keep if not is_pos_list[i] and crowded[i] and float(no_grad_losses[i]) > delta]
-        graph = [i for i in keep if i not in set(flat)]
-        with_grad = rationale_losses(self.student, batch, [rationales[i] for i in graph], [owner[i] for i in graph], device)
+        # A negative above delta is flat; a singleton's NaN never is (NaN > delta is False).
+        flat = (~is_pos & (no_grad_losses > delta)).tolist()
+        graph = [k for k, i in enumerate(keep) if not flat[i]]  # positions in `keep` that need a graph
+        with_grad = rationale_losses(self.student, batch, [rationales[keep[k]] for k in graph], [owner[keep[k]] for k in graph], device)
         losses = no_grad_losses[keep].clone()
         if graph:
-            position = {i: k for k, i in enumerate(keep)}
-            losses = losses.index_put((torch.tensor([position[i] for i in graph], device=device),), with_grad)
+            losses = losses.index_put((torch.tensor(graph, device=device),), with_grad)
         return losses, keep
 
     def _selected(self, losses: torch.Tensor, group: torch.Tensor, is_pos: torch.Tensor, n: int) -> list[int]:

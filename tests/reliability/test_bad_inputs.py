@@ -22,8 +22,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from helpers import invoke
 from qcrd_plugin.questions import MAX_LINE_BYTES, UserInputError, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,17 +38,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "QCRD_DATA_DIR"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run([QCRD_BENCH, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-def invoke(*args: str):
-    """The CLI in-process (for commands whose imports take seconds); exit code and stderr as a
-    subprocess would give them."""
-    from qcrd_plugin.cli import main
-
-    result = CliRunner().invoke(main, list(args))
-    # sys.exit(2) from _fail arrives as SystemExit; any other exception would be a traceback.
-    assert isinstance(result.exception, (SystemExit, type(None))), f"uncaught {result.exception!r}\n{result.stderr}"
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def assert_one_clear_error(proc: subprocess.CompletedProcess, *needles: str) -> str:

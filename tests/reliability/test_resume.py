@@ -17,10 +17,11 @@ import signal
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from helpers import ChatHandler, completion, invoke, serve
 
 CLI = str(Path(sys.executable).with_name("qcrd-bench"))
 
@@ -49,12 +50,9 @@ class TeacherServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(ChatHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.read_body()
                 prompt = body["messages"][-1]["content"]
                 key = hashlib.sha256(f"{prompt}|{body.get('seed')}".encode()).hexdigest()
                 with server.lock:
@@ -68,17 +66,9 @@ class TeacherServer:
                 digit = int(key[:4], 16)
                 text = f"We add the numbers step by step. So the answer is {digit % 7}."
                 server.served_text[key] = text
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.reply(200, completion(text))
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve(Handler)
 
     def close(self):
         self.httpd.shutdown()
@@ -179,18 +169,6 @@ def round_1_is_newest(run_dir: Path) -> bool:
             and not list(run_dir.glob(".round_*.partial")))
 
 
-def invoke(*args: str):
-    """The CLI in-process: exit code and stderr as a subprocess would give them, without paying
-    seconds of imports for a command that stops before any work."""
-    from click.testing import CliRunner
-
-    from qcrd_plugin.cli import main
-
-    result = CliRunner().invoke(main, list(args))
-    assert isinstance(result.exception, (SystemExit, type(None))), repr(result.exception)
-    return result
-
-
 def test_second_run_in_same_directory_is_refused_while_first_holds_the_lock(tmp_path, figures):
     from qcrd_plugin.checkpoints import RunLock
 
@@ -198,7 +176,7 @@ def test_second_run_in_same_directory_is_refused_while_first_holds_the_lock(tmp_
     run_dir.mkdir()
     with RunLock(run_dir):
         result = invoke("run", "--output-dir", str(tmp_path), "--name", "busy", "--quiet")
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert "in use by another qcrd-bench run" in result.stderr and str(os.getpid()) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     # The lock went with its holder: the directory is free again.
@@ -213,5 +191,5 @@ def test_existing_run_is_not_overwritten_without_a_flag(tmp_path):
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"round": 1}\n')
     result = invoke("run", "--output-dir", str(tmp_path), "--name", "done", "--quiet")
-    assert result.exit_code == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
+    assert result.returncode == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
     assert (run_dir / "metrics.jsonl").read_text() == '{"round": 1}\n'

@@ -13,14 +13,13 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from helpers import ChatHandler, completion, serve
 from qcrd_plugin import answers
 from qcrd_plugin.config import RunConfig, describe_fields, load_config
 
@@ -58,31 +57,17 @@ class EchoServer:
         self.auth: list[str] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(ChatHandler):
             def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
+                self.read_body()
                 auth = self.headers.get("Authorization", "")
                 server.auth.append(auth)
                 if server.mode == "401":
-                    status = 401
-                    payload = {"error": {"message": f"Incorrect API key provided: {auth.removeprefix('Bearer ')}"}}
+                    self.reply(401, {"error": {"message": f"Incorrect API key provided: {auth.removeprefix('Bearer ')}"}})
                 else:
-                    status = 200
-                    payload = {"choices": [{"message": {"content": "A better. 1 + 2 = 3. So the answer is 3."}}]}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    self.reply(200, completion("A better. 1 + 2 = 3. So the answer is 3."))
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self.httpd, self.url = serve(Handler)
 
     def close(self):
         self.httpd.shutdown()

@@ -15,12 +15,13 @@ import hashlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from helpers import ChatHandler, completion, serve
 from qcrd_plugin.cli import main
 from qcrd_plugin.config import TeacherConfig
 from qcrd_plugin.questions import Question, TaskData, UserInputError
@@ -55,22 +56,9 @@ class FaultServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def reply(self, status: int, payload: bytes, headers: dict | None = None, length: int | None = None):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload) if length is None else length))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-                self.wfile.flush()
-
+        class Handler(ChatHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.read_body()
                 key = sample_key(body["messages"][-1]["content"], body["seed"])
                 auth = self.headers.get("Authorization", "")
                 with server.lock:
@@ -80,7 +68,7 @@ class FaultServer:
                 number = key.split("|")[0].lstrip("q")
                 answer = int(number) + 2 if number.isdigit() else 7
                 text = f"[{key}] Ada has {number} pens, so {number} + 2 = {answer}. So the answer is {answer}."
-                good = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+                good = json.dumps(completion(text)).encode()
                 if fault is None:
                     self.reply(200, good)
                     with server.lock:
@@ -122,9 +110,7 @@ class FaultServer:
             def handle_error(self, request, client_address):
                 pass  # a client that hung up on a slow reply: expected here
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self.httpd, self.url = serve(Handler, Server)
 
     def faulted(self) -> int:
         return sum(1 for r in self.requests if r[2] is not None)
