@@ -82,6 +82,15 @@ class Parallel:
             p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
             offset += n
 
+    def close(self) -> None:
+        """Destroy the process group once every rank is done. Call it after a run that ended well
+        (torchtitan does the same): a gloo group still alive at interpreter exit can abort the
+        process with "terminate called without an active exception" after the work is finished.
+        After an error it is skipped, since a rank stuck in a collective would hang the others here."""
+        if self.world_size > 1 and dist.is_initialized():
+            self.barrier()
+            dist.destroy_process_group()
+
     def main_only(self, work: Callable[[], Any]) -> Any:
         """``work()`` on rank 0 (its result; None on the other ranks). If it raises, every rank
         raises, so no rank is left waiting at a barrier for a rank 0 that has stopped."""

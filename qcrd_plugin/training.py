@@ -167,11 +167,13 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     if parallel.any(error is not None):
         raise error or UserInputError(f"rank 0 could not take {run_dir}")
     try:
-        return _run(cfg, run_dir, parallel, progress if parallel.is_main else False, log if parallel.is_main else (lambda _: None),
-                    resume, overwrite)
+        records = _run(cfg, run_dir, parallel, progress if parallel.is_main else False, log if parallel.is_main else (lambda _: None),
+                       resume, overwrite)
     finally:
         if parallel.is_main:
             lock.__exit__()
+    parallel.close()
+    return records
 
 
 def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log: Callable[[str], None], resume: bool,
