@@ -46,6 +46,26 @@ def test_every_method_gives_a_finite_loss_that_trains_the_student(family, method
         assert "l_rationale" not in out.components  # label only
 
 
+def test_one_shared_encoder_pass_gives_the_loss_and_gradient_of_separate_passes():
+    """DSS encodes the predict: and explain: prompts in one padded encoder call: same loss value
+    and same gradient as encoding each prompt set on its own."""
+    from qcrd_plugin.methods.base import label_loss, rationale_losses
+
+    cfg, model, tok, examples = setup("seq2seq", method__name="dss")
+    out = build_method(cfg, model, tok, "cpu").loss(examples)
+    out.total.backward()
+    shared = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    alpha = cfg.method.alpha
+    separate = alpha * label_loss(model, examples, "cpu") + (1 - alpha) * rationale_losses(
+        model, examples, [ex.positives[0] for ex in examples], list(range(len(examples))), "cpu").mean()
+    separate.backward()
+    assert all(ex.positives for ex in examples) and len({len(ex.predict_ids) for ex in examples}) > 1  # padding is exercised
+    assert out.total.item() == pytest.approx(separate.item(), rel=1e-6)
+    for a, b in zip(shared, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
 def test_single_task_target_is_the_rationale_then_the_answer():
     cfg, model, tok, examples = setup("seq2seq", method__name="single_task")
     method = build_method(cfg, model, tok, "cpu")

@@ -75,22 +75,45 @@ def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], d
     return sequence_losses(logits, shifted)
 
 
-def label_loss(student, batch: list[TrainExample], device) -> torch.Tensor:
-    """L_pred: token-mean cross-entropy of the gold label given the ``predict:`` prompt."""
+Encoded = tuple[torch.Tensor, torch.Tensor]  # (encoder states [batch, length, width], attention mask [batch, length])
+
+
+def encode_prompts(student, batch: list[TrainExample], device, which: tuple[str, ...] = ("predict", "explain")) -> dict[str, Encoded] | None:
+    """The seq2seq student's encoder output for the batch's ``predict:`` and/or ``explain:``
+    prompts, from one encoder call (None for decoder-only students, which have no encoder).
+
+    A step that needs both prompts (DSS, QCRD) pays one batched encoder pass instead of one per
+    loss term: same values (padding is masked), fewer and larger matmuls.
+    """
+    if not student.config.is_encoder_decoder:
+        return None
+    n = len(batch)
+    ids, mask = pad([getattr(ex, f"{kind}_ids") for kind in which for ex in batch], student.config.pad_token_id, device)
+    states = student.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    return {kind: (states[i * n : (i + 1) * n], mask[i * n : (i + 1) * n]) for i, kind in enumerate(which)}
+
+
+def label_loss(student, batch: list[TrainExample], device, encoded: Encoded | None = None) -> torch.Tensor:
+    """L_pred: token-mean cross-entropy of the gold label given the ``predict:`` prompt.
+    ``encoded``: the prompts' encoder output from :func:`encode_prompts`, if the step has it."""
     if not student.config.is_encoder_decoder:
         return causal_losses(student, [ex.predict_ids for ex in batch], [ex.label_ids for ex in batch], device, per_sequence=False)
-    ids, mask = pad([ex.predict_ids for ex in batch], student.config.pad_token_id, device)
     labels = pad_labels([ex.label_ids for ex in batch], device)
-    return student(input_ids=ids, attention_mask=mask, labels=labels).loss
+    if encoded is None:
+        ids, mask = pad([ex.predict_ids for ex in batch], student.config.pad_token_id, device)
+        return student(input_ids=ids, attention_mask=mask, labels=labels).loss
+    states, mask = encoded
+    return student(encoder_outputs=(states,), attention_mask=mask, labels=labels).loss
 
 
 def rationale_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device,
-                     bucket_size: int = 0) -> torch.Tensor:
+                     bucket_size: int = 0, encoded: Encoded | None = None) -> torch.Tensor:
     """Per-rationale token-mean cross-entropy ``l(f(x), r)``, one value per rationale.
 
     ``owner[i]`` is the batch index of the question rationale ``i`` explains. For seq2seq students
-    each ``explain:`` prompt is encoded once and its encoder output shared by all of that
-    question's rationales; decoder-only students read prompt + rationale as one sequence.
+    each ``explain:`` prompt is encoded once (or taken from ``encoded``, see :func:`encode_prompts`)
+    and its encoder output shared by all of that question's rationales; decoder-only students read
+    prompt + rationale as one sequence.
     With ``bucket_size``, rationales are decoded in length-sorted buckets of that many, each padded
     only to its own longest member (for no-grad scoring of many rationales of mixed lengths).
     """
@@ -100,8 +123,7 @@ def rationale_losses(student, batch: list[TrainExample], rationales: list[list[i
         prompts = [batch[o].explain_ids for o in owner]
         return _bucketed(lambda idx: causal_losses(student, [prompts[i] for i in idx], [rationales[i] for i in idx], device),
                          [len(prompts[i]) + len(r) for i, r in enumerate(rationales)], bucket_size, device)
-    ids, mask = pad([ex.explain_ids for ex in batch], student.config.pad_token_id, device)
-    encoded = student.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    encoded, mask = encoded or encode_prompts(student, batch, device, ("explain",))["explain"]
 
     def decode(idx: list[int]) -> torch.Tensor:
         owners = [owner[i] for i in idx]

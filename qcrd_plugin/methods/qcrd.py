@@ -20,7 +20,7 @@ import torch
 
 from ..data import TrainExample
 from ..discriminator import QualityJudge, judge_input, judge_loss, score
-from .base import LossOutput, Method, label_loss, rationale_losses
+from .base import LossOutput, Method, encode_prompts, label_loss, rationale_losses
 
 
 def as_matrix(values: torch.Tensor, group: torch.Tensor, n_groups: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,9 +162,11 @@ class QCRD(Method):
     def loss(self, batch: list[TrainExample]) -> LossOutput:
         cfg, device = self.cfg, self.device
         self.steps += 1
-        l_pred = label_loss(self.student, batch, device)
-
         rationales, owner, positive = self.gather(batch)
+        # One encoder pass for both prompts; every decoding below reads it.
+        encoded = encode_prompts(self.student, batch, device, ("predict", "explain") if rationales else ("predict",))
+        l_pred = label_loss(self.student, batch, device, encoded and encoded["predict"])
+        explain = encoded["explain"] if encoded and rationales else None
         if not rationales:
             return LossOutput(cfg.method.alpha1 * l_pred, {"l_pred": l_pred.item()})
         group = torch.tensor(owner, device=device)
@@ -179,13 +181,13 @@ class QCRD(Method):
             l_d = judge_loss(all_scores, group, is_pos, len(batch), cfg.judge.loss)
 
         if cfg.method.set_reduction in ("minmax", "maxmin"):
-            losses, keep = self._selected_losses(batch, rationales, owner, group, is_pos)
+            losses, keep = self._selected_losses(batch, rationales, owner, group, is_pos, explain)
             rationales = [rationales[i] for i in keep]
             owner = [owner[i] for i in keep]
             group, is_pos = group[keep], is_pos[keep]
             all_scores = None if all_scores is None else all_scores[keep]
         else:
-            losses = rationale_losses(self.student, batch, rationales, owner, device)
+            losses = rationale_losses(self.student, batch, rationales, owner, device, encoded=explain)
 
         scores = None
         if self.judge is not None:
@@ -211,7 +213,7 @@ class QCRD(Method):
         with torch.set_grad_enabled(grad):
             return score(self.judge, inputs, self.tokenizer.pad_token_id, self.device)
 
-    def _selected_losses(self, batch, rationales, owner, group, is_pos) -> tuple[torch.Tensor, list[int]]:
+    def _selected_losses(self, batch, rationales, owner, group, is_pos, explain=None) -> tuple[torch.Tensor, list[int]]:
         """Under min/max reductions: the losses of the rationale each set selects, and their indices.
 
         min/max pick one rationale per set, and the gradient of a min (max) is that of the selected
@@ -220,6 +222,8 @@ class QCRD(Method):
         fraction of the cost. Two more exact savings: a set with one member needs no pick, and a
         picked negative whose loss is already above delta sits on the flat side of Eq. 7's hinge
         (value 0, gradient 0), so it needs no graph either: its no-grad loss stands in.
+        Both passes read the step's one encoding of the ``explain:`` prompts (``explain``), the
+        no-grad pass a detached view of it.
         """
         device, delta = self.device, self.cfg.method.delta
         n = len(batch)
@@ -229,14 +233,16 @@ class QCRD(Method):
         no_grad_losses = torch.full((len(rationales),), float("nan"), device=device)
         if scored:
             with torch.no_grad():
-                no_grad_losses[scored] = rationale_losses(self.student, batch, [rationales[i] for i in scored],
-                                                          [owner[i] for i in scored], device, bucket_size=self.bucket_size)
+                no_grad_losses[scored] = rationale_losses(self.student, batch, [rationales[i] for i in scored], [owner[i] for i in scored],
+                                                          device, bucket_size=self.bucket_size,
+                                                          encoded=explain and (explain[0].detach(), explain[1]))
         # Singletons are their set's pick whatever their loss (NaN never wins an argmin/argmax here).
         keep = self._selected(no_grad_losses.nan_to_num(0.0), group, is_pos, n)
         # A negative above delta is flat; a singleton's NaN never is (NaN > delta is False).
         flat = (~is_pos & (no_grad_losses > delta)).tolist()
         graph = [k for k, i in enumerate(keep) if not flat[i]]  # positions in `keep` that need a graph
-        with_grad = rationale_losses(self.student, batch, [rationales[keep[k]] for k in graph], [owner[keep[k]] for k in graph], device)
+        with_grad = rationale_losses(self.student, batch, [rationales[keep[k]] for k in graph], [owner[keep[k]] for k in graph], device,
+                                     encoded=explain)
         losses = no_grad_losses[keep].clone()
         if graph:
             losses = losses.index_put((torch.tensor(graph, device=device),), with_grad)
