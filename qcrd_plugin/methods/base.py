@@ -65,9 +65,7 @@ def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], d
     loss per sequence (``per_sequence``), or the token mean over the whole batch.
     """
     ids, mask = pad([p + t for p, t in zip(prompts, targets)], student.config.pad_token_id, device)
-    labels = torch.full_like(ids, -100)
-    for row, (p, t) in enumerate(zip(prompts, targets)):
-        labels[row, len(p) : len(p) + len(t)] = torch.tensor(t, device=device)
+    labels, _ = pad([[-100] * len(p) + t for p, t in zip(prompts, targets)], -100, device)  # prompt tokens are not scored
     logits = student(input_ids=ids, attention_mask=mask).logits[:, :-1]
     shifted = labels[:, 1:]
     if not per_sequence:

@@ -123,10 +123,10 @@ class QCRD(Method):
         self.generator = torch.Generator().manual_seed(cfg.training.seed)
         neg = cfg.negatives
         self.uses_student_negatives = neg.enabled and neg.source in ("student", "union")
-        # Length buckets for the no-grad scoring pass pay off on a GPU, where padding is compute;
-        # on a CPU with a small student the extra kernel launches cost more than the padding saves
-        # (tiny T5, 94 rationales: 80 ms bucketed vs 72 ms in one pass).
-        self.bucket_size = 32 if torch.device(device).type == "cuda" else 0
+        # Length-sorted buckets for the no-grad scoring pass, each padded only to its own longest
+        # rationale. Default CPU setup (94 rationales of 20-65 tokens): the pass alone takes 54 ms
+        # in one batch and 43-45 ms in buckets of 32 or 48 (a whole QCRD step: 1-2% faster).
+        self.bucket_size = 32
 
     def start_iteration(self, iteration: int) -> None:
         if iteration > 1:
