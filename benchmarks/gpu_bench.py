@@ -20,8 +20,9 @@ Measures (after ``--warmup`` steps, ``torch.cuda.synchronize`` around the timed 
 - s/step and questions/s (``--batch-size`` questions per step; the fair DSS vs QCRD throughput)
 - tokens/s: the non-pad input tokens plus target tokens of every forward pass a step runs,
   student and judge, with or without gradient, divided by s/step. Counted exactly from the
-  token lists each pass receives (label pass: predict prompt + label; rationale passes: every
-  question's explain prompt, encoded once, + each scored rationale; judge: prompt + rationale).
+  token lists each pass receives (one encoder pass over every question's predict and explain
+  prompts; label pass: each label; rationale passes: each scored rationale, decoded against the
+  step's one encoding; judge: prompt + rationale).
   QCRD does more forward work per question than DSS, so its tokens/s is not a speed-up.
 - MFU (model FLOPs utilisation) = achieved model FLOP/s / the GPU's peak dense bf16 FLOP/s.
   Model FLOPs use the usual approximation 6 x params x tokens for a pass with backward
@@ -155,28 +156,37 @@ class TokenCounter:
 
     @contextmanager
     def installed(self):
-        """Wrap label_loss / rationale_losses / score where dss.py and qcrd.py look them up."""
+        """Wrap encode_prompts / label_loss / rationale_losses / score where dss.py and qcrd.py look
+        them up. A step encodes its prompts once (encode_prompts) and the loss helpers then decode
+        against that encoding; a helper called without one encodes its prompts itself."""
         originals = {}
 
         # Pass-through signatures: only the leading arguments are read, the rest is forwarded.
+        def encode_prompts(student, batch, device, which=("predict", "explain")):
+            self.add(sum(len(getattr(ex, f"{kind}_ids")) for kind in which for ex in batch), 0)
+            return originals["encode_prompts"](student, batch, device, which)
+
         def label_loss(student, batch, *args, **kwargs):
-            self.add(sum(len(ex.predict_ids) for ex in batch), sum(len(ex.label_ids) for ex in batch))
+            encoded = args[1] if len(args) > 1 else kwargs.get("encoded")  # (device, encoded)
+            self.add(0 if encoded is not None else sum(len(ex.predict_ids) for ex in batch), sum(len(ex.label_ids) for ex in batch))
             return originals["label_loss"](student, batch, *args, **kwargs)
 
         def rationale_losses(student, batch, rationales, *args, **kwargs):
+            encoded = args[3] if len(args) > 3 else kwargs.get("encoded")  # (owner, device, bucket_size, encoded)
             if rationales:  # an empty call encodes nothing
-                self.add(sum(len(ex.explain_ids) for ex in batch), sum(len(r) for r in rationales))
+                self.add(0 if encoded is not None else sum(len(ex.explain_ids) for ex in batch), sum(len(r) for r in rationales))
             return originals["rationale_losses"](student, batch, rationales, *args, **kwargs)
 
         def score(judge, inputs, *args, **kwargs):
             self.add(0, 0, sum(len(i) for i in inputs))
             return originals["score"](judge, inputs, *args, **kwargs)
 
-        patches = [(methods_dss, "label_loss", label_loss), (methods_dss, "rationale_losses", rationale_losses),
-                   (methods_qcrd, "label_loss", label_loss), (methods_qcrd, "rationale_losses", rationale_losses),
-                   (methods_qcrd, "score", score)]
+        patches = [(module, name, wrapper) for module in (methods_dss, methods_qcrd)
+                   for name, wrapper in (("encode_prompts", encode_prompts), ("label_loss", label_loss), ("rationale_losses", rationale_losses))]
+        patches.append((methods_qcrd, "score", score))
         saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
-        originals.update(label_loss=methods_base.label_loss, rationale_losses=methods_base.rationale_losses, score=methods_qcrd.score)
+        originals.update(encode_prompts=methods_base.encode_prompts, label_loss=methods_base.label_loss,
+                         rationale_losses=methods_base.rationale_losses, score=methods_qcrd.score)
         try:
             for module, name, wrapper in patches:
                 setattr(module, name, wrapper)

@@ -48,3 +48,24 @@ def test_peak_table():
     assert bench.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert bench.peak_tflops("NVIDIA L4") == 121.0
     assert bench.peak_tflops("NVIDIA L40S") is None
+
+
+def test_token_counter_counts_each_pass_once():
+    """DSS: one encoder pass over both prompts, then the label and the first positive decoded."""
+    from types import SimpleNamespace
+
+    from qcrd_plugin.config import RunConfig
+    from qcrd_plugin.methods import build_method
+
+    bench = load_bench()
+    shape = bench.SHAPES["tiny"]
+    student = bench.T5ForConditionalGeneration(bench.student_config(shape))
+    examples = bench.synthetic_examples(4, shape, 2, 1, 1, seed=0)
+    cfg = RunConfig()
+    cfg.method.name = "dss"
+    method = build_method(cfg, student, SimpleNamespace(pad_token_id=bench.PAD, eos_token_id=bench.EOS), "cpu")
+    counter = bench.TokenCounter(student, None)
+    with counter.installed():
+        method.loss(examples)
+    expected = sum(len(ex.predict_ids) + len(ex.explain_ids) + len(ex.label_ids) + len(ex.positives[0]) for ex in examples)
+    assert counter.tokens == expected
