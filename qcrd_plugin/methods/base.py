@@ -76,15 +76,15 @@ def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], d
 Encoded = tuple[torch.Tensor, torch.Tensor]  # (encoder states [batch, length, width], attention mask [batch, length])
 
 
-def encode_prompts(student, batch: list[TrainExample], device, which: tuple[str, ...] = ("predict", "explain")) -> dict[str, Encoded] | None:
+def encode_prompts(student, batch: list[TrainExample], device, which: tuple[str, ...] = ("predict", "explain")) -> dict[str, Encoded | None]:
     """The seq2seq student's encoder output for the batch's ``predict:`` and/or ``explain:``
-    prompts, from one encoder call (None for decoder-only students, which have no encoder).
+    prompts, from one encoder call (None per prompt for decoder-only students, which have no encoder).
 
     A step that needs both prompts (DSS, QCRD) pays one batched encoder pass instead of one per
     loss term: same values (padding is masked), fewer and larger matmuls.
     """
     if not student.config.is_encoder_decoder:
-        return None
+        return dict.fromkeys(which)
     n = len(batch)
     ids, mask = pad([getattr(ex, f"{kind}_ids") for kind in which for ex in batch], student.config.pad_token_id, device)
     states = student.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state

@@ -17,11 +17,11 @@ class DSS(Method):
     def loss(self, batch: list[TrainExample]) -> LossOutput:
         owners = [i for i, ex in enumerate(batch) if ex.positives]
         encoded = encode_prompts(self.student, batch, self.device, ("predict", "explain") if owners else ("predict",))
-        l_label = label_loss(self.student, batch, self.device, encoded and encoded["predict"])
+        l_label = label_loss(self.student, batch, self.device, encoded["predict"])
         alpha = self.cfg.method.alpha
         if not owners:
             return LossOutput(alpha * l_label, {"l_label": l_label.item()})
         l_rationale = rationale_losses(self.student, batch, [batch[i].positives[0] for i in owners], owners, self.device,
-                                       encoded=encoded and encoded["explain"]).mean()
+                                       encoded=encoded["explain"]).mean()
         total = alpha * l_label + (1 - alpha) * l_rationale
         return LossOutput(total, {"l_label": l_label.item(), "l_rationale": l_rationale.item(), "loss": total.item()})

@@ -165,8 +165,8 @@ class QCRD(Method):
         rationales, owner, positive = self.gather(batch)
         # One encoder pass for both prompts; every decoding below reads it.
         encoded = encode_prompts(self.student, batch, device, ("predict", "explain") if rationales else ("predict",))
-        l_pred = label_loss(self.student, batch, device, encoded and encoded["predict"])
-        explain = encoded["explain"] if encoded and rationales else None
+        l_pred = label_loss(self.student, batch, device, encoded["predict"])
+        explain = encoded.get("explain")
         if not rationales:
             return LossOutput(cfg.method.alpha1 * l_pred, {"l_pred": l_pred.item()})
         group = torch.tensor(owner, device=device)
@@ -235,7 +235,7 @@ class QCRD(Method):
             with torch.no_grad():
                 no_grad_losses[scored] = rationale_losses(self.student, batch, [rationales[i] for i in scored], [owner[i] for i in scored],
                                                           device, bucket_size=self.bucket_size,
-                                                          encoded=explain and (explain[0].detach(), explain[1]))
+                                                          encoded=None if explain is None else (explain[0].detach(), explain[1]))
         # Singletons are their set's pick whatever their loss (NaN never wins an argmin/argmax here).
         keep = self._selected(no_grad_losses.nan_to_num(0.0), group, is_pos, n)
         # A negative above delta is flat; a singleton's NaN never is (NaN > delta is False).
