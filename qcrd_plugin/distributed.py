@@ -7,16 +7,25 @@ because a QCRD step runs several forward passes per step (encoder once, the deco
 rationale, the judge, and no-grad scoring passes between them), which DDP's reducer does not
 follow. Rank 0 alone samples the teacher, writes files and runs lm-eval; the others wait at a
 barrier. A single process (the default) takes none of these paths.
+
+Under the FSDP profile the student and the judge are sharded as one FSDP2 unit around the whole
+training step (:class:`TrainingStep`): between steps each rank holds 1/world of the parameters,
+gradients and AdamW state; a step gathers the parameters once, runs all of the method's passes
+(their number may differ between ranks: no collective happens inside the step) and
+reduce-scatters the averaged gradients once in ``backward``. Sampling negatives, lm-eval and
+checkpoints read a plain copy of the full weights (:meth:`Parallel.full_modules`).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from datetime import timedelta
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from .checkpoints import RunAborted
 from .questions import UserInputError
@@ -27,27 +36,45 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+class TrainingStep(nn.Module):
+    """One training step's loss as a module: the student and the judge are its children and its
+    forward is ``method.loss(batch)``, returned as ``(total, components)``. The loop always steps
+    through it; under FSDP it is the one sharded unit, so the parameters are gathered once per
+    step however many passes the method makes."""
+
+    def __init__(self, method):
+        super().__init__()
+        self.student = method.student
+        self.judge = method.judge
+        self.method = method
+
+    def forward(self, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.method.loss(batch)
+        return out.total, out.components
+
+
 class Parallel:
     """Rank, world size, device and the few collectives the training loop needs."""
 
     def __init__(self, device_name: str):
         self.state = None
         self.rank, self.world_size = 0, 1
+        self.fsdp = False  # the FSDP profile, with several processes
+        self._full_copy: nn.ModuleDict | None = None  # FSDP only: plain student and judge for whole-model work
         if launched():
             from accelerate import PartialState
 
-            sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
-            if sharded:
+            if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
                 raise UserInputError(
-                    f"accelerate profile asks for {sharded[0]}: the qcrd-bench training loop does data-parallel training "
-                    "(every rank holds the whole student) and does not shard parameters yet; launch with "
-                    "harness_configs/accelerate/ddp.yaml (see docs/scaling.md)")
+                    "accelerate profile asks for DeepSpeed: the qcrd-bench training loop does not run under the DeepSpeed "
+                    "engine; launch with harness_configs/accelerate/fsdp.yaml (sharded) or ddp.yaml (see docs/scaling.md)")
             # Resolve `auto` first: on a machine without CUDA a PartialState() that is not told to use
             # the CPU reports every rank as rank 0 of 1. The barrier timeout is long because the other
             # ranks wait there while rank 0 samples the teacher or runs lm-eval.
             cpu = resolve_device(device_name).type == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
             self.state = PartialState(cpu=cpu, timeout=timedelta(hours=6))
             self.rank, self.world_size = self.state.process_index, self.state.num_processes
+            self.fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and self.world_size > 1
             self.device = self.state.device
         else:
             self.device = resolve_device(device_name)
@@ -64,22 +91,73 @@ class Parallel:
         if self.world_size > 1:
             self.state.wait_for_everyone()
 
+    def prepare(self, step: TrainingStep) -> TrainingStep:
+        """Under FSDP: keep a plain copy for :meth:`full_modules`, then shard ``step`` in place
+        (its parameters become DTensor shards; build the optimizer after this). Otherwise a no-op."""
+        if self.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            parts = {"student": step.student} | ({"judge": step.judge} if step.judge is not None else {})
+            self._full_copy = nn.ModuleDict({name: copy.deepcopy(module) for name, module in parts.items()})
+            fully_shard(step)
+        return step
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the training step is sharded with FSDP."""
+        return self._full_copy is not None
+
+    def full_modules(self, step: TrainingStep) -> tuple[nn.Module, nn.Module | None]:
+        """(student, judge) with the current full weights, as plain modules that any one rank may
+        run (generate, lm-eval, save_pretrained). Without FSDP these are the training modules
+        themselves; under FSDP every rank must call this (it gathers the weights into the copy)."""
+        if not self.sharded:
+            return step.student, step.judge
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        self._full_copy.load_state_dict(get_model_state_dict(step, options=StateDictOptions(full_state_dict=True)))
+        return self._full_copy["student"], self._full_copy["judge"] if "judge" in self._full_copy else None
+
+    def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer) -> dict:
+        """The optimizer's state for a checkpoint: whole on rank 0 under FSDP (every rank must call)."""
+        if not self.sharded:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(step, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        """Restore :meth:`optimizer_state`'s result (each rank keeps its shard under FSDP)."""
+        if not self.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(step, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
     def average_gradients(self, parameters) -> None:
         """All-reduce-mean the gradients of ``parameters`` in one flat buffer. A parameter with no
-        gradient on this rank contributes zeros, so every rank reduces the same buffer layout."""
-        if self.world_size == 1:
+        gradient on this rank contributes zeros, so every rank reduces the same buffer layout; one
+        with no gradient on any rank (the judge on a step without its online update) is left
+        without one, as in a single process, so AdamW skips it instead of stepping on zeros.
+        Under FSDP the backward pass has already reduce-scattered the mean: nothing to do."""
+        if self.world_size == 1 or self.sharded:
             return
         params = [p for p in parameters if p.requires_grad]
+        had_grad = torch.tensor([float(p.grad is not None) for p in params], device=self.device)
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        flat = torch.cat([p.grad.reshape(-1) for p in params] + [had_grad])
         dist.all_reduce(flat)
         flat /= self.world_size
         offset = 0
-        for p in params:
+        for p, anywhere in zip(params, flat[-len(params):].tolist()):
             n = p.numel()
-            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            if anywhere > 0:
+                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            else:
+                p.grad = None
             offset += n
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from . import evaluation, faults
 from .checkpoints import STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, drop_partials, has_run_data, load_state, save_round
 from .config import RunConfig
 from .data import TrainExample, build_examples, explain_prompt
-from .distributed import Parallel, autocast_dtype, configure_cuda
+from .distributed import Parallel, TrainingStep, autocast_dtype, configure_cuda
 from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc_auc
 from .methods import build_method
 from .negatives import SnapshotRing, sample_negatives
@@ -257,11 +257,18 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
         if state is None:
             with timer("judge_pretraining"):
                 judge_pretrain_losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
+        else:
+            judge.load_state_dict(state["judge"])
         if judge_pretrain_losses:
             head, tail = judge_pretrain_losses[:10], judge_pretrain_losses[-10:]
             log(f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} over {len(judge_pretrain_losses)} steps")
 
     method = build_method(cfg, student, tokenizer, device, judge=judge)
+    if state is not None and state.get("sharded", False) != parallel.fsdp:
+        raise UserInputError(f"{restore_from} was written by a run {'with' if state.get('sharded') else 'without'} FSDP; "
+                             "resume it under the same accelerate profile")
+    # Under the FSDP profile this shards the student and the judge in place (docs/scaling.md).
+    training_step = parallel.prepare(TrainingStep(method))
     groups = [{"params": list(student.parameters()), "lr": cfg.training.learning_rate}]
     for module in method.extra_modules():
         groups.append({"params": list(module.parameters()), "lr": cfg.judge.learning_rate})
@@ -274,10 +281,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
     snapshots = SnapshotRing(cfg.negatives.j_back)
     step, iteration = 0, 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        parallel.load_optimizer_state(training_step, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if judge is not None:
-            judge.load_state_dict(state["judge"])
         method.load_state_dict(state["method"])
         snapshots.snapshots.extend(state["snapshots"])
         snapshots.initial = state["initial_snapshot"]
@@ -317,19 +322,20 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                 inject_nan = faults.point("training_step", step + 1)
                 if step % cfg.training.iteration_steps == 0:
                     iteration += 1
-                    snapshots.take(student)
+                    full_student, _ = parallel.full_modules(training_step)
+                    snapshots.take(full_student)
                     method.start_iteration(iteration)
                     if method.uses_student_negatives and (iteration - 1) % cfg.negatives.refresh_every == 0:
                         with timer("negative_sampling"):
                             neg = cfg.negatives
                             generator = snapshots.initial if neg.generator == "fixed" else snapshots.oldest()
-                            sample_negatives(student, generator, examples, neg.per_question, neg.temperature,
+                            sample_negatives(full_student, generator, examples, neg.per_question, neg.temperature,
                                              neg.max_new_tokens, neg.batch_size, cfg.training.seed + iteration, device, progress)
                 with timer("training"):
                     batch = next(stream)
                     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        out = method.loss(parallel.shard(batch))
-                    total = out.total * float("nan") if inject_nan else out.total
+                        total, components = training_step(parallel.shard(batch))
+                    total = total * float("nan") if inject_nan else total
                     loss_value = parallel.mean(float(total.detach()))
                     if not math.isfinite(loss_value):
                         kept = f"round_{round_index - 1}/" if round_index > 1 else "no checkpoint yet (none was written)"
@@ -346,15 +352,20 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                 step += 1
                 tokens += sum(len(ex.predict_ids) + len(ex.explain_ids) for ex in batch)
                 loss_curve.append(round(loss_value, 6))
-                for key, value in out.components.items():
+                for key, value in components.items():
                     sums[key] = sums.get(key, 0.0) + value
                 bar.set_postfix(loss=f"{loss_value:.3f}")
 
+        # The weights lm-eval and the checkpoint read: the training modules themselves, or under
+        # FSDP a plain copy with the gathered weights (every rank takes part in the gather).
+        full_student, full_judge = parallel.full_modules(training_step)
+        if trained_here:
             with timer("checkpoint"):
-                parallel.main_only(lambda: save_round(run_dir, round_index, student, tokenizer, {
-                    "round": round_index, "step": step, "iteration": iteration,
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "judge": judge.state_dict() if judge is not None else None,
+                optimizer_state = parallel.optimizer_state(training_step, optimizer)
+                parallel.main_only(lambda: save_round(run_dir, round_index, full_student, tokenizer, {
+                    "round": round_index, "step": step, "iteration": iteration, "sharded": parallel.fsdp,
+                    "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
+                    "judge": full_judge.state_dict() if full_judge is not None else None,
                     "method": method.state_dict(),
                     "snapshots": list(snapshots.snapshots), "initial_snapshot": snapshots.initial,
                     "student_negatives": {ex.id: ex.student_negatives for ex in examples},
@@ -366,7 +377,7 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
 
         def evaluate_and_record() -> None:
             seed_phase(cfg.training.seed, round_index, "evaluation")
-            record = evaluate_round(cfg, round_index, student, tokenizer, judge, prebuilt_tasks, manager, references,
+            record = evaluate_round(cfg, round_index, full_student, tokenizer, full_judge, prebuilt_tasks, manager, references,
                                     label_task, explain_task, heldout_pos, heldout_neg, device, timer)
             faults.point("evaluation", round_index)
             steps = cfg.training.steps_per_round
