@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .questions import decode_utf8
+
 
 class ConfigError(ValueError):
     """A user's configuration mistake; the message names the file and the key."""
@@ -353,11 +355,7 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as err:  # a folder, no permission
         raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"{path}: line {line}: not UTF-8 text") from None
+    text = decode_utf8(raw, path, ConfigError)
     try:
         return yaml.load(text, Loader=_SafeUniqueKeyLoader)
     except yaml.YAMLError as err:

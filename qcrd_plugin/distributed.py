@@ -59,7 +59,7 @@ class Parallel:
     def __init__(self, device_name: str):
         self.state = None
         self.rank, self.world_size = 0, 1
-        self.fsdp = False  # the FSDP profile, with several processes
+        self.fsdp = False  # the FSDP profile, with several processes: `prepare` shards the step
         self._full_copy: nn.ModuleDict | None = None  # FSDP only: plain student and judge for whole-model work
         if launched():
             from accelerate import PartialState
@@ -102,16 +102,11 @@ class Parallel:
             fully_shard(step)
         return step
 
-    @property
-    def sharded(self) -> bool:
-        """Whether the training step is sharded with FSDP."""
-        return self._full_copy is not None
-
     def full_modules(self, step: TrainingStep) -> tuple[nn.Module, nn.Module | None]:
         """(student, judge) with the current full weights, as plain modules that any one rank may
         run (generate, lm-eval, save_pretrained). Without FSDP these are the training modules
         themselves; under FSDP every rank must call this (it gathers the weights into the copy)."""
-        if not self.sharded:
+        if not self.fsdp:
             return step.student, step.judge
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -120,7 +115,7 @@ class Parallel:
 
     def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer) -> dict:
         """The optimizer's state for a checkpoint: whole on rank 0 under FSDP (every rank must call)."""
-        if not self.sharded:
+        if not self.fsdp:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -128,7 +123,7 @@ class Parallel:
 
     def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict) -> None:
         """Restore :meth:`optimizer_state`'s result (each rank keeps its shard under FSDP)."""
-        if not self.sharded:
+        if not self.fsdp:
             optimizer.load_state_dict(state)
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -141,7 +136,7 @@ class Parallel:
         with no gradient on any rank (the judge on a step without its online update) is left
         without one, as in a single process, so AdamW skips it instead of stepping on zeros.
         Under FSDP the backward pass has already reduce-scattered the mean: nothing to do."""
-        if self.world_size == 1 or self.sharded:
+        if self.world_size == 1 or self.fsdp:
             return
         params = [p for p in parameters if p.requires_grad]
         had_grad = torch.tensor([float(p.grad is not None) for p in params], device=self.device)

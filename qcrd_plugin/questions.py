@@ -108,6 +108,16 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
 MAX_LINE_BYTES = 4 * 2**20
 
 
+def decode_utf8(raw: bytes, path: Path, error: type[Exception] | None = None) -> str:
+    """A whole file's bytes as text (a UTF-8 byte-order mark is dropped). Bytes that are not
+    UTF-8 raise ``error`` (default UserInputError) naming the file and the line they sit on."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise (error or UserInputError)(f"{path}: line {line}: not UTF-8 text") from None
+
+
 def parse_json(text: str, path: Path, line: int | None = None):
     """``json.loads(text)``; a bad document raises UserInputError naming ``path`` and the line
     (``line``, or where the JSON parser stopped)."""

@@ -26,7 +26,7 @@ from typing import Callable, TypeVar
 from .answers import CHOICE_LETTERS, NLI_LABELS, canonical_text, format_number, normalize_answer, safe_eval, stated_answer
 from .config import short_repr as _short
 from .pools import PoolEntry, TeacherSample
-from .questions import FAMILIES, DataMissingError, UserInputError, Question, TaskData, choices_block, data_dir, parse_json, read_jsonl
+from .questions import FAMILIES, DataMissingError, UserInputError, Question, TaskData, choices_block, data_dir, decode_utf8, parse_json, read_jsonl
 
 T = TypeVar("T")
 
@@ -63,12 +63,7 @@ def _json(path: Path) -> list:
             raw = handle.read()
     except (OSError, EOFError, zlib.error) as err:  # a folder, a corrupt or truncated .gz
         raise UserInputError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise UserInputError(f"{path}:{line}: not UTF-8 text") from None
-    data = parse_json(text, path)
+    data = parse_json(decode_utf8(raw, path), path)
     if not isinstance(data, list):
         raise UserInputError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
     return data

@@ -486,33 +486,24 @@ def test_good_layouts_prepare_cleanly(tmp_path):
         assert rows and all(int(row[3]) in (questions, 1) for row in rows), proc.stdout
 
 
-def _gsm8k(path_fn):
-    """A case on the gsm8k layout: ``path_fn(folder)`` corrupts it."""
-    def build(root: Path):
-        path_fn(gsm8k_layout(root))
-        return "gsm8k", "gsm8k"
-    return build
+def _on(layout, task: str, source: str):
+    """Case builders on one release layout: ``corrupt(path_fn)`` makes a build(root) that lays the
+    release out with ``layout(root)``, lets ``path_fn(folder)`` corrupt it, and names (task, source)."""
+    def corrupt(path_fn):
+        def build(root: Path):
+            path_fn(layout(root))
+            return task, source
+        return build
+    return corrupt
 
 
-def _mcc(path_fn):
-    def build(root: Path):
-        path_fn(mcc_kd_layout(root))
-        return "svamp", "mcc_kd"
-    return build
+_gsm8k = _on(gsm8k_layout, "gsm8k", "gsm8k")
+_mcc = _on(mcc_kd_layout, "svamp", "mcc_kd")
+_mentor = _on(mentor_kd_layout, "strategyqa", "mentor_kd")
 
 
 def _dsbs(family: str, path_fn):
-    def build(root: Path):
-        path_fn(dsbs_layout(root) / family)
-        return family, "dsbs"
-    return build
-
-
-def _mentor(path_fn):
-    def build(root: Path):
-        path_fn(mentor_kd_layout(root))
-        return "strategyqa", "mentor_kd"
-    return build
+    return _on(lambda root: dsbs_layout(root) / family, family, "dsbs")(path_fn)
 
 
 def _gz(folder: Path, data: bytes) -> None:
