@@ -23,6 +23,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,11 +33,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gpu_bench import TokenCounter  # noqa: E402
 from qcrd_plugin.config import RunConfig, TeacherConfig  # noqa: E402
 from qcrd_plugin.data import build_examples  # noqa: E402
 from qcrd_plugin.discriminator import QualityJudge  # noqa: E402
 from qcrd_plugin.methods import build_method  # noqa: E402
-from qcrd_plugin.methods.base import rationale_losses  # noqa: E402
+from qcrd_plugin.methods.base import label_and_rationale_losses  # noqa: E402
 from qcrd_plugin.methods.qcrd import QCRD  # noqa: E402
 from qcrd_plugin.negatives import sample_negatives  # noqa: E402
 from qcrd_plugin.questions import Question, TaskData  # noqa: E402
@@ -52,10 +54,10 @@ class DirectQCRD(QCRD):
     Eq. 6's min and Eq. 7's max. Same loss and gradient as the efficient step (tests/test_qcrd_loss.py
     checks the efficient step against every rationale's loss computed with a graph); only the cost differs."""
 
-    def _selected_losses(self, batch, rationales, owner, group, is_pos, explain=None):
-        losses = rationale_losses(self.student, batch, rationales, owner, self.device, encoded=explain)
+    def _selected_losses(self, batch, rationales, owner, group, is_pos, encoded):
+        l_pred, losses = label_and_rationale_losses(self.student, batch, rationales, owner, self.device, encoded)
         keep = self._selected(losses.detach(), group, is_pos, len(batch))
-        return losses[keep], keep
+        return l_pred, losses[keep], keep
 
 
 def step_times(k: int, steps: int, direct: bool = False) -> dict[str, float]:
@@ -87,15 +89,28 @@ def step_times(k: int, steps: int, direct: bool = False) -> dict[str, float]:
             optimizer.step()
             if i >= 3:  # warm-up steps are not timed
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    out = {name: statistics.median(values) for name, values in times.items()}
+    # The work behind the times: model FLOPs per step (gpu_bench's count: 6 x parameters x tokens
+    # for a pass with backward, 2 x for a no-grad pass), over 10 more steps, untimed.
+    count_batches = [next(stream) for _ in range(10)]
+    for name in ("dss", "qcrd"):
+        method, _ = runners[name]
+        counter = TokenCounter(method.student, method.judge)
+        with counter.installed():
+            for batch in count_batches:
+                method.loss(batch).total.backward()
+        out[f"{name}_model_gflops"] = counter.flops / len(count_batches) / 1e9
+    return out
 
 
 def qcrd_step_breakdown(k: int = 5, steps: int = 20) -> dict[str, float]:
     """Where a QCRD step's time goes (milliseconds per step, means over ``steps`` after 3 warm-up
-    steps, so the judge's online update every ``judge.online_every`` steps is amortised): the helpers qcrd.py calls are wrapped with timers (this machine's CPU is synchronous,
-    so a wall clock around a call is that call's cost). ``selection`` is the no-grad pass that
-    scores every rationale for Eq. 6's min and Eq. 7's max; ``picks`` decodes the chosen ones
-    again with a graph; ``judge`` is D's scoring (with grad on online-update steps)."""
+    steps, so the judge's online update every ``judge.online_every`` steps is amortised): the
+    helpers qcrd.py calls are wrapped with timers (this machine's CPU is synchronous, so a wall
+    clock around a call is that call's cost). ``selection`` is the no-grad pass that scores every
+    rationale for Eq. 6's min and Eq. 7's max; ``label_and_picks`` decodes the labels and the
+    chosen rationales with a graph (one packed decoder call); ``judge`` is D's scoring (with grad
+    on online-update steps)."""
     from qcrd_plugin.methods import qcrd as qcrd_module
 
     cfg, student, tok, examples = setup_examples(k)
@@ -115,8 +130,8 @@ def qcrd_step_breakdown(k: int = 5, steps: int = 20) -> dict[str, float]:
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
         return wrapper
 
-    names = {"encode_prompts": lambda: "encode", "label_loss": lambda: "label",
-             "rationale_losses": lambda: "picks" if torch.is_grad_enabled() else "selection", "score": lambda: "judge"}
+    names = {"encode_prompts": lambda: "encode", "label_and_rationale_losses": lambda: "label_and_picks",
+             "rationale_losses": lambda: "selection", "score": lambda: "judge"}
     originals = {name: getattr(qcrd_module, name) for name in names}
     per_step: dict[str, list[float]] = {}
     try:
@@ -159,13 +174,16 @@ def setup_examples(k: int = 5):
     return cfg, student, tok, examples
 
 
-def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3) -> dict[str, float]:
+def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3, repeats: int = 5) -> dict[str, float]:
     """(a) DSS training throughput: our loop's step (loss, backward, clip, AdamW, schedule) vs an
     HF ``Seq2SeqTrainer`` whose ``compute_loss`` is the same multi-task loss
     ``alpha * L_label + (1 - alpha) * L_rationale`` (how DSS's reference code trains), on the same
     batches in the same order, same model, optimizer (fused AdamW: the Trainer's default and ours),
     learning rate and clipping.
-    Tokens = prompt + target tokens of both tasks per step (identical for both sides)."""
+    Tokens = prompt + target tokens of both tasks per step (identical for both sides).
+    The two sides run in turns, ``repeats`` times each (ours, HF, ours, ..., ours); each HF run is
+    compared with the mean of the runs of ours just before and after it, and the median of those
+    ratios is reported, so a slow spell of this shared machine cannot favour one side."""
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
     from qcrd_plugin.data import pad, pad_labels
@@ -193,9 +211,6 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3) -> dict[str, float]:
             optimizer.step()
             scheduler.step()
         return time.perf_counter() - start
-
-    # Ours before and after the Trainer, averaged: a slow spell of the machine hits both sides.
-    ours_before = ours()
 
     # HF: the same batches, flattened in order, read back sequentially by the Trainer.
     pad_id = tok.pad_token_id
@@ -225,19 +240,27 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3) -> dict[str, float]:
         def on_train_end(self, args, state, control, **kwargs):
             Clock.end = time.perf_counter()
 
-    out = Path("/tmp/qcrd-bench-trainer")
-    targs = Seq2SeqTrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=cfg.training.batch_size, max_steps=warmup + steps, learning_rate=lr,
-        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", save_strategy="no",
-        report_to=[], logging_strategy="no", use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
-        disable_tqdm=True, seed=0,
-    )
-    trainer = MultiTaskTrainer(model=copy.deepcopy(student).train(), args=targs, train_dataset=[ex for b in plan for ex in b],
-                               data_collator=collate, callbacks=[Clock()])
-    trainer.train()
-    hf_s = Clock.end - Clock.start
-    ours_s = (ours_before + ours()) / 2
-    return {"ours_tokens_per_s": tokens / ours_s, "hf_tokens_per_s": tokens / hf_s, "ratio": hf_s / ours_s}
+    def hf(output_dir: str) -> float:
+        """One Trainer run over the plan; seconds for the timed steps."""
+        targs = Seq2SeqTrainingArguments(
+            output_dir=output_dir, per_device_train_batch_size=cfg.training.batch_size, max_steps=warmup + steps, learning_rate=lr,
+            lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", save_strategy="no",
+            report_to=[], logging_strategy="no", use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
+            disable_tqdm=True, seed=0,
+        )
+        trainer = MultiTaskTrainer(model=copy.deepcopy(student).train(), args=targs, train_dataset=[ex for b in plan for ex in b],
+                                   data_collator=collate, callbacks=[Clock()])
+        trainer.train()
+        return Clock.end - Clock.start
+
+    ours_s, hf_s = [ours()], []
+    with tempfile.TemporaryDirectory() as output_dir:
+        for _ in range(repeats):
+            hf_s.append(hf(output_dir))
+            ours_s.append(ours())
+    ratios = [h / ((before + after) / 2) for h, before, after in zip(hf_s, ours_s, ours_s[1:])]
+    return {"ours_tokens_per_s": tokens / statistics.median(ours_s), "hf_tokens_per_s": tokens / statistics.median(hf_s),
+            "ratio": statistics.median(ratios), "ratios": ratios, "repeats": repeats}
 
 
 def eval_over_generate(repeats: int = 7) -> dict[str, float]:
@@ -345,7 +368,8 @@ def main() -> None:
     results["b_qcrd_over_dss_step"] = {"ratio": scaling[5]["qcrd"] / scaling[5]["dss"], "target": "<= 1.5",
                                        "dss_s": scaling[5]["dss"], "qcrd_s": scaling[5]["qcrd"],
                                        "direct_qcrd_s": scaling[5]["qcrd_direct"],
-                                       "direct_qcrd_over_dss": scaling[5]["qcrd_direct"] / scaling[5]["dss"]}
+                                       "direct_qcrd_over_dss": scaling[5]["qcrd_direct"] / scaling[5]["dss"],
+                                       "work_ratio": scaling[5]["qcrd_model_gflops"] / scaling[5]["dss_model_gflops"]}
     results["b_qcrd_step_breakdown_ms"] = qcrd_step_breakdown(5, args.steps)
     results["c_lm_eval_over_generate"] = {**eval_over_generate(), "target": "<= 1.3"}
     # 50 ms is far below an LLM's answer time and so the harshest test of the client's overhead;
@@ -362,6 +386,7 @@ def main() -> None:
     print(f"{'(a) our DSS tokens/s / HF Seq2SeqTrainer':<44} {results['a_ours_over_seq2seq_trainer']['ratio']:>8.2f}  >= 1.2")
     print(f"{'(b) QCRD step / DSS step (K=5)':<44} {results['b_qcrd_over_dss_step']['ratio']:>8.2f}  <= 1.5")
     print(f"{'    (b) reference: QCRD computed directly':<44} {results['b_qcrd_over_dss_step']['direct_qcrd_over_dss']:>8.2f}")
+    print(f"{'    (b) work: QCRD model FLOPs / DSS':<44} {results['b_qcrd_over_dss_step']['work_ratio']:>8.2f}")
     parts = results["b_qcrd_step_breakdown_ms"]
     print("    QCRD step, ms: " + ", ".join(f"{key} {value:.1f}" for key, value in sorted(parts.items(), key=lambda kv: -kv[1])))
     print(f"{'(c) lm-eval evaluation / raw generate':<44} {results['c_lm_eval_over_generate']['ratio']:>8.2f}  <= 1.3")

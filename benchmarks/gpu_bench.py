@@ -156,7 +156,7 @@ class TokenCounter:
 
     @contextmanager
     def installed(self):
-        """Wrap encode_prompts / label_loss / rationale_losses / score where dss.py and qcrd.py look
+        """Wrap encode_prompts / label_loss / rationale_losses / label_and_rationale_losses / score where dss.py and qcrd.py look
         them up. A step encodes its prompts once (encode_prompts) and the loss helpers then decode
         against that encoding; a helper called without one encodes its prompts itself."""
         originals = {}
@@ -177,16 +177,24 @@ class TokenCounter:
                 self.add(0 if encoded is not None else sum(len(ex.explain_ids) for ex in batch), sum(len(r) for r in rationales))
             return originals["rationale_losses"](student, batch, rationales, *args, **kwargs)
 
+        def label_and_rationale_losses(student, batch, rationales, *args, **kwargs):
+            # Always given the step's encoding: decoder tokens only (labels + rationales).
+            self.add(0, sum(len(ex.label_ids) for ex in batch) + sum(len(r) for r in rationales))
+            return originals["label_and_rationale_losses"](student, batch, rationales, *args, **kwargs)
+
         def score(judge, inputs, *args, **kwargs):
             self.add(0, 0, sum(len(i) for i in inputs))
             return originals["score"](judge, inputs, *args, **kwargs)
 
         patches = [(module, name, wrapper) for module in (methods_dss, methods_qcrd)
-                   for name, wrapper in (("encode_prompts", encode_prompts), ("label_loss", label_loss), ("rationale_losses", rationale_losses))]
+                   for name, wrapper in (("encode_prompts", encode_prompts), ("label_loss", label_loss), ("rationale_losses", rationale_losses),
+                                         ("label_and_rationale_losses", label_and_rationale_losses))
+                   if hasattr(module, name)]
         patches.append((methods_qcrd, "score", score))
         saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
         originals.update(encode_prompts=methods_base.encode_prompts, label_loss=methods_base.label_loss,
-                         rationale_losses=methods_base.rationale_losses, score=methods_qcrd.score)
+                         rationale_losses=methods_base.rationale_losses,
+                         label_and_rationale_losses=methods_base.label_and_rationale_losses, score=methods_qcrd.score)
         try:
             for module, name, wrapper in patches:
                 setattr(module, name, wrapper)

@@ -66,6 +66,46 @@ def test_one_shared_encoder_pass_gives_the_loss_and_gradient_of_separate_passes(
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_decoding_gives_the_losses_and_gradients_of_separate_calls(attention):
+    """packed_losses decodes each question's label and several of its rationales in one row: every
+    loss and the gradient equal those of one decoder call for the labels and one for the rationales.
+    Few relative-position buckets with a short max distance, so rows run far into T5's
+    logarithmic buckets; one question has no rationale (a label-only row)."""
+    from transformers import T5ForConditionalGeneration
+
+    from qcrd_plugin.methods.base import encode_prompts, label_loss, packed_losses, packs_targets, rationale_losses
+
+    cfg, model, tok, examples = setup("seq2seq", method__name="qcrd")
+    config = model.config.to_dict() | {"relative_attention_num_buckets": 6, "relative_attention_max_distance": 12}
+    torch.manual_seed(0)
+    config = type(model.config).from_dict(config)
+    config._attn_implementation = attention
+    model = T5ForConditionalGeneration(config)
+    assert packs_targets(model) and model.config._attn_implementation == attention
+    rationales, owner = [], []
+    for q, ex in enumerate(examples[1:], 1):  # question 0: label only
+        for r in (ex.positives + ex.llm_negatives)[:3]:
+            rationales.append(r), owner.append(q)
+    assert max(owner.count(q) for q in set(owner)) >= 2 and max(len(r) for r in rationales) > 12
+
+    def losses(packed: bool):
+        model.zero_grad()
+        encoded = encode_prompts(model, examples, "cpu")
+        if packed:
+            l_pred, each = packed_losses(model, examples, rationales, owner, "cpu", encoded)
+        else:
+            l_pred = label_loss(model, examples, "cpu", encoded["predict"])
+            each = rationale_losses(model, examples, rationales, owner, "cpu", encoded=encoded["explain"])
+        (l_pred + (each * torch.linspace(0.5, 1.5, len(each))).sum()).backward()
+        return l_pred.detach(), each.detach(), [p.grad.clone() for p in model.parameters()]
+
+    (p_pred, p_each, p_grad), (s_pred, s_each, s_grad) = losses(True), losses(False)
+    assert torch.allclose(p_pred, s_pred, rtol=1e-5) and torch.allclose(p_each, s_each, rtol=1e-5)
+    for a, b in zip(p_grad, s_grad):  # float32 summation order differs: equal to 1e-5 of each tensor's largest entry
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
 def test_single_task_target_is_the_rationale_then_the_answer():
     cfg, model, tok, examples = setup("seq2seq", method__name="single_task")
     method = build_method(cfg, model, tok, "cpu")

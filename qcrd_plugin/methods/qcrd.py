@@ -20,7 +20,7 @@ import torch
 
 from ..data import TrainExample
 from ..discriminator import QualityJudge, judge_input, judge_loss, score
-from .base import LossOutput, Method, encode_prompts, label_loss, rationale_losses
+from .base import LossOutput, Method, encode_prompts, label_and_rationale_losses, label_loss, rationale_losses
 
 
 def as_matrix(values: torch.Tensor, group: torch.Tensor, n_groups: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,9 +165,8 @@ class QCRD(Method):
         rationales, owner, positive = self.gather(batch)
         # One encoder pass for both prompts; every decoding below reads it.
         encoded = encode_prompts(self.student, batch, device, ("predict", "explain") if rationales else ("predict",))
-        l_pred = label_loss(self.student, batch, device, encoded["predict"])
-        explain = encoded.get("explain")
         if not rationales:
+            l_pred = label_loss(self.student, batch, device, encoded["predict"])
             return LossOutput(cfg.method.alpha1 * l_pred, {"l_pred": l_pred.item()})
         group = torch.tensor(owner, device=device)
         is_pos = torch.tensor(positive, device=device)
@@ -181,13 +180,13 @@ class QCRD(Method):
             l_d = judge_loss(all_scores, group, is_pos, len(batch), cfg.judge.loss)
 
         if cfg.method.set_reduction in ("minmax", "maxmin"):
-            losses, keep = self._selected_losses(batch, rationales, owner, group, is_pos, explain)
+            l_pred, losses, keep = self._selected_losses(batch, rationales, owner, group, is_pos, encoded)
             rationales = [rationales[i] for i in keep]
             owner = [owner[i] for i in keep]
             group, is_pos = group[keep], is_pos[keep]
             all_scores = None if all_scores is None else all_scores[keep]
         else:
-            losses = rationale_losses(self.student, batch, rationales, owner, device, encoded=explain)
+            l_pred, losses = label_and_rationale_losses(self.student, batch, rationales, owner, device, encoded)
 
         scores = None
         if self.judge is not None:
@@ -213,8 +212,8 @@ class QCRD(Method):
         with torch.set_grad_enabled(grad):
             return score(self.judge, inputs, self.tokenizer.pad_token_id, self.device)
 
-    def _selected_losses(self, batch, rationales, owner, group, is_pos, explain=None) -> tuple[torch.Tensor, list[int]]:
-        """Under min/max reductions: the losses of the rationale each set selects, and their indices.
+    def _selected_losses(self, batch, rationales, owner, group, is_pos, encoded) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Under min/max reductions: L_pred, the losses of the rationale each set selects, and their indices.
 
         min/max pick one rationale per set, and the gradient of a min (max) is that of the selected
         member. So the picks are made under no_grad (length-bucketed), and only the picks are
@@ -222,10 +221,12 @@ class QCRD(Method):
         fraction of the cost. Two more exact savings: a set with one member needs no pick, and a
         picked negative whose loss is already above delta sits on the flat side of Eq. 7's hinge
         (value 0, gradient 0), so it needs no graph either: its no-grad loss stands in.
-        Both passes read the step's one encoding of the ``explain:`` prompts (``explain``), the
-        no-grad pass a detached view of it.
+        Both passes read the step's one encoding of the prompts (``encoded``), the no-grad pass a
+        detached view of it; the picks are decoded together with the labels (L_pred), in one
+        decoder call where the student allows it (``label_and_rationale_losses``).
         """
         device, delta = self.device, self.cfg.method.delta
+        explain = encoded["explain"]
         n = len(batch)
         sizes = torch.bincount(group * 2 + is_pos.long(), minlength=2 * n)  # members per (question, side)
         crowded = (sizes[group * 2 + is_pos.long()] > 1).tolist()
@@ -241,12 +242,12 @@ class QCRD(Method):
         # A negative above delta is flat; a singleton's NaN never is (NaN > delta is False).
         flat = (~is_pos & (no_grad_losses > delta)).tolist()
         graph = [k for k, i in enumerate(keep) if not flat[i]]  # positions in `keep` that need a graph
-        with_grad = rationale_losses(self.student, batch, [rationales[keep[k]] for k in graph], [owner[keep[k]] for k in graph], device,
-                                     encoded=explain)
+        l_pred, with_grad = label_and_rationale_losses(self.student, batch, [rationales[keep[k]] for k in graph],
+                                                       [owner[keep[k]] for k in graph], device, encoded)
         losses = no_grad_losses[keep].clone()
         if graph:
             losses = losses.index_put((torch.tensor(graph, device=device),), with_grad)
-        return losses, keep
+        return l_pred, losses, keep
 
     def _selected(self, losses: torch.Tensor, group: torch.Tensor, is_pos: torch.Tensor, n: int) -> list[int]:
         """Indices of the rationale each set's min/max picks (the argmin positive, the argmax negative under minmax)."""
