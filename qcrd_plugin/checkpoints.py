@@ -91,8 +91,9 @@ class RunLock:
         self.handle.close()
 
 
-def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict) -> Path:
+def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict, move_in: dict[str, Path] | None = None) -> Path:
     """Write ``round_<k>/`` (HF model + tokenizer + training state) atomically; returns its path.
+    ``move_in``: folders written beforehand (DeepSpeed's optimizer shards) to move into it, by name.
 
     On any failure (a full disk, say) the partial folder is removed and the error re-raised as
     :class:`RunAborted`; earlier checkpoints are never touched.
@@ -106,9 +107,12 @@ def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict)
         tokenizer.save_pretrained(partial)
         faults.point("checkpoint_write", round_index)
         torch.save({"format": STATE_FORMAT, **state}, partial / STATE_FILE)
-        for file in partial.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
+        for name, folder in (move_in or {}).items():
+            os.replace(folder, partial / name)
+        for file in partial.rglob("*"):
+            if file.is_file():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
         if final.exists():  # left by a run that was killed before recording this round's metrics
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -132,7 +136,7 @@ def load_state(checkpoint: Path) -> dict:
 
 def drop_partials(run_dir: Path) -> None:
     """Remove half-written checkpoints a killed run left behind."""
-    for partial in run_dir.glob(".round_*.partial"):
+    for partial in [*run_dir.glob(".round_*.partial"), *run_dir.glob(".deepspeed.partial")]:
         shutil.rmtree(partial, ignore_errors=True)
 
 

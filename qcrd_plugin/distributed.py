@@ -14,13 +14,25 @@ gradients and AdamW state; a step gathers the parameters once, runs all of the m
 (their number may differ between ranks: no collective happens inside the step) and
 reduce-scatters the averaged gradients once in ``backward``. Sampling negatives, lm-eval and
 checkpoints read a plain copy of the full weights (:meth:`Parallel.full_modules`).
+
+Under the DeepSpeed profile (ZeRO stage 1 or 2) a DeepSpeed engine owns the student's optimizer:
+its gradients are reduce-scattered during ``backward`` and each rank keeps 1/world of the AdamW
+state (and, at stage 2, of the gradients); parameters stay whole on every rank, so negatives,
+lm-eval and checkpoints read the training modules directly. DeepSpeed reduces gradients in
+buckets filled in the order they become ready, so every rank must run the same passes: a step
+checks that and stops with a clear message if a rank's shard took another path
+(:meth:`Parallel.check_same_passes`). The judge stays outside the engine (all-reduced by hand, on
+its online-update steps only). Optimizer shards are saved with DeepSpeed's own checkpoint API.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
+import shutil
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -61,13 +73,14 @@ class Parallel:
         self.rank, self.world_size = 0, 1
         self.fsdp = False  # the FSDP profile, with several processes: `prepare` shards the step
         self._full_copy: nn.ModuleDict | None = None  # FSDP only: plain student and judge for whole-model work
+        self.zero_stage = 0  # the DeepSpeed profile's ZeRO stage (0 = no DeepSpeed)
+        self.engine = None  # DeepSpeed only: the engine built by `deepspeed_engine`
+        self._passes = 0  # DeepSpeed only: passes with gradient this step (see `check_same_passes`)
         if launched():
             from accelerate import PartialState
 
             if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-                raise UserInputError(
-                    "accelerate profile asks for DeepSpeed: the qcrd-bench training loop does not run under the DeepSpeed "
-                    "engine; launch with harness_configs/accelerate/fsdp.yaml (sharded) or ddp.yaml (see docs/scaling.md)")
+                self.zero_stage = deepspeed_stage(os.environ)
             # Resolve `auto` first: on a machine without CUDA a PartialState() that is not told to use
             # the CPU reports every rank as rank 0 of 1. The barrier timeout is long because the other
             # ranks wait there while rank 0 samples the teacher or runs lm-eval.
@@ -82,6 +95,11 @@ class Parallel:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def launch_kind(self) -> str:
+        """How the optimizer state is laid out: "" (whole on every rank), "fsdp" or "deepspeed"."""
+        return "fsdp" if self.fsdp else "deepspeed" if self.zero_stage else ""
 
     def shard(self, batch: list) -> list:
         """This rank's share of the global batch."""
@@ -102,6 +120,51 @@ class Parallel:
             fully_shard(step)
         return step
 
+    def deepspeed_engine(self, step: TrainingStep, optimizer: torch.optim.Optimizer, max_grad_norm: float):
+        """Under the DeepSpeed profile: a ZeRO engine around ``step`` that owns ``optimizer`` (the
+        student's; the judge is not in it) and clips at ``max_grad_norm``. Otherwise None."""
+        if not self.zero_stage:
+            return None
+        if self.device.type == "cpu":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed looks for a GPU
+        import deepspeed
+        from deepspeed.utils import logger as deepspeed_logger
+
+        deepspeed_logger.setLevel("WARNING")
+        config = {
+            "train_micro_batch_size_per_gpu": 1,  # bookkeeping only: the loop feeds the engine its own batches
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": max_grad_norm,
+            "zero_optimization": {"stage": self.zero_stage},
+            "zero_allow_untested_optimizer": True,  # torch's fused AdamW
+            "steps_per_print": 2**31 - 1,
+        }
+        self.engine, _, _, _ = deepspeed.initialize(model=step, optimizer=optimizer, config=config)
+        self._optimizer = optimizer
+
+        def count(*_):
+            if torch.is_grad_enabled():
+                self._passes += 1
+
+        # Every call of the student (decoder passes) and of its encoder, with gradient.
+        step.student.register_forward_pre_hook(count)
+        if getattr(step.student.config, "is_encoder_decoder", False):
+            step.student.get_encoder().register_forward_pre_hook(count)
+        return self.engine
+
+    def check_same_passes(self, engine) -> None:
+        """DeepSpeed only, before ``backward``: stop if the ranks ran different numbers of passes
+        with gradient this step (their gradients would fill DeepSpeed's buckets in different orders
+        and be summed crosswise). It happens only when a rank's share of the batch has, say, no
+        rationale at all; the all-reduce profile (ddp.yaml) has no such limit."""
+        counts = torch.tensor([self._passes, -self._passes], device=self.device)
+        self._passes = 0
+        dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+        if counts[0] != -counts[1]:
+            raise RunAborted(f"under DeepSpeed every rank must run the same passes, but this step's ranks ran between "
+                             f"{-int(counts[1])} and {int(counts[0])} (a rank's share of the batch took another path); "
+                             "launch with harness_configs/accelerate/ddp.yaml or fsdp.yaml instead (docs/scaling.md)")
+
     def full_modules(self, step: TrainingStep) -> tuple[nn.Module, nn.Module | None]:
         """(student, judge) with the current full weights, as plain modules that any one rank may
         run (generate, lm-eval, save_pretrained). Without FSDP these are the training modules
@@ -113,16 +176,35 @@ class Parallel:
         self._full_copy.load_state_dict(get_model_state_dict(step, options=StateDictOptions(full_state_dict=True)))
         return self._full_copy["student"], self._full_copy["judge"] if "judge" in self._full_copy else None
 
-    def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer) -> dict:
-        """The optimizer's state for a checkpoint: whole on rank 0 under FSDP (every rank must call)."""
+    def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None) -> dict:
+        """The optimizer's state for a checkpoint: whole on rank 0 under FSDP; under DeepSpeed the
+        engine's optimizer is saved by DeepSpeed, every rank its shard, into ``<run_dir>/``
+        :data:`DEEPSPEED_STAGING` (``save_round`` moves it into the checkpoint) and a reference
+        to it is returned. Every rank must call."""
+        if self.engine is not None and optimizer is self._optimizer:
+            staging = run_dir / DEEPSPEED_STAGING
+            if self.is_main:
+                shutil.rmtree(staging, ignore_errors=True)
+            self.barrier()
+            self.engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG, save_latest=False)
+            self.barrier()
+            return {"deepspeed": DEEPSPEED_TAG, "world_size": self.world_size, "zero_stage": self.zero_stage}
         if not self.fsdp:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         return get_optimizer_state_dict(step, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict) -> None:
-        """Restore :meth:`optimizer_state`'s result (each rank keeps its shard under FSDP)."""
+    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict, checkpoint: Path | None = None) -> None:
+        """Restore :meth:`optimizer_state`'s result (each rank keeps its shard under FSDP and DeepSpeed)."""
+        if self.engine is not None and optimizer is self._optimizer:
+            if state.get("world_size") != self.world_size:
+                raise UserInputError(f"{checkpoint}: written by {state.get('world_size')} DeepSpeed processes; "
+                                     f"resume it with the same number (now {self.world_size})")
+            # DeepSpeed's own loader (it unpickles: resume only run directories you wrote).
+            self.engine.load_checkpoint(str(checkpoint / "deepspeed"), tag=state["deepspeed"], load_optimizer_states=True,
+                                        load_lr_scheduler_states=False)
+            return
         if not self.fsdp:
             optimizer.load_state_dict(state)
             return
@@ -192,6 +274,31 @@ class Parallel:
         tensor = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(tensor)
         return bool(tensor.item() > 0)
+
+
+DEEPSPEED_STAGING = ".deepspeed.partial"  # where a round's DeepSpeed optimizer shards are written before the checkpoint is
+DEEPSPEED_TAG = "optimizer"
+
+
+def deepspeed_stage(env) -> int:
+    """The ZeRO stage the accelerate DeepSpeed profile asks for (1 or 2), checked against what the
+    loop supports: the loop builds the engine's config itself (clipping from
+    ``training.max_grad_norm``), keeps fp32 master weights (``training.precision`` autocasts), and
+    needs whole parameters on every rank (no stage 3, no offload)."""
+    profile = "accelerate profile (DeepSpeed)"
+    if env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+        raise UserInputError(f"{profile}: deepspeed_config_file is not read; set zero_stage in the profile instead "
+                             "(see harness_configs/accelerate/deepspeed_zero2.yaml)")
+    stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    if stage not in ("1", "2"):
+        raise UserInputError(f"{profile}: zero_stage {stage} is not supported (1 or 2: the loop needs whole parameters on every "
+                             "rank); for sharded parameters use harness_configs/accelerate/fsdp.yaml")
+    for key in ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
+        if env.get(key, "none").lower() not in ("none", ""):
+            raise UserInputError(f"{profile}: {key.removeprefix('ACCELERATE_DEEPSPEED_').lower()} {env[key]} is not supported; set it to none")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UserInputError(f"{profile}: the deepspeed package is not installed: pip install 'qcrd-bench[deepspeed]'")
+    return int(stage)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -142,19 +142,20 @@ def rationale_losses(student, batch: list[TrainExample], rationales: list[list[i
 
 
 def label_and_rationale_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device,
-                               encoded: dict[str, Encoded | None]) -> tuple[torch.Tensor, torch.Tensor]:
+                               encoded: dict[str, Encoded | None], pack: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """L_pred of the batch and ``l(f(x), r)`` of each rationale (``owner`` as in :func:`rationale_losses`),
     with a graph, from the step's encoding ``encoded`` (:func:`encode_prompts` with both prompts).
 
-    With at most one rationale per question, students with T5's relative attention decode
-    everything in one call (:func:`packed_losses`); otherwise one decoder call decodes the labels
-    and one the rationales. Same values either way. Why only one: packing pays when it saves a
-    call without making rows much longer. On the default CPU student a DSS step (label + one
+    With ``pack``, students with T5's relative attention decode everything in one call
+    (:func:`packed_losses`); otherwise one decoder call decodes the labels and one the rationales.
+    Same values either way. Packing pays when it saves a call without making rows much longer,
+    i.e. for one rationale per question: on the default CPU student a DSS step (label + one
     rationale per row) drops from 52.9 to 48.5 ms, but QCRD's label + two picks per row is slower
     packed (118.2 vs 114.5 ms): attention work grows with the square of the row length, and every
-    packed row cross-attends over both prompts.
+    packed row cross-attends over both prompts. The choice is the method's, not the batch's, so
+    every rank of a data-parallel step runs the same passes (DeepSpeed needs that).
     """
-    if rationales and packs_targets(student) and len(set(owner)) == len(owner):
+    if pack and rationales and packs_targets(student):
         return packed_losses(student, batch, rationales, owner, device, encoded)
     l_pred = label_loss(student, batch, device, encoded["predict"])
     return l_pred, rationale_losses(student, batch, rationales, owner, device, encoded=encoded.get("explain"))
