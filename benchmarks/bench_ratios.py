@@ -43,7 +43,7 @@ from qcrd_plugin.methods.qcrd import QCRD  # noqa: E402
 from qcrd_plugin.negatives import sample_negatives  # noqa: E402
 from qcrd_plugin.questions import Question, TaskData  # noqa: E402
 from qcrd_plugin.rationales import select_pool  # noqa: E402
-from qcrd_plugin.students import build_student, judge_config  # noqa: E402
+from qcrd_plugin.students import build_student, judge_config, use_fused_gelu  # noqa: E402
 from qcrd_plugin.tasks import load_task  # noqa: E402
 from qcrd_plugin.teachers import SampleCache, build_teacher  # noqa: E402
 from qcrd_plugin.training import batches  # noqa: E402
@@ -71,6 +71,9 @@ def step_times(k: int, steps: int, direct: bool = False) -> dict[str, float]:
         cfg.method.name = "dss" if name == "dss" else "qcrd"
         model = copy.deepcopy(student)
         judge = QualityJudge(judge_config(model), cfg.judge.num_layers) if name != "dss" else None
+        for module in (model, judge):  # as training._run sets them up
+            if module is not None:
+                use_fused_gelu(module)
         if name == "qcrd_direct":
             method = DirectQCRD(copy.deepcopy(cfg), model, tok, "cpu", judge=judge)
         else:
@@ -116,6 +119,7 @@ def qcrd_step_breakdown(k: int = 5, steps: int = 20) -> dict[str, float]:
     cfg, student, tok, examples = setup_examples(k)
     cfg.method.name = "qcrd"
     judge = QualityJudge(judge_config(student), cfg.judge.num_layers)
+    use_fused_gelu(student), use_fused_gelu(judge)  # as training._run sets them up
     method = build_method(cfg, student, tok, "cpu", judge=judge)
     optimizer = torch.optim.AdamW(list(student.parameters()) + list(judge.parameters()), lr=1e-3, fused=True)
     spent: dict[str, float] = {}
@@ -179,7 +183,9 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3, repeats: int = 5) -> di
     HF ``Seq2SeqTrainer`` whose ``compute_loss`` is the same multi-task loss
     ``alpha * L_label + (1 - alpha) * L_rationale`` (how DSS's reference code trains), on the same
     batches in the same order, same model, optimizer (fused AdamW: the Trainer's default and ours),
-    learning rate and clipping.
+    learning rate and clipping. The Trainer gets the model as transformers builds it; ours runs it
+    as qcrd-bench trains it: one encoder call for both prompts, label and rationale packed into one
+    decoder call, no KV cache, the fused tanh-GELU (all exact up to float rounding).
     Tokens = prompt + target tokens of both tasks per step (identical for both sides).
     The two sides run in turns, ``repeats`` times each (ours, HF, ours, ..., ours); each HF run is
     compared with the mean of the runs of ours just before and after it, and the median of those
@@ -196,8 +202,10 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3, repeats: int = 5) -> di
     lr, alpha = cfg.training.learning_rate, cfg.method.alpha
 
     def ours() -> float:
-        """The body of training._run's step loop over the plan; seconds for the timed steps."""
+        """The body of training._run's step loop over the plan, on the student as training._run sets
+        it up (use_fused_gelu); seconds for the timed steps."""
         model = copy.deepcopy(student).train()
+        use_fused_gelu(model)
         method = build_method(cfg, model, tok, "cpu")
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)  # as training._run
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)

