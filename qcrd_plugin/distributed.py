@@ -75,6 +75,7 @@ class Parallel:
         self._full_copy: nn.ModuleDict | None = None  # FSDP only: plain student and judge for whole-model work
         self.zero_stage = 0  # the DeepSpeed profile's ZeRO stage (0 = no DeepSpeed)
         self.engine = None  # DeepSpeed only: the engine built by `deepspeed_engine`
+        self._optimizer: torch.optim.Optimizer | None = None  # DeepSpeed only: the optimizer the engine owns
         self._passes = 0  # DeepSpeed only: passes with gradient this step (see `check_same_passes`)
         if launched():
             from accelerate import PartialState
@@ -152,7 +153,7 @@ class Parallel:
             step.student.get_encoder().register_forward_pre_hook(count)
         return self.engine
 
-    def check_same_passes(self, engine) -> None:
+    def check_same_passes(self) -> None:
         """DeepSpeed only, before ``backward``: stop if the ranks ran different numbers of passes
         with gradient this step (their gradients would fill DeepSpeed's buckets in different orders
         and be summed crosswise). It happens only when a rank's share of the batch has, say, no

@@ -359,7 +359,7 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                             torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.training.max_grad_norm)
                         optimizer.step()
                     else:  # DeepSpeed: backward reduce-scatters the student's gradients; step clips, applies and clears them
-                        parallel.check_same_passes(engine)
+                        parallel.check_same_passes()
                         engine.backward(total)
                         engine.step()
                     if judge_optimizer is not None:

@@ -132,3 +132,45 @@ def test_unsupported_deepspeed_settings_are_refused_with_a_clear_message(tmp_pat
     result = CliRunner().invoke(main, ["run", "--output-dir", str(tmp_path), "--quiet"], env=env)
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _run_pass_check(rank: int, init_file: str, passes: list[int], outcome) -> None:
+    import torch.distributed as dist
+
+    from qcrd_plugin.checkpoints import RunAborted
+    from qcrd_plugin.distributed import Parallel
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(passes))
+    parallel = Parallel("cpu")  # a single-process Parallel (no WORLD_SIZE set) ...
+    parallel.rank, parallel.world_size = rank, len(passes)  # ... given this group's rank
+    parallel._passes = passes[rank]
+    try:
+        parallel.check_same_passes()
+        outcome.put((rank, "same", parallel._passes))
+    except RunAborted as err:
+        outcome.put((rank, str(err), parallel._passes))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("passes, stops", [([3, 3], False), ([3, 2], True)])
+def test_deepspeed_pass_check_stops_every_rank_when_ranks_ran_different_passes(tmp_path, passes, stops):
+    """The guard behind DeepSpeed's bucket order, on a real 2-process gloo group: equal counts
+    pass (and reset for the next step); unequal counts stop both ranks with one message."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    outcome = context.Queue()
+    processes = [context.Process(target=_run_pass_check, args=(rank, str(tmp_path / "init"), passes, outcome)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    results = sorted(outcome.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert [process.exitcode for process in processes] == [0, 0]
+    for rank, message, left in results:
+        assert left == 0
+        if stops:
+            assert "every rank must run the same passes" in message and "between 2 and 3" in message
+        else:
+            assert message == "same"
