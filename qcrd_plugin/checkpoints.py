@@ -22,7 +22,7 @@ from . import faults
 from .questions import UserInputError
 
 STATE_FILE = "training_state.pt"
-STATE_FORMAT = "qcrd-training-state/1"
+STATE_FORMAT = "qcrd-training-state/2"  # 2: separate student and judge optimizers, launch kind
 
 
 class RunAborted(Exception):
