@@ -22,7 +22,8 @@ Measures (after ``--warmup`` steps, ``torch.cuda.synchronize`` around the timed 
   student and judge, with or without gradient, divided by s/step. Counted exactly from the
   token lists each pass receives (one encoder pass over every question's predict and explain
   prompts; label pass: each label; rationale passes: each scored rationale, decoded against the
-  step's one encoding; judge: prompt + rationale).
+  step's one encoding (DSS decodes its label and rationale in one packed call); judge: prompt +
+  rationale).
   QCRD does more forward work per question than DSS, so its tokens/s is not a speed-up.
 - MFU (model FLOPs utilisation) = achieved model FLOP/s / the GPU's peak dense bf16 FLOP/s.
   Model FLOPs use the usual approximation 6 x params x tokens for a pass with backward
@@ -72,7 +73,7 @@ from qcrd_plugin.methods import build_method  # noqa: E402
 from qcrd_plugin.training import compile_blocks  # noqa: E402
 from qcrd_plugin.methods import dss as methods_dss  # noqa: E402
 from qcrd_plugin.methods import qcrd as methods_qcrd  # noqa: E402
-from qcrd_plugin.students import judge_config  # noqa: E402
+from qcrd_plugin.students import judge_config, use_fused_gelu  # noqa: E402
 
 PAD, EOS, FIRST_TOKEN = 0, 1, 4  # T5 convention: 0 pad, 1 eos; ids 0..3 are special in the repo
 
@@ -216,6 +217,9 @@ def bench_method(name: str, base_student, examples: list[TrainExample], args, de
     cfg.training.seed = args.seed
     student = copy.deepcopy(base_student).to(device).train()
     judge = QualityJudge(judge_config(student), cfg.judge.num_layers).to(device).train() if name == "qcrd" else None
+    for module in (student, judge):  # as qcrd_plugin.training sets them up (a no-op for this ReLU shape)
+        if module is not None:
+            use_fused_gelu(module)
     tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
     method = build_method(cfg, student, tokenizer, device, judge=judge)
     compiled = 0
