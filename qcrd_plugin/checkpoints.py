@@ -22,6 +22,10 @@ from . import faults
 from .questions import UserInputError
 
 STATE_FILE = "training_state.pt"
+# DeepSpeed's optimizer shards: written by every rank into the staging folder of the run
+# directory, then moved into round_<k>/ under DEEPSPEED_DIR before the round is renamed into place.
+DEEPSPEED_STAGING = ".deepspeed.partial"
+DEEPSPEED_DIR = "deepspeed"
 STATE_FORMAT = "qcrd-training-state/2"  # 2: separate student and judge optimizers, launch kind
 
 
@@ -136,7 +140,7 @@ def load_state(checkpoint: Path) -> dict:
 
 def drop_partials(run_dir: Path) -> None:
     """Remove half-written checkpoints a killed run left behind."""
-    for partial in [*run_dir.glob(".round_*.partial"), *run_dir.glob(".deepspeed.partial")]:
+    for partial in [*run_dir.glob(".round_*.partial"), run_dir / DEEPSPEED_STAGING]:
         shutil.rmtree(partial, ignore_errors=True)
 
 

@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoints import RunAborted
+from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING, RunAborted
 from .questions import UserInputError
 
 
@@ -203,7 +203,7 @@ class Parallel:
                 raise UserInputError(f"{checkpoint}: written by {state.get('world_size')} DeepSpeed processes; "
                                      f"resume it with the same number (now {self.world_size})")
             # DeepSpeed's own loader (it unpickles: resume only run directories you wrote).
-            self.engine.load_checkpoint(str(checkpoint / "deepspeed"), tag=state["deepspeed"], load_optimizer_states=True,
+            self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_DIR), tag=state["deepspeed"], load_optimizer_states=True,
                                         load_lr_scheduler_states=False)
             return
         if not self.fsdp:
@@ -277,8 +277,7 @@ class Parallel:
         return bool(tensor.item() > 0)
 
 
-DEEPSPEED_STAGING = ".deepspeed.partial"  # where a round's DeepSpeed optimizer shards are written before the checkpoint is
-DEEPSPEED_TAG = "optimizer"
+DEEPSPEED_TAG = "optimizer"  # DeepSpeed's name for the one checkpoint in a round's deepspeed/ folder
 
 
 def deepspeed_stage(env) -> int:

@@ -24,10 +24,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import evaluation, faults
-from .checkpoints import STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, drop_partials, has_run_data, load_state, save_round
+from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, drop_partials, has_run_data, load_state, save_round
 from .config import RunConfig
 from .data import TrainExample, build_examples, explain_prompt
-from .distributed import DEEPSPEED_STAGING, Parallel, TrainingStep, autocast_dtype, configure_cuda
+from .distributed import Parallel, TrainingStep, autocast_dtype, configure_cuda
 from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc_auc
 from .methods import build_method
 from .negatives import SnapshotRing, sample_negatives
@@ -354,7 +354,7 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                     if engine is None:
                         optimizer.zero_grad(set_to_none=True)
                         total.backward()
-                        parallel.average_gradients(student.parameters())
+                        parallel.average_gradients([*student.parameters(), *judge_params])  # one all-reduce for both
                         if cfg.training.max_grad_norm:
                             torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.training.max_grad_norm)
                         optimizer.step()
@@ -362,8 +362,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                         parallel.check_same_passes()
                         engine.backward(total)
                         engine.step()
+                        parallel.average_gradients(judge_params)  # the judge is not in the engine
                     if judge_optimizer is not None:
-                        parallel.average_gradients(judge_params)
                         judge_optimizer.step()
                     scheduler.step()
                 step += 1
@@ -388,7 +388,7 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                     "snapshots": list(snapshots.snapshots), "initial_snapshot": snapshots.initial,
                     "student_negatives": {ex.id: ex.student_negatives for ex in examples},
                     "loss_sums": sums, "tokens": tokens, "loss_curve": loss_curve,
-                }, move_in={"deepspeed": run_dir / DEEPSPEED_STAGING} if engine is not None else None))
+                }, move_in={DEEPSPEED_DIR: run_dir / DEEPSPEED_STAGING} if engine is not None else None))
         else:
             # Training of this round finished before the kill: only its evaluation is missing.
             sums, tokens, loss_curve = state["loss_sums"], state["tokens"], state["loss_curve"]
