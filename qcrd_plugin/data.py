@@ -72,30 +72,43 @@ def build_examples(problems: list[Question], selections: list[Selection], tokeni
                    causal: bool = False) -> list[TrainExample]:
     """Tokenize every prompt, label and rationale of the training set once.
 
-    Targets end with EOS. Prompts do too for seq2seq students; for decoder-only students they do
-    not, because the target continues the prompt (as lm-eval's causal models see a context).
+    Prompts are encoded as lm-eval encodes a context (:func:`prompt_ids`), targets as
+    :func:`target_ids` (ending with EOS), so the student trains on exactly what it is scored on.
+    ``causal`` is kept for callers; the tokenizer itself says what a prompt carries.
     """
-    def enc(texts: list[str], limit: int, prompt: bool = False) -> list[list[int]]:
-        if not texts:
-            return []
-        return tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=not (prompt and causal))["input_ids"]
-
     by_id = {s.id: s for s in selections}
     examples = []
     for problem in problems:
         sel = by_id[problem.id]
         examples.append(TrainExample(
             id=problem.id,
-            predict_ids=enc([predict_prompt(problem.question)], max_input, prompt=True)[0],
-            explain_ids=enc([explain_prompt(problem.question)], max_input, prompt=True)[0],
-            label_ids=enc([problem.answer], max_target)[0],
-            positives=enc(sel.positives, max_target),
-            llm_negatives=enc(sel.negatives, max_target),
+            predict_ids=prompt_ids(tokenizer, [predict_prompt(problem.question)], max_input)[0],
+            explain_ids=prompt_ids(tokenizer, [explain_prompt(problem.question)], max_input)[0],
+            label_ids=target_ids(tokenizer, [problem.answer], max_target)[0],
+            positives=target_ids(tokenizer, sel.positives, max_target),
+            llm_negatives=target_ids(tokenizer, sel.negatives, max_target),
             answer_type=problem.answer_type,
             choices=problem.choices,
             answer_text=answer_text(problem),
         ))
     return examples
+
+
+def prompt_ids(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
+    """Token ids of prompts with the tokenizer's default special tokens, which is what lm-eval's
+    ``hf`` model feeds the student at evaluation: T5 appends ``</s>`` to its encoder input, a
+    causal LM's tokenizer adds a BOS or nothing (the target then continues the prompt directly)."""
+    return tokenizer(texts, truncation=True, max_length=limit)["input_ids"] if texts else []
+
+
+def target_ids(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
+    """Token ids of targets (labels, rationales): the text without any special token, cut to
+    ``limit - 1`` tokens, then EOS, whatever the tokenizer adds by default (a Llama tokenizer would
+    prepend BOS, and a causal student must learn to stop)."""
+    if not texts:
+        return []
+    eos = tokenizer.eos_token_id
+    return [ids[: limit - 1] + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu", left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

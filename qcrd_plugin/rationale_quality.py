@@ -80,7 +80,7 @@ def continue_rationales(student, tokenizer, prompts: list[str], prefixes: list[s
                                        do_sample=False, max_new_tokens=max_new_tokens)
                 out_texts.append(tokenizer.decode(out[0, 1:], skip_special_tokens=True))
         else:
-            seqs = [tokenizer(p, add_special_tokens=False)["input_ids"] + prefix for p, prefix in zip(p_chunk, prefix_ids)]
+            seqs = [tokenizer(p)["input_ids"] + prefix for p, prefix in zip(p_chunk, prefix_ids)]
             ids, mask = pad(seqs, tokenizer.pad_token_id, device, left=True)
             out = student.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
                                    pad_token_id=tokenizer.pad_token_id)

@@ -22,11 +22,14 @@ SPECIAL_TOKENS = (PAD, EOS, UNK, MASK)  # ids 0..3, T5's convention for pad/eos/
 PREDICT_PREFIX, EXPLAIN_PREFIX = "predict: ", "explain: "
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(corpus: Iterable[str], vocab_size: int, append_eos: bool = True) -> PreTrainedTokenizerFast:
     """Train a BPE tokenizer on ``corpus``; digits are always split one by one.
 
-    Spaces become a ``▁`` marker (as in T5's sentencepiece) so decoding restores them exactly,
-    and every encoding ends with ``</s>`` as T5 expects.
+    Spaces become a ``▁`` marker (as in T5's sentencepiece) so decoding restores them exactly.
+    With ``append_eos`` (seq2seq students) every encoding ends with ``</s>`` as T5 expects.
+    Decoder-only students get a tokenizer that adds nothing, as causal LMs' tokenizers do: lm-eval
+    encodes a causal model's context with the tokenizer's default special tokens, and a context
+    that ended in ``</s>`` would tell the student the text is over before its answer begins.
     """
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.normalizer = normalizers.NFKC()
@@ -43,8 +46,9 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
-    eos_id = tok.token_to_id(EOS)
-    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A $B {EOS}", special_tokens=[(EOS, eos_id)])
+    if append_eos:
+        eos_id = tok.token_to_id(EOS)
+        tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A $B {EOS}", special_tokens=[(EOS, eos_id)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, mask_token=MASK)
 
 
@@ -115,10 +119,24 @@ def build_student(cfg: StudentConfig, corpus: Iterable[str]):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
-    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size, append_eos=cfg.family == "seq2seq")
     if cfg.family == "causal":
         return LlamaForCausalLM(tiny_causal_config(cfg, tokenizer)), tokenizer
-    return T5ForConditionalGeneration(tiny_t5_config(cfg, tokenizer)), tokenizer
+    model = T5ForConditionalGeneration(tiny_t5_config(cfg, tokenizer))
+    init_output_layer(model)
+    return model, tokenizer
+
+
+def init_output_layer(model: T5ForConditionalGeneration) -> None:
+    """Re-initialise an untied T5 ``lm_head`` for training from scratch with AdamW.
+
+    transformers draws it with std 1.0 (``initializer_factor``), which suits T5's own pretraining
+    (Adafactor, tied embeddings rescaled by d_model^-0.5) but makes the tiny preset's first logits
+    about sqrt(d_model) wide: a first-step loss of ~59 nats per token where a uniform guess costs
+    ln(vocab) ≈ 6.4. std d_model^-0.5 gives logits of unit scale (the decoder's final RMSNorm
+    outputs unit-scale features), so the first loss sits near ln(vocab).
+    """
+    nn.init.normal_(model.lm_head.weight, std=model.config.d_model ** -0.5)
 
 
 def use_fused_gelu(model: nn.Module) -> int:

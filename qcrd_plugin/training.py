@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import evaluation, faults
 from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, drop_partials, has_run_data, load_state, save_round
 from .config import RunConfig
-from .data import TrainExample, build_examples, explain_prompt
+from .data import TrainExample, build_examples, explain_prompt, prompt_ids, target_ids
 from .distributed import Parallel, TrainingStep, autocast_dtype, configure_cuda
 from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc_auc
 from .methods import build_method
@@ -449,7 +449,8 @@ def evaluate_round(cfg: RunConfig, round_index: int, student, tokenizer, judge, 
         with timer("judge_scoring"):
             eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
             student_rationales = [
-                judge_input(tokenizer(explain_prompt(s["doc"]["question"]))["input_ids"], tokenizer(s["resps"][1][0])["input_ids"], eos)
+                judge_input(prompt_ids(tokenizer, [explain_prompt(s["doc"]["question"])], cfg.student.max_input_tokens)[0],
+                            target_ids(tokenizer, [s["resps"][1][0]], cfg.student.max_target_tokens)[0], eos)
                 for s in explain_samples
             ]
             judge_metrics = {

@@ -9,7 +9,7 @@ answers by reasoning first, so its accuracy is the answer its rationale states
 from __future__ import annotations
 
 from ..answers import stated_answer
-from ..data import TrainExample
+from ..data import TrainExample, target_ids
 from .base import LossOutput, Method, rationale_losses
 
 
@@ -27,7 +27,7 @@ class SingleTask(Method):
             rationale = self.tokenizer.decode(ex.positives[0], skip_special_tokens=True) if ex.positives else ""
             if stated_answer(rationale, ex.answer_type, ex.choices, require_phrase=True) is None:
                 rationale = f"{rationale} So the answer is {ex.answer_text}.".strip()
-            self._targets[ex.id] = self.tokenizer(rationale, truncation=True, max_length=self.cfg.student.max_target_tokens)["input_ids"]
+            self._targets[ex.id] = target_ids(self.tokenizer, [rationale], self.cfg.student.max_target_tokens)[0]
         return self._targets[ex.id]
 
     def loss(self, batch: list[TrainExample]) -> LossOutput:
