@@ -137,10 +137,13 @@ class NegativesConfig:
     source: str = _opt("union", "student: snapshot samples; llm: teacher minority only; union: both", choices=("union", "student", "llm"))
     generator: str = _opt("snapshot", "who samples student negatives: snapshot (j_back iterations ago) or fixed (the initial model, never updated)",
                           choices=("snapshot", "fixed"))
-    j_back: int = _opt(5, "sample from the snapshot taken this many iterations ago (the oldest one until that exists)", min=0)
+    j_back: int = _opt(5, "sample from the snapshot taken this many iterations ago", min=0)
+    before_j: str = _opt("llm", "until a snapshot j_back iterations old exists: llm = S_neg is the LLM minority alone; "
+                         "oldest = the oldest snapshot kept (at first the initial model) samples them (ablation: the earlier behaviour)",
+                         choices=("llm", "oldest"))
     temperature: float = _opt(1.5, "sampling temperature of student negatives", min=0.0, max=5.0)
     per_question: int = _opt(1, "student negatives per question", min=1, max=16)
-    refresh_every: int = _opt(2, "regenerate student negatives every this many iterations", min=1)
+    refresh_every: int = _opt(1, "regenerate student negatives every this many iterations (for the questions those iterations train on)", min=1)
     max_new_tokens: int = _opt(64, "longest student negative, in tokens", min=4)
     batch_size: int = _opt(200, "questions per generate() call when sampling negatives", min=1)
 
@@ -155,8 +158,12 @@ class JudgeConfig:
     pretrain_batch_size: int = _opt(16, "questions per pre-training step", min=1)
     learning_rate: float = _opt(1e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
     online_every: int = _opt(4, "update D online every this many student steps (0 = never after pre-training)", min=0)
+    lr_follows_alpha3: bool = _opt(True, "scale D's learning rate by alpha3 / alpha3_0 at every iteration, so D gradually freezes as "
+                                   "alpha3 decays (AdamW is invariant to the loss scale, so alpha3 alone cannot slow D)")
     num_layers: int = _opt(1, "encoder layers of D (otherwise D copies the student's architecture)", min=1)
-    mask_prob: float = _opt(0.3, "augmentation: chance each word of a positive is masked or replaced to make a negative", min=0.0, max=1.0)
+    mask_prob: float = _opt(0.3, "augmentation: chance each token of a positive is changed to make an extra negative", min=0.0, max=1.0)
+    augment: str = _opt("numbers", "augmentation: words (mask or replace any token) or numbers (replace number tokens by other numbers, "
+                        "the slips of an LLM's wrong rationales; words for a rationale without numbers)", choices=("words", "numbers"))
 
 
 @dataclass

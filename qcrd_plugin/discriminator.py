@@ -73,27 +73,48 @@ def judge_loss(scores: torch.Tensor, group: torch.Tensor, is_positive: torch.Ten
     has_both = (pos_sum > 0) & (neg_sum > 0)
     if not has_both.any():
         return scores.sum() * 0.0
+    # Select before the log: log(0) of a question without negatives would be -inf, and its zero
+    # share of the gradient would come back as 0 * inf = NaN in every judge weight.
+    pos_sum, neg_sum = pos_sum[has_both], neg_sum[has_both]
     if kind == "printed":
         per_question = -(pos_sum.log() - neg_sum.log())
     else:  # infonce
         per_question = -(pos_sum.log() - (pos_sum + neg_sum).log())
-    return per_question[has_both].mean()
+    return per_question.mean()
 
 
-def augment_negative(rationale: list[int], rng: random.Random, vocab: list[int], mask_id: int, mask_prob: float) -> list[int]:
-    """A synthetic negative: each token of a positive is masked or replaced with ``mask_prob``.
+def augment_negative(rationale: list[int], rng: random.Random, vocab: list[int], mask_id: int, mask_prob: float,
+                     numbers: list[int] | None = None) -> list[int]:
+    """A synthetic negative: tokens of a positive changed with probability ``mask_prob`` each.
 
+    Word mode (``numbers`` None): any token is masked or replaced by a random vocabulary token.
+    Number mode: only number tokens (``numbers``: their ids) are replaced, each by a different
+    number, which turns "4 + 2 = 6" into "4 + 2 = 8": the slips an LLM's wrong rationales make,
+    where a masked word is trivially told apart. A rationale without numbers falls back to words.
     At least one token changes, and the final token (EOS) is kept.
     """
     body, tail = rationale[:-1], rationale[-1:]
     out = list(body)
+    number_set = set(numbers or ())
+    candidates = [i for i, t in enumerate(body) if t in number_set] if number_set else []
+    if candidates:
+        positions = [i for i in candidates if rng.random() < mask_prob] or [rng.choice(candidates)]
+        for i in positions:
+            out[i] = rng.choice([t for t in numbers if t != body[i]])
+        return out + tail
     positions = [i for i in range(len(body)) if rng.random() < mask_prob] or ([rng.randrange(len(body))] if body else [])
     for i in positions:
         out[i] = mask_id if rng.random() < 0.5 else rng.choice(vocab)
     return out + tail
 
 
-def pretraining_pairs(examples: list[TrainExample], rng: random.Random, vocab: list[int], mask_id: int, mask_prob: float) -> list[tuple[list[list[int]], list[list[int]]]]:
+def number_tokens(tokenizer) -> list[int]:
+    """Ids of the vocabulary's tokens that are numbers (digits, with or without a word marker)."""
+    return sorted(i for token, i in tokenizer.get_vocab().items() if token.lstrip("▁Ġ ").isdigit())
+
+
+def pretraining_pairs(examples: list[TrainExample], rng: random.Random, vocab: list[int], mask_id: int, mask_prob: float,
+                      numbers: list[int] | None = None) -> list[tuple[list[list[int]], list[list[int]]]]:
     """Per question: (positives, negatives) with negatives topped up by augmentation to balance."""
     pairs = []
     for ex in examples:
@@ -101,7 +122,7 @@ def pretraining_pairs(examples: list[TrainExample], rng: random.Random, vocab: l
             continue
         negatives = list(ex.llm_negatives)
         while len(negatives) < len(ex.positives):
-            negatives.append(augment_negative(rng.choice(ex.positives), rng, vocab, mask_id, mask_prob))
+            negatives.append(augment_negative(rng.choice(ex.positives), rng, vocab, mask_id, mask_prob, numbers))
         pairs.append((ex.positives, negatives))
     return pairs
 
@@ -124,7 +145,8 @@ def pretrain(judge: QualityJudge, examples: list[TrainExample], cfg: JudgeConfig
     rng = random.Random(seed)
     vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
     by_id = {ex.id: ex for ex in examples}
-    sets = pretraining_pairs(examples, rng, vocab, tokenizer.mask_token_id, cfg.mask_prob)
+    numbers = number_tokens(tokenizer) if cfg.augment == "numbers" else None
+    sets = pretraining_pairs(examples, rng, vocab, tokenizer.mask_token_id, cfg.mask_prob, numbers)
     ids = [ex.id for ex in examples if ex.positives]
     optimizer = torch.optim.AdamW(judge.parameters(), lr=cfg.learning_rate)
     judge.train()
@@ -138,6 +160,18 @@ def pretrain(judge: QualityJudge, examples: list[TrainExample], cfg: JudgeConfig
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def follow_alpha3(optimizer: torch.optim.Optimizer, base_lr: float, alpha3: float, alpha3_initial: float) -> None:
+    """Set D's learning rate to ``base_lr * alpha3 / alpha3_initial`` (``judge.lr_follows_alpha3``).
+
+    D's only loss is ``alpha3 * L_D`` and it has its own AdamW, whose update m / sqrt(v) does not
+    change when the loss is scaled: decaying alpha3 alone leaves D's step size where it was, and
+    the paper's "D gradually freezes" never happens. Scaling the learning rate with alpha3 does it.
+    """
+    factor = alpha3 / alpha3_initial if alpha3_initial > 0 else 0.0
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * factor
 
 
 @torch.no_grad()

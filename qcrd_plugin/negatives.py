@@ -1,8 +1,13 @@
 """Self-adversarial student negatives (paper §1.3), sampled from an earlier snapshot of the student.
 
 The loop takes a snapshot of the student's weights at the start of every iteration; negatives
-come from the snapshot taken ``j_back`` iterations earlier, or from the oldest one kept while
-fewer than ``j_back`` iterations have passed (at the very start that is the initial model).
+come from the snapshot taken exactly ``j_back`` iterations earlier. Until that snapshot exists,
+S_neg is the LLM minority alone (``negatives.before_j: llm``). The earlier behaviour, sampling
+from the oldest snapshot kept (at first the random initial model), is the ablation
+``before_j: oldest``: its samples cost the student 11-22 nats a token, far beyond the margin, and
+Eq. 7's max over S_neg then picks them and silences the whole negative term (docs/method.md).
+Negatives are sampled only for the questions the coming iterations train on, right before they
+are used, so every question's student negative really is ``j_back`` iterations old.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections import deque
 import torch
 from tqdm.auto import tqdm
 
+from .config import NegativesConfig
 from .data import TrainExample, pad
 
 
@@ -30,11 +36,36 @@ class SnapshotRing:
             self.initial = snapshot
 
     def oldest(self) -> dict:
-        """The snapshot ``j_back`` iterations back (or the oldest kept)."""
+        """The oldest snapshot kept (``j_back`` iterations back once that many have passed)."""
         return self.snapshots[0]
+
+    def aged(self) -> dict | None:
+        """The snapshot taken exactly ``j_back`` iterations ago, or None while fewer have passed."""
+        return self.snapshots[0] if len(self.snapshots) == self.snapshots.maxlen else None
 
     def __len__(self) -> int:
         return len(self.snapshots)
+
+
+def negative_generator(snapshots: SnapshotRing, cfg: NegativesConfig) -> dict | None:
+    """The weights that sample this iteration's student negatives, or None for none (S_neg is then
+    the LLM minority alone): the fixed initial model (``generator: fixed``), else the snapshot
+    ``j_back`` iterations old, or before it exists the oldest kept if ``before_j: oldest``."""
+    if cfg.generator == "fixed":
+        return snapshots.initial
+    aged = snapshots.aged()
+    if aged is None and cfg.before_j == "oldest":
+        return snapshots.oldest()
+    return aged
+
+
+def upcoming_questions(schedule: list[list[TrainExample]]) -> list[TrainExample]:
+    """The distinct questions of the coming batches, in order of first use."""
+    seen: dict[str, TrainExample] = {}
+    for batch in schedule:
+        for ex in batch:
+            seen.setdefault(ex.id, ex)
+    return list(seen.values())
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ Every file is written atomically (checkpoints.py), so a run killed at any moment
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import shutil
@@ -28,9 +29,9 @@ from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunAborte
 from .config import RunConfig
 from .data import TrainExample, build_examples, explain_prompt, prompt_ids, target_ids
 from .distributed import Parallel, TrainingStep, autocast_dtype, configure_cuda
-from .discriminator import QualityJudge, judge_input, mean_scores, pretrain, roc_auc
+from .discriminator import QualityJudge, follow_alpha3, judge_input, mean_scores, pretrain, roc_auc
 from .methods import build_method
-from .negatives import SnapshotRing, sample_negatives
+from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
 from .rationales import format_statistics, pool_statistics, select_pool
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, is_seq2seq, judge_config, use_fused_gelu
 from .pools import read_pool, write_pool
@@ -300,9 +301,9 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
         compile_blocks(student)
         if judge is not None:
             compile_blocks(judge)
-    stream = batches(examples, cfg.training.batch_size, cfg.training.seed)
-    for _ in range(step):  # a resumed run continues the same sequence of batches
-        next(stream)
+    # Every step's batch, drawn up front: negatives are sampled for the questions coming next, and a
+    # resumed run continues the same sequence of batches.
+    schedule = list(itertools.islice(batches(examples, cfg.training.batch_size, cfg.training.seed), total_steps))
     eval_tasks = cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name)
     label_task = next((t for t in eval_tasks if not t.endswith(("_explain", "_cot"))), eval_tasks[0])
     explain_task = next((t for t in eval_tasks if t.endswith("_explain")), "")
@@ -318,6 +319,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
     first_round = len(records) + 1
     for round_index in range(first_round, cfg.training.rounds + 1):
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}  # steps that logged each component (l_d: only the judge's update steps)
+        round_stats: dict = {}
         tokens = 0
         loss_curve: list[float] = []
         checkpoint = run_dir / f"round_{round_index}"
@@ -332,14 +335,15 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                     full_student, _ = parallel.full_modules(training_step)
                     snapshots.take(full_student)
                     method.start_iteration(iteration)
+                    if judge_optimizer is not None and cfg.judge.lr_follows_alpha3:
+                        follow_alpha3(judge_optimizer, cfg.judge.learning_rate, method.alpha3, cfg.method.alpha3)
                     if method.uses_student_negatives and (iteration - 1) % cfg.negatives.refresh_every == 0:
                         with timer("negative_sampling"):
-                            neg = cfg.negatives
-                            generator = snapshots.initial if neg.generator == "fixed" else snapshots.oldest()
-                            sample_negatives(full_student, generator, examples, neg.per_question, neg.temperature,
-                                             neg.max_new_tokens, neg.batch_size, cfg.training.seed + iteration, device, progress)
+                            refresh_negatives(cfg, full_student, negative_generator(snapshots, cfg.negatives), examples,
+                                              schedule[step : step + cfg.negatives.refresh_every * cfg.training.iteration_steps],
+                                              cfg.training.seed + iteration, device, progress)
                 with timer("training"):
-                    batch = next(stream)
+                    batch = schedule[step]
                     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                         total, components = (engine or training_step)(parallel.shard(batch))
                     total = total * float("nan") if inject_nan else total
@@ -371,12 +375,14 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                 loss_curve.append(round(loss_value, 6))
                 for key, value in components.items():
                     sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
                 bar.set_postfix(loss=f"{loss_value:.3f}")
 
         # The weights lm-eval and the checkpoint read: the training modules themselves, or under
         # FSDP a plain copy with the gathered weights (every rank takes part in the gather).
         full_student, full_judge = parallel.full_modules(training_step)
         if trained_here:
+            round_stats = method.pop_round_statistics()
             with timer("checkpoint"):
                 optimizer_state = parallel.optimizer_state(training_step, optimizer, run_dir)
                 judge_optimizer_state = None if judge_optimizer is None else parallel.optimizer_state(training_step, judge_optimizer)
@@ -387,25 +393,26 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
                     "method": method.state_dict(),
                     "snapshots": list(snapshots.snapshots), "initial_snapshot": snapshots.initial,
                     "student_negatives": {ex.id: ex.student_negatives for ex in examples},
-                    "loss_sums": sums, "tokens": tokens, "loss_curve": loss_curve,
+                    "loss_sums": sums, "loss_counts": counts, "round_stats": round_stats, "tokens": tokens, "loss_curve": loss_curve,
                 }, move_in={DEEPSPEED_DIR: run_dir / DEEPSPEED_STAGING} if engine is not None else None))
         else:
             # Training of this round finished before the kill: only its evaluation is missing.
-            sums, tokens, loss_curve = state["loss_sums"], state["tokens"], state["loss_curve"]
+            sums, counts, tokens, loss_curve = state["loss_sums"], state["loss_counts"], state["tokens"], state["loss_curve"]
+            round_stats = state["round_stats"]
 
         def evaluate_and_record() -> None:
             seed_phase(cfg.training.seed, round_index, "evaluation")
             record = evaluate_round(cfg, round_index, full_student, tokenizer, full_judge, prebuilt_tasks, manager, references,
                                     label_task, explain_task, heldout_pos, heldout_neg, device, timer)
             faults.point("evaluation", round_index)
-            steps = cfg.training.steps_per_round
             round_times = timer.pop()
             record.update({
                 "step": step,
                 "iteration": iteration,
                 "method": cfg.method.name,
                 "answer_from": method.answer_from,
-                "loss": {k: v / steps for k, v in sums.items()},
+                "loss": {k: v / counts[k] for k, v in sums.items()},
+                "negatives": round_stats or None,
                 "loss_curve": loss_curve,
                 "method_state": method.log_state(),
                 "pool": pool_stats,
@@ -421,10 +428,25 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
             # The previous round's training state is no longer the newest: only its weights stay.
             (run_dir / f"round_{round_index - 1}" / STATE_FILE).unlink(missing_ok=True)
             log(round_summary(record))
+            warning = inactive_negatives_warning(cfg, record)
+            if warning:
+                log(warning)
 
         parallel.main_only(evaluate_and_record)  # rank 0 evaluates and writes; the others wait for it
     log(summary_table(records))
     return records
+
+
+def refresh_negatives(cfg: RunConfig, student, generator: dict | None, examples: list[TrainExample],
+                      coming: list[list[TrainExample]], seed: int, device, progress: bool) -> None:
+    """New student negatives for the questions of the ``coming`` batches, sampled by ``generator``
+    (weights; None = no student negatives yet); every other question's are dropped."""
+    for ex in examples:
+        ex.student_negatives = []
+    if generator is not None:
+        neg = cfg.negatives
+        sample_negatives(student, generator, upcoming_questions(coming), neg.per_question, neg.temperature,
+                         neg.max_new_tokens, neg.batch_size, seed, device, progress)
 
 
 def evaluate_round(cfg: RunConfig, round_index: int, student, tokenizer, judge, tasks: list, manager, references: dict,
@@ -511,6 +533,16 @@ def headline_accuracy(scores: dict, label_task: str, explain_task: str, answer_f
     return scores.get(label_task, {}).get("acc")
 
 
+def inactive_negatives_warning(cfg: RunConfig, record: dict) -> str | None:
+    """A warning line when the negative term acted for fewer than 1% of the round's questions."""
+    share = (record.get("negatives") or {}).get("neg_active_share")
+    if share is None or share >= 0.01 or not cfg.negatives.enabled:
+        return None
+    return (f"warning: round {record['round']}: the negative term (Eq. 7) was non-zero for {100 * share:.2f}% of questions: "
+            f"every question's S_neg holds a negative whose per-token loss is above delta = {cfg.method.delta} "
+            "(see the round's negatives.neg_loss_quantiles in metrics.jsonl)")
+
+
 def round_summary(record: dict) -> str:
     """One line per finished round."""
     label = record["eval"].get(record["label_task"], {}).get("acc")
@@ -521,6 +553,8 @@ def round_summary(record: dict) -> str:
             parts.append(f"{key} {rat[key]:.3f}")
     if record.get("judge_auc_heldout") is not None:
         parts.append(f"judge AUC {record['judge_auc_heldout']:.3f}")
+    if (record.get("negatives") or {}).get("neg_active_share") is not None:
+        parts.append(f"negatives active {record['negatives']['neg_active_share']:.3f}")
     return "  ".join(parts)
 
 

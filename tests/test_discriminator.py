@@ -44,3 +44,16 @@ def test_pretraining_lowers_judge_loss():
     losses = pretrain(judge, examples, JudgeConfig(pretrain_steps=40, pretrain_batch_size=16), tok, "cpu", seed=1, progress=False)
     assert len(losses) == 40
     assert full_loss() < before - 0.05
+
+
+def test_judge_loss_gradient_is_finite_when_a_question_has_no_negatives():
+    """A question with positives only is skipped, and must not turn the judge's gradient into NaN
+    (log of its empty negative sum is -inf; selecting after the log gave 0 * inf)."""
+    for kind in ("printed", "infonce"):
+        scores = torch.tensor([0.6, 0.4, 0.7, 0.55], requires_grad=True)
+        group = torch.tensor([0, 0, 1, 1])
+        positive = torch.tensor([True, False, True, True])  # question 1 has no negative
+        loss = judge_loss(scores, group, positive, 2, kind)
+        loss.backward()
+        assert torch.isfinite(scores.grad).all(), kind
+        assert scores.grad[2] == 0 and scores.grad[3] == 0 and scores.grad[0] != 0, kind

@@ -47,6 +47,11 @@ class Method(ABC):
     def start_iteration(self, iteration: int) -> None:
         """Called by the loop when iteration ``iteration`` (1-based) begins."""
 
+    def pop_round_statistics(self) -> dict:
+        """Statistics accumulated over the round's steps (QCRD: its negative term), then reset.
+        Called by the loop once per round, when the round's training ends."""
+        return {}
+
     def log_state(self) -> dict[str, float]:
         """Method state worth logging each round (e.g. the current alpha3)."""
         return {}

@@ -39,28 +39,33 @@ def as_matrix(values: torch.Tensor, group: torch.Tensor, n_groups: int, fill: fl
 
 
 def reduce_set(losses: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, how: str, pick_max: bool,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reduce each row's set of losses to one loss and one weight.
 
     ``pick_max`` chooses argmax (else argmin) for the selecting reductions; the weight is that of
     the selected rationale. ``mean`` averages losses and weights; ``weighted_mean`` averages losses
     weighted by ``weights`` and returns weight 1 (the weighting already happened inside);
     ``sampling`` picks one member uniformly.
+
+    Returns (loss [rows], weight [rows], used [rows, width]): ``used`` marks the members the
+    reduction reads, the selected one or, for the means, every member of the set.
     """
+    rows = torch.arange(len(losses), device=losses.device)
     if how in ("minmax", "maxmin", "sampling"):
         if how == "sampling":
             index = torch.multinomial(mask.float() + (~mask.any(1, keepdim=True)).float(), 1, generator=generator).squeeze(1)
         else:
             masked = losses.masked_fill(~mask, float("-inf") if pick_max else float("inf"))
             index = masked.argmax(1) if pick_max else masked.argmin(1)
-        rows = torch.arange(len(losses), device=losses.device)
-        return losses[rows, index], weights[rows, index]
+        used = torch.zeros_like(mask)
+        used[rows, index] = True
+        return losses[rows, index], weights[rows, index], used & mask
     count = mask.sum(1).clamp(min=1)
     if how == "mean":
-        return (losses * mask).sum(1) / count, (weights * mask).sum(1) / count
+        return (losses * mask).sum(1) / count, (weights * mask).sum(1) / count, mask
     if how == "weighted_mean":
         w = weights * mask
-        return (losses * w).sum(1) / w.sum(1).clamp(min=1e-8), torch.ones_like(count, dtype=losses.dtype)
+        return (losses * w).sum(1) / w.sum(1).clamp(min=1e-8), torch.ones_like(count, dtype=losses.dtype), mask
     raise ValueError(f"unknown set reduction {how!r}")
 
 
@@ -68,14 +73,22 @@ def contrastive_loss(
     pos_losses: torch.Tensor, pos_group: torch.Tensor, pos_scores: torch.Tensor | None,
     neg_losses: torch.Tensor, neg_group: torch.Tensor, neg_scores: torch.Tensor | None,
     n_questions: int, beta: float, delta: float, reduction: str = "minmax",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, neg_from_student: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_cl (Eqs. 3, 6, 7) for a batch of ``n_questions`` questions.
 
-    ``*_losses`` are per-rationale losses l(f(x), r); ``*_group`` the question each belongs to;
-    ``*_scores`` the judge's scores s (None = no judge: every weight is 1). Scores are detached
-    here whatever the caller passes, so no gradient reaches the judge through the weights.
-    A question with an empty positive (negative) set contributes no positive (negative) term.
+    ``*_losses`` are per-rationale losses l(f(x), r) [rationales]; ``*_group`` the question each
+    belongs to [rationales]; ``*_scores`` the judge's scores s [rationales] (None = no judge: every
+    weight is 1). Scores are detached here whatever the caller passes, so no gradient reaches the
+    judge through the weights. A question with an empty positive (negative) set contributes no
+    positive (negative) term. ``neg_from_student`` [negatives] marks student negatives (else LLM).
+
+    Returns (L_cl, parts). ``parts`` holds round-mean values (``l_pos``, ``hinge_neg``, ``w_pos``,
+    ``w_neg``) and counts the round sums up (:data:`NEGATIVE_COUNTS`), each with one meaning
+    under every reduction: ``questions``; ``neg_active`` questions whose negative term is non-zero;
+    ``neg_used`` negatives the reduction reads (the pick, or every member for the means) and
+    ``neg_used_student`` those of them from the student; ``pos_term_abs`` / ``neg_term_abs``, the
+    summed |positive term| and |beta x negative term|.
     """
     # Reductions with "max" on the positive side pair with "min" on the negative side.
     pos_pick_max = reduction == "maxmin"
@@ -87,7 +100,7 @@ def contrastive_loss(
 
     pos_matrix, pos_mask = as_matrix(pos_losses, pos_group, n_questions, 0.0)
     pos_w_matrix, _ = as_matrix(pos_w, pos_group, n_questions, 0.0)
-    l_pos, w_pos = reduce_set(pos_matrix, pos_mask, pos_w_matrix, reduction, pos_pick_max, generator)
+    l_pos, w_pos, _ = reduce_set(pos_matrix, pos_mask, pos_w_matrix, reduction, pos_pick_max, generator)
     has_pos = pos_mask.any(1)
     positive_term = torch.where(has_pos, w_pos * l_pos, torch.zeros_like(l_pos))
 
@@ -95,20 +108,69 @@ def contrastive_loss(
     hinged = torch.clamp(neg_losses - delta, max=0.0)
     neg_matrix, neg_mask = as_matrix(hinged, neg_group, n_questions, 0.0)
     neg_w_matrix, _ = as_matrix(neg_w, neg_group, n_questions, 0.0)
-    h_neg, w_neg = reduce_set(neg_matrix, neg_mask, neg_w_matrix, reduction, neg_pick_max, generator)
+    h_neg, w_neg, used = reduce_set(neg_matrix, neg_mask, neg_w_matrix, reduction, neg_pick_max, generator)
     has_neg = neg_mask.any(1)
     negative_term = torch.where(has_neg, w_neg * h_neg, torch.zeros_like(h_neg))
 
     loss = (positive_term - beta * negative_term).mean()
+    student = torch.zeros_like(neg_losses) if neg_from_student is None else neg_from_student.to(neg_losses.dtype)
+    student_matrix, _ = as_matrix(student, neg_group, n_questions, 0.0)
+    mean_of = lambda values, where: values[where].mean().item() if where.any() else 0.0  # noqa: E731
     parts = {
-        "l_pos": l_pos[has_pos].mean().item() if has_pos.any() else 0.0,
-        "hinge_neg": h_neg[has_neg].mean().item() if has_neg.any() else 0.0,
-        "l_neg_raw": neg_losses.detach().mean().item() if len(neg_losses) else 0.0,
-        "neg_active": float((neg_losses < delta).float().mean()) if len(neg_losses) else 0.0,
-        "w_pos": w_pos[has_pos].mean().item() if has_pos.any() else 0.0,
-        "w_neg": w_neg[has_neg].mean().item() if has_neg.any() else 0.0,
+        "l_pos": mean_of(l_pos, has_pos), "hinge_neg": mean_of(h_neg, has_neg),
+        "w_pos": mean_of(w_pos, has_pos), "w_neg": mean_of(w_neg, has_neg),
+        "questions": float(n_questions),
+        "neg_active": float((negative_term.detach() != 0).sum()),
+        "neg_used": float(used.sum()),
+        "neg_used_student": float((student_matrix * used).sum()),
+        "pos_term_abs": float(positive_term.detach().abs().sum()),
+        "neg_term_abs": float(beta * negative_term.detach().abs().sum()),
     }
     return loss, parts
+
+
+# Parts of contrastive_loss that are counts: a round sums them (NegativeStatistics), never averages.
+NEGATIVE_COUNTS = ("questions", "neg_active", "neg_used", "neg_used_student", "pos_term_abs", "neg_term_abs")
+
+
+class NegativeStatistics:
+    """A round's account of the negative term, one meaning under every set reduction:
+
+    - ``neg_active_share``: share of questions whose negative term is non-zero
+    - ``neg_student_share``: share of the negatives the reduction used that came from the student
+    - ``neg_term_share``: the negative term's share of |L_cl| (beta |neg| / (|pos| + beta |neg|))
+    - ``neg_loss_quantiles``: per source (``llm``, ``student``), the 10/50/90% quantiles of every
+      negative's per-token loss l(f(x), r) seen in the round
+    """
+
+    def __init__(self):
+        self.counts = dict.fromkeys(NEGATIVE_COUNTS, 0.0)
+        self.losses: dict[str, list[float]] = {"llm": [], "student": []}
+
+    def add(self, parts: dict[str, float], neg_losses: torch.Tensor, from_student: torch.Tensor) -> None:
+        for key in NEGATIVE_COUNTS:
+            self.counts[key] += parts[key]
+        values = neg_losses.detach().float().cpu()
+        self.losses["student"] += values[from_student.cpu()].tolist()
+        self.losses["llm"] += values[~from_student.cpu()].tolist()
+
+    def summary(self) -> dict:
+        c = self.counts
+        share = lambda a, b: a / b if b else None  # noqa: E731
+        quantiles = {source: ({f"p{q}": round(float(torch.quantile(torch.tensor(v), q / 100)), 4) for q in (10, 50, 90)}
+                              | {"count": len(v)}) if v else None for source, v in self.losses.items()}
+        return {
+            "neg_active_share": share(c["neg_active"], c["questions"]),
+            "neg_student_share": share(c["neg_used_student"], c["neg_used"]),
+            "neg_term_share": share(c["neg_term_abs"], c["pos_term_abs"] + c["neg_term_abs"]),
+            "neg_loss_quantiles": quantiles,
+        }
+
+    def state_dict(self) -> dict:
+        return {"counts": dict(self.counts), "losses": {k: list(v) for k, v in self.losses.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts, self.losses = dict(state["counts"]), {k: list(v) for k, v in state["losses"].items()}
 
 
 class QCRD(Method):
@@ -127,6 +189,7 @@ class QCRD(Method):
         # rationale. Default CPU setup (94 rationales of 20-65 tokens): the pass alone takes 54 ms
         # in one batch and 43-45 ms in buckets of 32 or 48 (a whole QCRD step: 1-2% faster).
         self.bucket_size = 32
+        self.negative_stats = NegativeStatistics()
 
     def start_iteration(self, iteration: int) -> None:
         if iteration > 1:
@@ -151,18 +214,25 @@ class QCRD(Method):
         student = ex.student_negatives if neg.source in ("student", "union") else []
         return llm + student
 
-    def gather(self, batch: list[TrainExample]) -> tuple[list[list[int]], list[int], list[bool]]:
-        """Every rationale of the batch: (token ids, owning question index, is-positive)."""
-        rationales, owner, positive = [], [], []
+    def gather(self, batch: list[TrainExample]) -> tuple[list[list[int]], list[int], list[bool], list[bool]]:
+        """Every rationale of the batch: (token ids, owning question index, is-positive, from-student)."""
+        rationales, owner, positive, from_student = [], [], [], []
         for q, ex in enumerate(batch):
-            for r, is_pos in [(r, True) for r in ex.positives] + [(r, False) for r in self.negatives_of(ex)]:
-                rationales.append(r), owner.append(q), positive.append(is_pos)
-        return rationales, owner, positive
+            n_llm = len(ex.llm_negatives) if self.cfg.negatives.source in ("llm", "union") else 0
+            # negatives_of lists the LLM minority first, then the student's samples
+            members = [(r, True, False) for r in ex.positives] + [(r, False, k >= n_llm) for k, r in enumerate(self.negatives_of(ex))]
+            for r, is_pos, student in members:
+                rationales.append(r), owner.append(q), positive.append(is_pos), from_student.append(student)
+        return rationales, owner, positive, from_student
+
+    def pop_round_statistics(self) -> dict:
+        stats, self.negative_stats = self.negative_stats.summary(), NegativeStatistics()
+        return stats
 
     def loss(self, batch: list[TrainExample]) -> LossOutput:
         cfg, device = self.cfg, self.device
         self.steps += 1
-        rationales, owner, positive = self.gather(batch)
+        rationales, owner, positive, from_student = self.gather(batch)
         # One encoder pass for both prompts; every decoding below reads it.
         encoded = encode_prompts(self.student, batch, device, ("predict", "explain") if rationales else ("predict",))
         if not rationales:
@@ -170,6 +240,7 @@ class QCRD(Method):
             return LossOutput(cfg.method.alpha1 * l_pred, {"l_pred": l_pred.item()})
         group = torch.tensor(owner, device=device)
         is_pos = torch.tensor(positive, device=device)
+        is_student = torch.tensor(from_student, device=device)
 
         # Online judge update (Eq. 2) on every rationale of the batch, every `online_every` steps.
         l_d = torch.zeros((), device=device)
@@ -180,13 +251,16 @@ class QCRD(Method):
             l_d = judge_loss(all_scores, group, is_pos, len(batch), cfg.judge.loss)
 
         if cfg.method.set_reduction in ("minmax", "maxmin"):
-            l_pred, losses, keep = self._selected_losses(batch, rationales, owner, group, is_pos, encoded)
+            l_pred, losses, keep, every_loss = self._selected_losses(batch, rationales, owner, group, is_pos, encoded)
+            negative_losses = every_loss[~is_pos]
+            negative_sources = is_student[~is_pos]
             rationales = [rationales[i] for i in keep]
             owner = [owner[i] for i in keep]
-            group, is_pos = group[keep], is_pos[keep]
+            group, is_pos, is_student = group[keep], is_pos[keep], is_student[keep]
             all_scores = None if all_scores is None else all_scores[keep]
         else:
             l_pred, losses = label_and_rationale_losses(self.student, batch, rationales, owner, device, encoded)
+            negative_losses, negative_sources = losses[~is_pos], is_student[~is_pos]
 
         scores = None
         if self.judge is not None:
@@ -195,14 +269,15 @@ class QCRD(Method):
         l_cl, parts = contrastive_loss(
             losses[is_pos], group[is_pos], None if scores is None else scores[is_pos],
             losses[~is_pos], group[~is_pos], None if scores is None else scores[~is_pos],
-            len(batch), cfg.method.beta, cfg.method.delta, cfg.method.set_reduction, self.generator,
+            len(batch), cfg.method.beta, cfg.method.delta, cfg.method.set_reduction, self.generator, is_student[~is_pos],
         )
+        self.negative_stats.add(parts, negative_losses, negative_sources)
         m = cfg.method
         total = m.alpha1 * l_pred + m.alpha2 * l_cl + self.alpha3 * l_d
-        components = {"loss": total.item(), "l_pred": l_pred.item(), "l_cl": l_cl.item(), "l_d": l_d.item(), **parts}
-        if scores is not None:
-            components["judge_score_pos"] = float(scores[is_pos].mean()) if is_pos.any() else 0.0
-            components["judge_score_neg"] = float(scores[~is_pos].mean()) if (~is_pos).any() else 0.0
+        components = {"loss": total.item(), "l_pred": l_pred.item(), "l_cl": l_cl.item()}
+        components.update((k, v) for k, v in parts.items() if k not in NEGATIVE_COUNTS)
+        if online:  # a round's l_d averages only the steps that updated the judge
+            components["l_d"] = l_d.item()
         return LossOutput(total, components)
 
     def _scores(self, batch, rationales, owner, grad: bool = True) -> torch.Tensor:
@@ -212,8 +287,9 @@ class QCRD(Method):
         with torch.set_grad_enabled(grad):
             return score(self.judge, inputs, self.tokenizer.pad_token_id, self.device)
 
-    def _selected_losses(self, batch, rationales, owner, group, is_pos, encoded) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Under min/max reductions: L_pred, the losses of the rationale each set selects, and their indices.
+    def _selected_losses(self, batch, rationales, owner, group, is_pos, encoded) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
+        """Under min/max reductions: L_pred, the losses of the rationale each set selects, their
+        indices, and every rationale's loss (detached; for the statistics).
 
         min/max pick one rationale per set, and the gradient of a min (max) is that of the selected
         member. So the picks are made under no_grad (length-bucketed), and only the picks are
@@ -247,7 +323,8 @@ class QCRD(Method):
         losses = no_grad_losses[keep].clone()
         if graph:
             losses = losses.index_put((torch.tensor(graph, device=device),), with_grad)
-        return l_pred, losses, keep
+        every_loss = no_grad_losses.index_put((torch.tensor(keep, device=device),), losses.detach())
+        return l_pred, losses, keep, every_loss
 
     def _selected(self, losses: torch.Tensor, group: torch.Tensor, is_pos: torch.Tensor, n: int) -> list[int]:
         """Indices of the rationale each set's min/max picks (the argmin positive, the argmax negative under minmax)."""
