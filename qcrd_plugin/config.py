@@ -48,7 +48,7 @@ class TaskConfig:
     max_train: int = _opt(0, "use only the first N training questions (0 = all)", min=0)
     heldout: int = _opt(50, "real tasks: training questions held out for the judge's ROC-AUC when the source has no validation pool", min=1)
     seed: int = _opt(1234, "synth: seed of the problem generator (the lm-eval task uses the same default)")
-    n_train: int = _opt(800, "synth: training questions", min=1)
+    n_train: int = _opt(4000, "synth: training questions (they cost nothing to generate; docs/method.md: the student recipe)", min=1)
     n_valid: int = _opt(100, "synth: validation questions (the judge's held-out ROC-AUC set)", min=1)
     n_test: int = _opt(200, "synth: test questions (evaluated by lm-eval after every round)", min=1)
     min_steps: int = _opt(2, "synth: fewest arithmetic steps per problem", min=1, max=6)
@@ -145,7 +145,7 @@ class NegativesConfig:
     per_question: int = _opt(1, "student negatives per question", min=1, max=16)
     refresh_every: int = _opt(1, "regenerate student negatives every this many iterations (for the questions those iterations train on)", min=1)
     max_new_tokens: int = _opt(64, "longest student negative, in tokens", min=4)
-    batch_size: int = _opt(200, "questions per generate() call when sampling negatives", min=1)
+    batch_size: int = _opt(640, "questions per generate() call when sampling negatives (larger calls amortise generate's per-token overhead)", min=1)
 
 
 @dataclass
@@ -153,16 +153,16 @@ class JudgeConfig:
     """The quality judge D (discriminator): encoder + max-pool + 2 linear layers + sigmoid."""
 
     enabled: bool = _opt(True, "off = every weight s is 1 (no quality guidance) and L_D is not trained")
-    loss: str = _opt("printed", "L_D form: printed (Eq. 2 as printed), infonce, or bce", choices=("printed", "infonce", "bce"))
-    pretrain_steps: int = _opt(50, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
+    loss: str = _opt("bce", "L_D form: printed (Eq. 2 as printed), infonce, or bce (default: measured, docs/method.md)", choices=("printed", "infonce", "bce"))
+    pretrain_steps: int = _opt(150, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
     pretrain_batch_size: int = _opt(16, "questions per pre-training step", min=1)
-    learning_rate: float = _opt(1e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
+    learning_rate: float = _opt(2e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
     online_every: int = _opt(4, "update D online every this many student steps (0 = never after pre-training)", min=0)
     lr_follows_alpha3: bool = _opt(True, "scale D's learning rate by alpha3 / alpha3_0 at every iteration, so D gradually freezes as "
                                    "alpha3 decays (AdamW is invariant to the loss scale, so alpha3 alone cannot slow D)")
     num_layers: int = _opt(1, "encoder layers of D (otherwise D copies the student's architecture)", min=1)
     mask_prob: float = _opt(0.3, "augmentation: chance each token of a positive is changed to make an extra negative", min=0.0, max=1.0)
-    augment: str = _opt("numbers", "augmentation: words (mask or replace any token) or numbers (replace number tokens by other numbers, "
+    augment: str = _opt("words", "augmentation: words (mask or replace any token) or numbers (replace number tokens by other numbers, "
                         "the slips of an LLM's wrong rationales; words for a rationale without numbers)", choices=("words", "numbers"))
 
 
@@ -171,10 +171,10 @@ class TrainingConfig:
     """The loop: rounds x steps; an iteration is ``iteration_steps`` optimizer steps."""
 
     rounds: int = _opt(3, "training rounds; lm-eval evaluates after each", min=1)
-    steps_per_round: int = _opt(150, "optimizer steps per round", min=1)
-    iteration_steps: int = _opt(50, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
+    steps_per_round: int = _opt(300, "optimizer steps per round", min=1)
+    iteration_steps: int = _opt(20, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
     batch_size: int = _opt(16, "questions per step", min=1)
-    learning_rate: float = _opt(5e-3, "AdamW learning rate of the student", min=0.0)
+    learning_rate: float = _opt(3e-3, "AdamW learning rate of the student", min=0.0)
     weight_decay: float = _opt(0.0, "AdamW weight decay", min=0.0)
     warmup_steps: int = _opt(30, "linear learning-rate warm-up steps", min=0)
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = off)", min=0.0)

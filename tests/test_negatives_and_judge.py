@@ -106,10 +106,10 @@ POS, POS_GROUP = torch.tensor([0.5, 0.8, 0.4]), torch.tensor([0, 1, 2])
 
 
 @pytest.mark.parametrize("reduction, active, used, used_student", [
-    ("minmax", 1, 2, 1),        # q0's max hinge is its student member (-1); q1's is 0 (the llm one at 5.0)
+    ("minmax", 1, 1, 1),        # q0's max hinge is its student member (-1); q1's is 0 (the llm one at 5.0: flat)
     ("maxmin", 2, 2, 1),        # min hinge: q0 llm (-2), q1 student (-2)
-    ("mean", 2, 4, 2),          # every member is used; q0 -1.5, q1 -1.0
-    ("weighted_mean", 2, 4, 2),
+    ("mean", 2, 3, 2),          # every member is used, and all but q1's llm one (flat) push; q0 -1.5, q1 -1.0
+    ("weighted_mean", 2, 3, 2),
 ])
 def test_negative_metrics_have_one_definition_under_every_reduction(reduction, active, used, used_student):
     beta = 0.2

@@ -7,7 +7,7 @@ from conftest import synth_training_set
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
 from qcrd_plugin.discriminator import QualityJudge
 from qcrd_plugin.methods.base import label_loss, rationale_losses
-from qcrd_plugin.methods.qcrd import QCRD, contrastive_loss
+from qcrd_plugin.methods.qcrd import QCRD, NegativeStatistics, contrastive_loss
 
 
 def hand_case():
@@ -81,8 +81,8 @@ def test_efficient_minmax_step_equals_the_full_computation(tiny_setup, delta):
     torch.manual_seed(0)
     judge = QualityJudge(model.config, 1)
     cfg.judge.online_every = 0
-    rationales, owner, positive = QCRD(cfg, model, tok, "cpu", judge=judge).gather(examples)
-    is_pos, group = torch.tensor(positive), torch.tensor(owner)
+    rationales, owner, positive, from_student = QCRD(cfg, model, tok, "cpu", judge=judge).gather(examples)
+    is_pos, group, is_student = torch.tensor(positive), torch.tensor(owner), torch.tensor(from_student)
     with torch.no_grad():
         neg_losses = rationale_losses(model, examples, rationales, owner, "cpu")[~is_pos]
     # "median": half the negatives sit below delta (active hinge), half above (flat).
@@ -95,14 +95,24 @@ def test_efficient_minmax_step_equals_the_full_computation(tiny_setup, delta):
     out = method.loss(examples)
     out.total.backward()
     fast_grad = [p.grad.clone() for p in model.parameters()]
+    fast_stats = method.pop_round_statistics()
 
     # Full computation: every rationale with gradient, then the same contrastive_loss.
     model.zero_grad()
     losses = rationale_losses(model, examples, rationales, owner, "cpu")
     scores = method._scores(examples, rationales, owner, grad=False)
-    l_cl, _ = contrastive_loss(losses[is_pos], group[is_pos], scores[is_pos], losses[~is_pos], group[~is_pos], scores[~is_pos],
-                               len(examples), cfg.method.beta, cfg.method.delta)
+    l_cl, parts = contrastive_loss(losses[is_pos], group[is_pos], scores[is_pos], losses[~is_pos], group[~is_pos], scores[~is_pos],
+                                   len(examples), cfg.method.beta, cfg.method.delta, neg_from_student=is_student[~is_pos])
     assert l_cl.item() == pytest.approx(out.components["l_cl"], rel=1e-5)
+    # The negative-term statistics of the fast step equal those of the full computation.
+    full_stats = NegativeStatistics()
+    full_stats.add(parts, losses[~is_pos], is_student[~is_pos])
+    full_summary = full_stats.summary()
+    for key in ("neg_active_share", "neg_student_share", "neg_term_share"):
+        expected = full_summary[key]  # None: no negative pushes (all flat)
+        assert fast_stats[key] == (None if expected is None else pytest.approx(expected, rel=1e-4, abs=1e-7)), key
+    for source in ("llm", "student"):
+        assert fast_stats["neg_loss_quantiles"][source] == pytest.approx(full_summary["neg_loss_quantiles"][source], rel=1e-4)
     (cfg.method.alpha1 * label_loss(model, examples, "cpu") + cfg.method.alpha2 * l_cl).backward()
     for fast, full in zip(fast_grad, (p.grad for p in model.parameters())):
         assert torch.allclose(fast, full, atol=1e-6, rtol=1e-4)

@@ -86,8 +86,8 @@ def contrastive_loss(
     Returns (L_cl, parts). ``parts`` holds round-mean values (``l_pos``, ``hinge_neg``, ``w_pos``,
     ``w_neg``) and counts the round sums up (:data:`NEGATIVE_COUNTS`), each with one meaning
     under every reduction: ``questions``; ``neg_active`` questions whose negative term is non-zero;
-    ``neg_used`` negatives the reduction reads (the pick, or every member for the means) and
-    ``neg_used_student`` those of them from the student; ``pos_term_abs`` / ``neg_term_abs``, the
+    ``neg_used`` negatives that push, i.e. that the reduction reads (the pick, or every member for
+    the means) and whose loss is below delta, and ``neg_used_student`` those of them from the student; ``pos_term_abs`` / ``neg_term_abs``, the
     summed |positive term| and |beta x negative term|.
     """
     # Reductions with "max" on the positive side pair with "min" on the negative side.
@@ -115,14 +115,17 @@ def contrastive_loss(
     loss = (positive_term - beta * negative_term).mean()
     student = torch.zeros_like(neg_losses) if neg_from_student is None else neg_from_student.to(neg_losses.dtype)
     student_matrix, _ = as_matrix(student, neg_group, n_questions, 0.0)
+    # Members the reduction uses whose hinge is not flat: the negatives that push. (A flat member
+    # adds nothing, and which of several flat ones a max "selects" is an arbitrary tie.)
+    acting = used & (neg_matrix.detach() < 0)
     mean_of = lambda values, where: values[where].mean().item() if where.any() else 0.0  # noqa: E731
     parts = {
         "l_pos": mean_of(l_pos, has_pos), "hinge_neg": mean_of(h_neg, has_neg),
         "w_pos": mean_of(w_pos, has_pos), "w_neg": mean_of(w_neg, has_neg),
         "questions": float(n_questions),
         "neg_active": float((negative_term.detach() != 0).sum()),
-        "neg_used": float(used.sum()),
-        "neg_used_student": float((student_matrix * used).sum()),
+        "neg_used": float(acting.sum()),
+        "neg_used_student": float((student_matrix * acting).sum()),
         "pos_term_abs": float(positive_term.detach().abs().sum()),
         "neg_term_abs": float(beta * negative_term.detach().abs().sum()),
     }
@@ -137,7 +140,8 @@ class NegativeStatistics:
     """A round's account of the negative term, one meaning under every set reduction:
 
     - ``neg_active_share``: share of questions whose negative term is non-zero
-    - ``neg_student_share``: share of the negatives the reduction used that came from the student
+    - ``neg_student_share``: share of the negatives that push (used by the reduction, loss below
+      delta) that came from the student
     - ``neg_term_share``: the negative term's share of |L_cl| (beta |neg| / (|pos| + beta |neg|))
     - ``neg_loss_quantiles``: per source (``llm``, ``student``), the 10/50/90% quantiles of every
       negative's per-token loss l(f(x), r) seen in the round
