@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Nothing in the default run or the tests needs the Hugging Face hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-learning clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: install
 	$(OFFLINE) $(PY) benchmarks/bench_ratios.py --rss
 	# The GPU benchmark only where there is a GPU (benchmarks/gpu_bench.py --device cpu --tiny is its smoke test).
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(OFFLINE) $(PY) benchmarks/gpu_bench.py; fi
+
+bench-learning: install
+	# Do the students learn? qcrd, dss and causal dss on the default budget, 3 seeds (~15 min on 2 cores).
+	$(OFFLINE) $(PY) benchmarks/bench_learning.py
 
 clean:
 	rm -rf runs .pytest_cache
