@@ -154,7 +154,7 @@ class JudgeConfig:
 
     enabled: bool = _opt(True, "off = every weight s is 1 (no quality guidance) and L_D is not trained")
     loss: str = _opt("bce", "L_D form: printed (Eq. 2 as printed), infonce, or bce (default: measured, docs/method.md)", choices=("printed", "infonce", "bce"))
-    pretrain_steps: int = _opt(150, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
+    pretrain_steps: int = _opt(300, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
     pretrain_batch_size: int = _opt(16, "questions per pre-training step", min=1)
     learning_rate: float = _opt(2e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
     online_every: int = _opt(4, "update D online every this many student steps (0 = never after pre-training)", min=0)
