@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError, RunConfig, describe_fields, load_config
+from .config import METHOD_NAMES, ConfigError, RunConfig, describe_fields, load_config
 
 
 def _fail(message: str) -> None:
@@ -54,7 +54,7 @@ def main() -> None:
 @click.option("--output-dir", help="Parent folder of run directories. Overrides `output_dir`.")
 @click.option("--task", "family", help="Task family (synth, svamp, cqa, anli1, esnli, strategyqa, gsm8k, custom). Overrides `task.name`.")
 @click.option("--data-dir", help="Folder holding the public release layouts. Overrides `task.data_dir` (default $QCRD_DATA_DIR).")
-@click.option("--method", type=click.Choice(["finetune", "single_task", "dss", "qcrd"]), help="Distillation method. Overrides `method.name`.")
+@click.option("--method", type=click.Choice(METHOD_NAMES), help="Distillation method. Overrides `method.name`.")
 @click.option("--rounds", type=int, help="Training rounds (lm-eval runs after each). Overrides `training.rounds`.")
 @click.option("--seed", type=int, help="Training seed. Overrides `training.seed`.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides `training.device`.")

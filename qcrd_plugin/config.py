@@ -32,6 +32,10 @@ def _opt(default, help: str, *, min=None, max=None, choices=None):
     return field(default=default, metadata=meta)
 
 
+# Every list of method names (config choices, CLI, leaderboard order) derives from this one;
+# methods/__init__.py checks that its registry holds exactly these.
+METHOD_NAMES = ("finetune", "single_task", "dss", "mi", "qcrd")
+
 TASK_FAMILIES = ("synth", "svamp", "cqa", "anli1", "esnli", "strategyqa", "gsm8k", "custom")
 
 
@@ -116,9 +120,10 @@ class StudentConfig:
 class MethodConfig:
     """Loss hyper-parameters. QCRD: L = a1*L_pred + a2*L_cl + a3*L_D (Eq. 8)."""
 
-    name: str = _opt("qcrd", "distillation method: finetune (label only), single_task (rationale then answer as one target), dss, qcrd",
-                     choices=("finetune", "single_task", "dss", "qcrd"))
-    alpha: float = _opt(0.5, "dss: weight of the label loss; the rationale loss gets 1 - alpha", min=0.0, max=1.0)
+    name: str = _opt("qcrd", "distillation method: finetune (label only), single_task (rationale then answer as one target), dss, "
+                     "mi (dss + a mutual-information term), qcrd", choices=METHOD_NAMES)
+    alpha: float = _opt(0.5, "dss, mi: weight of the label loss; the rationale loss gets 1 - alpha", min=0.0, max=1.0)
+    mi_beta: float = _opt(0.1, "mi: weight of the mutual-information term (0.1 as in the MI paper's code)", min=0.0)
     alpha1: float = _opt(0.5, "qcrd: weight of L_pred", min=0.0)
     alpha2: float = _opt(0.5, "qcrd: weight of L_cl", min=0.0)
     alpha3: float = _opt(0.5, "qcrd: initial weight of L_D", min=0.0)
@@ -171,7 +176,7 @@ class TrainingConfig:
     """The loop: rounds x steps; an iteration is ``iteration_steps`` optimizer steps."""
 
     rounds: int = _opt(3, "training rounds; lm-eval evaluates after each", min=1)
-    steps_per_round: int = _opt(300, "optimizer steps per round", min=1)
+    steps_per_round: int = _opt(270, "optimizer steps per round", min=1)
     iteration_steps: int = _opt(20, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
     batch_size: int = _opt(16, "questions per step", min=1)
     learning_rate: float = _opt(3e-3, "AdamW learning rate of the student", min=0.0)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import yaml
 
-from .config import ConfigError, _opt, check_folder_name, load_config, read_yaml
+from .config import METHOD_NAMES, ConfigError, _opt, check_folder_name, load_config, read_yaml
 
 LEADERBOARD_FORMAT = "qcrd-leaderboard/1"
 RATIONALE_KEYS = ("rationale_acc", "step_validity", "consistency", "rationale_words", "rouge_l", "bleu", "distinct_2",
@@ -32,7 +32,7 @@ class LeaderboardConfig:
     name: str = _opt("leaderboard", "name of the grid; outputs go to <output_dir>/")
     output_dir: str = _opt("runs/leaderboard", "runs go to <output_dir>/<task>/<method>/seed<k>/, tables and plots to <output_dir>/")
     base_config: str = _opt("harness_configs/default.yaml", "run config every cell starts from")
-    methods: list = _opt(["finetune", "single_task", "dss", "qcrd"], "methods to compare")
+    methods: list = _opt(list(METHOD_NAMES), "methods to compare")
     tasks: dict = _opt({"synth": []}, "task label -> list of KEY=VALUE overrides that make that task")
     seeds: list = _opt([0, 1, 2], "training seeds: initialisation, batching and sampling (and, for real tasks without a validation pool, "
                                "which task.heldout training questions are held out for the judge's AUC)")
@@ -198,8 +198,7 @@ def aggregate(results: list[RunResult], baseline: str = "dss", contender: str = 
 
 
 def _method_order(method: str) -> tuple:
-    order = ["finetune", "single_task", "dss", "qcrd"]
-    return (order.index(method) if method in order else len(order), method)
+    return (METHOD_NAMES.index(method) if method in METHOD_NAMES else len(METHOD_NAMES), method)
 
 
 def _fmt(value, half=None, digits: int = 3) -> str:
