@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Nothing in the default run or the tests needs the Hugging Face hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install run test bench bench-learning clean
+.PHONY: install run test bench bench-learning reproduce clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: install
 bench-learning: install
 	# Do the students learn? qcrd, dss and causal dss on the default budget, 3 seeds (~15 min on 2 cores).
 	$(OFFLINE) $(PY) benchmarks/bench_learning.py
+
+reproduce: install
+	# The paper's tables in miniature, 5 seeds each (hours on 2 CPU cores; resumable: run it again to continue).
+	$(OFFLINE) $(PY) benchmarks/reproduce.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -26,7 +26,7 @@ STATE_FILE = "training_state.pt"
 # directory, then moved into round_<k>/ under DEEPSPEED_DIR before the round is renamed into place.
 DEEPSPEED_STAGING = ".deepspeed.partial"
 DEEPSPEED_DIR = "deepspeed"
-STATE_FORMAT = "qcrd-training-state/2"  # 2: separate student and judge optimizers, launch kind
+STATE_FORMAT = "qcrd-training-state/3"  # 2: separate student and judge optimizers, launch kind; 3: per-round loss counts and negative statistics
 
 
 class RunAborted(Exception):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 
@@ -67,21 +68,58 @@ def load_leaderboard_config(path: str | Path) -> LeaderboardConfig:
     return cfg
 
 
+# Where a run is written and which seed it is: not part of what a cell compares.
+NOT_IDENTITY = ("name", "output_dir", "training.seed")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"seed": 0}}`` -> ``{"training.seed": 0}``."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_identity(config: dict) -> dict[str, Any]:
+    """The resolved run config that defines a leaderboard cell: every key but the seed and the
+    run's location. Runs with equal identities are seeds of one cell; any other difference (an
+    ablation, a budget, a data setting) is another cell."""
+    return {k: v for k, v in flatten(config).items() if k not in NOT_IDENTITY}
+
+
+def identity_hash(identity: dict) -> str:
+    """Eight hex digits naming a cell's identity."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def config_hash(config: dict) -> str:
+    """The hash of a resolved run config's identity (``config_identity``)."""
+    return identity_hash(config_identity(config))
+
+
 def cell_config(cfg: LeaderboardConfig, task_label: str, method: str, seed: int):
-    """The run config of one cell of the grid."""
-    overrides = list(cfg.overrides) + list(cfg.tasks[task_label]) + [
-        f"method.name={method}", f"training.seed={seed}", f"output_dir={Path(cfg.output_dir) / task_label / method}",
-        f"name=seed{seed}",
-    ]
-    return load_config(cfg.base_config, overrides)
+    """The run config of one cell of the grid, written to ``<output_dir>/<task>/<method>-<hash>/seed<k>``:
+    the hash of the resolved config is part of the folder, so a changed config trains a new cell
+    instead of reusing the old one's runs."""
+    overrides = list(cfg.overrides) + list(cfg.tasks[task_label]) + [f"method.name={method}", f"training.seed={seed}", f"name=seed{seed}"]
+    run_cfg = load_config(cfg.base_config, overrides)
+    run_cfg.output_dir = str(Path(cfg.output_dir) / task_label / f"{method}-{config_hash(run_cfg.to_dict())}")
+    return run_cfg
 
 
-def is_finished(run_dir: Path) -> bool:
-    """A run is finished when its metrics hold one record per configured round."""
+def is_finished(run_dir: Path, expected_hash: str | None = None) -> bool:
+    """A run is finished when its metrics hold one record per configured round (and, with
+    ``expected_hash``, when the config it ran is that cell's)."""
     metrics, config = run_dir / "metrics.jsonl", run_dir / "config.yaml"
     if not metrics.exists() or not config.exists():
         return False
-    rounds = yaml.safe_load(config.read_text())["training"]["rounds"]
+    resolved = yaml.safe_load(config.read_text())
+    if expected_hash is not None and config_hash(resolved) != expected_hash:
+        return False
+    rounds = resolved["training"]["rounds"]
     lines = [line for line in metrics.read_text().splitlines() if line.strip()]
     return len(lines) >= rounds
 
@@ -94,7 +132,7 @@ def run_grid(cfg: LeaderboardConfig, train: Callable, log: Callable[[str], None]
         run_cfg = cell_config(cfg, task_label, method, seed)
         run_dir = Path(run_cfg.output_dir) / run_cfg.name
         run_dirs.append(run_dir)
-        if is_finished(run_dir):
+        if is_finished(run_dir, config_hash(run_cfg.to_dict())):
             log(f"[{n}/{len(cells)}] {task_label} {method} seed {seed}: finished, skipped")
             continue
         log(f"[{n}/{len(cells)}] {task_label} {method} seed {seed}: training")
@@ -111,6 +149,11 @@ class RunResult:
     seed: int
     rounds: list[dict] = field(default_factory=list)
     path: str = ""
+    identity: dict = field(default_factory=dict)  # config_identity of the run's resolved config
+
+    @property
+    def config_hash(self) -> str:
+        return identity_hash(self.identity)
 
     @property
     def final(self) -> dict:
@@ -123,9 +166,9 @@ def read_run(run_dir: Path) -> RunResult:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     method, seed = config["method"]["name"], int(config["training"]["seed"])
-    in_grid = run_dir.name == f"seed{seed}" and run_dir.parent.name == method
+    in_grid = run_dir.name == f"seed{seed}" and run_dir.parent.name.split("-")[0] == method
     label = run_dir.parent.parent.name if in_grid else config["task"]["name"]
-    return RunResult(label, method, seed, rounds, str(run_dir))
+    return RunResult(label, method, seed, rounds, str(run_dir), config_identity(config))
 
 
 def collect(paths: list[Path]) -> list[RunResult]:
@@ -168,15 +211,40 @@ def _cost(run: RunResult) -> tuple[float, float]:
     return wall, speed
 
 
+def cell_labels(results: list[RunResult]) -> dict[tuple[str, str], str]:
+    """A readable name per (task, config hash): the method, plus every key on which the cell
+    differs from the value most cells of its task share, e.g. ``qcrd[j_back=3]``."""
+    labels = {}
+    for task in {r.task for r in results}:
+        cells = {r.config_hash: r for r in results if r.task == task}
+        keys = sorted({k for r in cells.values() for k in r.identity} - {"method.name"})
+        varying = {}
+        for key in keys:
+            values = [json.dumps(r.identity.get(key), sort_keys=True, default=str) for r in cells.values()]
+            if len(set(values)) > 1:
+                varying[key] = max(set(values), key=values.count)  # the most common value
+        for digest, run in cells.items():
+            differing = [k for k, common in varying.items() if json.dumps(run.identity.get(k), sort_keys=True, default=str) != common]
+            short = {k: k.rsplit(".", 1)[-1] for k in differing}
+            names = [short[k] if list(short.values()).count(short[k]) == 1 else k for k in differing]
+            extra = ",".join(f"{name}={run.identity.get(k)}" for name, k in zip(names, differing))
+            labels[(task, digest)] = run.method + (f"[{extra}]" if extra else "")
+    return labels
+
+
 def aggregate(results: list[RunResult], baseline: str = "dss", contender: str = "qcrd") -> dict:
-    """Mean ± 95% CI over seeds per (task, method), and the paired contender − baseline
-    difference over the seeds both finished."""
+    """Mean ± 95% CI over seeds per cell (task, resolved config minus the seed), and the paired
+    contender − baseline difference over the seeds both cells finished, for every pair of a
+    contender cell and a baseline cell of a task."""
     rows, diffs = [], []
-    tasks = sorted({r.task for r in results})
-    for task in tasks:
-        for method in sorted({r.method for r in results if r.task == task}, key=_method_order):
-            runs = [r for r in results if r.task == task and r.method == method]
-            row = {"task": task, "method": method, "seeds": sorted(r.seed for r in runs)}
+    labels = cell_labels(results)
+    for task in sorted({r.task for r in results}):
+        cells = sorted({r.config_hash for r in results if r.task == task},
+                       key=lambda h: (_method_order(next(r.method for r in results if r.config_hash == h)), labels[(task, h)]))
+        for digest in cells:
+            runs = [r for r in results if r.task == task and r.config_hash == digest]
+            row = {"task": task, "method": runs[0].method, "label": labels[(task, digest)], "config_hash": digest,
+                   "seeds": sorted(r.seed for r in runs)}
             for key in ("acc",) + RATIONALE_KEYS:
                 values = [v for v in (_metric(r.final, key) for r in runs) if v is not None]
                 if values:
@@ -187,13 +255,18 @@ def aggregate(results: list[RunResult], baseline: str = "dss", contender: str = 
             row["acc_per_round"] = [mean_ci([_metric(r.rounds[k], "acc") for r in runs if k < len(r.rounds)])[0]
                                     for k in range(max(len(r.rounds) for r in runs))]
             rows.append(row)
-        by_seed = {m: {r.seed: _metric(r.final, "acc") for r in results if r.task == task and r.method == m} for m in (baseline, contender)}
-        common = sorted(set(by_seed[baseline]) & set(by_seed[contender]))
-        if common:
-            deltas = [by_seed[contender][s] - by_seed[baseline][s] for s in common]
-            mean, half, n = mean_ci(deltas)
-            diffs.append({"task": task, "contender": contender, "baseline": baseline, "diff": mean, "diff_ci95": half,
-                          "n_pairs": n, "per_seed": dict(zip(common, deltas))})
+        by_cell = {row["config_hash"]: {r.seed: _metric(r.final, "acc") for r in results if r.task == task and r.config_hash == row["config_hash"]}
+                   for row in rows if row["task"] == task}
+        task_rows = [row for row in rows if row["task"] == task]
+        for con in (row for row in task_rows if row["method"] == contender):
+            for base in (row for row in task_rows if row["method"] == baseline):
+                common = sorted(set(by_cell[base["config_hash"]]) & set(by_cell[con["config_hash"]]))
+                if not common:
+                    continue
+                deltas = [by_cell[con["config_hash"]][s] - by_cell[base["config_hash"]][s] for s in common]
+                mean, half, n = mean_ci(deltas)
+                diffs.append({"task": task, "contender": con["label"], "baseline": base["label"], "diff": mean, "diff_ci95": half,
+                              "n_pairs": n, "per_seed": dict(zip(common, deltas))})
     return {"format": LEADERBOARD_FORMAT, "rows": rows, "paired": diffs}
 
 
@@ -213,10 +286,10 @@ def _fmt(value, half=None, digits: int = 3) -> str:
 def to_markdown(board: dict) -> str:
     """The leaderboard as Markdown tables."""
     lines = ["# Leaderboard", "", "Final-round accuracy and rationale quality, mean ± 95% CI (t) over seeds.", "",
-             "| task | method | seeds | acc | rationale_acc | step_validity | consistency | words | ROUGE-L | BLEU | distinct-2 | wall s | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | method | config | seeds | acc | rationale_acc | step_validity | consistency | words | ROUGE-L | BLEU | distinct-2 | wall s | tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in board["rows"]:
-        cells = [r["task"], r["method"], str(len(r["seeds"])), _fmt(r.get("acc"), r.get("acc_ci95"))]
+        cells = [r["task"], r["label"], f"`{r['config_hash']}`", str(len(r["seeds"])), _fmt(r.get("acc"), r.get("acc_ci95"))]
         for key in ("rationale_acc", "step_validity", "consistency"):
             cells.append(_fmt(r.get(key), r.get(f"{key}_ci95")))
         cells += [_fmt(r.get("rationale_words"), None, 1), _fmt(r.get("rouge_l")), _fmt(r.get("bleu"), None, 1), _fmt(r.get("distinct_2")),
@@ -233,9 +306,9 @@ def write(board: dict, results: list[RunResult], out: Path) -> list[Path]:
     """Write leaderboard.{md,csv,json} and the PNG plots into ``out``; returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    (out / "leaderboard.json").write_text(json.dumps(board, indent=2, default=_json_default))
+    (out / "leaderboard.json").write_text(strict_json(board))
     (out / "leaderboard.md").write_text(to_markdown(board))
-    keys = ["task", "method", "n_seeds", "acc", "acc_ci95"] + [k for key in RATIONALE_KEYS for k in (key, f"{key}_ci95")] + ["wall_s", "tokens_per_s"]
+    keys = ["task", "method", "label", "config_hash", "n_seeds", "acc", "acc_ci95"] + [k for key in RATIONALE_KEYS for k in (key, f"{key}_ci95")] + ["wall_s", "tokens_per_s"]
     with open(out / "leaderboard.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
@@ -246,47 +319,87 @@ def write(board: dict, results: list[RunResult], out: Path) -> list[Path]:
     return written
 
 
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    raise TypeError(type(value))
+def strict_json(value: Any) -> str:
+    """JSON that every parser reads: a NaN (a CI of one seed) becomes null, never a bare NaN."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
-def plot(results: list[RunResult], out: Path) -> list[Path]:
-    """Accuracy per round per method (one panel per task, mean with a 95% CI band), and the
-    rationale metrics per round."""
+PLOTS = {"accuracy_per_round.png": ("acc",), "rationale_metrics_per_round.png": ("rationale_acc", "step_validity", "consistency")}
+METRIC_NAMES = {"acc": "accuracy", "rationale_acc": "rationale accuracy", "step_validity": "step validity",
+                "consistency": "label-rationale consistency"}
+
+
+def _series(runs: list[RunResult], key: str) -> tuple[list[int], list[float], list[float]]:
+    """Rounds, means and 95% CI half-widths (0 for one seed) of ``key`` over ``runs``."""
+    stats_ = [mean_ci([v for v in (_metric(r.rounds[k], key) for r in runs if k < len(r.rounds)) if v is not None])
+              for k in range(max(len(r.rounds) for r in runs))]
+    kept = [(k + 1, m, 0.0 if math.isnan(h) else h) for k, (m, h, n) in enumerate(stats_) if n]
+    return [k for k, _, _ in kept], [m for _, m, _ in kept], [h for _, _, h in kept]
+
+
+def figure(results: list[RunResult], keys: tuple[str, ...], labels: dict[tuple[str, str], str] | None = None):
+    """One panel per (metric, task): the mean per round of every cell with its 95% CI band,
+    clipped to [0, 1] (every plotted metric is a rate). A cell keeps one colour in every panel, and
+    the figure has one legend; the caption says what the band is and over how many seeds.
+    ``labels``: a name per (task, config hash); default :func:`cell_labels`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
+    labels = labels or cell_labels(results)
     tasks = sorted({r.task for r in results})
+    cells = sorted(set(labels.values()), key=lambda name: (_method_order(name.split("[")[0]), name))
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(cells)}
+    fig, axes = plt.subplots(len(keys), len(tasks), figsize=(4.6 * len(tasks), 3.2 * len(keys) + 0.9), squeeze=False)
+    seeds = set()
+    for col, task in enumerate(tasks):
+        for row, key in enumerate(keys):
+            ax = axes[row][col]
+            rounds = 1
+            for (cell_task, digest), name in sorted(labels.items(), key=lambda item: cells.index(item[1])):
+                runs = [r for r in results if r.task == task and r.config_hash == digest]
+                if cell_task != task or not runs:
+                    continue
+                seeds.add(len(runs))
+                xs, means, halves = _series(runs, key)
+                if not xs:
+                    continue
+                rounds = max(rounds, xs[-1])
+                ax.plot(xs, means, marker="o", color=colours[name], label=name)
+                ax.fill_between(xs, [max(0.0, m - h) for m, h in zip(means, halves)], [min(1.0, m + h) for m, h in zip(means, halves)],
+                                color=colours[name], alpha=0.18, linewidth=0)
+            ax.set_xticks(range(1, rounds + 1))
+            ax.set_xlim(0.8, rounds + 0.2)
+            ax.set_ylim(0.0, 1.0)
+            ax.set_title(f"{task}: {METRIC_NAMES.get(key, key)}")
+            ax.set_xlabel("round")
+            ax.set_ylabel(METRIC_NAMES.get(key, key))
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colours[name], marker="o", label=name) for name in cells]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(cells), 6), frameon=False)
+    n_seeds = "/".join(str(n) for n in sorted(seeds)) or "0"
+    fig.text(0.5, 0.01, f"mean ± 95% CI (t) over {n_seeds} seeds per cell; bands clipped to [0, 1]", ha="center", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.92))
+    return fig
+
+
+def plot(results: list[RunResult], out: Path) -> list[Path]:
+    """Accuracy per round (one panel per task), and the rationale metrics per round (one row per
+    metric): :func:`figure` for each, saved as PNG."""
+    import matplotlib.pyplot as plt
+
     paths = []
-    for filename, keys in (("accuracy_per_round.png", ("acc",)), ("rationale_metrics_per_round.png", ("rationale_acc", "step_validity", "consistency"))):
-        fig, axes = plt.subplots(len(keys), len(tasks), figsize=(4.5 * len(tasks), 3.2 * len(keys)), squeeze=False)
-        for col, task in enumerate(tasks):
-            for row, key in enumerate(keys):
-                ax = axes[row][col]
-                for method in sorted({r.method for r in results if r.task == task}, key=_method_order):
-                    runs = [r for r in results if r.task == task and r.method == method]
-                    n_rounds = max(len(r.rounds) for r in runs)
-                    stats_ = [mean_ci([v for v in (_metric(r.rounds[k], key) for r in runs if k < len(r.rounds)) if v is not None])
-                              for k in range(n_rounds)]
-                    xs = [k + 1 for k, (m, _, n) in enumerate(stats_) if n]
-                    means = [m for m, _, n in stats_ if n]
-                    halves = [0.0 if math.isnan(h) else h for _, h, n in stats_ if n]
-                    if not xs:
-                        continue
-                    ax.plot(xs, means, marker="o", label=method)
-                    ax.fill_between(xs, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)], alpha=0.2)
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                ax.set_title(f"{task}: {key}")
-                ax.set_xlabel("round")
-                ax.grid(alpha=0.3)
-                if row == 0 and col == 0:
-                    ax.legend()
-        fig.tight_layout()
+    for filename, keys in PLOTS.items():
+        fig = figure(results, keys)
         fig.savefig(out / filename, dpi=110)
         plt.close(fig)
         paths.append(out / filename)

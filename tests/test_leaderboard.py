@@ -25,11 +25,13 @@ def test_mean_ci_matches_a_hand_computation():
     assert math.isnan(mean_ci([0.5])[1])
 
 
-def fixture_run(root: Path, task: str, method: str, seed: int, accs: list[float], rounds: int | None = None) -> Path:
+def fixture_run(root: Path, task: str, method: str, seed: int, accs: list[float], rounds: int | None = None,
+                j_back: int = 5, folder: str | None = None) -> Path:
     """A finished run as files: config.yaml and one metrics line per round."""
-    run_dir = root / task / method / f"seed{seed}"
+    run_dir = root / task / (folder or method) / f"seed{seed}"
     run_dir.mkdir(parents=True)
-    config = {"task": {"name": "synth"}, "method": {"name": method}, "training": {"seed": seed, "rounds": rounds or len(accs)}}
+    config = {"name": f"seed{seed}", "output_dir": str(root / task / (folder or method)), "task": {"name": "synth"},
+              "method": {"name": method}, "negatives": {"j_back": j_back}, "training": {"seed": seed, "rounds": rounds or len(accs)}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     lines = []
     for k, acc in enumerate(accs, 1):
@@ -91,7 +93,7 @@ def test_leaderboard_config_errors_name_the_key(tmp_path):
     bad.write_text("seedz: [1]\n")
     with pytest.raises(ConfigError, match="unknown key 'seedz'"):
         load_leaderboard_config(bad)
-    assert load_leaderboard_config(REPO / "harness_configs" / "leaderboard.yaml").methods == ["finetune", "single_task", "dss", "qcrd"]
+    assert load_leaderboard_config(REPO / "harness_configs" / "leaderboard.yaml").methods == ["finetune", "single_task", "dss", "mi", "qcrd"]
 
 
 def test_tensorboard_export_writes_event_files(fixture_runs, tmp_path):
@@ -101,3 +103,81 @@ def test_tensorboard_export_writes_event_files(fixture_runs, tmp_path):
     write_tensorboard(collect([fixture_runs]), tmp_path / "tb")
     events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert len(events) == 6 and all(e.stat().st_size > 0 for e in events)
+
+
+def test_runs_that_differ_in_one_key_are_two_cells_not_extra_seeds(fixture_runs):
+    """An ablation (negatives.j_back=3) is its own row with a readable label, never averaged in."""
+    for seed, acc in enumerate([0.5, 0.6]):
+        fixture_run(fixture_runs, "synth", "qcrd", seed, [0.1, acc], j_back=3, folder="qcrd-ablation")
+    board = aggregate(collect([fixture_runs]))
+    rows = {r["label"]: r for r in board["rows"]}
+    assert set(rows) == {"dss", "qcrd", "qcrd[j_back=3]"}
+    assert rows["qcrd"]["seeds"] == [0, 1, 2] and rows["qcrd[j_back=3]"]["seeds"] == [0, 1]
+    assert rows["qcrd[j_back=3]"]["acc"] == pytest.approx(0.55)
+    assert rows["qcrd"]["config_hash"] != rows["qcrd[j_back=3]"]["config_hash"]
+    assert {(d["contender"], d["baseline"]) for d in board["paired"]} == {("qcrd", "dss"), ("qcrd[j_back=3]", "dss")}
+
+
+def test_leaderboard_json_is_strict_json_with_one_seed(tmp_path):
+    from qcrd_plugin.leaderboard import write
+
+    root = tmp_path / "grid"
+    fixture_run(root, "synth", "dss", 0, [0.1, 0.2])
+    results = collect([root])
+    board = aggregate(results)
+    assert math.isnan(board["rows"][0]["acc_ci95"])  # one seed: no interval
+    write(board, results, tmp_path / "out")
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in leaderboard.json")
+    loaded = json.loads((tmp_path / "out" / "leaderboard.json").read_text(), parse_constant=refuse)
+    assert loaded["rows"][0]["acc_ci95"] is None
+
+
+def test_plot_gives_each_cell_one_colour_across_panels_and_one_legend(fixture_runs):
+    from qcrd_plugin.leaderboard import figure
+
+    fixture_run(fixture_runs, "other", "qcrd", 0, [0.9, 1.0])  # a second task: a second column of panels
+    fig = figure(collect([fixture_runs]), ("acc", "step_validity"))
+    colours: dict[str, set] = {}
+    for ax in fig.axes:
+        assert ax.get_legend() is None and ax.get_ylabel()
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+        low, high = ax.get_ylim()
+        assert low >= 0.0 and high <= 1.0
+        for line in ax.get_lines():
+            colours.setdefault(line.get_label(), set()).add(line.get_color() if isinstance(line.get_color(), str) else tuple(line.get_color()))
+        for band in ax.collections:  # CI bands stay inside [0, 1]
+            ys = band.get_paths()[0].vertices[:, 1]
+            assert ys.min() >= 0.0 and ys.max() <= 1.0
+    assert set(colours) == {"dss", "qcrd"} and all(len(c) == 1 for c in colours.values())
+    assert colours["dss"] != colours["qcrd"]
+    assert len(fig.legends) == 1 and any("95% CI" in t.get_text() and "seeds" in t.get_text() for t in fig.texts)
+
+
+@pytest.mark.slow
+def test_a_changed_config_trains_its_cell_again_instead_of_reusing_the_old_runs(tmp_path):
+    """The grid's cell folder carries the hash of the resolved config: the same config is skipped
+    as finished, a changed one is trained anew (real training, tiny budget)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import TINY_OVERRIDES
+    from qcrd_plugin.leaderboard import run_grid
+    from qcrd_plugin.training import run as run_training
+
+    def grid(extra: list[str]):
+        spec = tmp_path / "lb.yaml"
+        spec.write_text(yaml.safe_dump({"base_config": str(REPO / "harness_configs" / "default.yaml"), "output_dir": str(tmp_path / "grid"),
+                                        "methods": ["finetune"], "seeds": [0], "tasks": {"synth": TINY_OVERRIDES + extra}}))
+        logged: list[str] = []
+        dirs = run_grid(load_leaderboard_config(spec), lambda cfg: run_training(cfg, progress=False, log=lambda _: None, resume=True),
+                        log=logged.append)
+        return dirs, logged
+
+    first, log1 = grid([])
+    again, log2 = grid([])
+    changed, log3 = grid(["training.learning_rate=0.001"])
+    assert "training" in log1[0] and "finished, skipped" in log2[0] and "training" in log3[0]
+    assert first == again and changed != first
+    assert (changed[0] / "metrics.jsonl").exists() and (first[0] / "metrics.jsonl").exists()
+    results = collect([tmp_path / "grid"])
+    assert len(aggregate(results)["rows"]) == 2  # two configs: two cells, never one cell of two seeds
