@@ -223,9 +223,9 @@ def cell_labels(results: list[RunResult]) -> dict[tuple[str, str], str]:
             values = [json.dumps(r.identity.get(key), sort_keys=True, default=str) for r in cells.values()]
             if len(set(values)) > 1:
                 varying[key] = max(set(values), key=values.count)  # the most common value
+        short = {k: k.rsplit(".", 1)[-1] for k in varying}  # the last part of the key, unless two varying keys share it
         for digest, run in cells.items():
             differing = [k for k, common in varying.items() if json.dumps(run.identity.get(k), sort_keys=True, default=str) != common]
-            short = {k: k.rsplit(".", 1)[-1] for k in differing}
             names = [short[k] if list(short.values()).count(short[k]) == 1 else k for k in differing]
             extra = ",".join(f"{name}={run.identity.get(k)}" for name, k in zip(names, differing))
             labels[(task, digest)] = run.method + (f"[{extra}]" if extra else "")
@@ -359,7 +359,15 @@ def figure(results: list[RunResult], keys: tuple[str, ...], labels: dict[tuple[s
     tasks = sorted({r.task for r in results})
     cells = sorted(set(labels.values()), key=lambda name: (_method_order(name.split("[")[0]), name))
     colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(cells)}
-    fig, axes = plt.subplots(len(keys), len(tasks), figsize=(4.6 * len(tasks), 3.2 * len(keys) + 0.9), squeeze=False)
+    # The legend sits above the panels: as many columns as the longest label lets fit (about 12
+    # characters an inch at the default font), the figure widened for long labels, and the panels
+    # pushed down by the legend's rows.
+    longest = max((len(name) for name in cells), default=1)
+    width = max(4.6 * len(tasks), min(18.0, 0.085 * longest + 1.0))
+    ncol = max(1, min(len(cells), int(width * 12 // (longest + 6))))
+    legend_in = 0.3 * math.ceil(len(cells) / ncol) + 0.2
+    height = 3.2 * len(keys) + 0.5 + legend_in
+    fig, axes = plt.subplots(len(keys), len(tasks), figsize=(width, height), squeeze=False)
     seeds = set()
     for col, task in enumerate(tasks):
         for row, key in enumerate(keys):
@@ -385,10 +393,11 @@ def figure(results: list[RunResult], keys: tuple[str, ...], labels: dict[tuple[s
             ax.set_ylabel(METRIC_NAMES.get(key, key))
             ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colours[name], marker="o", label=name) for name in cells]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(cells), 6), frameon=False)
+    fig.legend(handles=handles, loc="upper center", ncol=ncol, frameon=False)
     n_seeds = "/".join(str(n) for n in sorted(seeds)) or "0"
-    fig.text(0.5, 0.01, f"mean ± 95% CI (t) over {n_seeds} seeds per cell; bands clipped to [0, 1]", ha="center", fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.92))
+    plural = "" if seeds == {1} else "s"
+    fig.text(0.5, 0.01, f"mean ± 95% CI (t) over {n_seeds} seed{plural} per cell; bands clipped to [0, 1]", ha="center", fontsize=9)
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - legend_in / height))
     return fig
 
 

@@ -71,7 +71,7 @@ def test_two_cpu_processes_match_one_process_loss_curve(runs):
     one, ddp = curve(runs / "one"), curve(runs / "ddp")
     assert [r["world_size"] for r in records(runs / "one")] == [1, 1] and [r["world_size"] for r in records(runs / "ddp")] == [2, 2]
     assert len(one) == len(ddp) == 6
-    assert one[-1] < one[0] / 2  # it is learning, so the comparison means something
+    assert one[-1] < 0.8 * one[0]  # it is learning (from about ln(vocab) at step 1), so the comparison means something
     for step, (a, b) in enumerate(zip(one, ddp), 1):
         assert abs(a - b) <= TOLERANCE * abs(a), f"step {step}: 1 process {a}, 2 processes {b}"
 

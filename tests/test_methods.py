@@ -40,6 +40,7 @@ def test_every_method_gives_a_finite_loss_that_trains_the_student(family, method
     out.total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     expected = {"finetune": {"l_label"}, "single_task": {"l_rationale"}, "dss": {"l_label", "l_rationale"},
+                "mi": {"l_label", "l_rationale", "l_mi"},
                 "qcrd": {"l_pred", "l_cl"}}[method]
     assert expected <= set(out.components)
     if method == "finetune":
