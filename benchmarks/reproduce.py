@@ -166,6 +166,22 @@ def markdown(title: str, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_experiment(name: str, seeds: int, common: list[str], runs_dir: Path, out: Path) -> list[dict]:
+    """Train (or reuse) every run of one table, then its rows and its plot ``<out>/<name>.png``."""
+    title, cells = EXPERIMENTS[name]
+    print(title, flush=True)
+    runs = {cell.label: [read_run(run_cell(cell, seed, common, runs_dir, lambda m: print(m, flush=True))) for seed in range(seeds)]
+            for cell in cells}
+    rows = table_rows(cells, runs)
+    # One series per row, named by the row (runs shared between rows are plotted under each).
+    plotted = [RunResult(name, r.method, r.seed, r.rounds, r.path, {"row": label}) for label, rs in runs.items() for r in rs]
+    fig = figure(plotted, ("acc", "step_validity"), labels={(name, identity_hash({"row": label})): label for label in runs})
+    fig.savefig(out / f"{name}.png", dpi=110)
+    plt.close(fig)
+    print(markdown(title, rows), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[1:]))
@@ -188,19 +204,9 @@ def main() -> None:
               "overrides": args.override, "tables": {}}
     sections = []
     for name in chosen:
-        title, cells = EXPERIMENTS[name]
-        print(f"{title}", flush=True)
-        runs = {cell.label: [read_run(run_cell(cell, seed, common, runs_dir, lambda m: print(m, flush=True))) for seed in range(args.seeds)]
-                for cell in cells}
-        rows = table_rows(cells, runs)
-        report["tables"][name] = {"title": title, "rows": rows}
-        sections.append(markdown(title, rows) + f"\n![{title}]({name}.png)\n")
-        # One series per row, named by the row (runs shared between rows are plotted under each).
-        plotted = [RunResult(name, r.method, r.seed, r.rounds, r.path, {"row": label}) for label, rs in runs.items() for r in rs]
-        fig = figure(plotted, ("acc", "step_validity"), labels={(name, identity_hash({"row": label})): label for label in runs})
-        fig.savefig(out / f"{name}.png", dpi=110)
-        plt.close(fig)
-        print(markdown(title, rows), flush=True)
+        rows = run_experiment(name, args.seeds, common, runs_dir, out)
+        report["tables"][name] = {"title": EXPERIMENTS[name][0], "rows": rows}
+        sections.append(markdown(EXPERIMENTS[name][0], rows) + f"\n![{EXPERIMENTS[name][0]}]({name}.png)\n")
     report["wall_s"] = round(time.perf_counter() - started, 1)
     report["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
     header = ["# The paper's tables in miniature", "",

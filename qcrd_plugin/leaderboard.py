@@ -349,15 +349,18 @@ def figure(results: list[RunResult], keys: tuple[str, ...], labels: dict[tuple[s
     """One panel per (metric, task): the mean per round of every cell with its 95% CI band,
     clipped to [0, 1] (every plotted metric is a rate). A cell keeps one colour in every panel, and
     the figure has one legend; the caption says what the band is and over how many seeds.
-    ``labels``: a name per (task, config hash); default :func:`cell_labels`."""
+    ``labels``: a name per (task, config hash), legend in its order; default :func:`cell_labels`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = labels or cell_labels(results)
     tasks = sorted({r.task for r in results})
-    cells = sorted(set(labels.values()), key=lambda name: (_method_order(name.split("[")[0]), name))
+    if labels:  # the caller's names, in the caller's order
+        cells = list(dict.fromkeys(labels.values()))
+    else:
+        labels = cell_labels(results)
+        cells = sorted(set(labels.values()), key=lambda name: (_method_order(name.split("[")[0]), name))
     colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(cells)}
     # The legend sits above the panels: as many columns as the longest label lets fit (about 12
     # characters an inch at the default font), the figure widened for long labels, and the panels
