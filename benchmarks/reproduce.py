@@ -42,7 +42,8 @@ sys.path.insert(0, str(REPO))
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from qcrd_plugin.leaderboard import RunResult, config_hash, figure, identity_hash, is_finished, mean_ci, read_run, strict_json  # noqa: E402
+from qcrd_plugin.leaderboard import (RunResult, config_hash, figure, identity_hash, is_finished, mean_ci, metric_value,  # noqa: E402
+                                      read_run, run_cost, strict_json)
 from qcrd_plugin.significance import holm, paired_test, verdict  # noqa: E402
 
 QUALITY = ("step_validity", "consistency", "faithful_truncate", "faithful_corrupt")
@@ -109,18 +110,7 @@ def run_cell(cell: Cell, seed: int, common: list[str], runs_dir: Path, log) -> P
 
 
 def accuracy(run: RunResult) -> float:
-    return run.final["headline_acc"]
-
-
-def quality(run: RunResult, key: str) -> float | None:
-    record = run.final
-    value = record.get("eval", {}).get(record.get("explain_task", ""), {}).get(key)
-    return value if value is not None else record.get("rationale_quality", {}).get(key)
-
-
-def cost(run: RunResult) -> tuple[float, float]:
-    wall = sum(run.rounds[0].get("setup_time_s", {}).values()) + sum(sum(r["time_s"].values()) for r in run.rounds)
-    return wall, sum(r.get("train_tokens_per_s", 0.0) for r in run.rounds) / len(run.rounds)
+    return metric_value(run.final, "acc")
 
 
 def table_rows(cells: list[Cell], runs: dict[str, list[RunResult]]) -> list[dict]:
@@ -135,9 +125,9 @@ def table_rows(cells: list[Cell], runs: dict[str, list[RunResult]]) -> list[dict
             theirs = {r.seed: accuracy(r) for r in runs[cell.reference]}
             row.update(paired_test([accuracy(r) - theirs[r.seed] for r in mine if r.seed in theirs]))
         for key in QUALITY:
-            values = [v for v in (quality(r, key) for r in mine) if v is not None]
+            values = [v for v in (metric_value(r.final, key) for r in mine) if v is not None]
             row[key] = mean_ci(values)[0] if values else None
-        walls, speeds = zip(*(cost(r) for r in mine))
+        walls, speeds = zip(*(run_cost(r) for r in mine))
         row["wall_s"], row["tokens_per_s"] = sum(walls) / len(walls), sum(speeds) / len(speeds)
         rows.append(row)
     adjusted = holm([row.get("p", math.nan) for row in rows])

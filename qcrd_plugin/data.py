@@ -68,13 +68,12 @@ def explain_prompt(question: str) -> str:
     return EXPLAIN_PREFIX + question
 
 
-def build_examples(problems: list[Question], selections: list[Selection], tokenizer, max_input: int, max_target: int,
-                   causal: bool = False) -> list[TrainExample]:
+def build_examples(problems: list[Question], selections: list[Selection], tokenizer, max_input: int, max_target: int) -> list[TrainExample]:
     """Tokenize every prompt, label and rationale of the training set once.
 
     Prompts are encoded as lm-eval encodes a context (:func:`prompt_ids`), targets as
-    :func:`target_ids` (ending with EOS), so the student trains on exactly what it is scored on.
-    ``causal`` is kept for callers; the tokenizer itself says what a prompt carries.
+    :func:`target_ids` (ending with EOS), so the student trains on exactly what it is scored on;
+    the tokenizer itself says what a prompt carries, for both student families.
     """
     by_id = {s.id: s for s in selections}
     examples = []

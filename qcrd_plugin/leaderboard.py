@@ -196,7 +196,9 @@ def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float
     return mean, stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n), n
 
 
-def _metric(record: dict, key: str) -> float | None:
+def metric_value(record: dict, key: str) -> float | None:
+    """A round record's ``key``: ``acc`` is the method's own answer's accuracy (``headline_acc``);
+    other keys come from the rationale task's scores, else from ``rationale_quality``."""
     if key == "acc":
         return record.get("headline_acc")
     value = record.get("eval", {}).get(record.get("explain_task", ""), {}).get(key)
@@ -205,7 +207,8 @@ def _metric(record: dict, key: str) -> float | None:
     return value
 
 
-def _cost(run: RunResult) -> tuple[float, float]:
+def run_cost(run: RunResult) -> tuple[float, float]:
+    """(wall seconds of setup and every phase, mean training tokens/s) of one run."""
     wall = sum(run.rounds[0].get("setup_time_s", {}).values()) + sum(sum(r["time_s"].values()) for r in run.rounds)
     speed = sum(r.get("train_tokens_per_s", 0.0) for r in run.rounds) / len(run.rounds)
     return wall, speed
@@ -246,16 +249,16 @@ def aggregate(results: list[RunResult], baseline: str = "dss", contender: str = 
             row = {"task": task, "method": runs[0].method, "label": labels[(task, digest)], "config_hash": digest,
                    "seeds": sorted(r.seed for r in runs)}
             for key in ("acc",) + RATIONALE_KEYS:
-                values = [v for v in (_metric(r.final, key) for r in runs) if v is not None]
+                values = [v for v in (metric_value(r.final, key) for r in runs) if v is not None]
                 if values:
                     row[key], row[f"{key}_ci95"], _ = mean_ci(values)
-            walls, speeds = zip(*(_cost(r) for r in runs))
+            walls, speeds = zip(*(run_cost(r) for r in runs))
             row["wall_s"], row["wall_s_ci95"], _ = mean_ci(list(walls))
             row["tokens_per_s"], _, _ = mean_ci(list(speeds))
-            row["acc_per_round"] = [mean_ci([_metric(r.rounds[k], "acc") for r in runs if k < len(r.rounds)])[0]
+            row["acc_per_round"] = [mean_ci([metric_value(r.rounds[k], "acc") for r in runs if k < len(r.rounds)])[0]
                                     for k in range(max(len(r.rounds) for r in runs))]
             rows.append(row)
-        by_cell = {row["config_hash"]: {r.seed: _metric(r.final, "acc") for r in results if r.task == task and r.config_hash == row["config_hash"]}
+        by_cell = {row["config_hash"]: {r.seed: metric_value(r.final, "acc") for r in results if r.task == task and r.config_hash == row["config_hash"]}
                    for row in rows if row["task"] == task}
         task_rows = [row for row in rows if row["task"] == task]
         for con in (row for row in task_rows if row["method"] == contender):
@@ -339,7 +342,7 @@ METRIC_NAMES = {"acc": "accuracy", "rationale_acc": "rationale accuracy", "step_
 
 def _series(runs: list[RunResult], key: str) -> tuple[list[int], list[float], list[float]]:
     """Rounds, means and 95% CI half-widths (0 for one seed) of ``key`` over ``runs``."""
-    stats_ = [mean_ci([v for v in (_metric(r.rounds[k], key) for r in runs if k < len(r.rounds)) if v is not None])
+    stats_ = [mean_ci([v for v in (metric_value(r.rounds[k], key) for r in runs if k < len(r.rounds)) if v is not None])
               for k in range(max(len(r.rounds) for r in runs))]
     kept = [(k + 1, m, 0.0 if math.isnan(h) else h) for k, (m, h, n) in enumerate(stats_) if n]
     return [k for k, _, _ in kept], [m for _, m, _ in kept], [h for _, _, h in kept]

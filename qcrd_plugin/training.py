@@ -33,7 +33,7 @@ from .discriminator import QualityJudge, follow_alpha3, judge_input, mean_scores
 from .methods import build_method
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
 from .rationales import format_statistics, pool_statistics, select_pool
-from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, is_seq2seq, judge_config, use_fused_gelu
+from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, judge_config, use_fused_gelu
 from .pools import read_pool, write_pool
 from .questions import Question, TaskData, UserInputError, read_jsonl, write_jsonl
 from .rationale_quality import distinct_n, faithfulness, overlap_metrics
@@ -245,9 +245,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
         student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
     student.to(device).train()
     limits = (cfg.student.max_input_tokens, cfg.student.max_target_tokens)
-    causal = not is_seq2seq(student)
-    examples = build_examples(splits["train"], selections["train"], tokenizer, *limits, causal=causal)
-    heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits, causal=causal)
+    examples = build_examples(splits["train"], selections["train"], tokenizer, *limits)
+    heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits)
     eos = tokenizer.eos_token_id
     heldout_pos = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.positives]
     heldout_neg = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.llm_negatives]
@@ -539,8 +538,8 @@ def inactive_negatives_warning(cfg: RunConfig, record: dict) -> str | None:
     if share is None or share >= 0.01 or not cfg.negatives.enabled:
         return None
     return (f"warning: round {record['round']}: the negative term (Eq. 7) was non-zero for {100 * share:.2f}% of questions: "
-            f"every question's S_neg holds a negative whose per-token loss is above delta = {cfg.method.delta} "
-            "(see the round's negatives.neg_loss_quantiles in metrics.jsonl)")
+            f"their negatives sit beyond delta = {cfg.method.delta} or they have none "
+            "(the round's negatives.neg_loss_quantiles in metrics.jsonl show which)")
 
 
 def round_summary(record: dict) -> str:

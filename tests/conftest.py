@@ -32,8 +32,7 @@ def synth_training_set(cfg, temperature: float):
     problems = generate(cfg.task)["train"]
     pool = SimulatedTeacher(cfg.teacher).sample(problems, 5, temperature)
     model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples([p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96,
-                              causal=cfg.student.family == "causal")
+    examples = build_examples([p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96)
     return model, tok, examples
 
 

@@ -64,16 +64,21 @@ class Method(ABC):
         """Restore what :meth:`state_dict` returned."""
 
 
-def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], device, per_sequence: bool = True) -> torch.Tensor:
-    """Decoder-only students: cross-entropy of each target continuing its prompt.
-
-    Prompt and target are concatenated; only target tokens are scored. Returns one token-mean
-    loss per sequence (``per_sequence``), or the token mean over the whole batch.
-    """
+def causal_logits(student, prompts: list[list[int]], targets: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder-only students: prompt and target as one sequence. Returns (logits [batch, length - 1,
+    vocab], labels [batch, length - 1]) aligned for next-token scoring; prompt tokens and padding
+    are -100, so only target tokens are scored."""
     ids, mask = pad([p + t for p, t in zip(prompts, targets)], student.config.pad_token_id, device)
-    labels, _ = pad([[-100] * len(p) + t for p, t in zip(prompts, targets)], -100, device)  # prompt tokens are not scored
+    labels, _ = pad([[-100] * len(p) + t for p, t in zip(prompts, targets)], -100, device)
     logits = student(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
-    shifted = labels[:, 1:]
+    return logits, labels[:, 1:]
+
+
+def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], device, per_sequence: bool = True) -> torch.Tensor:
+    """Decoder-only students: cross-entropy of each target continuing its prompt (:func:`causal_logits`).
+    Returns one token-mean loss per sequence (``per_sequence``), or the token mean over the whole batch.
+    """
+    logits, shifted = causal_logits(student, prompts, targets, device)
     if not per_sequence:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=-100)
     return sequence_losses(logits, shifted)

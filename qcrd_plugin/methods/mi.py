@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data import TrainExample, pad, pad_labels
-from .base import LossOutput, Method, encode_prompts, sequence_losses
+from ..data import TrainExample, pad_labels
+from .base import LossOutput, Method, causal_logits, encode_prompts, sequence_losses
 
 
 def target_logits(student, batch: list[TrainExample], prompt: str, targets: list[list[int]], device,
@@ -34,10 +34,7 @@ def target_logits(student, batch: list[TrainExample], prompt: str, targets: list
     target token). ``encoded``: the seq2seq prompts' encoder output, if the step has it."""
     prompts = [getattr(ex, f"{prompt}_ids") for ex in batch]
     if not student.config.is_encoder_decoder:
-        ids, mask = pad([p + t for p, t in zip(prompts, targets)], student.config.pad_token_id, device)
-        labels, _ = pad([[-100] * len(p) + t for p, t in zip(prompts, targets)], -100, device)
-        logits = student(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
-        return logits, labels[:, 1:]
+        return causal_logits(student, prompts, targets, device)
     states, mask = encoded if encoded is not None else encode_prompts(student, batch, device, (prompt,))[prompt]
     labels = pad_labels(targets, device)
     decoder_input_ids = student.prepare_decoder_input_ids_from_labels(labels=labels)

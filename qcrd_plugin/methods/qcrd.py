@@ -170,12 +170,6 @@ class NegativeStatistics:
             "neg_loss_quantiles": quantiles,
         }
 
-    def state_dict(self) -> dict:
-        return {"counts": dict(self.counts), "losses": {k: list(v) for k, v in self.losses.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.counts, self.losses = dict(state["counts"]), {k: list(v) for k, v in state["losses"].items()}
-
 
 class QCRD(Method):
     """The QCRD method: multi-task label loss + contrastive rationale loss + judge loss."""
@@ -209,24 +203,28 @@ class QCRD(Method):
         self.alpha3, self.steps = state["alpha3"], state["steps"]
         self.generator.set_state(state["generator"])
 
-    def negatives_of(self, ex: TrainExample) -> list[list[int]]:
-        """S_neg of one question under ``negatives.source``."""
+    def negative_sets(self, ex: TrainExample) -> tuple[list[list[int]], list[list[int]]]:
+        """S_neg of one question under ``negatives.source``, as (LLM minority, student samples)."""
         neg = self.cfg.negatives
         if not neg.enabled:
-            return []
+            return [], []
         llm = ex.llm_negatives if neg.source in ("llm", "union") else []
         student = ex.student_negatives if neg.source in ("student", "union") else []
+        return llm, student
+
+    def negatives_of(self, ex: TrainExample) -> list[list[int]]:
+        """S_neg of one question under ``negatives.source``."""
+        llm, student = self.negative_sets(ex)
         return llm + student
 
     def gather(self, batch: list[TrainExample]) -> tuple[list[list[int]], list[int], list[bool], list[bool]]:
         """Every rationale of the batch: (token ids, owning question index, is-positive, from-student)."""
         rationales, owner, positive, from_student = [], [], [], []
         for q, ex in enumerate(batch):
-            n_llm = len(ex.llm_negatives) if self.cfg.negatives.source in ("llm", "union") else 0
-            # negatives_of lists the LLM minority first, then the student's samples
-            members = [(r, True, False) for r in ex.positives] + [(r, False, k >= n_llm) for k, r in enumerate(self.negatives_of(ex))]
-            for r, is_pos, student in members:
-                rationales.append(r), owner.append(q), positive.append(is_pos), from_student.append(student)
+            llm, student = self.negative_sets(ex)
+            members = [(r, True, False) for r in ex.positives] + [(r, False, False) for r in llm] + [(r, False, True) for r in student]
+            for r, is_pos, sampled_by_student in members:
+                rationales.append(r), owner.append(q), positive.append(is_pos), from_student.append(sampled_by_student)
         return rationales, owner, positive, from_student
 
     def pop_round_statistics(self) -> dict:
