@@ -133,11 +133,12 @@ def data_prepare(family, source, data_dir, out, check) -> None:
     from .config import SelfConsistencyConfig
     from .pools import write_pool
     from .questions import FAMILIES, UserInputError, write_jsonl
-    from .rationales import select_pool
+    from .rationales import pool_statistics, pool_warnings, select_pool
     from .sources import load_source
 
     families = [f for f in FAMILIES if f != "synth"] if family == "all" else [family]
-    header = f"{'task':<11} {'source':<10} {'split':<10} {'questions':>9} {'pooled':>7} {'samples':>8} {'per_q':>6} {'teacher_acc':>11} {'maj=gold':>9}"
+    header = (f"{'task':<11} {'source':<10} {'split':<10} {'questions':>9} {'pooled':>7} {'samples':>8} {'per_q':>6} {'teacher_acc':>11} "
+              f"{'maj=gold':>9} {'unread':>7}")
     click.echo(header)
     click.echo("-" * len(header))
     for fam in families:
@@ -157,8 +158,13 @@ def data_prepare(family, source, data_dir, out, check) -> None:
                 correct = sum(answers_match(x.answer, e.gold) for e in pool for x in e.samples)
                 majority = sum(answers_match(sel.majority, sel.gold) for sel in select_pool(pool, SelfConsistencyConfig())) if pool else 0
                 acc = f"{correct / samples:.3f}" if samples else "-"
+                unread = f"{sum(x.answer is None for e in pool for x in e.samples) / samples:.3f}" if samples else "-"
                 click.echo(f"{fam:<11} {src:<10} {split:<10} {len(questions):>9} {len(pool):>7} {samples:>8} "
-                           f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} {majority if pool else '-':>9}")
+                           f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} {majority if pool else '-':>9} {unread:>7}")
+                if pool:
+                    stats = pool_statistics(pool, select_pool(pool, SelfConsistencyConfig()))
+                    for warning in pool_warnings(pool, stats, 0):
+                        click.echo(f"  warning ({fam}/{src} {split}): {warning}")
                 if not check:
                     write_jsonl(folder / f"questions_{split}.jsonl", [q.to_record() for q in questions])
                     if pool:
@@ -167,6 +173,51 @@ def data_prepare(family, source, data_dir, out, check) -> None:
                 click.echo(f"  note ({fam}/{src}): {note}")
     if not check:
         click.echo(f"written under {out}/")
+
+
+@data.command("inspect")
+@click.argument("pool_path", metavar="POOL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--questions", "-n", type=int, default=5, show_default=True, help="Questions to show (drawn at random).")
+@click.option("--wrong", is_flag=True, help="Only samples whose answer is not gold (or could not be read).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draw.")
+@click.option("--chars", type=int, default=240, show_default=True, help="Characters shown from the end of each rationale.")
+def data_inspect(pool_path, questions, wrong, seed, chars) -> None:
+    """Show sample rationales of a pool, the answer read from each, and gold.
+
+    \b
+    A quick look at whether answers are read as you read them: each line ends with the answer
+    the parser took from the rationale, then the gold answer (a mark when they differ). If many
+    are misread, set the task's answer_type or answer_pattern (docs/data.md) and teach again.
+    """
+    import random
+
+    from .answers import answers_match
+    from .config import SelfConsistencyConfig
+    from .pools import read_pool
+    from .questions import UserInputError
+    from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
+
+    try:
+        pool = read_pool(pool_path)
+    except UserInputError as err:
+        _fail(str(err))
+    if questions < 1 or chars < 20:
+        _fail("--questions: at least 1" if questions < 1 else "--chars: at least 20")
+    shown = [e for e in pool if not wrong or any(not answers_match(x.answer, e.gold) for x in e.samples)]
+    for entry in random.Random(seed).sample(shown, min(questions, len(shown))):
+        click.echo(f"\n{entry.id}  gold {entry.gold!r}  question: {' '.join(entry.question.split())[:160]}")
+        for i, sample in enumerate(entry.samples):
+            if wrong and answers_match(sample.answer, entry.gold):
+                continue
+            tail = " ".join(sample.rationale.split())
+            tail = tail if len(tail) <= chars else "..." + tail[-chars:]
+            mark = "ok" if answers_match(sample.answer, entry.gold) else "XX"
+            click.echo(f"  [{i}] {tail}\n      -> read {sample.answer!r}  gold {entry.gold!r}  {mark}")
+    stats = pool_statistics(pool, select_pool(pool, SelfConsistencyConfig()))
+    click.echo(f"\n{pool_path}: {len(shown)} of {len(pool)} questions {'with a wrong sample ' if wrong else ''}"
+               f"({min(questions, len(shown))} shown); " + format_statistics(stats))
+    for warning in pool_warnings(pool, stats, max((len(e.samples) for e in pool), default=0)):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()
@@ -211,7 +262,7 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
     _quiet_libraries(no_progress_bars=quiet)
     from .pools import write_pool
     from .questions import UserInputError
-    from .rationales import format_statistics, pool_statistics, select_pool
+    from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
     from .tasks import load_task
     from .distributed import resolve_device
     from .teachers import build_teacher
@@ -231,8 +282,14 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
     out.parent.mkdir(parents=True, exist_ok=True)
     write_pool(out, pool)
     stats = pool_statistics(pool, select_pool(pool, cfg.self_consistency))
-    click.echo(f"wrote {out}: {len(pool)} questions x {cfg.teacher.samples} samples ({cfg.teacher.kind} teacher)")
+    per_question = stats["samples"] / max(1, len(pool))
+    click.echo(f"wrote {out}: {len(pool)} questions x {per_question:.3g} samples on average "
+               f"({cfg.teacher.samples} asked, {cfg.teacher.kind} teacher)")
     click.echo("pool statistics: " + format_statistics(stats))
+    for note in task.notes:
+        click.echo(f"note: {note}")
+    for warning in pool_warnings(pool, stats, cfg.teacher.samples):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()

@@ -112,7 +112,8 @@ class StudentConfig:
     num_heads: int = _opt(4, "tiny preset: attention heads", min=1)
     d_kv: int = _opt(16, "tiny preset: size of one attention head", min=4)
     dropout: float = _opt(0.0, "tiny preset: dropout rate", min=0.0, max=0.9)
-    max_input_tokens: int = _opt(128, "inputs are truncated to this many tokens", min=8)
+    max_input_tokens: int = _opt(448, "longer prompts are cut in their middle (with a warning); 448 holds every shipped task's "
+                                 "(benchmarks/results/prompt_lengths.json)", min=8)
     max_target_tokens: int = _opt(96, "targets (labels, rationales) are truncated to this many tokens", min=4)
 
 

@@ -96,8 +96,19 @@ def build_examples(problems: list[Question], selections: list[Selection], tokeni
 def prompt_ids(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
     """Token ids of prompts with the tokenizer's default special tokens, which is what lm-eval's
     ``hf`` model feeds the student at evaluation: T5 appends ``</s>`` to its encoder input, a
-    causal LM's tokenizer adds a BOS or nothing (the target then continues the prompt directly)."""
-    return tokenizer(texts, truncation=True, max_length=limit)["input_ids"] if texts else []
+    causal LM's tokenizer adds a BOS or nothing (the target then continues the prompt directly).
+
+    A prompt over ``limit`` tokens loses its middle, never its end: the choices block and the
+    question's last sentence come last (and lm-eval, too, keeps a long context's end). Count
+    such prompts with :func:`long_prompts` to warn about them."""
+    head = limit // 4
+    return [ids if len(ids) <= limit else ids[:head] + ids[len(ids) - (limit - head):]
+            for ids in tokenizer(texts)["input_ids"]] if texts else []
+
+
+def long_prompts(tokenizer, questions: list[Question], limit: int) -> int:
+    """How many of ``questions`` have an ``explain:`` prompt over ``limit`` tokens (cut by :func:`prompt_ids`)."""
+    return sum(len(ids) > limit for ids in tokenizer([explain_prompt(q.question) for q in questions])["input_ids"]) if questions else 0
 
 
 def target_ids(tokenizer, texts: list[str], limit: int) -> list[list[int]]:

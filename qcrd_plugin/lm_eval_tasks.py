@@ -84,18 +84,23 @@ def cot_target(doc: dict) -> str:
     return " " + _cot_target(_question(doc))
 
 
+def _reading(doc: dict) -> dict:
+    """How this task reads answers beyond type and choices (a custom spec's pattern, case folding)."""
+    return {"pattern": doc.get("answer_pattern") or "", "case_fold": doc.get("case_fold", True) is not False}
+
+
 def process_predict(doc: dict, results: list[str]) -> dict[str, float]:
-    return label_metrics(results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"))
+    return label_metrics(results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"), **_reading(doc))
 
 
 def process_explain(doc: dict, results: list[str]) -> dict[str, float]:
     label_generation, rationale = results
     return rationale_metrics(rationale, label_generation, doc["answer"], doc.get("answer_type", "number"),
-                             doc.get("choices"), bool(doc.get("require_answer_phrase")))
+                             doc.get("choices"), bool(doc.get("require_answer_phrase")), **_reading(doc))
 
 
 def process_cot(doc: dict, results: list[str]) -> dict[str, float]:
-    return cot_metrics(results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"))
+    return cot_metrics(results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"), **_reading(doc))
 
 
 class ExplainTask(ConfigurableTask):

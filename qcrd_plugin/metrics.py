@@ -7,13 +7,15 @@ from typing import Sequence
 from .answers import answers_match, predicted_answer, stated_answer, step_validity
 
 
-def label_metrics(prediction: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None) -> dict[str, float]:
+def label_metrics(prediction: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None,
+                  pattern: str = "", case_fold: bool = True) -> dict[str, float]:
     """Metrics of a ``predict:`` generation: ``acc`` (its answer equals gold)."""
-    return {"acc": float(answers_match(predicted_answer(prediction, answer_type, choices), gold))}
+    return {"acc": float(answers_match(predicted_answer(prediction, answer_type, choices, pattern, case_fold), gold))}
 
 
 def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_type: str = "number",
-                      choices: Sequence[str] | None = None, require_phrase: bool = False) -> dict[str, float]:
+                      choices: Sequence[str] | None = None, require_phrase: bool = False, pattern: str = "",
+                      case_fold: bool = True) -> dict[str, float]:
     """Metrics of an ``explain:`` generation, given the same question's ``predict:`` generation.
 
     - ``acc``: the label prediction is right (as in the label task)
@@ -23,8 +25,8 @@ def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_t
     - ``consistency``: the label prediction equals the rationale's stated answer
     - ``rationale_words``: length in whitespace-separated words
     """
-    stated = stated_answer(rationale, answer_type, choices, require_phrase=require_phrase)
-    label = predicted_answer(label_prediction, answer_type, choices)
+    stated = stated_answer(rationale, answer_type, choices, require_phrase, pattern, case_fold)
+    label = predicted_answer(label_prediction, answer_type, choices, pattern, case_fold)
     metrics = {
         "acc": float(answers_match(label, gold)),
         "rationale_acc": float(answers_match(stated, gold)),
@@ -37,8 +39,9 @@ def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_t
     return metrics
 
 
-def cot_metrics(generation: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None) -> dict[str, float]:
+def cot_metrics(generation: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None,
+                pattern: str = "", case_fold: bool = True) -> dict[str, float]:
     """Metrics of a few-shot chain-of-thought generation: ``acc`` of the answer after its last
-    "So the answer is" (the last number / sentence when it states none)."""
-    return {"acc": float(answers_match(stated_answer(generation, answer_type, choices), gold))}
+    answer statement (``qcrd_plugin.answers.stated_answer``)."""
+    return {"acc": float(answers_match(stated_answer(generation, answer_type, choices, pattern=pattern, case_fold=case_fold), gold))}
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .answers import CHOICE_LETTERS
+from .answers import CHOICE_LETTERS, stated_answer
 
 QUESTIONS_FORMAT = "qcrd-questions/1"
 DATA_DIR_ENV = "QCRD_DATA_DIR"
@@ -32,6 +32,14 @@ class Question:
     choices: list[str] | None = None
     gold_rationale: str = ""  # a human or gold rationale when the source has one
     require_answer_phrase: bool = False  # synthetic task: an answer must be stated explicitly
+    answer_pattern: str = ""  # a task spec's own answer regex (its first group is the answer)
+    case_fold: bool = True  # text answers: compare lower-cased
+
+    def stated(self, text: str, require_phrase: bool | None = None) -> float | str | None:
+        """The answer ``text`` (a teacher's or student's rationale) states, read as this question's
+        answers are read (answer type, choices, the task's ``answer_pattern``)."""
+        phrase = self.require_answer_phrase if require_phrase is None else require_phrase
+        return stated_answer(text, self.answer_type, self.choices, phrase, self.answer_pattern, self.case_fold)
 
     def to_record(self) -> dict:
         """The JSON line of a canonical questions file (and the lm-eval doc)."""
@@ -175,3 +183,40 @@ class TaskData:
     pools: dict[str, list] = field(default_factory=dict)  # split -> list[teachers.PoolEntry]
     notes: list[str] = field(default_factory=list)
     problems: dict = field(default_factory=dict)  # synth only: id -> synth.Problem (simulated teacher)
+
+
+def read_records(path: Path) -> list[tuple[int, dict]]:
+    """(line, record) for every record of a user's data file: JSONL (one object per line), or one
+    JSON array of objects, as many datasets ship (each record named by the line it starts on).
+    The bad input policy of :func:`read_jsonl` holds for both."""
+    try:
+        head = Path(path).open("rb").read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as err:
+        if isinstance(err, FileNotFoundError):
+            raise UserInputError(f"{path}: file not found") from None
+        raise UserInputError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not head.startswith(b"["):
+        return read_jsonl(Path(path))
+    text = decode_utf8(Path(path).read_bytes(), Path(path))
+    decoder, records = json.JSONDecoder(), []
+    position = text.index("[") + 1
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text):
+            raise UserInputError(f"{path}:{text.count(chr(10), 0, position) + 1}: not valid JSON (the array is not closed with ']')")
+        if text[position] == "]":
+            break
+        line = text.count("\n", 0, position) + 1
+        try:
+            record, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as err:
+            raise UserInputError(f"{path}:{text.count(chr(10), 0, err.pos) + 1}: not valid JSON ({err.msg})") from None
+        except (ValueError, RecursionError) as err:
+            raise UserInputError(f"{path}:{line}: not valid JSON ({type(err).__name__})") from None
+        if not isinstance(record, dict):
+            raise UserInputError(f"{path}:{line}: expected a JSON object in the array, got {type(record).__name__}")
+        records.append((line, record))
+    if text[position + 1:].strip():
+        raise UserInputError(f"{path}:{text.count(chr(10), 0, position) + 1}: text after the closing ']' of the JSON array")
+    return records

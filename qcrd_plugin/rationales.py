@@ -98,3 +98,30 @@ def pool_statistics(pool: list[PoolEntry], selections: list[Selection]) -> dict[
 def format_statistics(stats: dict) -> str:
     """Pool statistics as one line: counts as integers, rates to 3 significant digits."""
     return ", ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in stats.items())
+
+
+# Below these a pool is more likely misread than hard: the teacher agrees with gold on most
+# questions of every shipped pool (docs/data.md), and a wrong answer_type reads ~0.
+MIN_MAJORITY_EQ_GOLD = 0.5
+MAX_UNPARSEABLE = 0.10
+
+
+def pool_warnings(pool: list[PoolEntry], stats: dict, k: int) -> list[str]:
+    """What a user should look at before training on ``pool`` (asked for ``k`` samples per
+    question): answers that are probably misread, questions without samples, fewer samples than
+    asked. Printed by ``teach`` and ``run``."""
+    warnings = []
+    hint = "check the task's answer_type / answer_pattern with `qcrd-bench data inspect POOL`"
+    if stats["samples"] and stats["majority_eq_gold_rate"] < MIN_MAJORITY_EQ_GOLD:
+        warnings.append(f"majority answer == gold for only {stats['majority_eq_gold_rate']:.1%} of questions: {hint}")
+    if stats["samples"] and stats["unparseable_rate"] > MAX_UNPARSEABLE:
+        warnings.append(f"{stats['unparseable_rate']:.1%} of samples state no answer that could be read: {hint}")
+    counts = [len(entry.samples) for entry in pool]
+    empty = [entry.id for entry in pool if not entry.samples]
+    if empty:
+        warnings.append(f"{len(empty)} of {len(pool)} questions have no teacher sample (first: {empty[0]!r}); they train without rationales")
+    short = [c for c in counts if 0 < c < k]
+    if short:
+        warnings.append(f"asked for {k} samples per question, but the pool has fewer for {len(short)} of {len(pool)} questions "
+                        f"(as few as {min(short)}; at most {max(counts)})")
+    return warnings

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from .answers import CHOICE_LETTERS, NLI_LABELS, canonical_text, format_number, normalize_answer, safe_eval, stated_answer
+from .answers import CHOICE_LETTERS, NLI_LABELS, canonical_text, format_number, normalize_answer, safe_eval
 from .config import short_repr as _short
 from .pools import PoolEntry, TeacherSample
 from .questions import FAMILIES, DataMissingError, UserInputError, Question, TaskData, choices_block, data_dir, decode_utf8, parse_json, read_jsonl
@@ -161,7 +161,7 @@ def cut_completion(text: str) -> str:
 
 def _pool_entry(q: Question, rationales: list[str], teachers: list[str] | None = None) -> PoolEntry:
     samples = [
-        TeacherSample(r, stated_answer(r, q.answer_type, q.choices), teacher=(teachers[i] if teachers else ""))
+        TeacherSample(r, q.stated(r), teacher=(teachers[i] if teachers else ""))
         for i, r in enumerate(rationales)
     ]
     return PoolEntry(q.id, q.question, q.answer, samples)

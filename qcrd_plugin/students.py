@@ -82,7 +82,8 @@ def tiny_causal_config(cfg: StudentConfig, tokenizer: PreTrainedTokenizerFast) -
         num_hidden_layers=2 * cfg.num_layers,  # as deep as the T5 preset's encoder + decoder
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=512,
+        # RoPE: positions cost no parameters; a prompt and its target must fit in one sequence.
+        max_position_embeddings=max(512, cfg.max_input_tokens + cfg.max_target_tokens),
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from .answers import format_number, parse_stated_answer, stated_answer
+from .answers import format_number, parse_stated_answer
 from .config import TeacherConfig
 from .data import COT_INSTRUCTION, cot_prompt
 from .pools import POOL_FORMAT, PoolEntry, TeacherSample, read_pool  # noqa: F401  (re-exported)
@@ -116,14 +116,13 @@ class PoolTeacher:
         self.where = where
 
     def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
-        missing = [q.id for q in questions if q.id not in self.by_id]
-        if missing:
-            raise UserInputError(f"{self.where}: no samples for {len(missing)} of {len(questions)} questions (first: {missing[0]!r})")
-        out = []
-        for q in questions:
-            entry = self.by_id[q.id]
-            out.append(PoolEntry(q.id, q.question, q.answer, entry.samples[:k]))
-        return out
+        """The first ``k`` samples of each question. A question the pool has no sample for gets
+        none (counted by :func:`~qcrd_plugin.rationales.pool_warnings`); none at all is an error."""
+        if questions and not any(self.by_id.get(q.id) and self.by_id[q.id].samples for q in questions):
+            raise UserInputError(f"{self.where}: no samples for any of the {len(questions)} questions (first: {questions[0].id!r}): "
+                                 "is it the pool of another task or split?")
+        empty = PoolEntry("", "", "")
+        return [PoolEntry(q.id, q.question, q.answer, self.by_id.get(q.id, empty).samples[:k]) for q in questions]
 
 
 class SampleCache:
@@ -214,7 +213,7 @@ class SampleCache:
 
 
 def _entry(q: Question, texts: list[str], teacher: str) -> PoolEntry:
-    samples = [TeacherSample(t.strip(), stated_answer(t, q.answer_type, q.choices), teacher=teacher) for t in texts]
+    samples = [TeacherSample(t.strip(), q.stated(t), teacher=teacher) for t in texts]
     return PoolEntry(q.id, q.question, q.answer, samples)
 
 

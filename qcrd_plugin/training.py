@@ -27,12 +27,12 @@ from tqdm.auto import tqdm
 from . import evaluation, faults
 from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, drop_partials, has_run_data, load_state, save_round
 from .config import RunConfig
-from .data import TrainExample, build_examples, explain_prompt, prompt_ids, target_ids
+from .data import TrainExample, build_examples, explain_prompt, long_prompts, prompt_ids, target_ids
 from .distributed import Parallel, TrainingStep, autocast_dtype, configure_cuda
 from .discriminator import QualityJudge, follow_alpha3, judge_input, mean_scores, pretrain, roc_auc
 from .methods import build_method
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
-from .rationales import format_statistics, pool_statistics, select_pool
+from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, judge_config, use_fused_gelu
 from .pools import read_pool, write_pool
 from .questions import Question, TaskData, UserInputError, read_jsonl, write_jsonl
@@ -234,6 +234,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
         selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
         pool_stats = pool_statistics(pools["train"], selections["train"])
     log("teacher pool (train): " + format_statistics(pool_stats))
+    for warning in pool_warnings(pools["train"], pool_stats, cfg.teacher.samples):
+        log(f"warning: teacher pool (train): {warning}")
 
     # ---- set up -----------------------------------------------------------------------------
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]
@@ -245,6 +247,10 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
         student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
     student.to(device).train()
     limits = (cfg.student.max_input_tokens, cfg.student.max_target_tokens)
+    cut = long_prompts(tokenizer, splits["train"] + splits["validation"], limits[0])
+    if cut:
+        log(f"warning: {cut} of {len(splits['train']) + len(splits['validation'])} prompts are longer than student.max_input_tokens="
+            f"{limits[0]} tokens and lose their middle (their end, with any choices, is kept); raise student.max_input_tokens")
     examples = build_examples(splits["train"], selections["train"], tokenizer, *limits)
     heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits)
     eos = tokenizer.eos_token_id

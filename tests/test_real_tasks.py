@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -92,11 +93,14 @@ def test_task_brought_as_data_teach_run_and_lm_eval(tmp_path):
     assert "pool statistics" in proc.stdout and len(pool.read_text().splitlines()) == 100
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("task.")]
     args = ["qcrd-bench", "run", "--task", "custom", "-o", f"task.spec={SPEC}", "-o", "teacher.kind=pool", "-o", f"teacher.pool={pool}",
-            "-o", "teacher.samples=3", "--output-dir", str(tmp_path / "runs"), "--name", "shop", "--quiet"]
+            "-o", "teacher.samples=3", "--output-dir", str(tmp_path / "runs"), "--name", "shop", "--quiet",
+            "-o", "student.max_input_tokens=20"]  # shop prompts are 22 tokens: the run must say it cuts them
     for o in overrides:
         args += ["-o", o]
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"warning: \d+ of 100 prompts are longer than student.max_input_tokens=20 tokens and lose their middle",
+                     proc.stdout + proc.stderr), proc.stdout[-3000:]
     record = json.loads((tmp_path / "runs" / "shop" / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(record["eval"]) == {"qcrd_custom", "qcrd_custom_explain"}
     proc = lm_eval(f"pretrained={tmp_path / 'runs' / 'shop' / 'round_2'},backend=seq2seq", "qcrd_custom", tmp_path / "out",

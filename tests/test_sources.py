@@ -50,7 +50,9 @@ def test_mcc_kd_ten_raw_samples_and_majority_vote():
     assert sizes(data) == {"train": 700, "validation": 150, "test": 150}
     assert samples_per_question(data.pools["train"]) == {10}
     majority = sum(answers_match(s.majority, s.gold) for s in select_pool(data.pools["train"], SelfConsistencyConfig(tie_break="first")))
-    assert abs(majority - 597) <= 6  # SOURCES.md: majority = gold for 597 of 700 (its own last-number parse)
+    # SOURCES.md: majority = gold for 597 of 700 with a last-number parse; reading the concluding
+    # sentence (qcrd_plugin.answers) gives 625 (docs/data.md, issue 14).
+    assert 620 <= majority <= 630
 
 
 def test_mentor_kd_and_eit_pools():

@@ -104,7 +104,7 @@ RECORD_CASES = [
     ("choice-answer-not-among-choices", [CHOICE, {**CHOICE, "answer": "the moon"}], "choice", ["t.jsonl:2", "key 'answer'", "the moon"]),
     ("choice-letter-beyond-choices", [{**CHOICE, "answer": "e"}], "choice", ["t.jsonl:1", "key 'answer'"]),
     ("choices-not-a-list", [{**CHOICE, "options": "race track, populated areas"}], "choice", ["t.jsonl:1", "key 'options'"]),
-    ("eleven-choices", [{**CHOICE, "options": [f"place {i}" for i in range(11)]}], "choice", ["t.jsonl:1", "key 'options'"]),
+    ("27-choices", [{**CHOICE, "options": [f"place {i}" for i in range(27)]}], "choice", ["t.jsonl:1", "key 'options'"]),
     ("nli-label-outside-label-set", [{"question": "P / H", "answer": "maybe"}], "label", ["t.jsonl:1", "key 'answer'", "maybe"]),
     ("nli-label-id-out-of-range", [{"question": "P / H", "answer": 3}], "label", ["t.jsonl:1", "key 'answer'"]),
     ("nli-label-negative-id", [{"question": "P / H", "answer": -1}], "label", ["t.jsonl:1", "key 'answer'"]),

@@ -34,7 +34,7 @@ def is_canonical(value, answer_type: str, choices) -> bool:
     if answer_type == "number":
         return type(value) is float and math.isfinite(value)
     if answer_type == "choice":
-        letters = CHOICE_LETTERS[: len(choices)] if choices else CHOICE_LETTERS[:5]
+        letters = CHOICE_LETTERS[: len(choices)] if choices else CHOICE_LETTERS
         return isinstance(value, str) and len(value) == 1 and value in letters
     if answer_type == "label":
         return value in NLI_LABELS
