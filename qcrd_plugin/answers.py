@@ -142,7 +142,7 @@ ANSWER_TYPES = ("number", "choice", "label", "yesno", "text")
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # ANLI / e-SNLI ids 0, 1, 2
 CHOICE_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _ANSWER_STATEMENT = re.compile(
-    r"(?:(?:the\s+)?(?:(?:correct|final|right|best)\s+)?answer\s*(?:is|would\s+be|will\s+be|should\s+be|=|:)"
+    r"(?:(?:the[\s.-]+)?(?:(?:correct|final|right|best)\s+)?answer[\s.-]*(?:is|would\s+be|will\s+be|should\s+be|=|:)"
     r"|\b(?:the\s+)?final\s+result\s*(?:is|:|=)|####|\\boxed\s*\{)", re.IGNORECASE)
 # A clause that checks an answer rather than stating one ("To check our answer: 40 + 2 = 42").
 _VERIFICATION = re.compile(r"\b(?:check(?:ing|ed)?|verif(?:y|ied|ication)|confirm\w*)\b|\b(?:plug|substitut)\w*\b[^.\n]*\bback\b", re.IGNORECASE)
@@ -166,9 +166,11 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text or "") if s.strip()]
 
 
-def _clause_start(text: str, position: int) -> int:
-    """Where the sentence (or line) holding ``position`` starts."""
-    return max(text.rfind(". ", 0, position) + 1, text.rfind("\n", 0, position) + 1, 0)
+def _clause_before(text: str, position: int, width: int = 40) -> str:
+    """The clause before ``position``: back to the last sentence mark or line break, at most
+    ``width`` characters (GSM8K-style text runs sentences together without a space)."""
+    start = max([text.rfind(mark, 0, position) + 1 for mark in ".!?;\n"] + [position - width, 0])
+    return text[start:position]
 
 
 def _balanced(text: str, open_at: int, opening: str = "{", closing: str = "}") -> str | None:
@@ -187,7 +189,7 @@ def answer_statements(text: str) -> list[str]:
     inside of ``\\boxed{...}``. Statements inside a verification clause are left out."""
     found = []
     for match in _ANSWER_STATEMENT.finditer(text or ""):
-        if _VERIFICATION.search(text[_clause_start(text, match.start()):match.start()]):
+        if _VERIFICATION.search(_clause_before(text, match.start())):
             continue
         if match.group(0).lower().startswith("\\boxed"):
             inside = _balanced(text, match.end() - 1)
@@ -230,7 +232,7 @@ def _number(text: str) -> float | None:
     return _finite(first.group(0)) if first else None
 
 
-def _concluding_number(text: str) -> float | None:
+def _concluding_number(text: str, question: str = "") -> float | None:
     """A number answer stated without an answer phrase (raw LLM samples such as MCC-KD's): the
     result of the last sentence with a number, or of the first when the rest only justifies it
     ("Jake has 29 apples. To solve the problem, ..." with no "So ..." after). A verification
@@ -255,11 +257,13 @@ def _concluding_number(text: str) -> float | None:
         after = _FIRST_NUMBER.search(sentence.rsplit("=", 1)[1])
         if after:
             return _finite(after.group(0))
-    # The answer is a computed quantity: prefer a number some step of the rationale produced
-    # ("... = 2080. Therefore, after 26 days, they will have 2080 sacks" -> 2080, not 26).
+    # The answer is a quantity the rationale found, not one the question gave: prefer a number
+    # absent from the question ("Debby's 12 bottles would last her 2 days" -> 2), then one some
+    # step computed ("... = 2080. Therefore, after 26 days, they will have 2080 sacks" -> 2080).
     results = {float(r) for r in re.findall(rf"=\s*\$?({NUMBER})", (text or "").replace(",", ""))}
+    givens = {float(n) for n in _FIRST_NUMBER.findall((question or "").replace(",", ""))}
     numbers = [float(n) for n in _FIRST_NUMBER.findall(sentence)]
-    return _finite(str(next((n for n in numbers if n in results), numbers[0])))
+    return _finite(str(max(numbers, key=lambda n: 2 * (n not in givens) + (n in results))))
 
 
 def _letters(choices: Sequence[str] | None) -> str:
@@ -415,11 +419,12 @@ def latex_number(text: str) -> float | None:
 
 
 def stated_answer(rationale: str, answer_type: str = "number", choices: Sequence[str] | None = None,
-                  require_phrase: bool = False, pattern: str = "", case_fold: bool = True) -> float | str | None:
+                  require_phrase: bool = False, pattern: str = "", case_fold: bool = True, question: str = "") -> float | str | None:
     """The answer a rationale states (see the notes above this section): the last explicit
     statement's answer; without one, and unless ``require_phrase``, the concluding sentence's
     (numbers, choices, yes/no; None for labels and text that state nothing). ``pattern``, a
-    task's own ``answer_pattern`` regex, replaces all of this: its last match's first group."""
+    task's own ``answer_pattern`` regex, replaces all of this: its last match's first group.
+    ``question``: the question's text, whose numbers are givens rather than answers."""
     if pattern:
         matches = [m for m in re.finditer(pattern, rationale or "")]
         return normalize_answer(matches[-1].group(1), answer_type, choices, case_fold) if matches else None
@@ -430,7 +435,7 @@ def stated_answer(rationale: str, answer_type: str = "number", choices: Sequence
     if require_phrase or not (rationale or "").strip():
         return None
     if answer_type == "number":
-        return _concluding_number(rationale)
+        return _concluding_number(rationale, question)
     if answer_type == "choice":
         return _concluding_choice(rationale, choices)
     if answer_type == "yesno":

@@ -29,7 +29,7 @@ def agreement(rows: list[dict]) -> dict[str, tuple[int, int]]:
     """(agreeing, total) per answer type: the parser's answer equals the hand label (both None counts)."""
     counts: dict[str, Counter] = {}
     for row in rows:
-        got = stated_answer(row["rationale"], row["answer_type"], row["choices"])
+        got = stated_answer(row["rationale"], row["answer_type"], row["choices"], question=row["question"])
         want = None if row["label"] is None else normalize_answer(row["label"], row["answer_type"], row["choices"])
         ok = got is None and want is None or want is not None and answers_match(got, want)
         counts.setdefault(row["answer_type"], Counter())[ok] += 1
@@ -55,6 +55,12 @@ def test_heldout_agreement_stays_at_its_measured_level():
     measured = {"number": 75, "choice": 20, "yesno": 20}
     for kind, (ok, total) in agreement(_rows("answer_labels_heldout.jsonl")).items():
         assert ok >= measured[kind], f"{kind}: {ok}/{total}"
+
+
+def test_numbers_the_question_gave_are_not_answers():
+    question = "Debby bought 12 water bottles. She drinks 6 a day. How many days would they last?"
+    assert stated_answer("Debby's 12 water bottles would last her for 2 days.", "number", question=question) == 2.0
+    assert stated_answer("Debby's 12 water bottles would last her for 2 days.", "number") == 12.0  # without the question
 
 
 @pytest.mark.parametrize("text, answer_type, choices, expected", [
