@@ -19,6 +19,38 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _check_writable(path: Path, flag: str) -> None:
+    """Exit 2 naming ``flag`` unless ``path`` can be written (checked before any long work)."""
+    if path.is_dir():
+        _fail(f"{flag} {path}: is a folder; give a file path")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        _fail(f"{flag} {path}: {blocking} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # read-only, or a name too long
+        _fail(f"{flag} {path}: cannot create its folder ({err.strerror or err})")
+    if not os.access(path.parent, os.W_OK):
+        _fail(f"{flag} {path}: the folder {path.parent} is not writable")
+
+
+class OneLineErrors(click.Group):
+    """click's own usage errors (a bad flag value, a missing argument) as one line and exit code
+    2, like every other mistake, instead of click's usage block."""
+
+    def main(self, *args, **kwargs):
+        kwargs.pop("standalone_mode", None)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as err:
+            click.echo(f"qcrd-bench: error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except click.exceptions.Abort:
+            click.echo("qcrd-bench: aborted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 def _quiet_libraries(no_progress_bars: bool = False) -> None:
     """Keep lm-eval's and transformers' per-call notices out of the progress output.
 
@@ -33,7 +65,7 @@ def _quiet_libraries(no_progress_bars: bool = False) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qcrd-bench")
 def main() -> None:
     """qcrd-bench: QCRD and baseline rationale distillation, evaluated with lm-evaluation-harness.
@@ -234,7 +266,7 @@ def data_inspect(pool_path, questions, wrong, seed, chars) -> None:
 @click.option("--samples", "-k", type=int, help="K: rationales per question.")
 @click.option("--temperature", "-t", type=float, help="T: sampling temperature.")
 @click.option("--split", default="train", show_default=True, help="Which split's questions to explain.")
-@click.option("--limit", type=int, default=0, help="Only the first N questions (0 = all).")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Only the first N questions (0 = all).")
 @click.option("--cache", help="hf/openai: answer cache JSONL (default: <out>.cache.jsonl); a rerun resumes from it.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pool JSONL to write.")
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Any other config key (repeatable).")
@@ -267,6 +299,9 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
     from .distributed import resolve_device
     from .teachers import build_teacher
 
+    _check_writable(out, "--out")
+    if Path(cfg.teacher.cache).is_dir():
+        _fail(f"--cache {cfg.teacher.cache}: is a folder; give the cache file's path (JSONL)")
     try:
         task = load_task(cfg.task)
         questions = task.questions.get(split)
@@ -279,8 +314,10 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
         pool = teacher.sample(questions, cfg.teacher.samples, cfg.teacher.temperature)
     except UserInputError as err:
         _fail(str(err))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_pool(out, pool)
+    try:
+        write_pool(out, pool)
+    except OSError as err:  # the disk filled up, or the folder changed while the teacher sampled
+        _fail(f"--out {out}: cannot write the pool ({err.strerror or err}); the teacher's answers are kept in {cfg.teacher.cache}")
     stats = pool_statistics(pool, select_pool(pool, cfg.self_consistency))
     per_question = stats["samples"] / max(1, len(pool))
     click.echo(f"wrote {out}: {len(pool)} questions x {per_question:.3g} samples on average "

@@ -51,7 +51,7 @@ class TaskConfig:
     train_split: str = _opt("", "split to train on; empty = train (validation for anli1/esnli, whose train inputs are not released)")
     max_train: int = _opt(0, "use only the first N training questions (0 = all)", min=0)
     heldout: int = _opt(50, "real tasks: training questions held out for the judge's ROC-AUC when the source has no validation pool", min=1)
-    seed: int = _opt(1234, "synth: seed of the problem generator (the lm-eval task uses the same default)")
+    seed: int = _opt(1234, "synth: seed of the problem generator (the lm-eval task uses the same default)", min=0, max=2**32 - 1)
     n_train: int = _opt(4000, "synth: training questions (they cost nothing to generate; docs/method.md: the student recipe)", min=1)
     n_valid: int = _opt(100, "synth: validation questions (the judge's held-out ROC-AUC set)", min=1)
     n_test: int = _opt(200, "synth: test questions (evaluated by lm-eval after every round)", min=1)
@@ -85,7 +85,7 @@ class TeacherConfig:
                           "<run dir>/teacher_cache.jsonl; `qcrd-bench teach` appends to it)")
     step_error_rate: float = _opt(0.16, "simulated teacher: chance that one step goes wrong, per unit of temperature", min=0.0, max=1.0)
     unparseable_rate: float = _opt(0.03, "simulated teacher: chance a sample states no answer, per unit of temperature", min=0.0, max=1.0)
-    seed: int = _opt(0, "sampling seed")
+    seed: int = _opt(0, "sampling seed", min=0, max=2**32 - 1)
 
 
 @dataclass
@@ -184,7 +184,7 @@ class TrainingConfig:
     weight_decay: float = _opt(0.0, "AdamW weight decay", min=0.0)
     warmup_steps: int = _opt(30, "linear learning-rate warm-up steps", min=0)
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 = off)", min=0.0)
-    seed: int = _opt(0, "seed of initialisation, batching and sampling")
+    seed: int = _opt(0, "seed of initialisation, batching and sampling", min=0, max=2**32 - 1)
     device: str = _opt("auto", "auto (cuda when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
     precision: str = _opt("auto", "CUDA autocast dtype: auto (bf16 where supported), bf16 or fp32; CPU always trains in fp32",
@@ -299,6 +299,11 @@ def check_folder_name(value: str, where: str) -> None:
 def _validate_across(cfg: RunConfig, source: str) -> None:
     """Checks that involve more than one key (and resolving ``auto`` values)."""
     check_folder_name(cfg.name, f"{source}: key 'name'")  # the run directory is <output_dir>/<name>
+    if len(cfg.name.encode()) > 200:  # file systems allow 255 bytes per name; rounds add suffixes
+        raise ConfigError(f"{source}: key 'name': {len(cfg.name.encode())} bytes long; a run name has at most 200")
+    pretrained = cfg.student.pretrained
+    if pretrained and pretrained.startswith(("/", ".", "~")) and not Path(pretrained).expanduser().is_dir():
+        raise ConfigError(f"{source}: key 'student.pretrained': folder {pretrained} not found")
     if cfg.teacher.kind == "auto":
         cfg.teacher.kind = "simulated" if cfg.task.name == "synth" else "pool"
     if cfg.task.min_steps > cfg.task.max_steps:

@@ -53,6 +53,18 @@ def task_manager(metadata: dict[str, Any]) -> TaskManager:
     return TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata)
 
 
+def check_task_names(names: list[str]) -> None:
+    """UserInputError naming ``evaluation.tasks`` when a name is not one of our lm-eval tasks or
+    groups: checked before any teacher sampling or training, not after them."""
+    from .questions import UserInputError
+
+    known = set(task_manager({}).all_tasks)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UserInputError(f"key 'evaluation.tasks': {unknown[0]!r} is not a qcrd lm-eval task "
+                             f"(known: {', '.join(sorted(n for n in known if not n.endswith('_cot')))}, and each with _cot)")
+
+
 def build_tasks(names: list[str], manager: TaskManager) -> list:
     """lm-eval Task (and Group) objects for ``names``, built once per run and reused every round:
     rebuilding them reads the YAMLs and reloads the datasets each time, which on a small model

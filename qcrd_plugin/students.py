@@ -96,6 +96,22 @@ def is_seq2seq(model) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
+def check_pretrained(cfg: StudentConfig) -> None:
+    """UserInputError now, before any teacher sampling, when ``cfg.pretrained`` cannot be loaded
+    (a hub id without a network, a folder without a model config)."""
+    if not cfg.pretrained:
+        return
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=cfg.trust_remote_code)
+    except OSError as err:
+        raise UserInputError(f"key 'student.pretrained': cannot load {cfg.pretrained!r} ({str(err).splitlines()[0][:160]}); "
+                             "a hub id needs a network (HF_HUB_OFFLINE is set when nothing needs the hub)") from None
+    except ValueError:
+        pass  # remote code: build_student says what to do
+
+
 def build_student(cfg: StudentConfig, corpus: Iterable[str]):
     """The student and its tokenizer: the tiny preset of ``cfg.family`` trained on ``corpus``, or
     ``cfg.pretrained`` (seq2seq or decoder-only, read from its config).
@@ -112,6 +128,9 @@ def build_student(cfg: StudentConfig, corpus: Iterable[str]):
             tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained, trust_remote_code=trust)
             seq2seq = getattr(AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=trust), "is_encoder_decoder", False)
             model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(cfg.pretrained, trust_remote_code=trust)
+        except OSError as err:  # no such folder, no network for a hub id, a folder without a model
+            raise UserInputError(f"key 'student.pretrained': cannot load {cfg.pretrained!r} ({str(err).splitlines()[0][:160]}); "
+                                 "a hub id needs a network (HF_HUB_OFFLINE is set when nothing needs the hub)") from None
         except ValueError as err:
             if "trust_remote_code" not in str(err):
                 raise

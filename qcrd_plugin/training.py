@@ -33,7 +33,7 @@ from .discriminator import QualityJudge, follow_alpha3, judge_input, mean_scores
 from .methods import build_method
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
 from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
-from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, judge_config, use_fused_gelu
+from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, check_pretrained, judge_config, use_fused_gelu
 from .pools import read_pool, write_pool
 from .questions import Question, TaskData, UserInputError, read_jsonl, write_jsonl
 from .rationale_quality import distinct_n, faithfulness, overlap_metrics
@@ -157,7 +157,11 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     lock, error = RunLock(run_dir), None
     if parallel.is_main:
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:  # output_dir is a file, read-only, or the name is too long for this file system
+                raise UserInputError(f"output_dir {cfg.output_dir}: cannot create the run directory {run_dir} "
+                                     f"({err.strerror or err})") from None
             lock.__enter__()
             if has_run_data(run_dir) and not (resume or overwrite):
                 lock.__exit__()
@@ -207,6 +211,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
     log(f"run directory: {run_dir}   device: {device}" + (f" x {parallel.world_size} processes" if parallel.world_size > 1 else "")
         + f"   method: {cfg.method.name}" + (f"   resuming after round {len(records)}" if resume else ""))
 
+    evaluation.check_task_names(cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name))
+    check_pretrained(cfg.student)
     task = load_task(cfg.task)
     splits = training_splits(task, cfg)
     log(f"task {cfg.task.name} ({task.source}): " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " questions"

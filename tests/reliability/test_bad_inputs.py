@@ -607,3 +607,32 @@ def test_eit_gold_answer_outside_choices(tmp_path, figures):
     eit_cqa_layout(tmp_path, gold, [])
     assert_one_clear_error(prepare(tmp_path, "cqa", "eit"), "commonsenseQA_onlyans.json: record 3", "key 'output'", "choice")
     figures("bad_inputs_tried")
+
+
+# ---- issue 15: flags and paths a user gets wrong (checked before any sampling or training) ----
+
+RUNS = ["--output-dir", "{tmp}/runs", "--quiet"]
+# (case id, the command line ({tmp}: the test's folder, which holds a file "a_file"), what the one line must name)
+EARLY_CASES = [
+    ("teach-negative-limit", ["teach", "--task", "synth", "--limit", "-1", "--out", "{tmp}/p.jsonl"], ["'--limit'", "-1"]),
+    ("config-is-a-folder", ["run", "--config", "{tmp}"], ["'--config'", "is a directory"]),
+    ("unknown-flag", ["run", "--roundz", "2"], ["'--roundz'"]),
+    ("seed-overflow", ["run", "--seed", "9" * 23, *RUNS], ["key 'training.seed'", "above the maximum 4294967295"]),
+    ("name-300-characters", ["run", "--name", "n" * 300, *RUNS], ["key 'name'", "300 bytes", "at most 200"]),
+    ("output-dir-is-a-file", ["run", "--output-dir", "{tmp}/a_file", "--quiet"], ["output_dir", "a_file", "Not a directory"]),
+    ("teach-out-under-a-file", ["teach", "--task", "synth", "--out", "{tmp}/a_file/p.jsonl"], ["--out", "a_file is a file"]),
+    ("teach-cache-is-a-folder", ["teach", "--task", "synth", "--out", "{tmp}/p.jsonl", "--cache", "{tmp}"], ["--cache", "is a folder"]),
+    ("unknown-evaluation-task", ["run", "-o", "evaluation.tasks=[qcrd_nonexistent]", *RUNS], ["key 'evaluation.tasks'", "qcrd_nonexistent"]),
+    ("pretrained-folder-missing", ["run", "-o", "student.pretrained=/missing/folder", *RUNS], ["key 'student.pretrained'", "/missing/folder not found"]),
+    ("pretrained-hub-id-offline", ["run", "-o", "student.pretrained=someorg/somemodel", *RUNS], ["key 'student.pretrained'", "someorg/somemodel", "network"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, needles", [c[1:] for c in EARLY_CASES], ids=[c[0] for c in EARLY_CASES])
+def test_a_mistaken_flag_or_path_stops_before_any_work(tmp_path, figures, args, needles):
+    (tmp_path / "a_file").write_text("x")
+    assert_one_clear_error(cli(*(a.format(tmp=tmp_path) for a in args)), *needles)
+    # nothing was sampled or trained: no pool, no teacher cache, no checkpoint
+    assert not list(tmp_path.rglob("pool_*.jsonl")) and not list(tmp_path.rglob("*cache.jsonl")) and not list(tmp_path.rglob("round_*"))
+    figures("bad_inputs_tried")
