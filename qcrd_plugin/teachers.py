@@ -321,7 +321,8 @@ def _completion_text(response) -> str:
     """The text of a chat-completions response; RetryableError when the body is not one.
 
     A body cut short or mangled on the way (a proxy, a server restarting under load) is worth
-    asking again for, like a 5xx; a ``null`` content (a refusal) is an empty rationale.
+    asking again for, like a 5xx; so is an empty or ``null`` content, which is never cached as an
+    answer (a rerun against a working server would otherwise send nothing).
     """
     try:
         body = response.json()
@@ -331,8 +332,8 @@ def _completion_text(response) -> str:
         content = body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
         raise RetryableError("a malformed body (no choices[0].message.content)") from None
-    if content is None:
-        return ""
+    if content is None or isinstance(content, str) and not content.strip():
+        raise RetryableError("an empty answer (content is " + ("null)" if content is None else "empty)"))
     if not isinstance(content, str):
         raise RetryableError(f"a malformed body (content is {type(content).__name__}, not text)")
     return content
@@ -393,7 +394,7 @@ class OpenAITeacher:
             if self._stop.is_set():
                 raise _Stopped(f"{where}: stopped, another request failed")
             try:
-                response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s)
+                response = self._post(body)
                 status = response.status_code
                 if status in (408, 429) or status >= 500:
                     raise RetryableError(f"HTTP {status}", response.headers.get("Retry-After"))
@@ -422,6 +423,29 @@ class OpenAITeacher:
             except requests.RequestException as err:  # a bad URL and the like: asking again cannot help
                 raise TeacherError(self._redact(f"{where}: {type(err).__name__}: {err}")) from None
         raise AssertionError("unreachable")
+
+    def _post(self, body: dict):
+        """POST ``body``; the whole answer must arrive within ``teacher.timeout_s``. requests'
+        timeout bounds each socket read only, so a server that trickles its body a byte at a time
+        would hold a request forever: the body is read in small pieces against a deadline."""
+        import requests
+        import urllib3
+
+        deadline = time.monotonic() + self.cfg.timeout_s
+        response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s, stream=True)
+        chunks = []
+        try:
+            # read1 returns whatever has arrived (iter_content would wait for a whole chunk).
+            while chunk := response.raw.read1(65536, decode_content=True):
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise requests.Timeout(f"no whole answer within teacher.timeout_s = {self.cfg.timeout_s} s")
+        except urllib3.exceptions.HTTPError as err:  # what iter_content would turn into requests' own errors
+            raise (requests.Timeout if isinstance(err, urllib3.exceptions.ReadTimeoutError) else requests.ConnectionError)(str(err)) from None
+        finally:
+            response.close()
+        response._content = b"".join(chunks)  # what .json() and .text read
+        return response
 
     def ask(self, prompt: str, system: str = "") -> str:
         """One greedy reply to ``prompt`` (the pairwise judge uses this), cached like samples."""

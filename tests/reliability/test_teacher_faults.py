@@ -32,7 +32,8 @@ TIMEOUT_S = 0.25
 
 # Faults the teacher must ride out by asking again; then the ones it must not ask again for.
 TRANSIENT = ["429", "429-retry-after", "500", "502", "503", "timeout", "truncated-json", "no-choices",
-             "empty-choices", "choices-not-a-list", "content-not-text", "not-json", "drop-before", "drop-mid"]
+             "empty-choices", "choices-not-a-list", "content-not-text", "not-json", "drop-before", "drop-mid",
+             "empty-content", "null-content", "trickle"]
 REFUSALS = [400, 401, 403, 404]
 
 
@@ -91,6 +92,23 @@ class FaultServer:
                     self.reply(200, b'{"choices": []}')
                 elif fault == "choices-not-a-list":
                     self.reply(200, b'{"choices": "oops"}')
+                elif fault == "empty-content":
+                    self.reply(200, b'{"choices": [{"message": {"content": ""}}]}')
+                elif fault == "null-content":
+                    self.reply(200, b'{"choices": [{"message": {"content": null}}]}')
+                elif fault == "trickle":  # headers at once, then the body a byte at a time, each well within the read timeout
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(good)))
+                    self.end_headers()
+                    try:
+                        for byte in good[:-1]:  # never the last byte: only a total deadline ends this request
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(TIMEOUT_S / 5)
+                    except OSError:
+                        pass  # the client gave up: as it should
+                    self.close_connection = True
                 elif fault == "content-not-text":
                     self.reply(200, b'{"choices": [{"message": {"content": 42}}]}')
                 elif fault == "not-json":
@@ -151,7 +169,10 @@ def test_transient_fault_is_retried_and_nothing_is_lost(fault, server, tmp_path,
     server.plan = lambda key, attempt: fault if attempt == 1 else None
     cache, waits = tmp_path / "cache.jsonl", []
     teacher = make_teacher(server, cache, waits)
+    started = time.monotonic()
     pool = teacher.sample(QUESTIONS, 2, 0.7)
+    # A trickled answer (a byte every TIMEOUT_S / 5, ~40 s in all) is given up at the deadline.
+    assert time.monotonic() - started < 20
     injected = server.faulted()
     figures("faults_injected", injected)
 
