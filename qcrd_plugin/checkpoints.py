@@ -12,11 +12,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from . import faults
 from .questions import UserInputError
@@ -121,21 +123,40 @@ def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict,
             shutil.rmtree(final)
         os.replace(partial, final)
         _fsync_dir(run_dir)
-    except OSError as err:
+    except (OSError, RuntimeError, SafetensorError) as err:  # a full disk: OSError, or torch's / safetensors' own errors
         shutil.rmtree(partial, ignore_errors=True)
         previous = f"round_{round_index - 1}/" if round_index > 1 else "no earlier checkpoint"
-        raise RunAborted(f"could not write the round {round_index} checkpoint ({err.strerror or err}); "
+        reason = getattr(err, "strerror", None) or " ".join(str(err).split())[:160]
+        raise RunAborted(f"could not write the round {round_index} checkpoint ({reason}); "
                          f"the newest intact checkpoint is {previous} — free space and continue with "
                          f"`qcrd-bench run --resume {run_dir}`") from err
     return final
 
 
 def load_state(checkpoint: Path) -> dict:
-    """The training state saved with a round checkpoint (tensors only: ``weights_only`` load)."""
-    state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    """The training state saved with a round checkpoint (tensors only: ``weights_only`` load). A
+    damaged file raises UserInputError naming it and saying how to resume from the round before."""
+    try:
+        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise UserInputError(damaged(checkpoint / STATE_FILE, err)) from None
     if state.get("format") != STATE_FORMAT:
         raise UserInputError(f"{checkpoint / STATE_FILE}: unknown training-state format {state.get('format')!r}")
     return state
+
+
+def damaged(path: Path, err: BaseException) -> str:
+    """The message for a checkpoint file that cannot be read back (truncated, corrupted, empty)."""
+    return (f"{path}: damaged checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:120]}); remove "
+            f"{path.parent} to resume from the round before it, or start over with --overwrite")
+
+
+def drop_stale_states(run_dir: Path, keep: Path | None) -> None:
+    """Remove ``training_state.pt`` from every round but ``keep`` (the one a resume restores): a
+    kill between writing metrics.jsonl and deleting the previous round's state can leave one."""
+    for state in run_dir.glob(f"round_*/{STATE_FILE}"):
+        if keep is None or state.parent.resolve() != keep.resolve():
+            state.unlink(missing_ok=True)
 
 
 def drop_partials(run_dir: Path) -> None:

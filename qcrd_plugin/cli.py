@@ -115,7 +115,9 @@ def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, d
             _fail("--resume continues a run with the config saved in its directory; drop --config, --overwrite and the override flags")
         config_path = resume_dir / "config.yaml"
         if not config_path.is_file():
-            _fail(f"{resume_dir}: not a run directory (no config.yaml)")
+            started = resume_dir.is_dir() and (resume_dir / ".lock").exists()
+            _fail(f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
+                  "with the command that began it" if started else f"{resume_dir}: not a run directory (no config.yaml)")
         every = [f"output_dir={resume_dir.resolve().parent}", f"name={resume_dir.resolve().name}"]
     try:
         cfg = load_config(config_path, every)

@@ -6,7 +6,9 @@ process, so the loop names its crash-sensitive points and this module can make o
     QCRD_FAULT="kill@training_step=5"        SIGKILL this process when step 5 begins
     QCRD_FAULT="kill@checkpoint_write=2"     ... halfway through writing round 2's checkpoint
     QCRD_FAULT="kill@evaluation=1"           ... after round 1's lm-eval, before its metrics are written
+    QCRD_FAULT="kill@metrics_written=2"      ... after round 2's metrics, before round 1's training state is deleted
     QCRD_FAULT="enospc@checkpoint_write=2"   raise OSError(ENOSPC) there, as a full disk would
+    QCRD_FAULT="devfull@checkpoint_write=2"  torch.save there onto /dev/full: torch's own error of a full disk
     QCRD_FAULT="nan@training_step=3"         make that step's loss NaN
 
 Several faults may be given, comma-separated. Nothing else in the package reads the variable.
@@ -43,4 +45,8 @@ def point(name: str, value: int) -> bool:
         os.kill(os.getpid(), signal.SIGKILL)
     if "enospc" in actions:
         raise OSError(errno.ENOSPC, f"No space left on device (injected by {ENV} at {name}={value})")
+    if "devfull" in actions:
+        import torch
+
+        torch.save(torch.zeros(2**20), "/dev/full")  # raises RuntimeError, as torch.save on a full disk does
     return "nan" in actions

@@ -21,11 +21,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 import yaml
 from tqdm.auto import tqdm
 
 from . import evaluation, faults
-from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, drop_partials, has_run_data, load_state, save_round
+from .checkpoints import (DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, damaged,
+                          drop_partials, drop_stale_states, has_run_data, load_state, save_round)
 from .config import RunConfig
 from .data import TrainExample, build_examples, explain_prompt, long_prompts, prompt_ids, target_ids
 from .distributed import Parallel, TrainingStep, autocast_dtype, configure_cuda
@@ -197,6 +199,8 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
 
     parallel.main_only(prepare_directory)
     records, restore_from, evaluate_pending = resume_point(run_dir, cfg.training.rounds) if resume else ([], None, False)
+    if resume and main:
+        drop_stale_states(run_dir, restore_from)
     if len(records) >= cfg.training.rounds:
         log(f"{run_dir}: all {cfg.training.rounds} rounds are done; nothing to resume")
         log(summary_table(records))
@@ -250,7 +254,10 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
     use_fused_gelu(student)
     state = load_state(restore_from) if restore_from else None
     if state is not None:
-        student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
+        try:
+            student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
+        except (OSError, SafetensorError, RuntimeError, ValueError) as err:  # a truncated, corrupted or empty model file
+            raise UserInputError(damaged(restore_from / "model.safetensors", err)) from None
     student.to(device).train()
     limits = (cfg.student.max_input_tokens, cfg.student.max_target_tokens)
     cut = long_prompts(tokenizer, splits["train"] + splits["validation"], limits[0])
@@ -436,7 +443,9 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
             record["headline_acc"] = headline_accuracy(record["eval"], label_task, explain_task, method.answer_from)
             records.append(record)
             write_jsonl(metrics_path, records)
-            # The previous round's training state is no longer the newest: only its weights stay.
+            faults.point("metrics_written", round_index)
+            # The previous round's training state is no longer the newest: only its weights stay
+            # (a kill right here leaves it; the next --resume removes it: drop_stale_states).
             (run_dir / f"round_{round_index - 1}" / STATE_FILE).unlink(missing_ok=True)
             log(round_summary(record))
             warning = inactive_negatives_warning(cfg, record)

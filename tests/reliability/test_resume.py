@@ -121,7 +121,10 @@ def test_sigkill_in_every_phase_then_resume_matches_uninterrupted_run(tmp_path, 
             ("kill@checkpoint_write=1", lambda: not (run_dir / "round_1").exists() and any(run_dir.glob(".round_1.partial"))),
             ("nan@training_step=6", lambda: round_1_is_newest(run_dir)),
             ("enospc@checkpoint_write=2", lambda: round_1_is_newest(run_dir)),
+            ("devfull@checkpoint_write=2", lambda: round_1_is_newest(run_dir)),  # torch.save's own error, on /dev/full
             ("kill@evaluation=2", lambda: len(metrics(run_dir)) == 1 and (run_dir / "round_2" / "training_state.pt").exists()),
+            # the last round's metrics are written, round 1's training state not yet deleted: the resume removes it
+            ("kill@metrics_written=2", lambda: len(metrics(run_dir)) == 2 and (run_dir / "round_1" / "training_state.pt").exists()),
         ]:
             proc = start(resume, fault)
             _, err = proc.communicate(timeout=300)
@@ -193,3 +196,41 @@ def test_existing_run_is_not_overwritten_without_a_flag(tmp_path):
     result = invoke("run", "--output-dir", str(tmp_path), "--name", "done", "--quiet")
     assert result.returncode == 2 and "--resume" in result.stderr and "--overwrite" in result.stderr
     assert (run_dir / "metrics.jsonl").read_text() == '{"round": 1}\n'
+
+
+def test_damaged_checkpoints_and_an_early_kill_stop_resume_with_one_line(tmp_path, figures):
+    """A resumed run whose newest checkpoint is truncated, corrupted or empty, or a run killed
+    before it saved its config, gives exit code 2 and one line saying what to do."""
+    def assert_one_line(proc, code, *needles):
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == code and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
+        assert all(needle in lines[0] for needle in needles), lines[0]
+
+    run_dir = tmp_path / "one"
+    args = ["run", "--quiet", "--output-dir", str(tmp_path), "--name", "one", "-o", "teacher.kind=simulated"]
+    for o in RUN:
+        if not o.startswith("teacher."):
+            args += ["-o", o]
+    # Killed in round 2, so that a resume restores round 1.
+    env = {**os.environ, "QCRD_FAULT": "kill@training_step=6"}
+    proc = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == -signal.SIGKILL and (run_dir / "round_1").is_dir(), proc.stderr[-3000:]
+    model, state = run_dir / "round_1" / "model.safetensors", run_dir / "round_1" / "training_state.pt"
+    good_model, good_state = model.read_bytes(), state.read_bytes()
+    for name, damage in [("model truncated", lambda: model.write_bytes(good_model[: len(good_model) // 2])),
+                         ("model corrupted", lambda: model.write_bytes(good_model[:64] + bytes(len(good_model) - 64))),
+                         ("model empty", lambda: model.write_bytes(b"")),
+                         ("state truncated", lambda: state.write_bytes(good_state[: len(good_state) // 3]))]:
+        model.write_bytes(good_model)
+        state.write_bytes(good_state)
+        damage()
+        proc = subprocess.run([CLI, "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True, timeout=600)
+        file = "model.safetensors" if name.startswith("model") else "training_state.pt"
+        assert_one_line(proc, 2, f"round_1/{file}: damaged checkpoint", "remove", "--overwrite")
+        figures("bad_inputs_tried")
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / ".lock").write_text("123")
+    proc = invoke("run", "--resume", str(early))
+    assert proc.returncode == 2 and "stopped before it saved its config.yaml" in proc.stderr and "start it again" in proc.stderr
+    figures("bad_inputs_tried")
