@@ -38,6 +38,7 @@ class PoolEntry:
     question: str
     gold: str
     samples: list[TeacherSample] = field(default_factory=list)
+    where: str = ""  # file:line it was read from (not written back)
 
     def to_record(self) -> dict:
         """The JSON line written to ``pool_<split>.jsonl``."""
@@ -110,6 +111,7 @@ def read_pool(path: Path) -> list[PoolEntry]:
     entries, first_line = [], {}
     for number, record in records:
         entry = PoolEntry.from_record(record, f"{path}:{number}")
+        entry.where = f"{path}:{number}"
         if entry.id in first_line:  # the pool teacher keys samples by id: a repeat would silently replace one
             raise PoolError(f"{path}:{number}: key 'id': {entry.id!r} repeats the id on line {first_line[entry.id]}")
         first_line[entry.id] = number

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from .answers import format_number, parse_stated_answer
+from .answers import answers_match, format_number, parse_stated_answer
 from .config import TeacherConfig
 from .data import COT_INSTRUCTION, cot_prompt
 from .pools import POOL_FORMAT, PoolEntry, TeacherSample, read_pool  # noqa: F401  (re-exported)
@@ -116,13 +116,24 @@ class PoolTeacher:
         self.where = where
 
     def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
-        """The first ``k`` samples of each question. A question the pool has no sample for gets
-        none (counted by :func:`~qcrd_plugin.rationales.pool_warnings`); none at all is an error."""
-        if questions and not any(self.by_id.get(q.id) and self.by_id[q.id].samples for q in questions):
-            raise UserInputError(f"{self.where}: no samples for any of the {len(questions)} questions (first: {questions[0].id!r}): "
-                                 "is it the pool of another task or split?")
-        empty = PoolEntry("", "", "")
-        return [PoolEntry(q.id, q.question, q.answer, self.by_id.get(q.id, empty).samples[:k]) for q in questions]
+        """The first ``k`` samples of each question that have a rationale (blank ones are left
+        out). A question the pool has no sample for gets none (counted by
+        :func:`~qcrd_plugin.rationales.pool_warnings`); none at all is an error, and so is a pool
+        entry whose question text or gold differs from the task's (a pool of another version of
+        the task would train on wrong positives): docs/formats.md, "Pools against the task"."""
+        for q in questions:
+            entry = self.by_id.get(q.id)
+            if entry is not None and (" ".join(entry.question.split()) != " ".join(q.question.split())
+                                      or not answers_match(entry.gold, q.answer) and entry.gold.strip().lower() != q.answer.lower()):
+                what = "gold answer" if " ".join(entry.question.split()) == " ".join(q.question.split()) else "question text"
+                raise UserInputError(f"{entry.where or self.where}: key '{'gold' if what == 'gold answer' else 'question'}': the {what} of "
+                                     f"{q.id!r} differs from the task's: a pool made for another version of the task? "
+                                     "make it again with `qcrd-bench teach`")
+        usable = {q.id: [s for s in self.by_id[q.id].samples if s.rationale.strip()] for q in questions if q.id in self.by_id}
+        if questions and not any(usable.values()):
+            raise UserInputError(f"{self.where}: no sample with a rationale for any of the {len(questions)} questions "
+                                 f"(first: {questions[0].id!r}): is it the pool of another task or split?")
+        return [PoolEntry(q.id, q.question, q.answer, usable.get(q.id, [])[:k]) for q in questions]
 
 
 class SampleCache:

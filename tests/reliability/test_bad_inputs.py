@@ -636,3 +636,30 @@ def test_a_mistaken_flag_or_path_stops_before_any_work(tmp_path, figures, args, 
     # nothing was sampled or trained: no pool, no teacher cache, no checkpoint
     assert not list(tmp_path.rglob("pool_*.jsonl")) and not list(tmp_path.rglob("*cache.jsonl")) and not list(tmp_path.rglob("round_*"))
     figures("bad_inputs_tried")
+
+
+def test_a_pool_is_checked_against_its_task(tmp_path, figures):
+    """A stale pool (another question text or gold) is refused by file:line; a pool with only
+    blank rationales is refused; empty sample lists and fewer than K samples are counted."""
+    good = tmp_path / "good.jsonl"
+    assert invoke("teach", "--task", "custom", "--spec", str(SHOP_SPEC), "--teacher", "pool", "-k", "3", "--out", str(good)).returncode == 0
+    lines = good.read_text().splitlines()
+
+    def teach_with(name: str, edit) -> object:
+        records = [json.loads(line) for line in lines]
+        edit(records)
+        pool = tmp_path / f"{name}.jsonl"
+        pool.write_text("".join(json.dumps(r) + "\n" for r in records))
+        figures("bad_inputs_tried")
+        return invoke("teach", "--task", "custom", "--spec", str(SHOP_SPEC), "--teacher", "pool", "-o", f"teacher.pool={pool}",
+                      "-k", "3", "--out", str(tmp_path / f"{name}.out.jsonl"))
+
+    proc = teach_with("stale-gold", lambda rs: rs[4].update(gold="999"))
+    assert proc.returncode == 2 and "stale-gold.jsonl:5: key 'gold'" in proc.stderr and "another version of the task" in proc.stderr
+    proc = teach_with("stale-text", lambda rs: rs[1].update(question=rs[1]["question"] + " Or not?"))
+    assert proc.returncode == 2 and "stale-text.jsonl:2: key 'question'" in proc.stderr
+    proc = teach_with("blank", lambda rs: [s.update(rationale="  ") for r in rs for s in r["samples"]])
+    assert proc.returncode == 2 and "no sample with a rationale" in proc.stderr
+    proc = teach_with("gaps", lambda rs: (rs[0].update(samples=[]), rs[1].update(samples=rs[1]["samples"][:1])))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 100 questions have no teacher sample" in proc.stderr and "fewer for 1 of 100 questions (as few as 1" in proc.stderr
