@@ -123,8 +123,8 @@ def test_sigkill_in_every_phase_then_resume_matches_uninterrupted_run(tmp_path, 
             ("enospc@checkpoint_write=2", lambda: round_1_is_newest(run_dir)),
             ("devfull@checkpoint_write=2", lambda: round_1_is_newest(run_dir)),  # torch.save's own error, on /dev/full
             ("kill@evaluation=2", lambda: len(metrics(run_dir)) == 1 and (run_dir / "round_2" / "training_state.pt").exists()),
-            # the last round's metrics are written, round 1's training state not yet deleted: the resume removes it
-            ("kill@metrics_written=2", lambda: len(metrics(run_dir)) == 2 and (run_dir / "round_1" / "training_state.pt").exists()),
+            # after the last round's metrics, before the previous state is deleted (that window: the next test)
+            ("kill@metrics_written=2", lambda: len(metrics(run_dir)) == 2),
         ]:
             proc = start(resume, fault)
             _, err = proc.communicate(timeout=300)
@@ -200,7 +200,8 @@ def test_existing_run_is_not_overwritten_without_a_flag(tmp_path):
 
 def test_damaged_checkpoints_and_an_early_kill_stop_resume_with_one_line(tmp_path, figures):
     """A resumed run whose newest checkpoint is truncated, corrupted or empty, or a run killed
-    before it saved its config, gives exit code 2 and one line saying what to do."""
+    before it saved its config, gives exit code 2 and one line saying what to do; a kill right
+    after the last metrics leaves no stale training state once resumed."""
     def assert_one_line(proc, code, *needles):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == code and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
@@ -228,6 +229,17 @@ def test_damaged_checkpoints_and_an_early_kill_stop_resume_with_one_line(tmp_pat
         file = "model.safetensors" if name.startswith("model") else "training_state.pt"
         assert_one_line(proc, 2, f"round_1/{file}: damaged checkpoint", "remove", "--overwrite")
         figures("bad_inputs_tried")
+    # A kill after round 2's metrics, before round 1's training state is deleted: the next
+    # --resume removes it, so only the newest round keeps one.
+    model.write_bytes(good_model)
+    state.write_bytes(good_state)
+    proc = subprocess.run([CLI, "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "QCRD_FAULT": "kill@metrics_written=2"})
+    assert proc.returncode == -signal.SIGKILL and state.exists() and (run_dir / "round_2" / "training_state.pt").exists()
+    figures("kills_survived")
+    proc = subprocess.run([CLI, "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "nothing to resume" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert not state.exists() and (run_dir / "round_2" / "training_state.pt").exists()
     early = tmp_path / "early"
     early.mkdir()
     (early / ".lock").write_text("123")
