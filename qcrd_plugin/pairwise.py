@@ -54,8 +54,13 @@ def parse_verdict(text: str) -> str | None:
 
 def compare(first: Path, second: Path, ask, items: int = 50, seed: int = 0) -> PairwiseResult:
     """Judge ``items`` shared test questions; ``ask(prompt) -> reply`` is the judge LLM."""
+    from .questions import UserInputError
+
     a_runs, b_runs = read_rationales(first), read_rationales(second)
     shared = [qid for qid in a_runs if qid in b_runs][:items]
+    if not shared:  # two runs of different tasks (or test sets): nothing to compare is not "0 / 0 / 0"
+        raise UserInputError(f"{first} and {second} share no test question: runs of different tasks? "
+                             "judge two runs of the same task and test split")
     rng = random.Random(seed)
     result = PairwiseResult(str(first), str(second), {"first better": 0, "both good": 0, "second better": 0, "unparsed": 0})
     for qid in shared:

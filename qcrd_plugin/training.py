@@ -164,7 +164,10 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
             except OSError as err:  # output_dir is a file, read-only, or the name is too long for this file system
                 raise UserInputError(f"output_dir {cfg.output_dir}: cannot create the run directory {run_dir} "
                                      f"({err.strerror or err})") from None
-            lock.__enter__()
+            try:
+                lock.__enter__()
+            except OSError as err:  # a read-only run directory
+                raise UserInputError(f"{run_dir}: cannot write in the run directory ({err.strerror or err})") from None
             if has_run_data(run_dir) and not (resume or overwrite):
                 lock.__exit__()
                 raise UserInputError(f"{run_dir} already holds a run: continue it with `qcrd-bench run --resume {run_dir}` "

@@ -50,3 +50,14 @@ def test_parse_verdict():
     assert parse_verdict("B better, because ...") == "B better"
     assert parse_verdict("I think both good.") == "both good"
     assert parse_verdict("no idea") is None
+
+
+def test_runs_of_different_tasks_are_refused_not_scored_zero(tmp_path):
+    from helpers import invoke
+
+    first = fake_run(tmp_path / "a", "a")
+    second = tmp_path / "b"
+    (second / "round_1").mkdir(parents=True)
+    (second / "round_1" / "rationales.jsonl").write_text(json.dumps({"id": "other-0", "question": "?", "rationale": "r"}) + "\n")
+    proc = invoke("judge", str(first), str(second), "--teacher", "openai", "--model", "judge", "--base-url", "http://127.0.0.1:9")
+    assert proc.returncode == 2 and "share no test question" in proc.stderr and "0 / 0 / 0" not in proc.stdout
