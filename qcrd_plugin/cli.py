@@ -45,9 +45,15 @@ class OneLineErrors(click.Group):
         except click.ClickException as err:
             click.echo(f"qcrd-bench: error: {err.format_message()}", err=True)
             sys.exit(err.exit_code)
-        except click.exceptions.Abort:
-            click.echo("qcrd-bench: aborted", err=True)
-            sys.exit(130)
+        except click.exceptions.Abort as err:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+            cause = err.__cause__
+            detail = str(cause) if cause is not None and str(cause) else "interrupted; a run continues with --resume"
+            click.echo(f"qcrd-bench: {detail}", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # Not sys.exit: teacher threads may still wait on the endpoint, and joining them would
+            # hold the Ctrl-C for up to teacher.timeout_s. Everything answered or saved is on disk.
+            os._exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -499,19 +499,28 @@ class OpenAITeacher:
         # Stop at the first request that fails for good (or a Ctrl-C): queued requests never start
         # and those waiting to retry give up, while those in flight finish and are cached on the way
         # out of the pool, so a rerun pays only for what is missing.
+        # A Ctrl-C does not wait for the requests in flight (up to teacher.timeout_s each): what was
+        # answered is in the cache already, and the caller exits at once (TeacherInterrupted).
         self._stop.clear()
         failure = None
-        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            futures = [pool.submit(work, job) for job in todo]
-            try:
-                for future in tqdm(as_completed(futures), total=len(todo), desc="teacher (openai)", disable=not self.progress):
-                    n, i, text = future.result()
-                    texts[n][i] = text
-            except BaseException as err:
-                self._stop.set()
-                for future in futures:
-                    future.cancel()
-                failure = err
+        pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency)
+        futures = [pool.submit(work, job) for job in todo]
+        try:
+            for future in tqdm(as_completed(futures), total=len(todo), desc="teacher (openai)", disable=not self.progress):
+                n, i, text = future.result()
+                texts[n][i] = text
+        except KeyboardInterrupt:
+            self._stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.cache.sync()
+            raise TeacherInterrupted(f"interrupted: {len(self.cache.items)} teacher answers are kept in {self.cache.path}; "
+                                     "the same command asks only for the rest") from None
+        except BaseException as err:
+            self._stop.set()
+            for future in futures:
+                future.cancel()
+            failure = err
+        pool.shutdown(wait=True)
         self.cache.sync()
         if failure is not None:
             # Report the cause, not a request that merely stopped because of it (all are done now).
@@ -519,6 +528,11 @@ class OpenAITeacher:
                       and not isinstance(f.exception(), _Stopped)]
             raise causes[0] if isinstance(failure, _Stopped) and causes else failure
         return [_entry(q, row, self.cfg.model) for q, row in zip(questions, texts)]
+
+
+class TeacherInterrupted(KeyboardInterrupt):
+    """Ctrl-C during LLM sampling; the message says what was kept. Threads may still be waiting
+    on the endpoint, so the command line exits without joining them (``os._exit``)."""
 
 
 def exemplars_for(data: TaskData, count: int = 3) -> list[Question]:

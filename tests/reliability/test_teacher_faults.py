@@ -92,6 +92,8 @@ class FaultServer:
                     self.reply(200, b'{"choices": []}')
                 elif fault == "choices-not-a-list":
                     self.reply(200, b'{"choices": "oops"}')
+                elif fault == "hang":  # a server that never answers (within any test's patience)
+                    time.sleep(30)
                 elif fault == "empty-content":
                     self.reply(200, b'{"choices": [{"message": {"content": ""}}]}')
                 elif fault == "null-content":
@@ -310,3 +312,45 @@ def test_cli_teach_prints_one_line_and_a_rerun_resumes(server, tmp_path, figures
     figures("bytes_lost", lost)
     assert lost == 0
     figures("faults_survived", 2)
+
+
+def test_ctrl_c_stops_teach_at_once_and_keeps_every_answer(tmp_path, figures):
+    """SIGINT while requests hang: teach exits within seconds (not teacher.timeout_s = 60), with
+    one line, and every answer received before is in the cache; the rerun asks only for the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    hanging = threading.Event()
+
+    def plan(key, attempt):  # q0's first sample is answered, the next request hangs
+        if key == "q0|0":
+            return None
+        hanging.set()
+        return "hang"
+    server = FaultServer(plan)
+    spec = tmp_path / "t.yaml"
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"id": q.id, "question": q.question, "answer": q.answer}) + "\n" for q in QUESTIONS))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "2 + 2?", "answer": 4}) + "\n")
+    spec.write_text("name: t\nanswer_type: number\nfiles: {train: t.jsonl, test: test.jsonl}\n")
+    cache = tmp_path / "cache.jsonl"
+    cli = [str(Path(sys.executable).with_name("qcrd-bench")), "teach", "--task", "custom", "--spec", str(spec), "--teacher", "openai",
+           "--model", "local", "--base-url", server.url, "-k", "2", "--concurrency", "1", "--cache", str(cache),
+           "--out", str(tmp_path / "p.jsonl"), "--quiet", "-o", "teacher.timeout_s=60"]
+    try:
+        proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert hanging.wait(120), "the hanging request never came"
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130 and took < 15, (proc.returncode, took, err[-2000:])
+    assert len(lines) == 1 and "interrupted: 1 teacher answers are kept" in lines[0], err[-2000:]
+    assert len(SampleCache(cache).items) == 1 and not (tmp_path / "p.jsonl").exists()
+    figures("faults_injected")
+    figures("faults_survived")
