@@ -96,11 +96,12 @@ def process_predict(doc: dict, results: list[str]) -> dict[str, float]:
 def process_explain(doc: dict, results: list[str]) -> dict[str, float]:
     label_generation, rationale = results
     return rationale_metrics(rationale, label_generation, doc["answer"], doc.get("answer_type", "number"),
-                             doc.get("choices"), bool(doc.get("require_answer_phrase")), **_reading(doc))
+                             doc.get("choices"), bool(doc.get("require_answer_phrase")), **_reading(doc), question=doc["question"])
 
 
 def process_cot(doc: dict, results: list[str]) -> dict[str, float]:
-    return cot_metrics(results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"), **_reading(doc))
+    return cot_metrics(results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"), **_reading(doc),
+                       question=doc["question"])
 
 
 class ExplainTask(ConfigurableTask):

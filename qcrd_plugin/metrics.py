@@ -15,7 +15,7 @@ def label_metrics(prediction: str, gold: str, answer_type: str = "number", choic
 
 def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_type: str = "number",
                       choices: Sequence[str] | None = None, require_phrase: bool = False, pattern: str = "",
-                      case_fold: bool = True) -> dict[str, float]:
+                      case_fold: bool = True, question: str = "") -> dict[str, float]:
     """Metrics of an ``explain:`` generation, given the same question's ``predict:`` generation.
 
     - ``acc``: the label prediction is right (as in the label task)
@@ -25,7 +25,7 @@ def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_t
     - ``consistency``: the label prediction equals the rationale's stated answer
     - ``rationale_words``: length in whitespace-separated words
     """
-    stated = stated_answer(rationale, answer_type, choices, require_phrase, pattern, case_fold)
+    stated = stated_answer(rationale, answer_type, choices, require_phrase, pattern, case_fold, question)
     label = predicted_answer(label_prediction, answer_type, choices, pattern, case_fold)
     metrics = {
         "acc": float(answers_match(label, gold)),
@@ -40,8 +40,9 @@ def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_t
 
 
 def cot_metrics(generation: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None,
-                pattern: str = "", case_fold: bool = True) -> dict[str, float]:
+                pattern: str = "", case_fold: bool = True, question: str = "") -> dict[str, float]:
     """Metrics of a few-shot chain-of-thought generation: ``acc`` of the answer after its last
     answer statement (``qcrd_plugin.answers.stated_answer``)."""
-    return {"acc": float(answers_match(stated_answer(generation, answer_type, choices, pattern=pattern, case_fold=case_fold), gold))}
+    stated = stated_answer(generation, answer_type, choices, pattern=pattern, case_fold=case_fold, question=question)
+    return {"acc": float(answers_match(stated, gold))}
 
