@@ -295,7 +295,10 @@ def test_missing_pool_file_and_pool_folder(tmp_path, figures):
 def test_good_pool_is_read_whole(tmp_path):
     """Control: a pool with unknown extra keys (ignored, per the policy) is accepted and no
     question is dropped."""
-    entries = [{**POOL_OK, "id": f"shop-{100 + i}", "note": "extra keys are ignored"} for i in range(2)]
+    # the task's own question text and gold: a pool of another version of the task is refused
+    records = [json.loads(line) for line in (SHOP_SPEC.parent / "shop_math" / "test.jsonl").read_text().splitlines()[:2]]
+    entries = [{**POOL_OK, "id": r["id"], "question": r["question"], "gold": str(r["answer"]), "note": "extra keys are ignored"}
+               for r in records]
     pool = write_pool(tmp_path / "pool.jsonl", entries)
     proc = teach_with_pool(pool, tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
