@@ -196,14 +196,14 @@ def data_prepare(family, source, data_dir, out, check) -> None:
                 pool = data_.pools.get(split, [])
                 samples = sum(len(e.samples) for e in pool)
                 correct = sum(answers_match(x.answer, e.gold) for e in pool for x in e.samples)
-                majority = sum(answers_match(sel.majority, sel.gold) for sel in select_pool(pool, SelfConsistencyConfig())) if pool else 0
+                selections = select_pool(pool, SelfConsistencyConfig()) if pool else []
+                majority = sum(answers_match(sel.majority, sel.gold) for sel in selections)
                 acc = f"{correct / samples:.3f}" if samples else "-"
                 unread = f"{sum(x.answer is None for e in pool for x in e.samples) / samples:.3f}" if samples else "-"
                 click.echo(f"{fam:<11} {src:<10} {split:<10} {len(questions):>9} {len(pool):>7} {samples:>8} "
                            f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} {majority if pool else '-':>9} {unread:>7}")
                 if pool:
-                    stats = pool_statistics(pool, select_pool(pool, SelfConsistencyConfig()))
-                    for warning in pool_warnings(pool, stats, 0):
+                    for warning in pool_warnings(pool, pool_statistics(pool, selections), 0):
                         click.echo(f"  warning ({fam}/{src} {split}): {warning}")
                 if not check:
                     write_jsonl(folder / f"questions_{split}.jsonl", [q.to_record() for q in questions])

@@ -124,7 +124,7 @@ class PoolTeacher:
         for q in questions:
             entry = self.by_id.get(q.id)
             if entry is not None and (" ".join(entry.question.split()) != " ".join(q.question.split())
-                                      or not answers_match(entry.gold, q.answer) and entry.gold.strip().lower() != q.answer.lower()):
+                                      or not answers_match(entry.gold, q.answer)):
                 what = "gold answer" if " ".join(entry.question.split()) == " ".join(q.question.split()) else "question text"
                 raise UserInputError(f"{entry.where or self.where}: key '{'gold' if what == 'gold answer' else 'question'}': the {what} of "
                                      f"{q.id!r} differs from the task's: a pool made for another version of the task? "
