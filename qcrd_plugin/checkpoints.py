@@ -10,18 +10,17 @@ needs to continue bit-for-bit: optimizer, scheduler, judge, method state, snapsh
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import pickle
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 
 from . import faults
-from .questions import UserInputError
+from .errors import RunAborted, UserInputError
+from .files import fsync_dir
 
 STATE_FILE = "training_state.pt"
 # DeepSpeed's optimizer shards: written by every rank into the staging folder of the run
@@ -29,43 +28,6 @@ STATE_FILE = "training_state.pt"
 DEEPSPEED_STAGING = ".deepspeed.partial"
 DEEPSPEED_DIR = "deepspeed"
 STATE_FORMAT = "qcrd-training-state/3"  # 2: separate student and judge optimizers, launch kind; 3: per-round loss counts and negative statistics
-
-
-class RunAborted(Exception):
-    """The run stopped on purpose (diverged loss, failed write); the message says what is kept."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    """Write ``payload`` to a temp file beside ``path``, fsync, then rename over ``path``: a reader
-    (or a resumed run) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, default=str))
 
 
 class RunLock:
@@ -122,13 +84,14 @@ def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict,
         if final.exists():  # left by a run that was killed before recording this round's metrics
             shutil.rmtree(final)
         os.replace(partial, final)
-        _fsync_dir(run_dir)
+        fsync_dir(run_dir)
     except (OSError, RuntimeError, SafetensorError) as err:  # a full disk: OSError, or torch's / safetensors' own errors
         shutil.rmtree(partial, ignore_errors=True)
-        previous = f"round_{round_index - 1}/" if round_index > 1 else "no earlier checkpoint"
+        previous = (f"the newest intact checkpoint is round_{round_index - 1}/" if round_index > 1
+                    else "there is no earlier checkpoint")
         reason = getattr(err, "strerror", None) or " ".join(str(err).split())[:160]
         raise RunAborted(f"could not write the round {round_index} checkpoint ({reason}); "
-                         f"the newest intact checkpoint is {previous} — free space and continue with "
+                         f"{previous} — free space and continue with "
                          f"`qcrd-bench run --resume {run_dir}`") from err
     return final
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from .config import METHOD_NAMES, ConfigError, RunConfig, describe_fields, load_config
+from .config import METHOD_NAMES, RunConfig, describe_fields, load_config
+from .errors import RunAborted, UserInputError, WriteFailed
 
 
 def _fail(message: str) -> None:
@@ -45,6 +46,12 @@ class OneLineErrors(click.Group):
         except click.ClickException as err:
             click.echo(f"qcrd-bench: error: {err.format_message()}", err=True)
             sys.exit(err.exit_code)
+        except UserInputError as err:  # the user's to fix: data, pools, specs, config keys, flags
+            click.echo(f"qcrd-bench: error: {err}", err=True)
+            sys.exit(2)
+        except RunAborted as err:  # not the user's mistake, not a bug: a full disk, a diverged loss
+            click.echo(f"qcrd-bench: stopped: {err}", err=True)
+            sys.exit(1)
         except click.exceptions.Abort as err:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
             cause = err.__cause__
             detail = str(cause) if cause is not None and str(cause) else "interrupted; a run continues with --resume"
@@ -125,10 +132,7 @@ def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, d
             _fail(f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
                   "with the command that began it" if started else f"{resume_dir}: not a run directory (no config.yaml)")
         every = [f"output_dir={resume_dir.resolve().parent}", f"name={resume_dir.resolve().name}"]
-    try:
-        cfg = load_config(config_path, every)
-    except ConfigError as err:
-        _fail(str(err))
+    cfg = load_config(config_path, every)
     if not cfg.student.pretrained or Path(cfg.student.pretrained).exists():
         # Nothing needs the hub: make any accidental hub look-up fail at once instead of hanging.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -136,17 +140,7 @@ def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, d
     _quiet_libraries(no_progress_bars=quiet)
     from .training import run as run_training  # heavy imports only once the config is valid
 
-    from .checkpoints import RunAborted
-    from .questions import UserInputError
-
-    try:
-        run_training(cfg, progress=not quiet, log=click.echo, resume=resume_dir is not None, overwrite=overwrite)
-    except UserInputError as err:
-        _fail(str(err))
-    except RunAborted as err:
-        # Not the user's input but not a bug either: say what happened and what was kept.
-        click.echo(f"qcrd-bench: stopped: {err}", err=True)
-        sys.exit(1)
+    run_training(cfg, progress=not quiet, log=click.echo, resume=resume_dir is not None, overwrite=overwrite)
 
 
 @main.group()
@@ -172,7 +166,8 @@ def data_prepare(family, source, data_dir, out, check) -> None:
     from .answers import answers_match
     from .config import SelfConsistencyConfig
     from .pools import write_pool
-    from .questions import FAMILIES, UserInputError, write_jsonl
+    from .questions import FAMILIES
+    from .files import write_jsonl
     from .rationales import pool_statistics, pool_warnings, select_pool
     from .sources import load_source
 
@@ -184,10 +179,7 @@ def data_prepare(family, source, data_dir, out, check) -> None:
     for fam in families:
         sources = [source] if source else list(FAMILIES[fam].sources)
         for src in sources:
-            try:
-                data_ = load_source(fam, src, data_dir)
-            except UserInputError as err:
-                _fail(str(err))
+            data_ = load_source(fam, src, data_dir)
 
             folder = out / f"{fam}-{src}"
             if not check:
@@ -234,13 +226,9 @@ def data_inspect(pool_path, questions, wrong, seed, chars) -> None:
     from .answers import answers_match
     from .config import SelfConsistencyConfig
     from .pools import read_pool
-    from .questions import UserInputError
     from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
 
-    try:
-        pool = read_pool(pool_path)
-    except UserInputError as err:
-        _fail(str(err))
+    pool = read_pool(pool_path)
     if questions < 1 or chars < 20:
         _fail("--questions: at least 1" if questions < 1 else "--chars: at least 20")
     shown = [e for e in pool if not wrong or any(not answers_match(x.answer, e.gold) for x in e.samples)]
@@ -295,13 +283,9 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
              "teacher.concurrency": concurrency, "teacher.samples": samples, "teacher.temperature": temperature,
              "teacher.cache": cache or str(out) + ".cache.jsonl"}
     every = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
-    try:
-        cfg = load_config(config_path, every)
-    except ConfigError as err:
-        _fail(str(err))
+    cfg = load_config(config_path, every)
     _quiet_libraries(no_progress_bars=quiet)
     from .pools import write_pool
-    from .questions import UserInputError
     from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
     from .tasks import load_task
     from .distributed import resolve_device
@@ -310,22 +294,20 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
     _check_writable(out, "--out")
     if Path(cfg.teacher.cache).is_dir():
         _fail(f"--cache {cfg.teacher.cache}: is a folder; give the cache file's path (JSONL)")
-    try:
-        task = load_task(cfg.task)
-        questions = task.questions.get(split)
-        if not questions:
-            _fail(f"task {cfg.task.name} has no {split!r} split (available: {', '.join(task.questions)})")
-        questions = questions[:limit] if limit else questions
-        # The hf teacher generates on the run's device (`training.device`: a GPU when there is one).
-        device = str(resolve_device(cfg.training.device))
-        teacher = build_teacher(cfg.teacher, task, Path(cfg.teacher.cache), progress=not quiet, device=device)
-        pool = teacher.sample(questions, cfg.teacher.samples, cfg.teacher.temperature)
-    except UserInputError as err:
-        _fail(str(err))
+    task = load_task(cfg.task)
+    questions = task.questions.get(split)
+    if not questions:
+        _fail(f"task {cfg.task.name} has no {split!r} split (available: {', '.join(task.questions)})")
+    questions = questions[:limit] if limit else questions
+    # The hf teacher generates on the run's device (`training.device`: a GPU when there is one).
+    device = str(resolve_device(cfg.training.device))
+    teacher = build_teacher(cfg.teacher, task, Path(cfg.teacher.cache), progress=not quiet, device=device)
+    pool = teacher.sample(questions, cfg.teacher.samples, cfg.teacher.temperature)
     try:
         write_pool(out, pool)
-    except OSError as err:  # the disk filled up, or the folder changed while the teacher sampled
-        _fail(f"--out {out}: cannot write the pool ({err.strerror or err}); the teacher's answers are kept in {cfg.teacher.cache}")
+    except WriteFailed as err:  # the disk filled up, or the folder changed while the teacher sampled
+        kept = f"the teacher's answers are kept in {cfg.teacher.cache}" if cfg.teacher.kind in ("hf", "openai") else "nothing was cached"
+        raise WriteFailed(f"--out: {err}; {kept}") from err
     stats = pool_statistics(pool, select_pool(pool, cfg.self_consistency))
     per_question = stats["samples"] / max(1, len(pool))
     click.echo(f"wrote {out}: {len(pool)} questions x {per_question:.3g} samples on average "
@@ -362,28 +344,16 @@ def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
         _fail("give --config (train the grid) or --from-runs DIR (tables from finished runs)")
     cfg = None
     if config_path:
-        try:
-            cfg = lb.load_leaderboard_config(config_path)
-        except ConfigError as err:
-            _fail(str(err))
+        cfg = lb.load_leaderboard_config(config_path)
     if cfg and not from_runs:
         _quiet_libraries(no_progress_bars=quiet)
-        from .questions import UserInputError
         from .training import run as run_training
-
-        from .checkpoints import RunAborted
 
         def train(run_cfg):
             # An unfinished cell continues from its newest checkpoint (a fresh cell starts at round 1).
             return run_training(run_cfg, progress=not quiet, log=click.echo, resume=True)
 
-        try:
-            run_dirs = lb.run_grid(cfg, train, log=click.echo)
-        except UserInputError as err:
-            _fail(str(err))
-        except RunAborted as err:
-            click.echo(f"qcrd-bench: stopped: {err}", err=True)
-            sys.exit(1)
+        run_dirs = lb.run_grid(cfg, train, log=click.echo)
         results = [lb.read_run(d) for d in run_dirs if lb.is_finished(d)]
     else:
         results = lb.collect(list(from_runs))
@@ -419,22 +389,16 @@ def judge_command(first, second, kind, model, base_url, api_key_env, items, seed
     Prints the counts "FIRST better / both good / SECOND better", as in the paper.
     """
     from .pairwise import JUDGE_INSTRUCTION, compare
-    from .questions import TaskData, UserInputError
+    from .questions import TaskData
     from .teachers import SampleCache, build_teacher
 
     overrides = [f"teacher.kind={kind}", f"teacher.model={model}", f"teacher.api_key_env={api_key_env}"]
     if base_url:
         overrides.append(f"teacher.base_url={base_url}")
-    try:
-        cfg = load_config(None, overrides)
-    except ConfigError as err:
-        _fail(str(err))
+    cfg = load_config(None, overrides)
     teacher = build_teacher(cfg.teacher, TaskData("judge", kind), None)
     teacher.cache = SampleCache(None)
-    try:
-        result = compare(first, second, lambda prompt: teacher.ask(prompt, JUDGE_INSTRUCTION), items, seed)
-    except (FileNotFoundError, UserInputError) as err:  # UserInputError: a TeacherError (endpoint refused or gave up)
-        _fail(str(err))
+    result = compare(first, second, lambda prompt: teacher.ask(prompt, JUDGE_INSTRUCTION), items, seed)
     c = result.counts
     click.echo(f"{first} better / both good / {second} better: {c['first better']} / {c['both good']} / {c['second better']}"
                + (f"   ({c['unparsed']} verdicts unreadable)" if c["unparsed"] else ""))
@@ -452,10 +416,7 @@ def config_command(config_path, overrides, list_keys) -> None:
         for key, default, help_text in describe_fields(RunConfig):
             click.echo(f"{key:32} {default!r:>18}  {help_text}")
         return
-    try:
-        cfg = load_config(config_path, overrides)
-    except ConfigError as err:
-        _fail(str(err))
+    cfg = load_config(config_path, overrides)
     import yaml
 
     click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)

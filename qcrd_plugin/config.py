@@ -17,11 +17,8 @@ from typing import Any
 
 import yaml
 
-from .questions import decode_utf8
-
-
-class ConfigError(ValueError):
-    """A user's configuration mistake; the message names the file and the key."""
+from .errors import ConfigError
+from .files import decode_utf8
 
 
 def _opt(default, help: str, *, min=None, max=None, choices=None):

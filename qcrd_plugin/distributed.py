@@ -39,8 +39,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING, RunAborted
-from .questions import UserInputError
+from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING
+
+from .errors import RunAborted
+from .errors import UserInputError
 
 
 def launched() -> bool:

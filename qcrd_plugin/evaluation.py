@@ -56,7 +56,7 @@ def task_manager(metadata: dict[str, Any]) -> TaskManager:
 def check_task_names(names: list[str]) -> None:
     """UserInputError naming ``evaluation.tasks`` when a name is not one of our lm-eval tasks or
     groups: checked before any teacher sampling or training, not after them."""
-    from .questions import UserInputError
+    from .errors import UserInputError
 
     known = set(task_manager({}).all_tasks)
     unknown = [name for name in names if name not in known]

@@ -10,6 +10,7 @@ process, so the loop names its crash-sensitive points and this module can make o
     QCRD_FAULT="enospc@checkpoint_write=2"   raise OSError(ENOSPC) there, as a full disk would
     QCRD_FAULT="devfull@checkpoint_write=2"  torch.save there onto /dev/full: torch's own error of a full disk
     QCRD_FAULT="nan@training_step=3"         make that step's loss NaN
+    QCRD_FAULT="sigint@training_step=5"      send this process SIGINT (a Ctrl-C) when step 5 begins
 
 Several faults may be given, comma-separated. Nothing else in the package reads the variable.
 """
@@ -36,13 +37,15 @@ def _armed(point: str, value: int) -> list[str]:
 
 
 def point(name: str, value: int) -> bool:
-    """Trigger whatever is armed at ``name == value``: kill the process, raise ENOSPC, or return
+    """Trigger whatever is armed at ``name == value``: kill or interrupt the process, raise ENOSPC, or return
     True for a fault the caller applies itself (``nan``). Returns False when nothing is armed."""
     if ENV not in os.environ:
         return False
     actions = _armed(name, value)
     if "kill" in actions:
         os.kill(os.getpid(), signal.SIGKILL)
+    if "sigint" in actions:
+        os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt here, as after a real Ctrl-C
     if "enospc" in actions:
         raise OSError(errno.ENOSPC, f"No space left on device (injected by {ENV} at {name}={value})")
     if "devfull" in actions:

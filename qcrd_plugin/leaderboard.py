@@ -19,7 +19,9 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import METHOD_NAMES, ConfigError, _opt, check_folder_name, load_config, read_yaml
+from .config import METHOD_NAMES, _opt, check_folder_name, load_config, read_yaml
+
+from .errors import ConfigError
 
 LEADERBOARD_FORMAT = "qcrd-leaderboard/1"
 RATIONALE_KEYS = ("rationale_acc", "step_validity", "consistency", "rationale_words", "rouge_l", "bleu", "distinct_2",

@@ -21,7 +21,8 @@ from lm_eval.api.task import ConfigurableTask
 from .config import TaskConfig
 from .data import cot_prompt, cot_target as _cot_target, explain_prompt, predict_prompt
 from .metrics import cot_metrics, label_metrics, rationale_metrics
-from .questions import Question, UserInputError
+from .questions import Question
+from .errors import UserInputError
 from .tasks import fill_gold_rationales, load_task
 
 SPEC_ENV = "QCRD_TASK_SPEC"

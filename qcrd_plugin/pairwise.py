@@ -54,7 +54,7 @@ def parse_verdict(text: str) -> str | None:
 
 def compare(first: Path, second: Path, ask, items: int = 50, seed: int = 0) -> PairwiseResult:
     """Judge ``items`` shared test questions; ``ask(prompt) -> reply`` is the judge LLM."""
-    from .questions import UserInputError
+    from .errors import UserInputError
 
     a_runs, b_runs = read_rationales(first), read_rationales(second)
     shared = [qid for qid in a_runs if qid in b_runs][:items]

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import short_repr as _short
-from .questions import UserInputError, read_jsonl, write_jsonl
+from .errors import UserInputError
+from .files import read_jsonl, write_jsonl
 
 POOL_FORMAT = "qcrd-pool/1"
 

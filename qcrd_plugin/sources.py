@@ -26,7 +26,9 @@ from typing import Callable, TypeVar
 from .answers import CHOICE_LETTERS, NLI_LABELS, canonical_text, format_number, normalize_answer, safe_eval
 from .config import short_repr as _short
 from .pools import PoolEntry, TeacherSample
-from .questions import FAMILIES, DataMissingError, UserInputError, Question, TaskData, choices_block, data_dir, decode_utf8, parse_json, read_jsonl
+from .questions import FAMILIES, Question, TaskData, choices_block, data_dir
+from .errors import DataMissingError, UserInputError
+from .files import decode_utf8, parse_json, read_jsonl
 
 T = TypeVar("T")
 

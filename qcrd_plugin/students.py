@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from .config import StudentConfig
-from .questions import UserInputError
+from .errors import UserInputError
 
 PAD, EOS, UNK, MASK = "<pad>", "</s>", "<unk>", "<mask>"
 SPECIAL_TOKENS = (PAD, EOS, UNK, MASK)  # ids 0..3, T5's convention for pad/eos/unk

@@ -11,7 +11,8 @@ import random
 from dataclasses import asdict, dataclass
 
 from .config import SynthTaskConfig
-from .questions import Question, UserInputError
+from .questions import Question
+from .errors import UserInputError
 
 NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Max", "Ivy", "Leo", "Zoe", "Raj", "Eva")
 OBJECTS = ("apples", "pens", "coins", "books", "cards", "shells", "stickers", "marbles", "stamps", "cookies")

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .answers import ANSWER_TYPES, CHOICE_LETTERS, NLI_LABELS, answers_match, canonical_text, normalize_answer, safe_eval
-from .config import ConfigError, TaskConfig, load_yaml, short_repr as _short
+from .config import TaskConfig, load_yaml, short_repr as _short
+from .errors import ConfigError
 from .pools import PoolEntry, TeacherSample
-from .questions import DataMissingError, Question, TaskData, UserInputError, choices_block, read_records
+from .questions import Question, TaskData, choices_block
+from .errors import DataMissingError, UserInputError
+from .files import read_records
 from .sources import load_source
 from .synth import generate
 

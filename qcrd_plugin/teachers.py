@@ -33,7 +33,8 @@ from .answers import answers_match, format_number, parse_stated_answer
 from .config import TeacherConfig
 from .data import COT_INSTRUCTION, cot_prompt
 from .pools import POOL_FORMAT, PoolEntry, TeacherSample, read_pool  # noqa: F401  (re-exported)
-from .questions import Question, TaskData, UserInputError
+from .questions import Question, TaskData
+from .errors import UserInputError, WriteFailed
 from .synth import SYMBOL_RESULT, Problem
 
 
@@ -204,9 +205,12 @@ class SampleCache:
                     self._torn_tail = False
                 # One unbuffered O_APPEND write per record: never interleaved or half-buffered, and in
                 # the kernel (so it survives a kill of this process) before put() returns.
-                if self._handle is None:
-                    self._handle = open(self.path, "ab", buffering=0)
-                self._handle.write(line.encode("utf-8"))
+                try:
+                    if self._handle is None:
+                        self._handle = open(self.path, "ab", buffering=0)
+                    self._handle.write(line.encode("utf-8"))
+                except OSError as err:  # a full disk: the answers before this one are kept
+                    raise WriteFailed(f"cannot append to the teacher cache {self.path} ({err.strerror or err})") from err
                 # fsync (survival of a machine crash) is group-committed, at most every SYNC_EVERY_S:
                 # one fsync per answer would serialise the concurrent requests behind the disk.
                 if time.monotonic() - self._synced_at >= self.SYNC_EVERY_S:

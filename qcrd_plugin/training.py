@@ -26,8 +26,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import evaluation, faults
-from .checkpoints import (DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunAborted, RunLock, atomic_write_json, atomic_write_text, damaged,
-                          drop_partials, drop_stale_states, has_run_data, load_state, save_round)
+from .checkpoints import (DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunLock, damaged, drop_partials, drop_stale_states,
+                          has_run_data, load_state, save_round)
+from .errors import RunAborted, UserInputError, WriteFailed
+from .files import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from .config import RunConfig
 from .data import TrainExample, build_examples, explain_prompt, long_prompts, prompt_ids, target_ids
 from .distributed import Parallel, TrainingStep, autocast_dtype, configure_cuda
@@ -37,7 +39,7 @@ from .negatives import SnapshotRing, negative_generator, sample_negatives, upcom
 from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, check_pretrained, judge_config, use_fused_gelu
 from .pools import read_pool, write_pool
-from .questions import Question, TaskData, UserInputError, read_jsonl, write_jsonl
+from .questions import Question, TaskData
 from .rationale_quality import distinct_n, faithfulness, overlap_metrics
 from .sources import heldout_split
 from .tasks import default_train_split, load_task
@@ -179,6 +181,8 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     try:
         records = _run(cfg, run_dir, parallel, progress if parallel.is_main else False, log if parallel.is_main else (lambda _: None),
                        resume, overwrite)
+    except WriteFailed as err:  # a full disk or a folder turned read-only: every finished round is intact
+        raise RunAborted(f"{err}; free space and continue with `qcrd-bench run --resume {run_dir}`") from err
     finally:
         if parallel.is_main:
             lock.__exit__()

@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
-from qcrd_plugin.config import ConfigError, load_config
+from qcrd_plugin.config import load_config
+
+from qcrd_plugin.errors import ConfigError
 
 
 def test_defaults_and_overrides():

@@ -137,7 +137,7 @@ def test_unsupported_deepspeed_settings_are_refused_with_a_clear_message(tmp_pat
 def _run_pass_check(rank: int, init_file: str, passes: list[int], outcome) -> None:
     import torch.distributed as dist
 
-    from qcrd_plugin.checkpoints import RunAborted
+    from qcrd_plugin.errors import RunAborted
     from qcrd_plugin.distributed import Parallel
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(passes))

@@ -84,7 +84,7 @@ def test_from_runs_cli_writes_tables_and_plots(fixture_runs, tmp_path):
 
 
 def test_leaderboard_config_errors_name_the_key(tmp_path):
-    from qcrd_plugin.config import ConfigError
+    from qcrd_plugin.errors import ConfigError
 
     bad = tmp_path / "lb.yaml"
     bad.write_text(f"base_config: {REPO / 'harness_configs' / 'default.yaml'}\nmethods: [dss, nope]\n")

@@ -9,7 +9,7 @@ import pytest
 
 from qcrd_plugin.answers import answers_match
 from qcrd_plugin.config import SelfConsistencyConfig
-from qcrd_plugin.questions import DataMissingError
+from qcrd_plugin.errors import DataMissingError
 from qcrd_plugin.rationales import select_pool
 from qcrd_plugin.sources import cut_completion, load_source
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from helpers import invoke
-from qcrd_plugin.questions import MAX_LINE_BYTES, UserInputError, read_jsonl
+from qcrd_plugin.errors import UserInputError
+from qcrd_plugin.files import MAX_LINE_BYTES, read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP_SPEC = REPO / "harness_configs" / "tasks" / "shop_math.yaml"

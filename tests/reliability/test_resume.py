@@ -1,6 +1,7 @@
 """SIGKILL at every phase of a run, then `qcrd-bench run --resume`: the run ends with exactly the
-metrics of an uninterrupted run, and no teacher sample is paid for twice. A NaN loss and a full
-disk in the same chain stop the run cleanly with the last good checkpoint intact.
+metrics of an uninterrupted run, and no teacher sample is paid for twice. A Ctrl-C while training,
+a NaN loss and a full disk in the same chain stop the run cleanly with the last good checkpoint
+intact.
 
 The kills are real SIGKILLs of the `qcrd-bench` process. The first comes from outside, from the
 local OpenAI-compatible teacher server, in the middle of teacher sampling; the others are armed
@@ -119,6 +120,7 @@ def test_sigkill_in_every_phase_then_resume_matches_uninterrupted_run(tmp_path, 
         for fault, check in [
             ("kill@training_step=3", lambda: not (run_dir / "round_1").exists()),
             ("kill@checkpoint_write=1", lambda: not (run_dir / "round_1").exists() and any(run_dir.glob(".round_1.partial"))),
+            ("sigint@training_step=6", lambda: round_1_is_newest(run_dir)),  # Ctrl-C while training round 2
             ("nan@training_step=6", lambda: round_1_is_newest(run_dir)),
             ("enospc@checkpoint_write=2", lambda: round_1_is_newest(run_dir)),
             ("devfull@checkpoint_write=2", lambda: round_1_is_newest(run_dir)),  # torch.save's own error, on /dev/full
@@ -131,6 +133,11 @@ def test_sigkill_in_every_phase_then_resume_matches_uninterrupted_run(tmp_path, 
             if fault.startswith("kill"):
                 assert proc.returncode == -signal.SIGKILL, f"{fault}: {err[-2000:]}"
                 figures("kills_survived")
+            elif fault.startswith("sigint"):
+                assert proc.returncode == 130, f"{fault}: {err[-2000:]}"
+                assert "Traceback" not in err and err.strip().splitlines() == ["qcrd-bench: interrupted; a run continues with --resume"], err[-2000:]
+                figures("faults_injected")
+                figures("faults_survived")
             else:
                 assert proc.returncode == 1, f"{fault}: {err[-2000:]}"
                 assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]

@@ -237,7 +237,7 @@ def test_model_code_is_not_run_without_trust_remote_code(tmp_path, figures):
     """A model folder whose config points at its own Python code (``auto_map``): loading it as the
     student or as the hf teacher is refused with a clear UserInputError, and the code never runs."""
     from qcrd_plugin.config import StudentConfig, TeacherConfig
-    from qcrd_plugin.questions import UserInputError
+    from qcrd_plugin.errors import UserInputError
     from qcrd_plugin.students import build_student
     from qcrd_plugin.teachers import HFTeacher, SampleCache
 

@@ -24,7 +24,8 @@ from click.testing import CliRunner
 from helpers import ChatHandler, completion, serve
 from qcrd_plugin.cli import main
 from qcrd_plugin.config import TeacherConfig
-from qcrd_plugin.questions import Question, TaskData, UserInputError
+from qcrd_plugin.questions import Question, TaskData
+from qcrd_plugin.errors import UserInputError
 from qcrd_plugin.teachers import OpenAITeacher, SampleCache, TeacherError, build_teacher
 
 QUESTIONS = [Question(f"q{i}", f"Ada has {i} pens and buys 2 more. How many pens?", str(i + 2)) for i in range(5)]
