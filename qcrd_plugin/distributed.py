@@ -40,9 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING
-
-from .errors import RunAborted
-from .errors import UserInputError
+from .errors import RunAborted, UserInputError
 
 
 def launched() -> bool:
@@ -67,187 +65,79 @@ class TrainingStep(nn.Module):
         return out.total, out.components
 
 
-class Parallel:
-    """Rank, world size, device and the few collectives the training loop needs."""
+class Launcher:
+    """One process, the default launch mode; also the base of the multi-process modes.
 
-    def __init__(self, device_name: str):
-        self.state = None
-        self.rank, self.world_size = 0, 1
-        self.fsdp = False  # the FSDP profile, with several processes: `prepare` shards the step
-        self._full_copy: nn.ModuleDict | None = None  # FSDP only: plain student and judge for whole-model work
-        self.zero_stage = 0  # the DeepSpeed profile's ZeRO stage (0 = no DeepSpeed)
-        self.engine = None  # DeepSpeed only: the engine built by `deepspeed_engine`
-        self._optimizer: torch.optim.Optimizer | None = None  # DeepSpeed only: the optimizer the engine owns
-        self._passes = 0  # DeepSpeed only: passes with gradient this step (see `check_same_passes`)
-        if launched():
-            from accelerate import PartialState
+    The interface the recipe uses, the same in every mode: :meth:`wrap` the training step,
+    :meth:`attach` its optimizers, :meth:`forward` a batch, :meth:`backward_and_step`,
+    :meth:`full_modules` for sampling, evaluation and checkpoints, :meth:`optimizer_state` /
+    :meth:`load_optimizer_state` for checkpoints, and the few collectives (:meth:`main_only`,
+    :meth:`mean`, :meth:`any`, :meth:`barrier`), which in one process are plain calls.
+    """
 
-            if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-                self.zero_stage = deepspeed_stage(os.environ)
-            # Resolve `auto` first: on a machine without CUDA a PartialState() that is not told to use
-            # the CPU reports every rank as rank 0 of 1. The barrier timeout is long because the other
-            # ranks wait there while rank 0 samples the teacher or runs lm-eval.
-            cpu = resolve_device(device_name).type == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
-            self.state = PartialState(cpu=cpu, timeout=timedelta(hours=6))
-            self.rank, self.world_size = self.state.process_index, self.state.num_processes
-            self.fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and self.world_size > 1
-            self.device = self.state.device
-        else:
-            self.device = resolve_device(device_name)
+    launch_kind = ""  # how the optimizer state is laid out: "" (whole on every rank), "fsdp" or "deepspeed"
+
+    def __init__(self, device: torch.device, state=None):
+        self.device, self.state = device, state
+        self.rank = state.process_index if state is not None else 0
+        self.world_size = state.num_processes if state is not None else 1
+        self.optimizer: torch.optim.Optimizer | None = None  # the student's
+        self.max_grad_norm = 0.0
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def launch_kind(self) -> str:
-        """How the optimizer state is laid out: "" (whole on every rank), "fsdp" or "deepspeed"."""
-        return "fsdp" if self.fsdp else "deepspeed" if self.zero_stage else ""
-
     def shard(self, batch: list) -> list:
         """This rank's share of the global batch."""
         return batch[self.rank :: self.world_size] if self.world_size > 1 else batch
 
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            self.state.wait_for_everyone()
-
-    def prepare(self, step: TrainingStep) -> TrainingStep:
-        """Under FSDP: keep a plain copy for :meth:`full_modules`, then shard ``step`` in place
-        (its parameters become DTensor shards; build the optimizer after this). Otherwise a no-op."""
-        if self.fsdp:
-            from torch.distributed.fsdp import fully_shard
-
-            parts = {"student": step.student} | ({"judge": step.judge} if step.judge is not None else {})
-            self._full_copy = nn.ModuleDict({name: copy.deepcopy(module) for name, module in parts.items()})
-            fully_shard(step)
+    def wrap(self, step: TrainingStep) -> TrainingStep:
+        """The training step as this mode trains it (build the optimizers after this)."""
         return step
 
-    def deepspeed_engine(self, step: TrainingStep, optimizer: torch.optim.Optimizer, max_grad_norm: float):
-        """Under the DeepSpeed profile: a ZeRO engine around ``step`` that owns ``optimizer`` (the
-        student's; the judge is not in it) and clips at ``max_grad_norm``. Otherwise None."""
-        if not self.zero_stage:
-            return None
-        if self.device.type == "cpu":
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed looks for a GPU
-        import deepspeed
-        from deepspeed.utils import logger as deepspeed_logger
+    def attach(self, step: TrainingStep, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> None:
+        """Take the student's optimizer (and the clipping norm) that :meth:`backward_and_step` applies."""
+        self.optimizer, self.max_grad_norm = optimizer, max_grad_norm
 
-        deepspeed_logger.setLevel("WARNING")
-        config = {
-            "train_micro_batch_size_per_gpu": 1,  # bookkeeping only: the loop feeds the engine its own batches
-            "gradient_accumulation_steps": 1,
-            "gradient_clipping": max_grad_norm,
-            "zero_optimization": {"stage": self.zero_stage},
-            "zero_allow_untested_optimizer": True,  # torch's fused AdamW
-            "steps_per_print": 2**31 - 1,
-        }
-        self.engine, _, _, _ = deepspeed.initialize(model=step, optimizer=optimizer, config=config)
-        self._optimizer = optimizer
+    def forward(self, step: TrainingStep, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
+        """(total loss, components) of this rank's share of ``batch``."""
+        return step(self.shard(batch))
 
-        def count(*_):
-            if torch.is_grad_enabled():
-                self._passes += 1
+    def backward_and_step(self, total: torch.Tensor, judge_params: list) -> None:
+        """Backward, average the gradients over ranks, clip the student's, step the student's optimizer."""
+        student_params = self.optimizer.param_groups[0]["params"]
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.average_gradients([*student_params, *judge_params])  # one all-reduce for both
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(student_params, self.max_grad_norm)
+        self.optimizer.step()
 
-        # Every call of the student (decoder passes) and of its encoder, with gradient.
-        step.student.register_forward_pre_hook(count)
-        if getattr(step.student.config, "is_encoder_decoder", False):
-            step.student.get_encoder().register_forward_pre_hook(count)
-        return self.engine
-
-    def check_same_passes(self) -> None:
-        """DeepSpeed only, before ``backward``: stop if the ranks ran different numbers of passes
-        with gradient this step (their gradients would fill DeepSpeed's buckets in different orders
-        and be summed crosswise). It happens only when a rank's share of the batch has, say, no
-        rationale at all; the all-reduce profile (ddp.yaml) has no such limit."""
-        counts = torch.tensor([self._passes, -self._passes], device=self.device)
-        self._passes = 0
-        dist.all_reduce(counts, op=dist.ReduceOp.MAX)
-        if counts[0] != -counts[1]:
-            raise RunAborted(f"under DeepSpeed every rank must run the same passes, but this step's ranks ran between "
-                             f"{-int(counts[1])} and {int(counts[0])} (a rank's share of the batch took another path); "
-                             "launch with harness_configs/accelerate/ddp.yaml or fsdp.yaml instead (docs/scaling.md)")
+    def average_gradients(self, parameters) -> None:
+        """Nothing to average in one process (see :class:`AllReduce`)."""
 
     def full_modules(self, step: TrainingStep) -> tuple[nn.Module, nn.Module | None]:
         """(student, judge) with the current full weights, as plain modules that any one rank may
-        run (generate, lm-eval, save_pretrained). Without FSDP these are the training modules
-        themselves; under FSDP every rank must call this (it gathers the weights into the copy)."""
-        if not self.fsdp:
-            return step.student, step.judge
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        self._full_copy.load_state_dict(get_model_state_dict(step, options=StateDictOptions(full_state_dict=True)))
-        return self._full_copy["student"], self._full_copy["judge"] if "judge" in self._full_copy else None
+        run (generate, lm-eval, save_pretrained): here the training modules themselves."""
+        return step.student, step.judge
 
     def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None) -> dict:
-        """The optimizer's state for a checkpoint: whole on rank 0 under FSDP; under DeepSpeed the
-        engine's optimizer is saved by DeepSpeed, every rank its shard, into ``<run_dir>/``
-        :data:`DEEPSPEED_STAGING` (``save_round`` moves it into the checkpoint) and a reference
-        to it is returned. Every rank must call."""
-        if self.engine is not None and optimizer is self._optimizer:
-            staging = run_dir / DEEPSPEED_STAGING
-            if self.is_main:
-                shutil.rmtree(staging, ignore_errors=True)
-            self.barrier()
-            self.engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG, save_latest=False)
-            self.barrier()
-            return {"deepspeed": DEEPSPEED_TAG, "world_size": self.world_size, "zero_stage": self.zero_stage}
-        if not self.fsdp:
-            return optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+        """The optimizer's state for a checkpoint (every rank must call)."""
+        return optimizer.state_dict()
 
-        return get_optimizer_state_dict(step, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict,
+                             checkpoint: Path | None = None) -> None:
+        """Restore :meth:`optimizer_state`'s result."""
+        optimizer.load_state_dict(state)
 
-    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict, checkpoint: Path | None = None) -> None:
-        """Restore :meth:`optimizer_state`'s result (each rank keeps its shard under FSDP and DeepSpeed)."""
-        if self.engine is not None and optimizer is self._optimizer:
-            if state.get("world_size") != self.world_size:
-                raise UserInputError(f"{checkpoint}: written by {state.get('world_size')} DeepSpeed processes; "
-                                     f"resume it with the same number (now {self.world_size})")
-            # DeepSpeed's own loader (it unpickles: resume only run directories you wrote).
-            self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_DIR), tag=state["deepspeed"], load_optimizer_states=True,
-                                        load_lr_scheduler_states=False)
-            return
-        if not self.fsdp:
-            optimizer.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    def checkpoint_folders(self, run_dir: Path) -> dict[str, Path] | None:
+        """Folders written beside the state (DeepSpeed's optimizer shards) that ``save_round`` moves in."""
+        return None
 
-        set_optimizer_state_dict(step, optimizer, state, options=StateDictOptions(full_state_dict=True))
-
-    def average_gradients(self, parameters) -> None:
-        """All-reduce-mean the gradients of ``parameters`` in one flat buffer. A parameter with no
-        gradient on this rank contributes zeros, so every rank reduces the same buffer layout; one
-        with no gradient on any rank (the judge on a step without its online update) is left
-        without one, as in a single process, so AdamW skips it instead of stepping on zeros.
-        Under FSDP the backward pass has already reduce-scattered the mean: nothing to do."""
-        if self.world_size == 1 or self.fsdp:
-            return
-        params = [p for p in parameters if p.requires_grad]
-        had_grad = torch.tensor([float(p.grad is not None) for p in params], device=self.device)
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params] + [had_grad])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for p, anywhere in zip(params, flat[-len(params):].tolist()):
-            n = p.numel()
-            if anywhere > 0:
-                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
-            else:
-                p.grad = None
-            offset += n
-
-    def close(self) -> None:
-        """Destroy the process group once every rank is done. Call it after a run that ended well
-        (torchtitan does the same): a gloo group still alive at interpreter exit can abort the
-        process with "terminate called without an active exception" after the work is finished.
-        After an error it is skipped, since a rank stuck in a collective would hang the others here."""
-        if self.world_size > 1 and dist.is_initialized():
-            self.barrier()
-            dist.destroy_process_group()
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self.state.wait_for_everyone()
 
     def main_only(self, work: Callable[[], Any]) -> Any:
         """``work()`` on rank 0 (its result; None on the other ranks). If it raises, every rank
@@ -277,6 +167,194 @@ class Parallel:
         tensor = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(tensor)
         return bool(tensor.item() > 0)
+
+    def close(self) -> None:
+        """Destroy the process group once every rank is done. Call it after a run that ended well
+        (torchtitan does the same): a gloo group still alive at interpreter exit can abort the
+        process with "terminate called without an active exception" after the work is finished.
+        After an error it is skipped, since a rank stuck in a collective would hang the others here."""
+        if self.world_size > 1 and dist.is_initialized():
+            self.barrier()
+            dist.destroy_process_group()
+
+
+class AllReduce(Launcher):
+    """Several processes, DDP's update by hand: after ``backward`` the gradients of the student
+    and the judge are averaged across ranks with one all-reduce."""
+
+    def average_gradients(self, parameters) -> None:
+        """All-reduce-mean the gradients of ``parameters`` in one flat buffer. A parameter with no
+        gradient on this rank contributes zeros, so every rank reduces the same buffer layout; one
+        with no gradient on any rank (the judge on a step without its online update) is left
+        without one, as in a single process, so AdamW skips it instead of stepping on zeros."""
+        params = [p for p in parameters if p.requires_grad]
+        had_grad = torch.tensor([float(p.grad is not None) for p in params], device=self.device)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params] + [had_grad])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for p, anywhere in zip(params, flat[-len(params):].tolist()):
+            n = p.numel()
+            if anywhere > 0:
+                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            else:
+                p.grad = None
+            offset += n
+
+
+class FSDP(Launcher):
+    """The FSDP profile: the training step is one FSDP2 unit; ``backward`` reduce-scatters the
+    averaged gradients, so there is nothing to average by hand; whole-model work reads a plain copy."""
+
+    launch_kind = "fsdp"
+
+    def wrap(self, step: TrainingStep) -> TrainingStep:
+        """Keep a plain copy for :meth:`full_modules`, then shard ``step`` in place (its parameters
+        become DTensor shards)."""
+        from torch.distributed.fsdp import fully_shard
+
+        parts = {"student": step.student} | ({"judge": step.judge} if step.judge is not None else {})
+        self._full_copy = nn.ModuleDict({name: copy.deepcopy(module) for name, module in parts.items()})
+        fully_shard(step)
+        return step
+
+    def full_modules(self, step: TrainingStep) -> tuple[nn.Module, nn.Module | None]:
+        """Every rank must call this: it gathers the weights into the plain copy."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        self._full_copy.load_state_dict(get_model_state_dict(step, options=StateDictOptions(full_state_dict=True)))
+        return self._full_copy["student"], self._full_copy["judge"] if "judge" in self._full_copy else None
+
+    def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None) -> dict:
+        """Whole on rank 0 (gathered to the CPU)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(step, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict,
+                             checkpoint: Path | None = None) -> None:
+        """Each rank keeps its shard of the whole state."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(step, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+class DeepSpeed(AllReduce):
+    """The DeepSpeed profile (ZeRO stage 1 or 2): an engine owns the student's optimizer and
+    reduce-scatters its gradients in ``backward``; the judge is all-reduced by hand. Optimizer
+    shards are saved with DeepSpeed's own checkpoint API (``deepspeed/`` of a round)."""
+
+    launch_kind = "deepspeed"
+
+    def __init__(self, device: torch.device, state, zero_stage: int):
+        super().__init__(device, state)
+        self.zero_stage, self.engine, self._passes = zero_stage, None, 0
+
+    def attach(self, step: TrainingStep, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> None:
+        """Build the ZeRO engine around ``step`` that owns ``optimizer`` and clips at ``max_grad_norm``."""
+        super().attach(step, optimizer, max_grad_norm)
+        if self.device.type == "cpu":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed looks for a GPU
+        import deepspeed
+        from deepspeed.utils import logger as deepspeed_logger
+
+        deepspeed_logger.setLevel("WARNING")
+        config = {
+            "train_micro_batch_size_per_gpu": 1,  # bookkeeping only: the loop feeds the engine its own batches
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": max_grad_norm,
+            "zero_optimization": {"stage": self.zero_stage},
+            "zero_allow_untested_optimizer": True,  # torch's fused AdamW
+            "steps_per_print": 2**31 - 1,
+        }
+        self.engine, _, _, _ = deepspeed.initialize(model=step, optimizer=optimizer, config=config)
+
+        def count(*_):
+            if torch.is_grad_enabled():
+                self._passes += 1
+
+        # Every call of the student (decoder passes) and of its encoder, with gradient.
+        step.student.register_forward_pre_hook(count)
+        if getattr(step.student.config, "is_encoder_decoder", False):
+            step.student.get_encoder().register_forward_pre_hook(count)
+
+    def forward(self, step: TrainingStep, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.engine(self.shard(batch))
+
+    def backward_and_step(self, total: torch.Tensor, judge_params: list) -> None:
+        """The engine's backward reduce-scatters the student's gradients; its step clips, applies
+        and clears them. The judge is not in the engine: averaged by hand."""
+        self.check_same_passes()
+        self.engine.backward(total)
+        self.engine.step()
+        self.average_gradients(judge_params)
+
+    def check_same_passes(self) -> None:
+        """Before ``backward``: stop if the ranks ran different numbers of passes with gradient
+        this step (their gradients would fill DeepSpeed's buckets in different orders and be
+        summed crosswise). It happens only when a rank's share of the batch has, say, no
+        rationale at all; the all-reduce profile (ddp.yaml) has no such limit."""
+        counts = torch.tensor([self._passes, -self._passes], device=self.device)
+        self._passes = 0
+        dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+        if counts[0] != -counts[1]:
+            raise RunAborted(f"under DeepSpeed every rank must run the same passes, but this step's ranks ran between "
+                             f"{-int(counts[1])} and {int(counts[0])} (a rank's share of the batch took another path); "
+                             "launch with harness_configs/accelerate/ddp.yaml or fsdp.yaml instead (docs/scaling.md)")
+
+    def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None) -> dict:
+        """The engine's optimizer: every rank saves its shard into ``<run_dir>/``
+        :data:`DEEPSPEED_STAGING` (``save_round`` moves it into the checkpoint) and a reference
+        to it is returned. The judge's optimizer is whole on every rank."""
+        if optimizer is not self.optimizer:
+            return optimizer.state_dict()
+        staging = run_dir / DEEPSPEED_STAGING
+        if self.is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.barrier()
+        self.engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG, save_latest=False)
+        self.barrier()
+        return {"deepspeed": DEEPSPEED_TAG, "world_size": self.world_size, "zero_stage": self.zero_stage}
+
+    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict,
+                             checkpoint: Path | None = None) -> None:
+        if optimizer is not self.optimizer:
+            optimizer.load_state_dict(state)
+            return
+        if state.get("world_size") != self.world_size:
+            raise UserInputError(f"{checkpoint}: written by {state.get('world_size')} DeepSpeed processes; "
+                                 f"resume it with the same number (now {self.world_size})")
+        # DeepSpeed's own loader (it unpickles: resume only run directories you wrote).
+        self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_DIR), tag=state["deepspeed"], load_optimizer_states=True,
+                                    load_lr_scheduler_states=False)
+
+    def checkpoint_folders(self, run_dir: Path) -> dict[str, Path]:
+        return {DEEPSPEED_DIR: run_dir / DEEPSPEED_STAGING}
+
+
+def launcher_for(device_name: str) -> Launcher:
+    """The launch mode of this process, chosen once: one process, or under ``accelerate launch``
+    the all-reduce, FSDP or DeepSpeed profile."""
+    if not launched():
+        return Launcher(resolve_device(device_name))
+    from accelerate import PartialState
+
+    zero_stage = deepspeed_stage(os.environ) if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else 0
+    # Resolve `auto` first: on a machine without CUDA a PartialState() that is not told to use
+    # the CPU reports every rank as rank 0 of 1. The barrier timeout is long because the other
+    # ranks wait there while rank 0 samples the teacher or runs lm-eval.
+    cpu = resolve_device(device_name).type == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+    state = PartialState(cpu=cpu, timeout=timedelta(hours=6))
+    if state.num_processes == 1:
+        return Launcher(state.device)
+    if zero_stage:
+        return DeepSpeed(state.device, state, zero_stage)
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return FSDP(state.device, state)
+    return AllReduce(state.device, state)
 
 
 DEEPSPEED_TAG = "optimizer"  # DeepSpeed's name for the one checkpoint in a round's deepspeed/ folder

@@ -18,6 +18,13 @@ from lm_eval.evaluator import evaluate as lm_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
+from .data import explain_prompt
+from .files import atomic_write_json, write_jsonl
+from .rationale_quality import distinct_n, faithfulness, overlap_metrics
+from .rationales import select_pool
+
+METRICS_FORMAT = "qcrd-metrics/1"
+
 
 class StudentHFLM(HFLM):
     """``HFLM`` over the in-memory student (seq2seq or decoder-only), with lm-eval 0.4.13's
@@ -138,3 +145,107 @@ def task_scores(results: dict[str, Any]) -> dict[str, dict[str, float]]:
             if "," in key and "_stderr" not in key and isinstance(value, (int, float, np.generic))
         }
     return scores
+
+
+def reference_rationales(task, teacher, cfg) -> dict[str, list[str]]:
+    """Reference rationales per test question: the gold rationale, plus the teacher's positives
+    when they come cheap (the simulated teacher, or a source that ships test pools)."""
+    refs = {q.id: [q.gold_rationale] if q.gold_rationale else [] for q in task.questions.get("test", [])}
+    pool = []
+    if cfg.evaluation.overlap and cfg.teacher.kind == "simulated":
+        pool = teacher.sample(task.questions["test"], cfg.teacher.samples, cfg.teacher.temperature)
+    elif cfg.evaluation.overlap and "test" in task.pools:
+        pool = task.pools["test"]
+    for sel in select_pool(pool, cfg.self_consistency):
+        refs.setdefault(sel.id, []).extend(p for p in sel.positives if p not in refs[sel.id])
+    return refs
+
+
+def rationale_quality(student, tokenizer, explain_samples: list[dict], references: dict[str, list[str]], cfg, device) -> dict:
+    """Overlap, diversity and faithfulness of the student's test rationales (rationale_quality.py)."""
+    docs = [s["doc"] for s in explain_samples]
+    rationales = [s["resps"][1][0] for s in explain_samples]
+    out: dict[str, float] = {}
+    if cfg.evaluation.overlap:
+        out.update(overlap_metrics(rationales, [references.get(d["id"], []) for d in docs]))
+        out["distinct_1"], out["distinct_2"] = distinct_n(rationales, 1), distinct_n(rationales, 2)
+    if cfg.evaluation.faithfulness:
+        n = cfg.evaluation.faithfulness_items
+        out.update(faithfulness(student, tokenizer, [explain_prompt(d["question"]) for d in docs[:n]], rationales[:n],
+                                docs[0].get("answer_type", "number"), [d.get("choices") for d in docs[:n]], device,
+                                cfg.negatives.max_new_tokens))
+    return out
+
+
+class Evaluator:
+    """Scores the student after each round: lm-eval on the run's tasks, the judge's score and
+    held-out ROC-AUC, rationale quality. Built once per run (on rank 0): the lm-eval task
+    objects, the reference rationales and the judge's held-out pairs are reused every round.
+
+    ``heldout``: the validation questions' TrainExamples, whose positives and LLM negatives are
+    the judge's held-out pairs. ``timer``: a PhaseTimer the phases are timed on.
+    """
+
+    def __init__(self, cfg, task, teacher, tokenizer, heldout: list, device, timer):
+        from .discriminator import judge_input
+
+        self.cfg, self.tokenizer, self.device, self.timer = cfg, tokenizer, device, timer
+        names = cfg.evaluation.tasks or default_tasks(cfg.task.name)
+        self.label_task = next((t for t in names if not t.endswith(("_explain", "_cot"))), names[0])
+        self.explain_task = next((t for t in names if t.endswith("_explain")), "")
+        eos = tokenizer.eos_token_id
+        self.heldout_pos = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.positives]
+        self.heldout_neg = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.llm_negatives]
+        self.manager = task_manager(task_metadata(cfg.task))
+        self.tasks = build_tasks(names, self.manager)
+        self.references = reference_rationales(task, teacher, cfg)
+
+    def __call__(self, round_index: int, student, judge) -> dict:
+        """The round's metrics record (the evaluation part); writes ``round_<k>/lm_eval_results.json``
+        and ``round_<k>/rationales.jsonl``."""
+        cfg = self.cfg
+        checkpoint = Path(cfg.output_dir) / cfg.name / f"round_{round_index}"
+        with self.timer("evaluation"):
+            results = evaluate(student, self.tokenizer, self.tasks, self.manager, cfg.evaluation.batch_size, cfg.evaluation.limit)
+        samples = results.pop("samples", {})
+        atomic_write_json(checkpoint / "lm_eval_results.json", to_builtin(results))
+        explain_samples = samples.get(self.explain_task, [])
+        write_jsonl(checkpoint / "rationales.jsonl", [
+            {"id": s["doc"]["id"], "question": s["doc"]["question"], "answer": s["doc"]["answer"],
+             "label_generation": s["resps"][0][0], "rationale": s["resps"][1][0]}
+            for s in explain_samples
+        ])
+        judged = self.judge_metrics(judge, explain_samples)
+        quality = {}
+        if explain_samples and (cfg.evaluation.overlap or cfg.evaluation.faithfulness):
+            with self.timer("rationale_quality"):
+                quality = rationale_quality(student, self.tokenizer, explain_samples, self.references, cfg, self.device)
+        return {
+            "format": METRICS_FORMAT,
+            "round": round_index,
+            "task": cfg.task.name,
+            "label_task": self.label_task,
+            "explain_task": self.explain_task,
+            "eval": task_scores(results),
+            "rationale_quality": quality,
+            **judged,
+        }
+
+    def judge_metrics(self, judge, explain_samples: list[dict]) -> dict:
+        """The judge's mean score of the student's test rationales and its held-out ROC-AUC."""
+        if judge is None:
+            return {}
+        from .data import explain_prompt, prompt_ids, target_ids
+        from .discriminator import judge_input, mean_scores, roc_auc
+
+        tok, limits = self.tokenizer, (self.cfg.student.max_input_tokens, self.cfg.student.max_target_tokens)
+        with self.timer("judge_scoring"):
+            rationales = [
+                judge_input(prompt_ids(tok, [explain_prompt(s["doc"]["question"])], limits[0])[0],
+                            target_ids(tok, [s["resps"][1][0]], limits[1])[0], tok.eos_token_id)
+                for s in explain_samples
+            ]
+            return {
+                "judge_score_student": mean_scores(judge, rationales, tok.pad_token_id, self.device) if rationales else None,
+                "judge_auc_heldout": roc_auc(judge, self.heldout_pos, self.heldout_neg, tok.pad_token_id, self.device),
+            }

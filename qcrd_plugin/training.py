@@ -1,11 +1,11 @@
-"""The training recipe: load -> set up -> for each round: train, checkpoint, evaluate, log.
+"""The training recipe: :func:`setup`, then per round :func:`train_round`, :func:`save_round`
+and :func:`evaluate_round`; :func:`run` reads like torchtune's ``recipe_main``.
 
-Everything a run does is visible in :func:`_run`, in order. Files written (docs/formats.md):
-``config.yaml``, ``pool_train.jsonl``, ``pool_validation.jsonl``, ``metrics.jsonl`` (one JSON
-object per round), ``round_<k>/`` (an HF checkpoint: model + tokenizer, plus the training state
-while it is the newest round), ``round_<k>/lm_eval_results.json`` and ``round_<k>/rationales.jsonl``.
-Every file is written atomically (checkpoints.py), so a run killed at any moment resumes with
-``--resume`` and ends with the metrics of an uninterrupted run.
+Files written (docs/formats.md): ``config.yaml``, ``pool_train.jsonl``, ``pool_validation.jsonl``,
+``metrics.jsonl`` (one JSON object per round), ``round_<k>/`` (an HF checkpoint: model +
+tokenizer, plus the :class:`TrainState` while it is the newest round), ``round_<k>/lm_eval_results.json``
+and ``round_<k>/rationales.jsonl``. Every file is written atomically (files.py), so a run killed
+at any moment resumes with ``--resume`` and ends with the metrics of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -16,36 +16,34 @@ import random
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 import yaml
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from . import evaluation, faults
-from .checkpoints import (DEEPSPEED_DIR, DEEPSPEED_STAGING, STATE_FILE, RunLock, damaged, drop_partials, drop_stale_states,
-                          has_run_data, load_state, save_round)
-from .errors import RunAborted, UserInputError, WriteFailed
-from .files import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from . import checkpoints, evaluation, faults
+from .checkpoints import STATE_FILE, RunLock, damaged, drop_partials, drop_stale_states, has_run_data, load_state
 from .config import RunConfig
-from .data import TrainExample, build_examples, explain_prompt, long_prompts, prompt_ids, target_ids
-from .distributed import Parallel, TrainingStep, autocast_dtype, configure_cuda
-from .discriminator import QualityJudge, follow_alpha3, judge_input, mean_scores, pretrain, roc_auc
-from .methods import build_method
+from .data import TrainExample, build_examples, long_prompts
+from .discriminator import QualityJudge, follow_alpha3, pretrain
+from .distributed import Launcher, TrainingStep, autocast_dtype, configure_cuda, launcher_for
+from .errors import RunAborted, UserInputError, WriteFailed
+from .files import atomic_write_text, read_jsonl, write_jsonl
+from .methods import Method, build_method
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
-from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
-from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, check_pretrained, judge_config, use_fused_gelu
 from .pools import read_pool, write_pool
 from .questions import Question, TaskData
-from .rationale_quality import distinct_n, faithfulness, overlap_metrics
+from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
+from .reporting import headline_accuracy, inactive_negatives_warning, round_summary, summary_table
 from .sources import heldout_split
+from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, check_pretrained, judge_config, use_fused_gelu
 from .tasks import default_train_split, load_task
 from .teachers import build_teacher
-
-METRICS_FORMAT = "qcrd-metrics/1"
 
 
 class PhaseTimer:
@@ -148,6 +146,104 @@ def resume_point(run_dir: Path, rounds: int) -> tuple[list[dict], Path | None, b
     return records, (run_dir / f"round_{done}" if done else None), False
 
 
+
+
+@dataclass
+class RoundLog:
+    """What one round's training adds up for its metrics record."""
+
+    sums: dict[str, float] = field(default_factory=dict)  # loss components summed over steps
+    counts: dict[str, int] = field(default_factory=dict)  # steps that logged each (l_d: the judge's update steps)
+    tokens: int = 0
+    loss_curve: list[float] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)  # the method's negative statistics (pop_round_statistics)
+
+    def add(self, loss: float, components: dict[str, float], batch: list[TrainExample]) -> None:
+        self.tokens += sum(len(ex.predict_ids) + len(ex.explain_ids) for ex in batch)
+        self.loss_curve.append(round(loss, 6))
+        for key, value in components.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def mean_losses(self) -> dict[str, float]:
+        return {k: v / self.counts[k] for k, v in self.sums.items()}
+
+
+@dataclass
+class TrainState:
+    """Everything besides the weights that training needs to continue bit for bit, saved in
+    ``round_<k>/training_state.pt``. :meth:`state_dict` and :meth:`load_state_dict` mirror each
+    other key by key; the launcher lays out the optimizer state (whole, FSDP or DeepSpeed shards)."""
+
+    method: Method
+    optimizer: torch.optim.Optimizer  # the student's
+    judge_optimizer: torch.optim.Optimizer | None
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    snapshots: SnapshotRing  # earlier student weights, the generators of student negatives
+    examples: list[TrainExample]  # whose current student negatives are part of the state
+    step: int = 0
+    iteration: int = 0
+    log: RoundLog = field(default_factory=RoundLog)
+
+    def state_dict(self, launcher: Launcher, step_module: TrainingStep, run_dir: Path) -> dict:
+        """Every rank must call (the optimizer state may be gathered or saved in shards)."""
+        judge_optimizer = None if self.judge_optimizer is None else launcher.optimizer_state(step_module, self.judge_optimizer)
+        return {
+            "step": self.step, "iteration": self.iteration, "launch": launcher.launch_kind,
+            "optimizer": launcher.optimizer_state(step_module, self.optimizer, run_dir),
+            "judge_optimizer": judge_optimizer,
+            "scheduler": self.scheduler.state_dict(),
+            "method": self.method.state_dict(),
+            "snapshots": list(self.snapshots.snapshots), "initial_snapshot": self.snapshots.initial,
+            "student_negatives": {ex.id: ex.student_negatives for ex in self.examples},
+            "loss_sums": self.log.sums, "loss_counts": self.log.counts, "round_stats": self.log.stats,
+            "tokens": self.log.tokens, "loss_curve": self.log.loss_curve,
+        }
+
+    def load_state_dict(self, state: dict, launcher: Launcher, step_module: TrainingStep, checkpoint: Path) -> None:
+        if state.get("launch", "") != launcher.launch_kind:
+            raise UserInputError(f"{checkpoint} was written by a run launched {state.get('launch') or 'without FSDP or DeepSpeed'}; "
+                                 "resume it under the same accelerate profile")
+        self.step, self.iteration = state["step"], state["iteration"]
+        launcher.load_optimizer_state(step_module, self.optimizer, state["optimizer"], checkpoint)
+        if self.judge_optimizer is not None:
+            launcher.load_optimizer_state(step_module, self.judge_optimizer, state["judge_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.method.load_state_dict(state["method"])
+        self.snapshots.snapshots.extend(state["snapshots"])
+        self.snapshots.initial = state["initial_snapshot"]
+        for ex in self.examples:
+            ex.student_negatives = state["student_negatives"].get(ex.id, [])
+        self.log = RoundLog(state["loss_sums"], state["loss_counts"], state["tokens"], state["loss_curve"], state["round_stats"])
+
+
+@dataclass
+class Run:
+    """A run once set up: what every round reads (config, launcher, models, data) and updates."""
+
+    cfg: RunConfig
+    run_dir: Path
+    launcher: Launcher
+    log: Callable[[str], None]
+    progress: bool
+    timer: PhaseTimer
+    step_module: TrainingStep  # the method's loss as a module: student and judge are its children
+    tokenizer: object
+    state: TrainState
+    schedule: list[list[TrainExample]]  # every step's batch, drawn up front
+    evaluator: evaluation.Evaluator | None  # rank 0 only
+    records: list[dict]  # metrics of the finished rounds
+    first_round: int
+    evaluate_pending: bool  # the first round trained before a kill; only its evaluation is missing
+    pool_stats: dict
+    setup_times: dict[str, float]
+    amp_dtype: torch.dtype | None
+
+    @property
+    def judge_params(self) -> list:
+        return [p for module in self.state.method.extra_modules() for p in module.parameters()]
+
+
 def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = print, resume: bool = False,
         overwrite: bool = False) -> list[dict]:
     """Run ``cfg`` end to end; returns the per-round metric records (also in metrics.jsonl).
@@ -156,15 +252,44 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
     with the metrics an uninterrupted run ends with; ``overwrite`` starts over in a directory
     that holds a run. Without either, such a directory is refused rather than clobbered.
     """
-    parallel = Parallel(cfg.training.device)
+    launcher = launcher_for(cfg.training.device)
     run_dir = Path(cfg.output_dir) / cfg.name
+    lock = take_run_directory(run_dir, launcher, resume, overwrite)
+    if not launcher.is_main:
+        progress, log = False, (lambda _: None)
+    try:
+        recipe = setup(cfg, run_dir, launcher, progress, log, resume, overwrite)
+        if isinstance(recipe, Run):
+            for round_index in range(recipe.first_round, cfg.training.rounds + 1):
+                trains = not (recipe.evaluate_pending and round_index == recipe.first_round)
+                if trains:
+                    train_round(recipe, round_index)
+                # Lm-eval and the checkpoint read plain modules with the full weights (FSDP: a gathered copy).
+                student, judge = launcher.full_modules(recipe.step_module)
+                if trains:
+                    save_round(recipe, round_index, student, judge)
+                evaluate_round(recipe, round_index, student, judge)
+        records = recipe.records if isinstance(recipe, Run) else recipe
+        log(summary_table(records))
+    except WriteFailed as err:  # a full disk or a folder turned read-only: every finished round is intact
+        raise RunAborted(f"{err}; free space and continue with `qcrd-bench run --resume {run_dir}`") from err
+    finally:
+        if lock is not None:
+            lock.__exit__()
+    launcher.close()
+    return records
+
+
+def take_run_directory(run_dir: Path, launcher: Launcher, resume: bool, overwrite: bool) -> RunLock | None:
+    """Create and lock ``run_dir`` (rank 0; the lock it returns), refusing a directory that holds
+    a run unless ``resume`` or ``overwrite`` says what to do with it. Every rank raises if it fails."""
     lock, error = RunLock(run_dir), None
-    if parallel.is_main:
+    if launcher.is_main:
         try:
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as err:  # output_dir is a file, read-only, or the name is too long for this file system
-                raise UserInputError(f"output_dir {cfg.output_dir}: cannot create the run directory {run_dir} "
+                raise UserInputError(f"output_dir {run_dir.parent}: cannot create the run directory {run_dir} "
                                      f"({err.strerror or err})") from None
             try:
                 lock.__enter__()
@@ -176,91 +301,112 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
                                      "or start over with --overwrite")
         except UserInputError as err:
             error = err
-    if parallel.any(error is not None):
+    if launcher.any(error is not None):
         raise error or UserInputError(f"rank 0 could not take {run_dir}")
-    try:
-        records = _run(cfg, run_dir, parallel, progress if parallel.is_main else False, log if parallel.is_main else (lambda _: None),
-                       resume, overwrite)
-    except WriteFailed as err:  # a full disk or a folder turned read-only: every finished round is intact
-        raise RunAborted(f"{err}; free space and continue with `qcrd-bench run --resume {run_dir}`") from err
-    finally:
-        if parallel.is_main:
-            lock.__exit__()
-    parallel.close()
-    return records
+    return lock if launcher.is_main else None
 
 
-def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log: Callable[[str], None], resume: bool,
-         overwrite: bool) -> list[dict]:
-    # ---- load -------------------------------------------------------------------------------
-    main = parallel.is_main
-    metrics_path = run_dir / "metrics.jsonl"
-    def prepare_directory() -> None:
-        drop_partials(run_dir)
-        if overwrite and not resume:
-            # The teacher cache stays: its samples were paid for and are still valid.
-            metrics_path.unlink(missing_ok=True)
-            for old in run_dir.glob("round_*"):
-                shutil.rmtree(old)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def prepare_directory(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Drop half-written checkpoints (and with ``overwrite``, the old run's rounds) and save the config."""
+    drop_partials(run_dir)
+    if overwrite and not resume:
+        # The teacher cache stays: its samples were paid for and are still valid.
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        for old in run_dir.glob("round_*"):
+            shutil.rmtree(old)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    parallel.main_only(prepare_directory)
+
+def setup(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log: Callable[[str], None], resume: bool,
+          overwrite: bool) -> Run | list[dict]:
+    """Everything before the first round: the teacher's pools, the student, the judge, the
+    method, optimizers and the restored state of a resumed run. A resumed run with nothing
+    left to do returns its records instead."""
+    launcher.main_only(lambda: prepare_directory(run_dir, cfg, resume, overwrite))
     records, restore_from, evaluate_pending = resume_point(run_dir, cfg.training.rounds) if resume else ([], None, False)
-    if resume and main:
+    if resume and launcher.is_main:
         drop_stale_states(run_dir, restore_from)
     if len(records) >= cfg.training.rounds:
         log(f"{run_dir}: all {cfg.training.rounds} rounds are done; nothing to resume")
-        log(summary_table(records))
         return records
     torch.manual_seed(cfg.training.seed)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
-    device = parallel.device
-    configure_cuda(device)
-    amp_dtype = autocast_dtype(device, cfg.training.precision)
+    configure_cuda(launcher.device)
     timer = PhaseTimer()
-    log(f"run directory: {run_dir}   device: {device}" + (f" x {parallel.world_size} processes" if parallel.world_size > 1 else "")
-        + f"   method: {cfg.method.name}" + (f"   resuming after round {len(records)}" if resume else ""))
-
+    world = f" x {launcher.world_size} processes" if launcher.world_size > 1 else ""
+    log(f"run directory: {run_dir}   device: {launcher.device}{world}   method: {cfg.method.name}"
+        + (f"   resuming after round {len(records)}" if records else ""))
     evaluation.check_task_names(cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name))
     check_pretrained(cfg.student)
-    task = load_task(cfg.task)
-    splits = training_splits(task, cfg)
-    log(f"task {cfg.task.name} ({task.source}): " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " questions"
-        + "".join(f"; note: {n}" for n in task.notes))
-    with timer("teacher_sampling"):
-        # Rank 0 alone asks the teacher (LLM calls cost money); the other ranks read its pools.
-        def sample_teacher():
-            teacher = build_teacher(cfg.teacher, task, run_dir / "teacher_cache.jsonl", progress, str(device))
-            pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature)
-                     for split in ("train", "validation")}
-            for split, pool in pools.items():
-                write_pool(run_dir / f"pool_{split}.jsonl", pool)
-            if cfg.teacher.kind == "hf":
-                # Only the simulated teacher is asked again (test references): let the LLM's weights
-                # leave the GPU before the student needs it.
-                teacher = None
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            return teacher, pools
-
-        teacher, pools = parallel.main_only(sample_teacher) or (None, None)
-        if not main:
-            pools = {split: read_pool(run_dir / f"pool_{split}.jsonl") for split in ("train", "validation")}
+    task, splits, teacher, pools = sample_teacher(cfg, run_dir, launcher, progress, log, timer)
     with timer("self_consistency"):
         selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
         pool_stats = pool_statistics(pools["train"], selections["train"])
     log("teacher pool (train): " + format_statistics(pool_stats))
     for warning in pool_warnings(pools["train"], pool_stats, cfg.teacher.samples):
         log(f"warning: teacher pool (train): {warning}")
+    saved = load_state(restore_from) if restore_from else None
+    student, tokenizer, examples, heldout = build_student_and_examples(cfg, splits, pools, selections, saved, restore_from,
+                                                                       launcher.device, log)
+    judge = build_judge(cfg, student, tokenizer, examples, saved, launcher.device, progress, log, timer)
+    method = build_method(cfg, student, tokenizer, launcher.device, judge=judge)
+    step_module = launcher.wrap(TrainingStep(method))  # under FSDP this shards the student and the judge in place
+    state = build_train_state(cfg, method, launcher, step_module, examples)
+    if saved is not None:
+        state.load_state_dict(saved, launcher, step_module, restore_from)
+    if cfg.training.compile:
+        for module in (student, judge):
+            if module is not None:
+                compile_blocks(module)
+    total_steps = cfg.training.rounds * cfg.training.steps_per_round
+    # Drawn up front: negatives are sampled for the questions coming next, and a resumed run
+    # continues the same sequence of batches.
+    schedule = list(itertools.islice(batches(examples, cfg.training.batch_size, cfg.training.seed), total_steps))
+    evaluator = launcher.main_only(lambda: evaluation.Evaluator(cfg, task, teacher, tokenizer, heldout, launcher.device, timer))
+    return Run(cfg, run_dir, launcher, log, progress, timer, step_module, tokenizer, state, schedule, evaluator, records,
+               len(records) + 1, evaluate_pending, pool_stats, timer.pop(), autocast_dtype(launcher.device, cfg.training.precision))
 
-    # ---- set up -----------------------------------------------------------------------------
+
+def sample_teacher(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log: Callable[[str], None],
+                   timer: PhaseTimer) -> tuple[TaskData, dict, object, dict]:
+    """(task, splits, teacher, pools): the run's questions and the teacher's rationales for the
+    train and validation splits. Rank 0 alone asks the teacher (LLM calls cost money) and writes
+    the pools; the other ranks read them."""
+    task = load_task(cfg.task)
+    splits = training_splits(task, cfg)
+    log(f"task {cfg.task.name} ({task.source}): " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " questions"
+        + "".join(f"; note: {n}" for n in task.notes))
+
+    def ask():
+        teacher = build_teacher(cfg.teacher, task, run_dir / "teacher_cache.jsonl", progress, str(launcher.device))
+        pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature) for split in ("train", "validation")}
+        for split, pool in pools.items():
+            write_pool(run_dir / f"pool_{split}.jsonl", pool)
+        if cfg.teacher.kind == "hf":
+            # Only the simulated teacher is asked again (test references): let the LLM's weights
+            # leave the GPU before the student needs it.
+            teacher = None
+            if launcher.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return teacher, pools
+
+    with timer("teacher_sampling"):
+        teacher, pools = launcher.main_only(ask) or (None, None)
+        if not launcher.is_main:
+            pools = {split: read_pool(run_dir / f"pool_{split}.jsonl") for split in ("train", "validation")}
+    return task, splits, teacher, pools
+
+
+def build_student_and_examples(cfg: RunConfig, splits: dict, pools: dict, selections: dict, saved: dict | None,
+                               restore_from: Path | None, device, log: Callable[[str], None]) -> tuple:
+    """(student, tokenizer, train examples, held-out examples). The student's weights are those of
+    ``restore_from`` on a resume, else a fresh initialisation."""
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]
     corpus += [s.rationale for entry in pools["train"] for s in entry.samples]
     student, tokenizer = build_student(cfg.student, corpus)
     use_fused_gelu(student)
-    state = load_state(restore_from) if restore_from else None
-    if state is not None:
+    if saved is not None:
         try:
             student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
         except (OSError, SafetensorError, RuntimeError, ValueError) as err:  # a truncated, corrupted or empty model file
@@ -273,195 +419,144 @@ def _run(cfg: RunConfig, run_dir: Path, parallel: Parallel, progress: bool, log:
             f"{limits[0]} tokens and lose their middle (their end, with any choices, is kept); raise student.max_input_tokens")
     examples = build_examples(splits["train"], selections["train"], tokenizer, *limits)
     heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits)
-    eos = tokenizer.eos_token_id
-    heldout_pos = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.positives]
-    heldout_neg = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.llm_negatives]
+    return student, tokenizer, examples, heldout
 
-    judge = None
-    judge_pretrain_losses: list[float] = []
-    if cfg.method.name == "qcrd" and cfg.judge.enabled:
-        judge = QualityJudge(judge_config(student), cfg.judge.num_layers).to(device)
-        use_fused_gelu(judge)
-        if state is None:
-            with timer("judge_pretraining"):
-                judge_pretrain_losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
-        else:
-            judge.load_state_dict(state["judge"])
-        if judge_pretrain_losses:
-            head, tail = judge_pretrain_losses[:10], judge_pretrain_losses[-10:]
-            log(f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} over {len(judge_pretrain_losses)} steps")
 
-    method = build_method(cfg, student, tokenizer, device, judge=judge)
-    if state is not None and state.get("launch", "") != parallel.launch_kind:
-        raise UserInputError(f"{restore_from} was written by a run launched {state.get('launch') or 'without FSDP or DeepSpeed'}; "
-                             "resume it under the same accelerate profile")
-    # Under the FSDP profile this shards the student and the judge in place (docs/scaling.md).
-    training_step = parallel.prepare(TrainingStep(method))
-    # Two AdamWs: the student's, with the learning-rate schedule, and the judge's at a constant
-    # rate. Separate, so that under DeepSpeed the engine owns the student's alone while the judge
-    # steps only when it has gradients (its online-update steps), as in one process.
-    # Fused AdamW (one kernel for all tensors, CPU and CUDA): 0.6 ms vs 3.5 ms a step on the tiny student.
+def build_judge(cfg: RunConfig, student, tokenizer, examples: list[TrainExample], saved: dict | None, device, progress: bool,
+                log: Callable[[str], None], timer: PhaseTimer) -> QualityJudge | None:
+    """QCRD's quality judge: pre-trained on the pool's positives and negatives, or restored."""
+    if cfg.method.name != "qcrd" or not cfg.judge.enabled:
+        return None
+    judge = QualityJudge(judge_config(student), cfg.judge.num_layers).to(device)
+    use_fused_gelu(judge)
+    if saved is not None:
+        judge.load_state_dict(saved["judge"])  # its weights, saved with the round's state
+        return judge
+    with timer("judge_pretraining"):
+        losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
+    if losses:
+        head, tail = losses[:10], losses[-10:]
+        log(f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} over {len(losses)} steps")
+    return judge
+
+
+def build_train_state(cfg: RunConfig, method: Method, launcher: Launcher, step_module: TrainingStep,
+                      examples: list[TrainExample]) -> TrainState:
+    """Optimizers, schedule and snapshots at step 0. Two AdamWs: the student's, with the
+    learning-rate schedule, and the judge's at a constant rate; separate, so that under DeepSpeed
+    the engine owns the student's alone while the judge steps only when it has gradients (its
+    online-update steps), as in one process. Fused AdamW: one kernel for all tensors (docs/performance.md)."""
     adamw = dict(weight_decay=cfg.training.weight_decay, fused=True)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.training.learning_rate, **adamw)
+    optimizer = torch.optim.AdamW(method.student.parameters(), lr=cfg.training.learning_rate, **adamw)
     judge_params = [p for module in method.extra_modules() for p in module.parameters()]
     judge_optimizer = torch.optim.AdamW(judge_params, lr=cfg.judge.learning_rate, **adamw) if judge_params else None
     total_steps = cfg.training.rounds * cfg.training.steps_per_round
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear(cfg.training.warmup_steps, total_steps))
-    # Under the DeepSpeed profile: the ZeRO engine that reduces, clips and applies the student's gradients.
-    engine = parallel.deepspeed_engine(training_step, optimizer, cfg.training.max_grad_norm)
-    snapshots = SnapshotRing(cfg.negatives.j_back)
-    step, iteration = 0, 0
-    if state is not None:
-        parallel.load_optimizer_state(training_step, optimizer, state["optimizer"], restore_from)
-        if judge_optimizer is not None:
-            parallel.load_optimizer_state(training_step, judge_optimizer, state["judge_optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        method.load_state_dict(state["method"])
-        snapshots.snapshots.extend(state["snapshots"])
-        snapshots.initial = state["initial_snapshot"]
-        for ex in examples:
-            ex.student_negatives = state["student_negatives"].get(ex.id, [])
-        step, iteration = state["step"], state["iteration"]
-    if cfg.training.compile:
-        compile_blocks(student)
-        if judge is not None:
-            compile_blocks(judge)
-    # Every step's batch, drawn up front: negatives are sampled for the questions coming next, and a
-    # resumed run continues the same sequence of batches.
-    schedule = list(itertools.islice(batches(examples, cfg.training.batch_size, cfg.training.seed), total_steps))
-    eval_tasks = cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name)
-    label_task = next((t for t in eval_tasks if not t.endswith(("_explain", "_cot"))), eval_tasks[0])
-    explain_task = next((t for t in eval_tasks if t.endswith("_explain")), "")
+    launcher.attach(step_module, optimizer, cfg.training.max_grad_norm)  # DeepSpeed: the engine takes the student's optimizer
+    return TrainState(method, optimizer, judge_optimizer, scheduler, SnapshotRing(cfg.negatives.j_back), examples)
 
-    def build_evaluation():
-        manager = evaluation.task_manager(evaluation.task_metadata(cfg.task))
-        return manager, evaluation.build_tasks(eval_tasks, manager), test_references(task, teacher, cfg)
 
-    manager, prebuilt_tasks, references = parallel.main_only(build_evaluation) or (None, None, None)
-    setup_times = timer.pop()
+def train_round(run: Run, round_index: int) -> None:
+    """``training.steps_per_round`` steps: a new iteration (snapshot, negatives) every
+    ``training.iteration_steps``, then forward, backward and the optimizer steps."""
+    cfg, state, launcher = run.cfg, run.state, run.launcher
+    state.log = RoundLog()
+    seed_phase(cfg.training.seed, round_index, "training")
+    bar = tqdm(range(cfg.training.steps_per_round), desc=f"round {round_index}/{cfg.training.rounds} training", disable=not run.progress)
+    for _ in bar:
+        inject_nan = faults.point("training_step", state.step + 1)
+        if state.step % cfg.training.iteration_steps == 0:
+            start_iteration(run)
+        with run.timer("training"):
+            batch = run.schedule[state.step]
+            with torch.autocast(launcher.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+                total, components = launcher.forward(run.step_module, batch)
+            total = total * float("nan") if inject_nan else total
+            loss = launcher.mean(float(total.detach()))
+            if not math.isfinite(loss):
+                kept = f"round_{round_index - 1}/" if round_index > 1 else "no checkpoint yet (none was written)"
+                raise RunAborted(f"loss is {loss} at step {state.step + 1} (round {round_index}); stopped before applying it. "
+                                 f"The newest good checkpoint is {kept}. Lower training.learning_rate or "
+                                 f"check the teacher pool, then resume with `qcrd-bench run --resume {run.run_dir}`")
+            if state.judge_optimizer is not None:
+                state.judge_optimizer.zero_grad(set_to_none=True)
+            launcher.backward_and_step(total, run.judge_params)
+            if state.judge_optimizer is not None:
+                state.judge_optimizer.step()
+            state.scheduler.step()
+        state.step += 1
+        state.log.add(loss, components, batch)
+        bar.set_postfix(loss=f"{loss:.3f}")
+    state.log.stats = state.method.pop_round_statistics()
 
-    # ---- train, round by round ----------------------------------------------------------------
-    first_round = len(records) + 1
-    for round_index in range(first_round, cfg.training.rounds + 1):
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}  # steps that logged each component (l_d: only the judge's update steps)
-        round_stats: dict = {}
-        tokens = 0
-        loss_curve: list[float] = []
-        checkpoint = run_dir / f"round_{round_index}"
-        trained_here = not (evaluate_pending and round_index == first_round)
-        if trained_here:
-            seed_phase(cfg.training.seed, round_index, "training")
-            bar = tqdm(range(cfg.training.steps_per_round), desc=f"round {round_index}/{cfg.training.rounds} training", disable=not progress)
-            for _ in bar:
-                inject_nan = faults.point("training_step", step + 1)
-                if step % cfg.training.iteration_steps == 0:
-                    iteration += 1
-                    full_student, _ = parallel.full_modules(training_step)
-                    snapshots.take(full_student)
-                    method.start_iteration(iteration)
-                    if judge_optimizer is not None and cfg.judge.lr_follows_alpha3:
-                        follow_alpha3(judge_optimizer, cfg.judge.learning_rate, method.alpha3, cfg.method.alpha3)
-                    if method.uses_student_negatives and (iteration - 1) % cfg.negatives.refresh_every == 0:
-                        with timer("negative_sampling"):
-                            refresh_negatives(cfg, full_student, negative_generator(snapshots, cfg.negatives), examples,
-                                              schedule[step : step + cfg.negatives.refresh_every * cfg.training.iteration_steps],
-                                              cfg.training.seed + iteration, device, progress)
-                with timer("training"):
-                    batch = schedule[step]
-                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        total, components = (engine or training_step)(parallel.shard(batch))
-                    total = total * float("nan") if inject_nan else total
-                    loss_value = parallel.mean(float(total.detach()))
-                    if not math.isfinite(loss_value):
-                        kept = f"round_{round_index - 1}/" if round_index > 1 else "no checkpoint yet (none was written)"
-                        raise RunAborted(f"loss is {loss_value} at step {step + 1} (round {round_index}); stopped before applying it. "
-                                         f"The newest good checkpoint is {kept}. Lower training.learning_rate or "
-                                         f"check the teacher pool, then resume with `qcrd-bench run --resume {run_dir}`")
-                    if judge_optimizer is not None:
-                        judge_optimizer.zero_grad(set_to_none=True)
-                    if engine is None:
-                        optimizer.zero_grad(set_to_none=True)
-                        total.backward()
-                        parallel.average_gradients([*student.parameters(), *judge_params])  # one all-reduce for both
-                        if cfg.training.max_grad_norm:
-                            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.training.max_grad_norm)
-                        optimizer.step()
-                    else:  # DeepSpeed: backward reduce-scatters the student's gradients; step clips, applies and clears them
-                        parallel.check_same_passes()
-                        engine.backward(total)
-                        engine.step()
-                        parallel.average_gradients(judge_params)  # the judge is not in the engine
-                    if judge_optimizer is not None:
-                        judge_optimizer.step()
-                    scheduler.step()
-                step += 1
-                tokens += sum(len(ex.predict_ids) + len(ex.explain_ids) for ex in batch)
-                loss_curve.append(round(loss_value, 6))
-                for key, value in components.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                    counts[key] = counts.get(key, 0) + 1
-                bar.set_postfix(loss=f"{loss_value:.3f}")
 
-        # The weights lm-eval and the checkpoint read: the training modules themselves, or under
-        # FSDP a plain copy with the gathered weights (every rank takes part in the gather).
-        full_student, full_judge = parallel.full_modules(training_step)
-        if trained_here:
-            round_stats = method.pop_round_statistics()
-            with timer("checkpoint"):
-                optimizer_state = parallel.optimizer_state(training_step, optimizer, run_dir)
-                judge_optimizer_state = None if judge_optimizer is None else parallel.optimizer_state(training_step, judge_optimizer)
-                parallel.main_only(lambda: save_round(run_dir, round_index, full_student, tokenizer, {
-                    "round": round_index, "step": step, "iteration": iteration, "launch": parallel.launch_kind,
-                    "optimizer": optimizer_state, "judge_optimizer": judge_optimizer_state, "scheduler": scheduler.state_dict(),
-                    "judge": full_judge.state_dict() if full_judge is not None else None,
-                    "method": method.state_dict(),
-                    "snapshots": list(snapshots.snapshots), "initial_snapshot": snapshots.initial,
-                    "student_negatives": {ex.id: ex.student_negatives for ex in examples},
-                    "loss_sums": sums, "loss_counts": counts, "round_stats": round_stats, "tokens": tokens, "loss_curve": loss_curve,
-                }, move_in={DEEPSPEED_DIR: run_dir / DEEPSPEED_STAGING} if engine is not None else None))
-        else:
-            # Training of this round finished before the kill: only its evaluation is missing.
-            sums, counts, tokens, loss_curve = state["loss_sums"], state["loss_counts"], state["tokens"], state["loss_curve"]
-            round_stats = state["round_stats"]
+def start_iteration(run: Run) -> None:
+    """A new iteration: snapshot the student, let the method update its weights (alpha3), and
+    every ``negatives.refresh_every`` iterations sample student negatives for the coming batches."""
+    cfg, state = run.cfg, run.state
+    state.iteration += 1
+    student, _ = run.launcher.full_modules(run.step_module)
+    state.snapshots.take(student)
+    state.method.start_iteration(state.iteration)
+    if state.judge_optimizer is not None and cfg.judge.lr_follows_alpha3:
+        follow_alpha3(state.judge_optimizer, cfg.judge.learning_rate, state.method.alpha3, cfg.method.alpha3)
+    if state.method.uses_student_negatives and (state.iteration - 1) % cfg.negatives.refresh_every == 0:
+        coming = run.schedule[state.step : state.step + cfg.negatives.refresh_every * cfg.training.iteration_steps]
+        with run.timer("negative_sampling"):
+            refresh_negatives(cfg, student, negative_generator(state.snapshots, cfg.negatives), state.examples, coming,
+                              cfg.training.seed + state.iteration, run.launcher.device, run.progress)
 
-        def evaluate_and_record() -> None:
-            seed_phase(cfg.training.seed, round_index, "evaluation")
-            record = evaluate_round(cfg, round_index, full_student, tokenizer, full_judge, prebuilt_tasks, manager, references,
-                                    label_task, explain_task, heldout_pos, heldout_neg, device, timer)
-            faults.point("evaluation", round_index)
-            round_times = timer.pop()
-            record.update({
-                "step": step,
-                "iteration": iteration,
-                "method": cfg.method.name,
-                "answer_from": method.answer_from,
-                "loss": {k: v / counts[k] for k, v in sums.items()},
-                "negatives": round_stats or None,
-                "loss_curve": loss_curve,
-                "method_state": method.log_state(),
-                "pool": pool_stats,
-                "time_s": round_times,
-                "setup_time_s": setup_times,
-                "train_tokens_per_s": tokens / max(1e-9, round_times.get("training", 0.0)),
-                "world_size": parallel.world_size,
-                "checkpoint": str(checkpoint),
-            })
-            record["headline_acc"] = headline_accuracy(record["eval"], label_task, explain_task, method.answer_from)
-            records.append(record)
-            write_jsonl(metrics_path, records)
-            faults.point("metrics_written", round_index)
-            # The previous round's training state is no longer the newest: only its weights stay
-            # (a kill right here leaves it; the next --resume removes it: drop_stale_states).
-            (run_dir / f"round_{round_index - 1}" / STATE_FILE).unlink(missing_ok=True)
-            log(round_summary(record))
-            warning = inactive_negatives_warning(cfg, record)
-            if warning:
-                log(warning)
 
-        parallel.main_only(evaluate_and_record)  # rank 0 evaluates and writes; the others wait for it
-    log(summary_table(records))
-    return records
+def save_round(run: Run, round_index: int, student, judge) -> None:
+    """``round_<k>/``: the HF checkpoint and the training state (checkpoints.save_round writes it atomically)."""
+    launcher = run.launcher
+    with run.timer("checkpoint"):
+        state = run.state.state_dict(launcher, run.step_module, run.run_dir)
+        state |= {"round": round_index, "judge": judge.state_dict() if judge is not None else None}
+        launcher.main_only(lambda: checkpoints.save_round(run.run_dir, round_index, student, run.tokenizer, state,
+                                                          move_in=launcher.checkpoint_folders(run.run_dir)))
+
+
+def evaluate_round(run: Run, round_index: int, student, judge) -> None:
+    """Rank 0 scores the student, appends the round's record to metrics.jsonl and drops the
+    previous round's training state; the other ranks wait for it."""
+    cfg, state = run.cfg, run.state
+
+    def evaluate_and_record() -> None:
+        seed_phase(cfg.training.seed, round_index, "evaluation")
+        record = run.evaluator(round_index, student, judge)
+        faults.point("evaluation", round_index)
+        round_times = run.timer.pop()
+        record.update({
+            "step": state.step,
+            "iteration": state.iteration,
+            "method": cfg.method.name,
+            "answer_from": state.method.answer_from,
+            "loss": state.log.mean_losses(),
+            "negatives": state.log.stats or None,
+            "loss_curve": state.log.loss_curve,
+            "method_state": state.method.log_state(),
+            "pool": run.pool_stats,
+            "time_s": round_times,
+            "setup_time_s": run.setup_times,
+            "train_tokens_per_s": state.log.tokens / max(1e-9, round_times.get("training", 0.0)),
+            "world_size": run.launcher.world_size,
+            "checkpoint": str(run.run_dir / f"round_{round_index}"),
+        })
+        record["headline_acc"] = headline_accuracy(record["eval"], record["label_task"], record["explain_task"],
+                                                    state.method.answer_from)
+        run.records.append(record)
+        write_jsonl(run.run_dir / "metrics.jsonl", run.records)
+        faults.point("metrics_written", round_index)
+        # The previous round's training state is no longer the newest: only its weights stay
+        # (a kill right here leaves it; the next --resume removes it: drop_stale_states).
+        (run.run_dir / f"round_{round_index - 1}" / STATE_FILE).unlink(missing_ok=True)
+        run.log(round_summary(record))
+        warning = inactive_negatives_warning(cfg, record)
+        if warning:
+            run.log(warning)
+
+    run.launcher.main_only(evaluate_and_record)
 
 
 def refresh_negatives(cfg: RunConfig, student, generator: dict | None, examples: list[TrainExample],
@@ -476,126 +571,3 @@ def refresh_negatives(cfg: RunConfig, student, generator: dict | None, examples:
                          neg.max_new_tokens, neg.batch_size, seed, device, progress)
 
 
-def evaluate_round(cfg: RunConfig, round_index: int, student, tokenizer, judge, tasks: list, manager, references: dict,
-                   label_task: str, explain_task: str, heldout_pos: list, heldout_neg: list, device, timer: PhaseTimer) -> dict:
-    """lm-eval scores, judge scores and rationale quality of the student after ``round_index``;
-    writes ``round_<k>/lm_eval_results.json`` and ``round_<k>/rationales.jsonl``."""
-    checkpoint = Path(cfg.output_dir) / cfg.name / f"round_{round_index}"
-    with timer("evaluation"):
-        results = evaluation.evaluate(student, tokenizer, tasks, manager, cfg.evaluation.batch_size, cfg.evaluation.limit)
-    samples = results.pop("samples", {})
-    atomic_write_json(checkpoint / "lm_eval_results.json", evaluation.to_builtin(results))
-    scores = evaluation.task_scores(results)
-    explain_samples = samples.get(explain_task, [])
-    write_jsonl(checkpoint / "rationales.jsonl", [
-        {"id": s["doc"]["id"], "question": s["doc"]["question"], "answer": s["doc"]["answer"],
-         "label_generation": s["resps"][0][0], "rationale": s["resps"][1][0]}
-        for s in explain_samples
-    ])
-
-    judge_metrics = {}
-    if judge is not None:
-        with timer("judge_scoring"):
-            eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-            student_rationales = [
-                judge_input(prompt_ids(tokenizer, [explain_prompt(s["doc"]["question"])], cfg.student.max_input_tokens)[0],
-                            target_ids(tokenizer, [s["resps"][1][0]], cfg.student.max_target_tokens)[0], eos)
-                for s in explain_samples
-            ]
-            judge_metrics = {
-                "judge_score_student": mean_scores(judge, student_rationales, pad_id, device) if student_rationales else None,
-                "judge_auc_heldout": roc_auc(judge, heldout_pos, heldout_neg, pad_id, device),
-            }
-
-    quality = {}
-    if explain_samples and (cfg.evaluation.overlap or cfg.evaluation.faithfulness):
-        with timer("rationale_quality"):
-            quality = rationale_quality(student, tokenizer, explain_samples, references, cfg, device)
-    return {
-        "format": METRICS_FORMAT,
-        "round": round_index,
-        "task": cfg.task.name,
-        "label_task": label_task,
-        "explain_task": explain_task,
-        "eval": scores,
-        "rationale_quality": quality,
-        **judge_metrics,
-    }
-
-
-def test_references(task: TaskData, teacher, cfg: RunConfig) -> dict[str, list[str]]:
-    """Reference rationales per test question: the gold rationale, plus the teacher's positives
-    when they come cheap (the simulated teacher, or a source that ships test pools)."""
-    refs = {q.id: [q.gold_rationale] if q.gold_rationale else [] for q in task.questions.get("test", [])}
-    pool = []
-    if cfg.evaluation.overlap and cfg.teacher.kind == "simulated":
-        pool = teacher.sample(task.questions["test"], cfg.teacher.samples, cfg.teacher.temperature)
-    elif cfg.evaluation.overlap and "test" in task.pools:
-        pool = task.pools["test"]
-    for sel in select_pool(pool, cfg.self_consistency):
-        refs.setdefault(sel.id, []).extend(p for p in sel.positives if p not in refs[sel.id])
-    return refs
-
-
-def rationale_quality(student, tokenizer, explain_samples: list[dict], references: dict[str, list[str]], cfg: RunConfig, device) -> dict:
-    """Overlap, diversity and faithfulness of the student's test rationales (rationale_quality.py)."""
-    docs = [s["doc"] for s in explain_samples]
-    rationales = [s["resps"][1][0] for s in explain_samples]
-    out: dict[str, float] = {}
-    if cfg.evaluation.overlap:
-        out.update(overlap_metrics(rationales, [references.get(d["id"], []) for d in docs]))
-        out["distinct_1"], out["distinct_2"] = distinct_n(rationales, 1), distinct_n(rationales, 2)
-    if cfg.evaluation.faithfulness:
-        n = cfg.evaluation.faithfulness_items
-        out.update(faithfulness(student, tokenizer, [explain_prompt(d["question"]) for d in docs[:n]], rationales[:n],
-                                docs[0].get("answer_type", "number"), [d.get("choices") for d in docs[:n]], device,
-                                cfg.negatives.max_new_tokens))
-    return out
-
-
-def headline_accuracy(scores: dict, label_task: str, explain_task: str, answer_from: str) -> float | None:
-    """The method's accuracy: its label prompt's, or (single_task) the answer its rationale states."""
-    if answer_from == "rationale":
-        return scores.get(explain_task, {}).get("rationale_acc")
-    return scores.get(label_task, {}).get("acc")
-
-
-def inactive_negatives_warning(cfg: RunConfig, record: dict) -> str | None:
-    """A warning line when the negative term acted for fewer than 1% of the round's questions."""
-    share = (record.get("negatives") or {}).get("neg_active_share")
-    if share is None or share >= 0.01 or not cfg.negatives.enabled:
-        return None
-    return (f"warning: round {record['round']}: the negative term (Eq. 7) was non-zero for {100 * share:.2f}% of questions: "
-            f"their negatives sit beyond delta = {cfg.method.delta} or they have none "
-            "(the round's negatives.neg_loss_quantiles in metrics.jsonl show which)")
-
-
-def round_summary(record: dict) -> str:
-    """One line per finished round."""
-    label = record["eval"].get(record["label_task"], {}).get("acc")
-    rat = record["eval"].get(record["explain_task"], {})
-    parts = [f"round {record['round']}: acc {label:.3f}" if label is not None else f"round {record['round']}:"]
-    for key in ("rationale_acc", "step_validity", "consistency"):
-        if key in rat:
-            parts.append(f"{key} {rat[key]:.3f}")
-    if record.get("judge_auc_heldout") is not None:
-        parts.append(f"judge AUC {record['judge_auc_heldout']:.3f}")
-    if (record.get("negatives") or {}).get("neg_active_share") is not None:
-        parts.append(f"negatives active {record['negatives']['neg_active_share']:.3f}")
-    return "  ".join(parts)
-
-
-def summary_table(records: list[dict]) -> str:
-    """The end-of-run table: one row per round."""
-    header = f"{'round':>5} {'acc':>6} {'rat_acc':>8} {'step_ok':>8} {'consist':>8} {'words':>6} {'judge_s':>8} {'judge_auc':>9} {'train_s':>8} {'eval_s':>7}"
-    lines = [header, "-" * len(header)]
-    for r in records:
-        label = r["eval"].get(r["label_task"], {})
-        rat = r["eval"].get(r["explain_task"], {})
-        fmt = lambda v, w: f"{v:>{w}.3f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
-        lines.append(
-            f"{r['round']:>5} {fmt(label.get('acc'), 6)} {fmt(rat.get('rationale_acc'), 8)} {fmt(rat.get('step_validity'), 8)} "
-            f"{fmt(rat.get('consistency'), 8)} {fmt(rat.get('rationale_words'), 6)} {fmt(r.get('judge_score_student'), 8)} "
-            f"{fmt(r.get('judge_auc_heldout'), 9)} {fmt(r['time_s'].get('training'), 8)} {fmt(r['time_s'].get('evaluation'), 7)}"
-        )
-    return "\n".join(lines)

@@ -135,13 +135,14 @@ def test_unsupported_deepspeed_settings_are_refused_with_a_clear_message(tmp_pat
 
 
 def _run_pass_check(rank: int, init_file: str, passes: list[int], outcome) -> None:
+    import torch
     import torch.distributed as dist
 
     from qcrd_plugin.errors import RunAborted
-    from qcrd_plugin.distributed import Parallel
+    from qcrd_plugin.distributed import DeepSpeed
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(passes))
-    parallel = Parallel("cpu")  # a single-process Parallel (no WORLD_SIZE set) ...
+    parallel = DeepSpeed(torch.device("cpu"), None, zero_stage=2)  # no accelerate state, no engine ...
     parallel.rank, parallel.world_size = rank, len(passes)  # ... given this group's rank
     parallel._passes = passes[rank]
     try:

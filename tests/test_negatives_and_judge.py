@@ -15,7 +15,8 @@ from qcrd_plugin.methods import build_method
 from qcrd_plugin.methods.qcrd import NegativeStatistics, contrastive_loss
 from qcrd_plugin.negatives import SnapshotRing, negative_generator
 from qcrd_plugin.students import judge_config
-from qcrd_plugin.training import inactive_negatives_warning, refresh_negatives
+from qcrd_plugin.reporting import inactive_negatives_warning
+from qcrd_plugin.training import refresh_negatives
 
 
 def _setup(**negatives):
