@@ -27,6 +27,7 @@ STATE_FILE = "training_state.pt"
 # directory, then moved into round_<k>/ under DEEPSPEED_DIR before the round is renamed into place.
 DEEPSPEED_STAGING = ".deepspeed.partial"
 DEEPSPEED_DIR = "deepspeed"
+DEEPSPEED_TAG = "optimizer"  # DeepSpeed's name for the one checkpoint in a round's deepspeed/ folder
 STATE_FORMAT = "qcrd-training-state/3"  # 2: separate student and judge optimizers, launch kind; 3: per-round loss counts and negative statistics
 
 
@@ -94,6 +95,26 @@ def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict,
                          f"{previous} — free space and continue with "
                          f"`qcrd-bench run --resume {run_dir}`") from err
     return final
+
+
+def stage_deepspeed_shards(engine, run_dir: Path, is_main: bool, barrier) -> str:
+    """Every rank saves its shard of the DeepSpeed engine's optimizer into ``<run_dir>/``
+    :data:`DEEPSPEED_STAGING` with DeepSpeed's own checkpoint API; :func:`save_round` then moves
+    the folder into ``round_<k>/deepspeed/`` before the round is renamed into place. Every rank
+    must call (``barrier``: the launcher's). Returns the tag :func:`load_deepspeed_shards` takes."""
+    staging = run_dir / DEEPSPEED_STAGING
+    if is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+    barrier()
+    engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG, save_latest=False)
+    barrier()
+    return DEEPSPEED_TAG
+
+
+def load_deepspeed_shards(engine, checkpoint: Path, tag: str) -> None:
+    """Each rank loads its optimizer shard from ``round_<k>/deepspeed/``. DeepSpeed's own loader
+    unpickles: resume only run directories you wrote."""
+    engine.load_checkpoint(str(checkpoint / DEEPSPEED_DIR), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False)
 
 
 def load_state(checkpoint: Path) -> dict:

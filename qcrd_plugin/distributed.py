@@ -1,4 +1,7 @@
-"""Data parallelism under ``accelerate launch`` (or torchrun): one process per device.
+"""The launch modes, one class each, chosen once by :func:`launcher_for`: one process
+(:class:`Launcher`, the default), and under ``accelerate launch`` (or torchrun), one process per
+device: :class:`AllReduce`, :class:`FSDP` or :class:`DeepSpeed`. The recipe (training.py) calls
+the same small interface whatever the mode.
 
 The global batch (``training.batch_size`` questions) is split across ranks, each rank takes
 ``batch[rank::world_size]``, and after ``backward`` the gradients of the student and the judge
@@ -13,7 +16,7 @@ training step (:class:`TrainingStep`): between steps each rank holds 1/world of 
 gradients and AdamW state; a step gathers the parameters once, runs all of the method's passes
 (their number may differ between ranks: no collective happens inside the step) and
 reduce-scatters the averaged gradients once in ``backward``. Sampling negatives, lm-eval and
-checkpoints read a plain copy of the full weights (:meth:`Parallel.full_modules`).
+checkpoints read a plain copy of the full weights (:meth:`FSDP.full_modules`).
 
 Under the DeepSpeed profile (ZeRO stage 1 or 2) a DeepSpeed engine owns the student's optimizer:
 its gradients are reduce-scattered during ``backward`` and each rank keeps 1/world of the AdamW
@@ -21,8 +24,9 @@ state (and, at stage 2, of the gradients); parameters stay whole on every rank, 
 lm-eval and checkpoints read the training modules directly. DeepSpeed reduces gradients in
 buckets filled in the order they become ready, so every rank must run the same passes: a step
 checks that and stops with a clear message if a rank's shard took another path
-(:meth:`Parallel.check_same_passes`). The judge stays outside the engine (all-reduced by hand, on
-its online-update steps only). Optimizer shards are saved with DeepSpeed's own checkpoint API.
+(:meth:`DeepSpeed.check_same_passes`). The judge stays outside the engine (all-reduced by hand, on
+its online-update steps only). Optimizer shards are saved with DeepSpeed's own checkpoint API
+(checkpoints.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING
+from .checkpoints import DEEPSPEED_DIR, DEEPSPEED_STAGING, load_deepspeed_shards, stage_deepspeed_shards
 from .errors import RunAborted, UserInputError
 
 
@@ -311,13 +314,8 @@ class DeepSpeed(AllReduce):
         to it is returned. The judge's optimizer is whole on every rank."""
         if optimizer is not self.optimizer:
             return optimizer.state_dict()
-        staging = run_dir / DEEPSPEED_STAGING
-        if self.is_main:
-            shutil.rmtree(staging, ignore_errors=True)
-        self.barrier()
-        self.engine.save_checkpoint(str(staging), tag=DEEPSPEED_TAG, save_latest=False)
-        self.barrier()
-        return {"deepspeed": DEEPSPEED_TAG, "world_size": self.world_size, "zero_stage": self.zero_stage}
+        tag = stage_deepspeed_shards(self.engine, run_dir, self.is_main, self.barrier)
+        return {"deepspeed": tag, "world_size": self.world_size, "zero_stage": self.zero_stage}
 
     def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict,
                              checkpoint: Path | None = None) -> None:
@@ -327,12 +325,10 @@ class DeepSpeed(AllReduce):
         if state.get("world_size") != self.world_size:
             raise UserInputError(f"{checkpoint}: written by {state.get('world_size')} DeepSpeed processes; "
                                  f"resume it with the same number (now {self.world_size})")
-        # DeepSpeed's own loader (it unpickles: resume only run directories you wrote).
-        self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_DIR), tag=state["deepspeed"], load_optimizer_states=True,
-                                    load_lr_scheduler_states=False)
+        load_deepspeed_shards(self.engine, checkpoint, state["deepspeed"])
 
     def checkpoint_folders(self, run_dir: Path) -> dict[str, Path]:
-        return {DEEPSPEED_DIR: run_dir / DEEPSPEED_STAGING}
+        return {DEEPSPEED_DIR: run_dir / DEEPSPEED_STAGING}  # the shards stage_deepspeed_shards wrote
 
 
 def launcher_for(device_name: str) -> Launcher:
@@ -355,9 +351,6 @@ def launcher_for(device_name: str) -> Launcher:
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         return FSDP(state.device, state)
     return AllReduce(state.device, state)
-
-
-DEEPSPEED_TAG = "optimizer"  # DeepSpeed's name for the one checkpoint in a round's deepspeed/ folder
 
 
 def deepspeed_stage(env) -> int:

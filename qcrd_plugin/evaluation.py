@@ -47,11 +47,15 @@ class StudentHFLM(HFLM):
 
 
 def tasks_dir() -> Path:
-    """The folder holding the ``qcrd_*`` task YAMLs (``QCRD_TASKS_DIR`` overrides)."""
+    """The folder holding the ``qcrd_*`` task YAMLs: package data, so a wheel install has them
+    (``qcrd-bench tasks-path`` prints it for ``lm_eval --include_path``; ``QCRD_TASKS_DIR`` overrides)."""
     override = os.environ.get("QCRD_TASKS_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parent.parent / "tasks"
+    path = Path(override) if override else Path(__file__).resolve().parent / "resources" / "tasks"
     if not path.is_dir():
-        raise FileNotFoundError(f"lm-eval task folder {path} not found; set QCRD_TASKS_DIR to the repository's tasks/ folder")
+        from .errors import UserInputError
+
+        raise UserInputError(f"lm-eval task folder {path} not found; set QCRD_TASKS_DIR to a folder of qcrd task YAMLs "
+                             "(a checkout's tasks/)")
     return path
 
 
