@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Callable, Iterable, NamedTuple
 
 import click
 
-from .config import METHOD_NAMES, RunConfig, describe_fields, load_config
+from .config import RunConfig, config_field, describe_fields, field_choices, field_help, load_config, value_problem
 from .errors import RunAborted, UserInputError, WriteFailed
+from .questions import real_families, source_names
+from .registry import TEACHERS
 
 
 def _fail(message: str) -> None:
@@ -33,6 +37,127 @@ def _check_writable(path: Path, flag: str) -> None:
         _fail(f"{flag} {path}: cannot create its folder ({err.strerror or err})")
     if not os.access(path.parent, os.W_OK):
         _fail(f"{flag} {path}: the folder {path.parent} is not writable")
+
+
+# ---- flags built from config fields ---------------------------------------------------------
+# A flag that sets a config key (`--rounds` -> training.rounds) takes its type, bounds, choices
+# and help from that key's dataclass field (config.py), as TRL's TrlParser builds its arguments
+# from dataclasses: they are declared once, so a flag cannot drift from the key it sets.
+
+
+class LiveChoice(click.Choice):
+    """click.Choice over names read when used (from a registry), so a name registered after the
+    CLI was built is accepted, listed in --help and completed."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        self._names = names
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple:
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, _value) -> None:  # click.Choice.__init__ assigns it; the registry stays the source
+        pass
+
+
+class _FieldRange:
+    """Mixin for click.IntRange / FloatRange: click shows the range in --help, and a value out of
+    range is refused in the config's own words (config.value_problem), as YAML and -o are."""
+
+    def __init__(self, meta):
+        self.meta = meta
+        super().__init__(min=meta.get("min"), max=meta.get("max"))
+
+    def convert(self, value, param, ctx):
+        number = (click.INT if isinstance(self, click.IntRange) else click.FLOAT).convert(value, param, ctx)
+        problem = value_problem(number, self.meta)
+        if problem:
+            self.fail(problem, param, ctx)
+        return number
+
+
+class _FieldIntRange(_FieldRange, click.IntRange):
+    pass
+
+
+class _FieldFloatRange(_FieldRange, click.FloatRange):
+    pass
+
+
+def _field_type(expected: type, meta) -> click.ParamType:
+    """The click type of a config field: its choices, else its bounds, else its Python type."""
+    if field_choices(meta):
+        return LiveChoice(lambda: field_choices(meta))
+    ranged = {int: _FieldIntRange, float: _FieldFloatRange}.get(expected)
+    if ranged and (meta.get("min") is not None or meta.get("max") is not None):
+        return ranged(meta)
+    if expected not in (int, float, str, bool):
+        raise TypeError(f"no CLI flag for a config key of type {expected.__name__}; use -o KEY=VALUE")
+    return {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}[expected]
+
+
+class ConfigOption(click.Option):
+    """A flag that overrides the config key ``config_key``; ``note`` is added to its help, and
+    ``type`` (a click type) replaces the field's where the flag can check more (a file path)."""
+
+    def __init__(self, param_decls, config_key: str, note: str = "", type: click.ParamType | None = None, **attrs):
+        expected, self._meta, _ = config_field(config_key)
+        self.config_key, self._note = config_key, note
+        super().__init__(param_decls, type=type or _field_type(expected, self._meta), help=self._help_text(), **attrs)
+
+    def _help_text(self) -> str:
+        text = field_help(self._meta).rstrip(".")
+        first = text.split(" ", 1)[0]
+        # A sentence starts upper-case; a value ("auto (cuda when present)") or a backend prefix
+        # ("hf: model folder") keeps its spelling.
+        if not first.endswith(":") and first.strip(",;") not in field_choices(self._meta):
+            text = text[:1].upper() + text[1:]
+        text += f". Overrides `{self.config_key}`."
+        return f"{text} {self._note}" if self._note else text
+
+    def get_help_record(self, ctx):
+        self.help = self._help_text()  # re-read: a registry may have grown since the CLI was built
+        return super().get_help_record(ctx)
+
+    def get_error_hint(self, ctx) -> str:
+        return f"{super().get_error_hint(ctx)} (key '{self.config_key}')"
+
+
+class Flag(NamedTuple):
+    """A spec entry of :func:`config_options` that needs more than its key."""
+
+    key: str
+    note: str = ""  # added to the field's help
+    type: click.ParamType | None = None  # instead of the field's type (e.g. click.Path)
+
+
+def config_options(spec: dict[str, str | Flag]) -> Callable:
+    """Decorator: one :class:`ConfigOption` per ``"--flag -f": "dotted.key"`` (or ``Flag``) of
+    ``spec``, listed in ``spec``'s order. The command receives ``config_flags``: {dotted key:
+    value} of the flags given (absent ones left out)."""
+    entries = [(decls.split(), Flag(value) if isinstance(value, str) else value) for decls, value in spec.items()]
+    params = {flag.key: "config__" + flag.key.replace(".", "__") for _, flag in entries}
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def with_config_flags(*args, **kwargs):
+            given = {key: kwargs.pop(name) for key, name in params.items()}
+            return command(*args, config_flags={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+        for decls, flag in reversed(entries):  # click lists options in the reverse order they are added
+            add = click.option(*decls, params[flag.key], cls=ConfigOption, config_key=flag.key, note=flag.note, type=flag.type)
+            add(with_config_flags)
+        return with_config_flags
+
+    return decorate
+
+
+def _as_overrides(config_flags: dict) -> list[str]:
+    """``{"training.rounds": 2}`` -> ``["training.rounds=2"]``: flags go through load_config like
+    ``-o`` overrides (given before them, so an explicit ``-o`` wins)."""
+    return [f"{key}={value}" for key, value in config_flags.items()]
 
 
 class OneLineErrors(click.Group):
@@ -78,6 +203,17 @@ def _quiet_libraries(no_progress_bars: bool = False) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Flags that set a config key (built by config_options from the key's field).
+RUN_FLAGS = {"--name": "name", "--output-dir": "output_dir", "--task": "task.name", "--data-dir": "task.data_dir",
+             "--method": "method.name", "--rounds": "training.rounds", "--seed": "training.seed", "--device": "training.device"}
+TEACH_FLAGS = {"--task": "task.name", "--source": "task.source", "--spec": Flag("task.spec", type=click.Path(dir_okay=False)),
+               "--data-dir": "task.data_dir",
+               "--teacher": "teacher.kind", "--model": "teacher.model", "--base-url": "teacher.base_url",
+               "--api-key-env": "teacher.api_key_env", "--concurrency": "teacher.concurrency", "--samples -k": "teacher.samples",
+               "--temperature -t": "teacher.temperature",
+               "--cache": Flag("teacher.cache", "Here the default is <out>.cache.jsonl; a rerun resumes from it.")}
+
+
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qcrd-bench")
 def main() -> None:
@@ -95,14 +231,7 @@ def main() -> None:
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Run config YAML (see harness_configs/). Without it, built-in defaults are used.")
-@click.option("--name", help="Run name; outputs go to <output-dir>/<name>/. Overrides the config's `name`.")
-@click.option("--output-dir", help="Parent folder of run directories. Overrides `output_dir`.")
-@click.option("--task", "family", help="Task family (synth, svamp, cqa, anli1, esnli, strategyqa, gsm8k, custom). Overrides `task.name`.")
-@click.option("--data-dir", help="Folder holding the public release layouts. Overrides `task.data_dir` (default $QCRD_DATA_DIR).")
-@click.option("--method", type=click.Choice(METHOD_NAMES), help="Distillation method. Overrides `method.name`.")
-@click.option("--rounds", type=int, help="Training rounds (lm-eval runs after each). Overrides `training.rounds`.")
-@click.option("--seed", type=int, help="Training seed. Overrides `training.seed`.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides `training.device`.")
+@config_options(RUN_FLAGS)
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -110,7 +239,7 @@ def main() -> None:
                    "it ends with the metrics an uninterrupted run ends with.")
 @click.option("--overwrite", is_flag=True, help="Start over in a run directory that already holds a run (its teacher cache is kept).")
 @click.option("--quiet", is_flag=True, help="No progress bars (ours, lm-eval's or transformers'); per-round lines and the summary stay.")
-def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, device, overrides, resume_dir, overwrite, quiet) -> None:
+def run(config_path, config_flags, overrides, resume_dir, overwrite, quiet) -> None:
     """Distil a student round by round, evaluating it with lm-eval after every round.
 
     Per round it trains `training.steps_per_round` steps, saves an HF checkpoint to
@@ -119,9 +248,7 @@ def run(config_path, name, output_dir, family, data_dir, method, rounds, seed, d
     components, teacher-pool statistics, wall time per phase). `qcrd-bench config --list`
     documents every key.
     """
-    flags = {"name": name, "output_dir": output_dir, "task.name": family, "task.data_dir": data_dir, "method.name": method, "training.rounds": rounds,
-             "training.seed": seed, "training.device": device}
-    every = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
+    every = _as_overrides(config_flags) + list(overrides)
     if resume_dir is not None:
         # A resumed run must be the run that was started: its own saved config, nothing changed.
         if every or config_path or overwrite:
@@ -149,9 +276,9 @@ def data() -> None:
 
 
 @data.command("prepare")
-@click.option("--task", "family", type=click.Choice(["svamp", "cqa", "anli1", "esnli", "strategyqa", "gsm8k", "all"]), default="all",
+@click.option("--task", "family", type=LiveChoice(lambda: (*real_families(), "all")), default="all",
               show_default=True, help="Task family to convert (all = every family from every source).")
-@click.option("--source", help="Data source (dsbs, mcc_kd, mentor_kd, eit, gsm8k); default: every source of the family.")
+@click.option("--source", help=f"Data source ({', '.join(source_names())}); default: every source of the family.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder holding the release layouts. Default: $QCRD_DATA_DIR.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("prepared"), show_default=True,
               help="Where the canonical JSONL goes: <out>/<task>-<source>/{questions,pool}_<split>.jsonl.")
@@ -171,7 +298,7 @@ def data_prepare(family, source, data_dir, out, check) -> None:
     from .rationales import pool_statistics, pool_warnings, select_pool
     from .sources import load_source
 
-    families = [f for f in FAMILIES if f != "synth"] if family == "all" else [family]
+    families = list(real_families()) if family == "all" else [family]
     header = (f"{'task':<11} {'source':<10} {'split':<10} {'questions':>9} {'pooled':>7} {'samples':>8} {'per_q':>6} {'teacher_acc':>11} "
               f"{'maj=gold':>9} {'unread':>7}")
     click.echo(header)
@@ -250,25 +377,13 @@ def data_inspect(pool_path, questions, wrong, seed, chars) -> None:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Run config YAML whose task/teacher sections to start from.")
-@click.option("--task", "family", help="Task family (svamp, cqa, anli1, esnli, strategyqa, gsm8k, synth, custom).")
-@click.option("--source", help="Data source of a real family (default: the family's first).")
-@click.option("--spec", type=click.Path(dir_okay=False), help="custom tasks: the task spec YAML.")
-@click.option("--data-dir", help="Folder holding the release layouts. Default: $QCRD_DATA_DIR.")
-@click.option("--teacher", "kind", type=click.Choice(["simulated", "pool", "hf", "openai"]), help="Teacher backend.")
-@click.option("--model", help="hf: model folder or hub id; openai: the served model name.")
-@click.option("--base-url", help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1.")
-@click.option("--api-key-env", help="openai: environment variable holding the API key.")
-@click.option("--concurrency", type=int, help="openai: requests in flight.")
-@click.option("--samples", "-k", type=int, help="K: rationales per question.")
-@click.option("--temperature", "-t", type=float, help="T: sampling temperature.")
+@config_options(TEACH_FLAGS)
 @click.option("--split", default="train", show_default=True, help="Which split's questions to explain.")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="Only the first N questions (0 = all).")
-@click.option("--cache", help="hf/openai: answer cache JSONL (default: <out>.cache.jsonl); a rerun resumes from it.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pool JSONL to write.")
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Any other config key (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def teach(config_path, family, source, spec, data_dir, kind, model, base_url, api_key_env, concurrency, samples,
-          temperature, split, limit, cache, out, overrides, quiet) -> None:
+def teach(config_path, config_flags, split, limit, out, overrides, quiet) -> None:
     """Sample K teacher rationales per question, write a pool and print its statistics.
 
     \b
@@ -278,11 +393,8 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
                        -k 5 -t 0.7 --limit 100 --out pools/gsm8k.jsonl
     The pool feeds a run with -o teacher.kind=pool -o teacher.pool=<out>.
     """
-    flags = {"task.name": family, "task.source": source, "task.spec": spec, "task.data_dir": data_dir, "teacher.kind": kind,
-             "teacher.model": model, "teacher.base_url": base_url, "teacher.api_key_env": api_key_env,
-             "teacher.concurrency": concurrency, "teacher.samples": samples, "teacher.temperature": temperature,
-             "teacher.cache": cache or str(out) + ".cache.jsonl"}
-    every = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(overrides)
+    config_flags.setdefault("teacher.cache", str(out) + ".cache.jsonl")
+    every = _as_overrides(config_flags) + list(overrides)
     cfg = load_config(config_path, every)
     _quiet_libraries(no_progress_bars=quiet)
     from .pools import write_pool
@@ -306,7 +418,8 @@ def teach(config_path, family, source, spec, data_dir, kind, model, base_url, ap
     try:
         write_pool(out, pool)
     except WriteFailed as err:  # the disk filled up, or the folder changed while the teacher sampled
-        kept = f"the teacher's answers are kept in {cfg.teacher.cache}" if cfg.teacher.kind in ("hf", "openai") else "nothing was cached"
+        cached = cfg.teacher.kind in TEACHERS.names(llm=True)
+        kept = f"the teacher's answers are kept in {cfg.teacher.cache}" if cached else "nothing was cached"
         raise WriteFailed(f"--out: {err}; {kept}") from err
     stats = pool_statistics(pool, select_pool(pool, cfg.self_consistency))
     per_question = stats["samples"] / max(1, len(pool))
@@ -374,7 +487,7 @@ def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
 @main.command("judge")
 @click.argument("first", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("second", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--teacher", "kind", type=click.Choice(["hf", "openai"]), required=True, help="The LLM that judges.")
+@click.option("--teacher", "kind", type=LiveChoice(lambda: TEACHERS.names(llm=True)), required=True, help="The LLM that judges.")
 @click.option("--model", required=True, help="hf: model folder or hub id; openai: the served model name.")
 @click.option("--base-url", help="openai: endpoint base URL.")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai: environment variable holding the key.")

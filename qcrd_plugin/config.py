@@ -13,27 +13,50 @@ import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from .errors import ConfigError
 from .files import decode_utf8
+from .questions import describe_families, family_names, source_names
+from .registry import METHODS, TEACHERS
+
+# Names that have a registry (methods, teacher kinds: registry.py; task families:
+# questions.FAMILIES) are never spelled out here: a field's ``choices`` and ``help`` may be
+# callables that read the registry when used, so a name registered after this module was
+# imported is accepted and documented too. Both imports are light (no torch).
 
 
-def _opt(default, help: str, *, min=None, max=None, choices=None):
-    """A config field with its help text and validation bounds."""
+def _opt(default, help: str | Callable[[], str], *, min=None, max=None, choices=None):
+    """A config field with its help text and validation bounds. ``help`` may be a callable and
+    ``choices`` a callable returning the names (both read from a registry when used)."""
     meta = {"help": help, "min": min, "max": max, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-# Every list of method names (config choices, CLI, leaderboard order) derives from this one;
-# methods/__init__.py checks that its registry holds exactly these.
-METHOD_NAMES = ("finetune", "single_task", "dss", "mi", "qcrd")
+def field_help(meta: typing.Mapping) -> str:
+    """A field's help text (built from its registry now, if it names registered names)."""
+    text = meta.get("help", "")
+    return text() if callable(text) else text
 
-TASK_FAMILIES = ("synth", "svamp", "cqa", "anli1", "esnli", "strategyqa", "gsm8k", "custom")
+
+def field_choices(meta: typing.Mapping) -> tuple:
+    """A field's allowed values (read from its registry now), or () when any value goes."""
+    choices = meta.get("choices")
+    return tuple(choices() if callable(choices) else choices or ())
+
+
+def _teacher_kinds() -> tuple[str, ...]:
+    return ("auto", *TEACHERS)
+
+
+def _or_list(names: typing.Iterable[str]) -> str:
+    """``a, b or c``: names in a message."""
+    *rest, last = names
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 @dataclass
@@ -41,8 +64,9 @@ class TaskConfig:
     """Which questions: the embedded synthetic task, a real task family read from the data
     directory, or a task brought as data (``custom``, declared by a spec YAML)."""
 
-    name: str = _opt("synth", "task family: synth (embedded), svamp, cqa, anli1, esnli, strategyqa, gsm8k, or custom", choices=TASK_FAMILIES)
-    source: str = _opt("", "data source of a real family (dsbs, mcc_kd, mentor_kd, eit, gsm8k, hub); empty = the family's default")
+    name: str = _opt("synth", lambda: "task family: " + describe_families(), choices=family_names)
+    source: str = _opt("", lambda: f"data source of a real family ({', '.join(source_names())}, or hub: the Hugging Face hub); "
+                       "empty = the family's default")
     data_dir: str = _opt("", "folder holding the public release layouts; empty = $QCRD_DATA_DIR")
     spec: str = _opt("", "custom tasks: the task spec YAML (see harness_configs/tasks/)")
     train_split: str = _opt("", "split to train on; empty = train (validation for anli1/esnli, whose train inputs are not released)")
@@ -64,8 +88,8 @@ SynthTaskConfig = TaskConfig  # the synthetic generator reads the synth keys of 
 class TeacherConfig:
     """Where rationales come from. 'simulated' stands in for an LLM when there is no network."""
 
-    kind: str = _opt("auto", "teacher backend: simulated (synth only), pool (JSONL pools), hf (local causal LM), openai (chat-completions endpoint); "
-                     "auto = simulated for synth, else pool", choices=("auto", "simulated", "pool", "hf", "openai"))
+    kind: str = _opt("auto", lambda: f"teacher backend: {TEACHERS.describe()}; auto = simulated for synth, else pool",
+                     choices=_teacher_kinds)
     samples: int = _opt(5, "K: rationales sampled per question (pool: the first K of each question)", min=1, max=64)
     temperature: float = _opt(0.7, "T: sampling temperature (pool: ignored, the pool was sampled already)", min=0.0, max=2.0)
     pool: str = _opt("", "pool: a pool JSONL file; empty = the pools shipped with the task's data source")
@@ -118,8 +142,7 @@ class StudentConfig:
 class MethodConfig:
     """Loss hyper-parameters. QCRD: L = a1*L_pred + a2*L_cl + a3*L_D (Eq. 8)."""
 
-    name: str = _opt("qcrd", "distillation method: finetune (label only), single_task (rationale then answer as one target), dss, "
-                     "mi (dss + a mutual-information term), qcrd", choices=METHOD_NAMES)
+    name: str = _opt("qcrd", lambda: "distillation method: " + METHODS.describe(), choices=METHODS.names)
     alpha: float = _opt(0.5, "dss, mi: weight of the label loss; the rationale loss gets 1 - alpha", min=0.0, max=1.0)
     mi_beta: float = _opt(0.1, "mi: weight of the mutual-information term (0.1 as in the MI paper's code)", min=0.0)
     alpha1: float = _opt(0.5, "qcrd: weight of L_pred", min=0.0)
@@ -249,15 +272,25 @@ def _check_value(value: Any, expected: type, meta: dict, where: str) -> Any:
         return value
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {short_repr(value)}")
-    if expected is float and not math.isfinite(value):  # .nan passes every bound check
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{where}: {short_repr(value)} is not one of {', '.join(map(str, meta['choices']))}")
-    if meta.get("min") is not None and value < meta["min"]:
-        raise ConfigError(f"{where}: {value!r} is below the minimum {meta['min']}")
-    if meta.get("max") is not None and value > meta["max"]:
-        raise ConfigError(f"{where}: {value!r} is above the maximum {meta['max']}")
+    problem = value_problem(value, meta)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     return value
+
+
+def value_problem(value: Any, meta: typing.Mapping) -> str | None:
+    """What is wrong with a value of the right type against its field's choices and bounds, or
+    None. One wording for a YAML key, an ``-o`` override and a CLI flag (cli.ConfigOption)."""
+    if isinstance(value, float) and not math.isfinite(value):  # .nan passes every bound check
+        return f"expected a finite number, got {value!r}"
+    choices = field_choices(meta)
+    if choices and value not in choices:
+        return f"{short_repr(value)} is not one of {', '.join(map(str, choices))}"
+    if meta.get("min") is not None and value < meta["min"]:
+        return f"{value!r} is below the minimum {meta['min']}"
+    if meta.get("max") is not None and value > meta["max"]:
+        return f"{value!r} is above the maximum {meta['max']}"
+    return None
 
 
 def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
@@ -306,10 +339,10 @@ def _validate_across(cfg: RunConfig, source: str) -> None:
     if cfg.task.min_steps > cfg.task.max_steps:
         raise ConfigError(f"{source}: key 'task.min_steps': {cfg.task.min_steps} exceeds task.max_steps {cfg.task.max_steps}")
     if cfg.teacher.kind == "simulated" and cfg.task.name != "synth":
-        raise ConfigError(f"{source}: key 'teacher.kind': the simulated teacher only writes synth rationales; use pool, hf or openai for task {cfg.task.name!r}")
+        raise ConfigError(f"{source}: key 'teacher.kind': the simulated teacher only writes synth rationales; use {_or_list(k for k in TEACHERS if k != 'simulated')} for task {cfg.task.name!r}")
     if cfg.task.name == "custom" and not cfg.task.spec:
         raise ConfigError(f"{source}: key 'task.spec': task 'custom' needs a task spec YAML (see harness_configs/tasks/)")
-    if cfg.teacher.kind in ("hf", "openai") and not cfg.teacher.model:
+    if cfg.teacher.kind in TEACHERS.names(llm=True) and not cfg.teacher.model:
         raise ConfigError(f"{source}: key 'teacher.model': teacher {cfg.teacher.kind!r} needs a model")
     if cfg.teacher.kind == "openai" and not cfg.teacher.base_url:
         raise ConfigError(f"{source}: key 'teacher.base_url': teacher 'openai' needs the endpoint's base URL")
@@ -419,6 +452,19 @@ def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
             rows += describe_fields(hint, f"{prefix}{f.name}.")
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((f"{prefix}{f.name}", default, f.metadata.get("help", "")))
+            rows.append((f"{prefix}{f.name}", default, field_help(f.metadata)))
     return rows
 
+
+def config_field(key: str, cls: type = RunConfig) -> tuple[type, typing.Mapping, Any]:
+    """(type, metadata, default) of the leaf field at dotted ``key`` (``training.seed``): what a
+    CLI flag for that key is built from. KeyError when there is no such leaf."""
+    section, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hint = typing.get_type_hints(cls).get(section)
+    if section not in fields or dataclasses.is_dataclass(hint) != bool(rest):
+        raise KeyError(f"no config key {key!r}")
+    if rest:
+        return config_field(rest, hint)
+    f = fields[section]
+    return hint, f.metadata, (f.default if f.default is not dataclasses.MISSING else f.default_factory())

@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import METHOD_NAMES, _opt, check_folder_name, load_config, read_yaml
+from .config import _opt, check_folder_name, load_config, read_yaml
+from .registry import METHODS
 
 from .errors import ConfigError
 
@@ -35,7 +36,8 @@ class LeaderboardConfig:
     name: str = _opt("leaderboard", "name of the grid; outputs go to <output_dir>/")
     output_dir: str = _opt("runs/leaderboard", "runs go to <output_dir>/<task>/<method>/seed<k>/, tables and plots to <output_dir>/")
     base_config: str = _opt("harness_configs/default.yaml", "run config every cell starts from")
-    methods: list = _opt(list(METHOD_NAMES), "methods to compare")
+    # Every registered method, read when a config is made (a plugin's method is compared too).
+    methods: list = field(default_factory=lambda: list(METHODS), metadata={"help": "methods to compare (default: every registered method)"})
     tasks: dict = _opt({"synth": []}, "task label -> list of KEY=VALUE overrides that make that task")
     seeds: list = _opt([0, 1, 2], "training seeds: initialisation, batching and sampling (and, for real tasks without a validation pool, "
                                "which task.heldout training questions are held out for the judge's AUC)")
@@ -276,7 +278,8 @@ def aggregate(results: list[RunResult], baseline: str = "dss", contender: str = 
 
 
 def _method_order(method: str) -> tuple:
-    return (METHOD_NAMES.index(method) if method in METHOD_NAMES else len(METHOD_NAMES), method)
+    names = METHODS.names()  # registration order: plainest baseline first, QCRD last
+    return (names.index(method) if method in names else len(names), method)
 
 
 def _fmt(value, half=None, digits: int = 3) -> str:

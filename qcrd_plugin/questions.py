@@ -60,7 +60,7 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "synth": Family("synth", "number", ("generated",), "synthetic multi-step arithmetic (embedded)"),
+    "synth": Family("synth", "number", ("generated",), "synthetic multi-step arithmetic, embedded"),
     "svamp": Family("svamp", "number", ("dsbs", "mcc_kd", "mentor_kd", "eit"), "SVAMP"),
     "cqa": Family("cqa", "choice", ("dsbs", "eit"), "CommonsenseQA"),
     "anli1": Family("anli1", "label", ("dsbs",), "ANLI round 1"),
@@ -68,6 +68,32 @@ FAMILIES: dict[str, Family] = {
     "strategyqa": Family("strategyqa", "yesno", ("mentor_kd", "eit"), "StrategyQA"),
     "gsm8k": Family("gsm8k", "number", ("gsm8k",), "GSM8K"),
 }
+
+# The family of a task brought as data: declared by a spec YAML (task.spec), so it has no entry
+# in FAMILIES (no fixed answer type, no data source of its own).
+CUSTOM_FAMILY = "custom"
+SYNTH_FAMILY = "synth"  # generated in memory: no data source to read or prepare
+
+
+def family_names() -> tuple[str, ...]:
+    """Every value ``task.name`` accepts: the registered families, then ``custom``."""
+    return (*FAMILIES, CUSTOM_FAMILY)
+
+
+def real_families() -> tuple[str, ...]:
+    """The families read from a data source (every family but the embedded synthetic one)."""
+    return tuple(f for f in FAMILIES if f != SYNTH_FAMILY)
+
+
+def source_names() -> tuple[str, ...]:
+    """Every data source some real family is read from, in first-mention order."""
+    return tuple(dict.fromkeys(s for f in real_families() for s in FAMILIES[f].sources))
+
+
+def describe_families() -> str:
+    """``synth (its title), svamp (SVAMP), ..., or custom (...)``: the families for a help text."""
+    named = [f"{name} ({family.title})" for name, family in FAMILIES.items()]
+    return ", ".join(named) + f", or {CUSTOM_FAMILY} (a task brought as data, declared by task.spec)"
 
 
 def choices_block(choices: list[str]) -> str:

@@ -34,6 +34,7 @@ from .config import TeacherConfig
 from .data import COT_INSTRUCTION, cot_prompt
 from .pools import POOL_FORMAT, PoolEntry, TeacherSample, read_pool  # noqa: F401  (re-exported)
 from .questions import Question, TaskData
+from .registry import TEACHERS
 from .errors import UserInputError, WriteFailed
 from .synth import SYMBOL_RESULT, Problem
 
@@ -545,27 +546,47 @@ def exemplars_for(data: TaskData, count: int = 3) -> list[Question]:
     return [q for q in train if q.gold_rationale][:count]
 
 
-def build_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None = None, progress: bool = False,
-                  device: str = "cpu") -> Teacher:
-    """The teacher backend named by ``teacher.kind`` for this task's data."""
-    if cfg.kind == "simulated":
-        if not data.problems:
-            raise ValueError("the simulated teacher writes rationales for the synth task only")
-        return SimulatedTeacher(cfg, data.problems)
-    if cfg.kind == "pool":
-        if cfg.pool:
-            return PoolTeacher(read_pool(Path(cfg.pool)), cfg.pool)
-        entries = [entry for pool in data.pools.values() for entry in pool]
-        if not entries:
-            raise UserInputError(f"task {data.family} (source {data.source}) ships no teacher rationales; set teacher.pool to a pool file "
+# One builder per teacher kind, registered by name in registry.TEACHERS (where config.py and the
+# CLI read the names without importing this module); build_teacher dispatches through it.
+
+
+def simulated_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None, progress: bool, device: str) -> Teacher:
+    """``teacher.kind: simulated``: LLM-like rationales for the synthetic task."""
+    if not data.problems:
+        raise ValueError("the simulated teacher writes rationales for the synth task only")
+    return SimulatedTeacher(cfg, data.problems)
+
+
+def pool_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None, progress: bool, device: str) -> Teacher:
+    """``teacher.kind: pool``: ``teacher.pool``, else the pools shipped with the task's source."""
+    if cfg.pool:
+        return PoolTeacher(read_pool(Path(cfg.pool)), cfg.pool)
+    entries = [entry for pool in data.pools.values() for entry in pool]
+    if not entries:
+        raise UserInputError(f"task {data.family} (source {data.source}) ships no teacher rationales; set teacher.pool to a pool file "
                              "(make one with `qcrd-bench teach`)")
-        return PoolTeacher(entries, f"{data.family}/{data.source} pools")
+    return PoolTeacher(entries, f"{data.family}/{data.source} pools")
+
+
+def _llm_cache(cfg: TeacherConfig, cache_path: Path | None) -> SampleCache:
     # A run passes its own cache file (in the run directory) and only reads `teacher.cache`, so no
     # config value makes it write outside the run directory; `teach` passes `teacher.cache` itself.
     shared = Path(cfg.cache) if cfg.cache else None
-    cache = SampleCache(cache_path or shared, read_also=shared)
-    if cfg.kind == "hf":
-        return HFTeacher(cfg, exemplars_for(data), cache, device, progress)
-    if cfg.kind == "openai":
-        return OpenAITeacher(cfg, exemplars_for(data), cache, progress)
-    raise ValueError(f"unknown teacher kind {cfg.kind!r}")
+    return SampleCache(cache_path or shared, read_also=shared)
+
+
+def hf_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None, progress: bool, device: str) -> Teacher:
+    """``teacher.kind: hf``: a local causal LM on ``device``, answers cached."""
+    return HFTeacher(cfg, exemplars_for(data), _llm_cache(cfg, cache_path), device, progress)
+
+
+def openai_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None, progress: bool, device: str) -> Teacher:
+    """``teacher.kind: openai``: an OpenAI-compatible endpoint, answers cached."""
+    return OpenAITeacher(cfg, exemplars_for(data), _llm_cache(cfg, cache_path), progress)
+
+
+def build_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None = None, progress: bool = False,
+                  device: str = "cpu") -> Teacher:
+    """The teacher backend named by ``teacher.kind`` (a name of ``registry.TEACHERS``) for this
+    task's data; an unknown kind raises ``registry.UnknownName`` (a UserInputError)."""
+    return TEACHERS[cfg.kind](cfg, data, cache_path, progress, device)

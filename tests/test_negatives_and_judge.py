@@ -3,8 +3,6 @@ meaning under every set reduction."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -72,7 +70,6 @@ def test_lr_follows_alpha3_scales_the_judges_step():
     """AdamW's step ignores the loss scale, so alpha3 * L_D alone does not slow the judge; the
     learning rate following alpha3 / alpha3_0 does (first step of Adam moves each weight by ~lr)."""
     ids = torch.randint(4, 50, (6, 12))
-    mask = torch.ones_like(ids)
 
     def first_step(alpha3: float, follow: bool) -> float:
         torch.manual_seed(0)

@@ -1,17 +1,14 @@
-"""Distillation methods behind one interface (:class:`Method`), looked up by name."""
+"""Distillation methods behind one interface (:class:`Method`), looked up by name.
+
+The names live in ``qcrd_plugin.registry.METHODS`` (re-exported here), which ``config.py`` and
+the CLI read without importing torch; each method's module is imported on first lookup. A new
+method is one class here plus one ``METHODS.register`` line (or the decorator form).
+"""
 
 from __future__ import annotations
 
-from ..config import METHOD_NAMES
+from ..registry import METHODS
 from .base import LossOutput, Method
-from .dss import DSS
-from .finetune import Finetune
-from .mi import MI
-from .qcrd import QCRD
-from .single_task import SingleTask
-
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Finetune, SingleTask, DSS, MI, QCRD)}
-assert tuple(METHODS) == METHOD_NAMES, "config.METHOD_NAMES and the method registry must list the same methods"
 
 
 def build_method(cfg, student, tokenizer, device, judge=None) -> Method:

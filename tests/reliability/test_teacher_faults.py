@@ -318,7 +318,6 @@ def test_cli_teach_prints_one_line_and_a_rerun_resumes(server, tmp_path, figures
 def test_ctrl_c_stops_teach_at_once_and_keeps_every_answer(tmp_path, figures):
     """SIGINT while requests hang: teach exits within seconds (not teacher.timeout_s = 60), with
     one line, and every answer received before is in the cache; the rerun asks only for the rest."""
-    import os
     import signal
     import subprocess
     import sys
