@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Nothing in the default run or the tests needs the Hugging Face hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install run test bench bench-learning reproduce clean
+.PHONY: install run lint test bench bench-learning reproduce clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ install: $(STAMP)
 run: install
 	$(OFFLINE) $(VENV)/bin/qcrd-bench run --config harness_configs/default.yaml --overwrite
 
-test: install
+lint: install
+	# Format and lint (pyproject.toml [tool.ruff]: line length 119, security rules S301/S307/S506).
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(OFFLINE) $(PY) -m pytest -q
 
 bench: install

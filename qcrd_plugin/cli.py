@@ -201,6 +201,13 @@ def _quiet_libraries(no_progress_bars: bool = False) -> None:
     for name in ("lm_eval", "transformers", "datasets", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        # transformers imports DeepSpeed when it is installed, and DeepSpeed then warns on every
+        # run that it found no GPU; naming the CPU leaves it nothing to warn about.
+        if not torch.cuda.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 # Flags that set a config key (built by config_options from the key's field).
@@ -230,7 +237,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Run config YAML (see harness_configs/). Without it, built-in defaults are used.")
+              help="Run config YAML, or the name of a shipped one (default, svamp_mcckd; see harness_configs/). Without it, built-in defaults are used.")
 @config_options(RUN_FLAGS)
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).")
@@ -533,6 +540,20 @@ def config_command(config_path, overrides, list_keys) -> None:
     import yaml
 
     click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+
+
+@main.command("tasks-path")
+def tasks_path_command() -> None:
+    """Print the folder of the qcrd_* lm-eval task YAMLs shipped with the package.
+
+    \b
+    For the plain lm-eval CLI, from a checkout or a pip install alike:
+      lm_eval --model hf --model_args pretrained=runs/default/round_3,backend=seq2seq \\
+              --tasks qcrd_synth --include_path "$(qcrd-bench tasks-path)"
+    """
+    from .config import SHIPPED_TASKS
+
+    click.echo(str(SHIPPED_TASKS))
 
 
 if __name__ == "__main__":

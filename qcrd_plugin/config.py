@@ -414,8 +414,34 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML ({type(err).__name__}: {str(err)[:80]})") from None
 
 
+# Shipped with the package (package data), so that a wheel install has them too; a checkout's
+# harness_configs/ and tasks/ are links to these folders.
+RESOURCES = Path(__file__).resolve().parent / "resources"
+SHIPPED_CONFIGS = RESOURCES / "harness_configs"
+SHIPPED_TASKS = RESOURCES / "tasks"
+
+
+def shipped_config(path: str | Path) -> Path:
+    """``path`` itself when it exists; otherwise the config shipped with the package that it names:
+    ``default`` or ``default.yaml`` (by name), or ``harness_configs/default.yaml`` (a checkout's path,
+    typed where no checkout is, e.g. after ``pip install``). Else ``path`` unchanged (not found)."""
+    path = Path(path)
+    if path.exists():
+        return path
+    parts = path.parts
+    if parts[:1] == ("harness_configs",) and len(parts) > 1:
+        candidate = SHIPPED_CONFIGS.joinpath(*parts[1:])
+    elif len(parts) == 1:
+        candidate = SHIPPED_CONFIGS / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    else:
+        return path
+    return candidate if candidate.is_file() else path
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with :func:`load_yaml`; errors name the file (and line when known)."""
+    """Read a YAML mapping with :func:`load_yaml` (a shipped config may be named: :func:`shipped_config`);
+    errors name the file (and line when known)."""
+    path = shipped_config(path)
     data = load_yaml(path)
     if data is None:
         return {}

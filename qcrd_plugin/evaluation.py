@@ -18,6 +18,7 @@ from lm_eval.evaluator import evaluate as lm_evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
+from .config import SHIPPED_TASKS
 from .data import explain_prompt
 from .files import atomic_write_json, write_jsonl
 from .rationale_quality import distinct_n, faithfulness, overlap_metrics
@@ -50,7 +51,7 @@ def tasks_dir() -> Path:
     """The folder holding the ``qcrd_*`` task YAMLs: package data, so a wheel install has them
     (``qcrd-bench tasks-path`` prints it for ``lm_eval --include_path``; ``QCRD_TASKS_DIR`` overrides)."""
     override = os.environ.get("QCRD_TASKS_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parent / "resources" / "tasks"
+    path = Path(override) if override else SHIPPED_TASKS
     if not path.is_dir():
         from .errors import UserInputError
 
