@@ -1,4 +1,9 @@
-"""The QCRD contrastive loss (Eqs. 3, 6, 7) on hand-computed tensors, and on a real tiny model."""
+"""The QCRD contrastive loss (Eqs. 3, 6, 7) on hand-computed tensors, and on a real tiny model:
+the fast path (QCRD.loss) against the plain reference_loss, and against the full computation."""
+
+import copy
+import dataclasses
+import random
 
 import pytest
 import torch
@@ -7,7 +12,7 @@ from conftest import synth_training_set
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
 from qcrd_plugin.discriminator import QualityJudge
 from qcrd_plugin.methods.base import label_loss, rationale_losses
-from qcrd_plugin.methods.qcrd import QCRD, NegativeStatistics, contrastive_loss
+from qcrd_plugin.methods.qcrd import QCRD, NegativeStatistics, contrastive_loss, reference_loss
 
 
 def hand_case():
@@ -132,3 +137,68 @@ def test_gradient_reaches_the_student_and_not_the_judge_through_the_weights(tiny
     model.zero_grad()
     QCRD(cfg, model, tok, "cpu", judge=judge).loss(examples).total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in judge.parameters())
+
+
+def random_batch(examples, tok, rng: random.Random, size: int = 6):
+    """``size`` questions drawn from ``examples``, each with 0-2 random student negatives (a
+    positive cut at a random point, or random tokens), so that the sets vary in size."""
+    vocab = range(5, tok.vocab_size)
+    batch = []
+    for ex in rng.sample(examples, size):
+        student = []
+        for _ in range(rng.randint(0, 2)):
+            base = rng.choice(ex.positives) if ex.positives and rng.random() < 0.5 else [rng.choice(vocab) for _ in range(rng.randint(3, 30))]
+            student.append(base[: rng.randint(1, len(base))] + [tok.eos_token_id])
+        batch.append(dataclasses.replace(ex, student_negatives=student))
+    return batch
+
+
+def random_delta(model, batch, negatives, rng: random.Random) -> float:
+    """A margin between two neighbouring negative losses of the upper half: some hinges act and
+    some are flat, also for the max of a set (and no loss sits on the hinge's corner)."""
+    rationales = [r for neg in negatives for r in neg]
+    owner = [i for i, neg in enumerate(negatives) for _ in neg]
+    with torch.no_grad():
+        ordered = rationale_losses(model, batch, rationales, owner, "cpu").sort().values
+    if len(ordered) < 2:
+        return 3.0
+    k = rng.randrange(max(1, len(ordered) // 2), len(ordered))
+    return float(ordered[k - 1] + ordered[k]) / 2
+
+
+@pytest.mark.parametrize("source", ["llm", "union"])  # without and with student negatives
+@pytest.mark.parametrize("judging", ["none", "weights", "online"])  # no judge; judge weights only; weights and L_D
+@pytest.mark.parametrize("reduction", ["minmax", "maxmin", "mean", "weighted_mean", "sampling"])
+def test_fast_path_equals_reference_loss(tiny_setup, reduction, judging, source):
+    """QCRD.loss, the optimised path, gives reference_loss's total, components and gradients
+    (student and judge) on several random batches."""
+    base_cfg, model, tok, examples = tiny_setup
+    rng = random.Random(f"{reduction}-{judging}-{source}")
+    for _ in range(3):
+        cfg = copy.deepcopy(base_cfg)
+        cfg.method.set_reduction, cfg.negatives.source, cfg.method.alpha3 = reduction, source, 0.3
+        cfg.judge.enabled, cfg.judge.online_every = judging != "none", 1 if judging == "online" else 0
+        torch.manual_seed(rng.randrange(2**31))
+        judge = QualityJudge(model.config, 1) if judging != "none" else None
+        modules = [model] + ([judge] if judge is not None else [])
+        batch = random_batch(examples, tok, rng)
+        negatives = [QCRD(cfg, model, tok, "cpu", judge=judge).negatives_of(ex) for ex in batch]
+        cfg.method.delta = random_delta(model, batch, negatives, rng)
+
+        def loss_and_gradient(compute):
+            for module in modules:
+                module.zero_grad()
+            out = compute()
+            out.total.backward()
+            return out, [torch.zeros_like(p) if p.grad is None else p.grad.clone() for module in modules for p in module.parameters()]
+
+        fast, fast_grad = loss_and_gradient(lambda: QCRD(cfg, model, tok, "cpu", judge=judge).loss(batch))
+        ref, ref_grad = loss_and_gradient(lambda: reference_loss(
+            cfg, model, tok, batch, negatives, cfg.method.alpha3, judge=judge, update_judge=judging == "online",
+            generator=torch.Generator().manual_seed(cfg.training.seed)))  # QCRD's sampling generator, in its initial state
+        assert fast.total.item() == pytest.approx(ref.total.item(), rel=1e-5, abs=1e-5)
+        assert fast.components.keys() == ref.components.keys()
+        for key, value in ref.components.items():
+            assert fast.components[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
+        for a, b in zip(fast_grad, ref_grad):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)

@@ -159,10 +159,10 @@ def label_and_rationale_losses(student, batch: list[TrainExample], rationales: l
     With ``pack``, students with T5's relative attention decode everything in one call
     (:func:`packed_losses`); otherwise one decoder call decodes the labels and one the rationales.
     Same values either way. Packing pays when it saves a call without making rows much longer,
-    i.e. for one rationale per question: on the default CPU student a DSS step (label + one
-    rationale per row) drops from 52.9 to 48.5 ms, but QCRD's label + two picks per row is slower
-    packed (118.2 vs 114.5 ms): attention work grows with the square of the row length, and every
-    packed row cross-attends over both prompts. The choice is the method's, not the batch's, so
+    i.e. for one rationale per question: a DSS step (label + one rationale per row) is faster
+    packed, but QCRD's label + two picks per row is slower packed: attention work grows with the
+    square of the row length, and every packed row cross-attends over both prompts (measured on
+    the default CPU student: docs/performance.md). The choice is the method's, not the batch's, so
     every rank of a data-parallel step runs the same passes (DeepSpeed needs that).
     """
     if pack and rationales and packs_targets(student):

@@ -12,6 +12,11 @@ The paper's equations, as implemented here (docs/method.md explains every choice
 ``l(f(x), r)`` is the per-token mean cross-entropy of rationale r under the ``explain:`` prompt.
 The weights s are the judge's scores of the selected rationales, detached: D learns only through
 ``alpha3 * L_D``, and alpha3 is multiplied by ``alpha3_decay`` at every new iteration.
+
+:func:`reference_loss` computes L_total the plain way, one equation a line. :meth:`QCRD.loss`, the
+path training runs, computes the same total and gradient with less work (no-grad picks for the
+min/max, no graph for a negative on the flat side of the hinge; see ``_selected_losses``), and
+tests/test_qcrd_loss.py holds it equal to :func:`reference_loss`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,115 @@ import torch
 from ..data import TrainExample
 from ..discriminator import QualityJudge, judge_input, judge_loss, score
 from .base import LossOutput, Method, encode_prompts, label_and_rationale_losses, label_loss, rationale_losses
+
+
+def reference_loss(cfg, student, tokenizer, batch: list[TrainExample], negatives: list[list[list[int]]], alpha3: float,
+                   judge: QualityJudge | None = None, update_judge: bool = False,
+                   generator: torch.Generator | None = None, device="cpu") -> LossOutput:
+    """The QCRD loss of one batch, computed the plain way: every rationale's loss with a graph,
+    then Eqs. 3, 6, 7 and 8 question by question. :meth:`QCRD.loss` is an optimisation of this
+    function: same total, components and gradient (tests/test_qcrd_loss.py holds the two equal).
+
+    Arguments (N questions in the batch, R rationales in all their sets together):
+
+    - ``cfg``: the run's config; reads ``cfg.method`` (alpha1, alpha2, beta, delta, set_reduction)
+      and ``cfg.judge.loss`` (the form of L_D).
+    - ``student``, ``tokenizer``: the student f, and its tokenizer (pad and EOS ids for the judge).
+    - ``batch``: the N questions x_i; ``batch[i].positives`` is S_pos^i (token-id lists) and
+      ``batch[i].label_ids`` the gold label that L_pred trains.
+    - ``negatives``: S_neg^i of each question, N lists of token-id lists (:meth:`QCRD.negatives_of`).
+    - ``alpha3``: the current weight of L_D (it decays every iteration).
+    - ``judge``: the quality judge D, or None (no judge: every weight s is 1 and L_D is 0).
+    - ``update_judge``: this step trains D (its online update): L_D enters the total, with a graph.
+    - ``generator``: the random source of the ``sampling`` reduction.
+
+    Tensors: ``losses``, ``s`` and the weights are [R]; one set's slice of them is [|S|]; L_pred,
+    L_cl, L_D and the total are scalars. Returns ``LossOutput(total, components)`` with the components
+    :meth:`QCRD.loss` logs (``l_pos``, ``w_pos``, ``hinge_neg``, ``w_neg``: means over the
+    questions whose set is not empty).
+    """
+    m = cfg.method
+    rationales, owner, is_pos = [], [], []
+    for i, (ex, neg) in enumerate(zip(batch, negatives)):  # question by question: S_pos^i, then S_neg^i
+        rationales += ex.positives + neg
+        owner += [i] * (len(ex.positives) + len(neg))
+        is_pos += [True] * len(ex.positives) + [False] * len(neg)
+    l_pred = label_loss(student, batch, device)  # L_pred: cross-entropy of the gold label given `predict:`, scalar
+    losses = rationale_losses(student, batch, rationales, owner, device)  # l(f(x), r): per-token mean CE, [R], with a graph
+    # The weight of each rationale: s for a positive (Eq. 6), 1 - s for a negative (Eq. 7); [R].
+    pos_weight = neg_weight = torch.ones(len(rationales), device=device)  # no judge: every weight is 1
+    l_d = torch.zeros((), device=device)
+    if judge is not None and rationales:
+        inputs = [judge_input(batch[o].explain_ids, r, tokenizer.eos_token_id) for r, o in zip(rationales, owner)]
+        with torch.set_grad_enabled(update_judge):
+            s = score(judge, inputs, tokenizer.pad_token_id, device)  # s = D(x, r), [R]  (Eq. 1)
+        if update_judge:  # L_D  (Eq. 2, in the form cfg.judge.loss names)
+            l_d = judge_loss(s, torch.tensor(owner, device=device), torch.tensor(is_pos, device=device), len(batch), cfg.judge.loss)
+        # Detached: no gradient reaches D through the weights; D learns through alpha3 * L_D alone.
+        pos_weight, neg_weight = s.detach(), 1.0 - s.detach()
+    pos_pick = neg_pick = [None] * len(batch)
+    if m.set_reduction == "sampling":  # one uniform member per set: the positive sets' draw, then the negative sets'
+        pos_pick = _uniform_picks([len(ex.positives) for ex in batch], generator)
+        neg_pick = _uniform_picks([len(neg) for neg in negatives], generator)
+    # Under maxmin the positive side takes the max and the negative side the min; otherwise min and max.
+    pos_max, neg_max = m.set_reduction == "maxmin", m.set_reduction != "maxmin"
+    terms, parts = [], {"l_pos": [], "w_pos": [], "hinge_neg": [], "w_neg": []}
+    stop = 0
+    for i, ex in enumerate(batch):
+        pos = slice(stop, stop + len(ex.positives))  # S_pos^i within `losses` and the weights
+        neg = slice(pos.stop, pos.stop + len(negatives[i]))  # S_neg^i
+        stop = neg.stop
+        positive_term = negative_term = losses.new_zeros(())  # an empty set adds no term
+        if ex.positives:
+            l_pos, w_pos = _reduce_one_set(losses[pos], pos_weight[pos], losses[pos], m.set_reduction, pos_max, pos_pick[i])
+            positive_term = w_pos * l_pos  # l(f(x), S_pos) = s_pos * min_{r in S_pos} l(f(x), r)  (Eq. 6; min: minmax)
+            parts["l_pos"].append(l_pos)
+            parts["w_pos"].append(w_pos)
+        if negatives[i]:
+            hinged = torch.clamp(losses[neg] - m.delta, max=0.0)  # min(l(f(x), r) - delta, 0) on each negative  (Eq. 7)
+            h_neg, w_neg = _reduce_one_set(hinged, neg_weight[neg], losses[neg], m.set_reduction, neg_max, neg_pick[i])
+            negative_term = w_neg * h_neg  # l(f(x), S_neg) = (1 - s_neg) * max_{r in S_neg} min(l(f(x), r) - delta, 0)  (Eq. 7; max: minmax)
+            parts["hinge_neg"].append(h_neg)
+            parts["w_neg"].append(w_neg)
+        terms.append(positive_term - m.beta * negative_term)  # question i's summand of Eq. 3
+    l_cl = torch.stack(terms).mean()  # L_cl = 1/N sum_i [ l(f(x_i), S_pos^i) - beta * l(f(x_i), S_neg^i) ]  (Eq. 3)
+    total = m.alpha1 * l_pred + m.alpha2 * l_cl + alpha3 * l_d  # L_total = a1 L_pred + a2 L_cl + a3 L_D  (Eq. 8)
+    components = {"loss": total.item(), "l_pred": l_pred.item(), "l_cl": l_cl.item()}
+    components.update((key, torch.stack(values).mean().item() if values else 0.0) for key, values in parts.items())
+    if update_judge:
+        components["l_d"] = l_d.item()
+    return LossOutput(total, components)
+
+
+def _reduce_one_set(values: torch.Tensor, weights: torch.Tensor, losses: torch.Tensor, how: str, pick_max: bool,
+                    pick: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One set's value and weight for :func:`reference_loss` (``values``, ``weights``, ``losses``: [|S|]).
+
+    ``minmax``/``maxmin``: the member with the largest (``pick_max``) or smallest loss ``l(f(x), r)``,
+    its value and its weight. On the negative side ``values`` are the hinged losses; the hinge never
+    decreases, so that member also holds the max (min) of the hinged values, and choosing it by its
+    loss decides which weight goes with a flat max. ``sampling``: member ``pick``. ``mean``: the mean
+    value and the mean weight. ``weighted_mean``: the weights-weighted mean value, and weight 1.
+    """
+    if how == "mean":
+        return values.mean(), weights.mean()
+    if how == "weighted_mean":
+        return (weights * values).sum() / weights.sum().clamp(min=1e-8), values.new_ones(())
+    if how == "sampling":
+        return values[pick], weights[pick]
+    if how not in ("minmax", "maxmin"):
+        raise ValueError(f"unknown set reduction {how!r}")
+    j = losses.argmax() if pick_max else losses.argmin()
+    return values[j], weights[j]
+
+
+def _uniform_picks(sizes: list[int], generator: torch.Generator | None) -> list[int]:
+    """One member per set, uniformly at random, for sets of ``sizes`` (an empty set gets an unused index).
+    Drawn as :func:`contrastive_loss` draws them (one multinomial over the sets, each padded with
+    weight 0 to the largest), so a generator in the same state gives both the same picks."""
+    width = max([1, *sizes])
+    weights = torch.tensor([[1.0 if j < size or size == 0 else 0.0 for j in range(width)] for size in sizes])
+    return torch.multinomial(weights, 1, generator=generator).squeeze(1).tolist()
 
 
 def as_matrix(values: torch.Tensor, group: torch.Tensor, n_groups: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,8 +298,10 @@ class QCRD(Method):
         neg = cfg.negatives
         self.uses_student_negatives = neg.enabled and neg.source in ("student", "union")
         # Length-sorted buckets for the no-grad scoring pass, each padded only to its own longest
-        # rationale. Default CPU setup (94 rationales of 20-65 tokens): the pass alone takes 54 ms
-        # in one batch and 43-45 ms in buckets of 32 or 48 (a whole QCRD step: 1-2% faster).
+        # rationale: a step's rationales differ several-fold in length, and one batch padded to the
+        # longest spends much of its work on padding. A bucket costs one more decoder call (the
+        # encoder output is shared), which the saved padding outweighs on the CPU as well as on a
+        # GPU. The measurement: docs/performance.md.
         self.bucket_size = 32
         self.negative_stats = NegativeStatistics()
 
