@@ -294,7 +294,8 @@ class QCRD(Method):
         super().__init__(cfg, student, tokenizer, device, judge=judge if cfg.judge.enabled else None)
         self.alpha3 = cfg.method.alpha3
         self.steps = 0
-        self.generator = torch.Generator().manual_seed(cfg.training.seed)
+        # On the training device: torch.multinomial refuses a CPU generator for a CUDA tensor.
+        self.generator = torch.Generator(device=device).manual_seed(cfg.training.seed)
         neg = cfg.negatives
         self.uses_student_negatives = neg.enabled and neg.source in ("student", "union")
         # Length-sorted buckets for the no-grad scoring pass, each padded only to its own longest
