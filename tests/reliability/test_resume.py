@@ -80,7 +80,9 @@ def start(args: list[str], fault: str = "") -> subprocess.Popen:
     env.pop("QCRD_FAULT", None)
     if fault:
         env["QCRD_FAULT"] = fault
-    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT as in a terminal: a test runner started in the background ignores it, and its children inherit that.
+    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def comparable(records: list[dict]) -> list[dict]:

@@ -339,7 +339,8 @@ def test_ctrl_c_stops_teach_at_once_and_keeps_every_answer(tmp_path, figures):
            "--model", "local", "--base-url", server.url, "-k", "2", "--concurrency", "1", "--cache", str(cache),
            "--out", str(tmp_path / "p.jsonl"), "--quiet", "-o", "teacher.timeout_s=60"]
     try:
-        proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # SIGINT as in a terminal
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert hanging.wait(120), "the hanging request never came"
         time.sleep(0.5)
         started = time.monotonic()
