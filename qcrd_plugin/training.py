@@ -11,6 +11,7 @@ at any moment resumes with ``--resume`` and ends with the metrics of an uninterr
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 import shutil
@@ -35,6 +36,7 @@ from .distributed import Launcher, TrainingStep, autocast_dtype, configure_cuda,
 from .errors import RunAborted, UserInputError, WriteFailed
 from .files import atomic_write_text, read_jsonl, write_jsonl
 from .methods import Method, build_method
+from .model_card import RUN_RECORD, model_card, run_record
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
 from .pools import read_pool, write_pool
 from .questions import Question, TaskData
@@ -513,8 +515,10 @@ def save_round(run: Run, round_index: int, student, judge) -> None:
     with run.timer("checkpoint"):
         state = run.state.state_dict(launcher, run.step_module, run.run_dir)
         state |= {"round": round_index, "judge": judge.state_dict() if judge is not None else None}
+        record = json.dumps(run_record(run.cfg, round_index), indent=2)  # what lm-eval reads to score the right test set
         launcher.main_only(lambda: checkpoints.save_round(run.run_dir, round_index, student, run.tokenizer, state,
-                                                          move_in=launcher.checkpoint_folders(run.run_dir)))
+                                                          move_in=launcher.checkpoint_folders(run.run_dir),
+                                                          files={RUN_RECORD: record}))
 
 
 def evaluate_round(run: Run, round_index: int, student, judge) -> None:
@@ -546,6 +550,8 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
         record["headline_acc"] = headline_accuracy(record["eval"], record["label_task"], record["explain_task"],
                                                     state.method.answer_from)
         run.records.append(record)
+        folder = run.run_dir / f"round_{round_index}"
+        atomic_write_text(folder / "README.md", model_card(run_record(cfg, round_index), record, folder.resolve()))
         write_jsonl(run.run_dir / "metrics.jsonl", run.records)
         faults.point("metrics_written", round_index)
         # The previous round's training state is no longer the newest: only its weights stay

@@ -51,6 +51,35 @@ def test_lm_eval_cli_scores_the_real_families_and_the_qcrd_group(tiny_run, tmp_p
 
 @needs_data
 @pytest.mark.slow
+def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tmp_path):
+    """A run on MCC-KD's SVAMP: its round folder holds a model card and qcrd_run.json, and the
+    plain lm-eval CLI without --metadata scores MCC-KD's test questions (not DSbS's, the family's
+    default source); --metadata still chooses another."""
+    from qcrd_plugin.config import TaskConfig
+    from qcrd_plugin.tasks import load_task
+
+    tests = {source: len(load_task(TaskConfig(name="svamp", source=source, data_dir=DATA)).questions["test"])
+             for source in ("mcc_kd", "dsbs")}
+    assert tests["mcc_kd"] != tests["dsbs"]
+    small = ["task.max_train=24", "teacher.kind=pool", "training.rounds=1", "training.steps_per_round=2",
+             "judge.pretrain_steps=2", "evaluation.limit=4", "evaluation.faithfulness=false", "evaluation.overlap=false"]
+    proc = cli("qcrd-bench", "run", "--task", "svamp", "-o", "task.source=mcc_kd", "--output-dir", str(tmp_path),
+               "--name", "svamp_mcckd", "--quiet", *[a for o in small for a in ("-o", o)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "svamp_mcckd" / "round_1"
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers") and "from source `mcc_kd`" in card and "| qcrd_svamp | acc |" in card
+    assert json.loads((folder / "qcrd_run.json").read_text())["task_metadata"]["run_task"]["source"] == "mcc_kd"
+    for metadata, source in ((None, "mcc_kd"), ({"source": "dsbs"}, "dsbs")):
+        extra = ["--limit", "2"] + (["--metadata", json.dumps(metadata)] if metadata else [])
+        out = tmp_path / f"out_{source}"
+        proc = lm_eval(f"pretrained={folder},backend=seq2seq", "qcrd_svamp", out, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert results_of(out)["n-samples"]["qcrd_svamp"]["original"] == tests[source], source
+
+
+@needs_data
+@pytest.mark.slow
 def test_cot_variant_runs_with_a_causal_model(tmp_path):
     from test_teachers import tiny_causal_lm
 
