@@ -542,6 +542,24 @@ def config_command(config_path, overrides, list_keys) -> None:
     click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
 
 
+@main.command("export")
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--round", "which", default="last", show_default=True,
+              help="Which round: a number, last, or best (highest headline accuracy; test-split scores).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="New folder to write.")
+def export_command(run_dir, which, out) -> None:
+    """Write one round of a finished run as a folder ready for the Hugging Face hub.
+
+    \b
+    Weights, tokenizer, model card (README.md), qcrd_run.json and lm-eval results; no training
+    state. Upload it with push_to_hub or `huggingface-cli upload <repo> <out>` (needs a network).
+    """
+    from .model_card import export_round
+
+    source = export_round(run_dir, which, out)
+    click.echo(f"wrote {out} from {source}")
+
+
 @main.command("tasks-path")
 def tasks_path_command() -> None:
     """Print the folder of the qcrd_* lm-eval task YAMLs shipped with the package.

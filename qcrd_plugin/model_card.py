@@ -95,3 +95,54 @@ lm_eval --model hf --model_args pretrained={folder},backend={backend} \\
 Without `--metadata`, the `qcrd_*` tasks read `qcrd_run.json` here and score the test set this
 student was evaluated on ({family} from {source}). Pass `--metadata` to score another.
 """
+
+
+def pick_round(run_dir: Path, which: str) -> int:
+    """The round ``which`` names in a finished run: a number, ``last``, or ``best`` (the highest
+    headline accuracy in metrics.jsonl; those are test-split scores, so ``best`` is a choice made
+    on the test set, and the exported card says so)."""
+    from .errors import UserInputError
+    from .files import read_jsonl
+
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise UserInputError(f"{run_dir}: not a finished run directory (no metrics.jsonl)")
+    records = [record for _, record in read_jsonl(metrics)]
+    rounds = [r["round"] for r in records if (run_dir / f"round_{r['round']}").is_dir()]
+    if not rounds:
+        raise UserInputError(f"{metrics}: no round folder of a recorded round is left")
+    if which == "last":
+        return rounds[-1]
+    if which == "best":
+        scored = [(r.get("headline_acc") if r.get("headline_acc") is not None else -1.0, r["round"]) for r in records
+                  if r["round"] in rounds]
+        return max(scored, key=lambda pair: (pair[0], -pair[1]))[1]  # the earliest of equals
+    if not which.isdigit() or int(which) not in rounds:
+        raise UserInputError(f"--round {which}: expected best, last or one of the rounds {', '.join(map(str, rounds))}")
+    return int(which)
+
+
+def export_round(run_dir: Path, which: str, out: Path) -> Path:
+    """Copy round ``which`` of ``run_dir`` into ``out`` ready for ``push_to_hub`` (or
+    ``huggingface-cli upload``): weights, tokenizer, run record, lm-eval results and model card,
+    without the training state or optimizer shards. Returns the round's folder."""
+    import shutil
+
+    from .errors import UserInputError
+    from .files import atomic_write_text, read_jsonl
+
+    round_index = pick_round(run_dir, which)
+    source = run_dir / f"round_{round_index}"
+    if out.exists() and any(out.iterdir()):
+        raise UserInputError(f"--out {out}: not empty; give a new folder")
+    skip = {"training_state.pt", "deepspeed", "rationales.jsonl"}
+    shutil.copytree(source, out, ignore=lambda folder, names: [n for n in names if n in skip], dirs_exist_ok=True)
+    record_path = source / RUN_RECORD
+    if record_path.is_file():
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        metrics = next(r for _, r in read_jsonl(run_dir / "metrics.jsonl") if r["round"] == round_index)
+        card = model_card(record, metrics, Path("."))
+        if which == "best":
+            card += "\nThis round was chosen as the best of the run by its test-split score (a choice made on the test set).\n"
+        atomic_write_text(out / "README.md", card)
+    return source

@@ -70,12 +70,20 @@ def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tm
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers") and "from source `mcc_kd`" in card and "| qcrd_svamp | acc |" in card
     assert json.loads((folder / "qcrd_run.json").read_text())["task_metadata"]["run_task"]["source"] == "mcc_kd"
-    for metadata, source in ((None, "mcc_kd"), ({"source": "dsbs"}, "dsbs")):
+    # Exported for the hub: the record travels with the weights, the training state does not.
+    exported = tmp_path / "export"
+    proc = cli("qcrd-bench", "export", str(tmp_path / "svamp_mcckd"), "--round", "best", "--out", str(exported))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"model.safetensors", "README.md", "qcrd_run.json"} <= {f.name for f in exported.iterdir()}
+    assert not (exported / "training_state.pt").exists() and "test-split score" in (exported / "README.md").read_text()
+    bad = cli("qcrd-bench", "export", str(tmp_path / "svamp_mcckd"), "--round", "9", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "--round 9" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    for model, metadata, source in ((folder, None, "mcc_kd"), (exported, None, "mcc_kd"), (folder, {"source": "dsbs"}, "dsbs")):
         extra = ["--limit", "2"] + (["--metadata", json.dumps(metadata)] if metadata else [])
-        out = tmp_path / f"out_{source}"
-        proc = lm_eval(f"pretrained={folder},backend=seq2seq", "qcrd_svamp", out, *extra)
+        out = tmp_path / f"out_{model.name}_{source}"
+        proc = lm_eval(f"pretrained={model},backend=seq2seq", "qcrd_svamp", out, *extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert results_of(out)["n-samples"]["qcrd_svamp"]["original"] == tests[source], source
+        assert results_of(out)["n-samples"]["qcrd_svamp"]["original"] == tests[source], (model, source)
 
 
 @needs_data
