@@ -157,7 +157,8 @@ def config_options(spec: dict[str, str | Flag]) -> Callable:
 def _as_overrides(config_flags: dict) -> list[str]:
     """``{"training.rounds": 2}`` -> ``["training.rounds=2"]``: flags go through load_config like
     ``-o`` overrides (given before them, so an explicit ``-o`` wins)."""
-    return [f"{key}={value}" for key, value in config_flags.items()]
+    listed = {key: f"[{value}]" for key, value in config_flags.items() if config_field(key)[0] is list}  # "a,b" -> [a,b]
+    return [f"{key}={listed.get(key, value)}" for key, value in config_flags.items()]
 
 
 class OneLineErrors(click.Group):
@@ -212,7 +213,8 @@ def _quiet_libraries(no_progress_bars: bool = False) -> None:
 
 # Flags that set a config key (built by config_options from the key's field).
 RUN_FLAGS = {"--name": "name", "--output-dir": "output_dir", "--task": "task.name", "--data-dir": "task.data_dir",
-             "--method": "method.name", "--rounds": "training.rounds", "--seed": "training.seed", "--device": "training.device"}
+             "--method": "method.name", "--rounds": "training.rounds", "--seed": "training.seed", "--device": "training.device",
+             "--report-to": Flag("training.report_to", note="Comma-separated, e.g. tensorboard,wandb.", type=click.STRING)}
 TEACH_FLAGS = {"--task": "task.name", "--source": "task.source", "--spec": Flag("task.spec", type=click.Path(dir_okay=False)),
                "--data-dir": "task.data_dir",
                "--teacher": "teacher.kind", "--model": "teacher.model", "--base-url": "teacher.base_url",
