@@ -237,6 +237,26 @@ def main() -> None:
     """
 
 
+def _resume_config(resume_dir: Path, config_path, every: list[str], overwrite: bool) -> tuple[Path, list[str]]:
+    """(config file, overrides) of ``--resume``: the run's own saved config, nothing changed but,
+    to extend a run, more ``training.rounds`` (the learning-rate schedule then spans the new total)."""
+    extend = [o for o in every if o.split("=", 1)[0].strip() == "training.rounds"]
+    if config_path or overwrite or len(extend) < len(every):
+        _fail("--resume continues a run with the config saved in its directory; drop --config, --overwrite and the "
+              "override flags (only --rounds / -o training.rounds=N may extend it)")
+    saved = resume_dir / "config.yaml"
+    if not saved.is_file():
+        started = resume_dir.is_dir() and (resume_dir / ".lock").exists()
+        _fail(f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
+              "with the command that began it" if started else f"{resume_dir}: not a run directory (no config.yaml)")
+    if extend:
+        before = load_config(saved).training.rounds
+        after = load_config(saved, extend[-1:]).training.rounds
+        if after < before:
+            _fail(f"--rounds {after}: the run has {before} rounds already; a resumed run can be extended, not shortened")
+    return saved, [f"output_dir={resume_dir.resolve().parent}", f"name={resume_dir.resolve().name}", *extend[-1:]]
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Run config YAML, or the name of a shipped one (default, svamp_mcckd; see harness_configs/). Without it, built-in defaults are used.")
@@ -245,7 +265,7 @@ def main() -> None:
               help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Continue the run in this directory (after a kill, a full disk, a diverged loss) with its saved config.yaml; "
-                   "it ends with the metrics an uninterrupted run ends with.")
+                   "it ends with the metrics an uninterrupted run ends with. With --rounds N: extend a run to N rounds.")
 @click.option("--overwrite", is_flag=True, help="Start over in a run directory that already holds a run (its teacher cache is kept).")
 @click.option("--quiet", is_flag=True, help="No progress bars (ours, lm-eval's or transformers'); per-round lines and the summary stay.")
 def run(config_path, config_flags, overrides, resume_dir, overwrite, quiet) -> None:
@@ -259,15 +279,7 @@ def run(config_path, config_flags, overrides, resume_dir, overwrite, quiet) -> N
     """
     every = _as_overrides(config_flags) + list(overrides)
     if resume_dir is not None:
-        # A resumed run must be the run that was started: its own saved config, nothing changed.
-        if every or config_path or overwrite:
-            _fail("--resume continues a run with the config saved in its directory; drop --config, --overwrite and the override flags")
-        config_path = resume_dir / "config.yaml"
-        if not config_path.is_file():
-            started = resume_dir.is_dir() and (resume_dir / ".lock").exists()
-            _fail(f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
-                  "with the command that began it" if started else f"{resume_dir}: not a run directory (no config.yaml)")
-        every = [f"output_dir={resume_dir.resolve().parent}", f"name={resume_dir.resolve().name}"]
+        config_path, every = _resume_config(resume_dir, config_path, every, overwrite)
     cfg = load_config(config_path, every)
     if not cfg.student.pretrained or Path(cfg.student.pretrained).exists():
         # Nothing needs the hub: make any accidental hub look-up fail at once instead of hanging.
