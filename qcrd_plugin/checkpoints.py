@@ -60,9 +60,11 @@ class RunLock:
         self.handle.close()
 
 
-def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict, move_in: dict[str, Path] | None = None) -> Path:
+def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict, move_in: dict[str, Path] | None = None,
+               files: dict[str, str] | None = None) -> Path:
     """Write ``round_<k>/`` (HF model + tokenizer + training state) atomically; returns its path.
-    ``move_in``: folders written beforehand (DeepSpeed's optimizer shards) to move into it, by name.
+    ``move_in``: folders written beforehand (DeepSpeed's optimizer shards) to move into it, by name;
+    ``files``: text files to write into it, by name (the run record).
 
     On any failure (a full disk, say) the partial folder is removed and the error re-raised as
     :class:`RunAborted`; earlier checkpoints are never touched.
@@ -74,6 +76,8 @@ def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict,
         partial.mkdir()
         student.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
+        for name, text in (files or {}).items():
+            (partial / name).write_text(text, encoding="utf-8")
         faults.point("checkpoint_write", round_index)
         torch.save({"format": STATE_FORMAT, **state}, partial / STATE_FILE)
         for name, folder in (move_in or {}).items():

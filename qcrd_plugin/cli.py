@@ -157,7 +157,8 @@ def config_options(spec: dict[str, str | Flag]) -> Callable:
 def _as_overrides(config_flags: dict) -> list[str]:
     """``{"training.rounds": 2}`` -> ``["training.rounds=2"]``: flags go through load_config like
     ``-o`` overrides (given before them, so an explicit ``-o`` wins)."""
-    return [f"{key}={value}" for key, value in config_flags.items()]
+    listed = {key: f"[{value}]" for key, value in config_flags.items() if config_field(key)[0] is list}  # "a,b" -> [a,b]
+    return [f"{key}={listed.get(key, value)}" for key, value in config_flags.items()]
 
 
 class OneLineErrors(click.Group):
@@ -212,7 +213,8 @@ def _quiet_libraries(no_progress_bars: bool = False) -> None:
 
 # Flags that set a config key (built by config_options from the key's field).
 RUN_FLAGS = {"--name": "name", "--output-dir": "output_dir", "--task": "task.name", "--data-dir": "task.data_dir",
-             "--method": "method.name", "--rounds": "training.rounds", "--seed": "training.seed", "--device": "training.device"}
+             "--method": "method.name", "--rounds": "training.rounds", "--seed": "training.seed", "--device": "training.device",
+             "--report-to": Flag("training.report_to", note="Comma-separated, e.g. tensorboard,wandb.", type=click.STRING)}
 TEACH_FLAGS = {"--task": "task.name", "--source": "task.source", "--spec": Flag("task.spec", type=click.Path(dir_okay=False)),
                "--data-dir": "task.data_dir",
                "--teacher": "teacher.kind", "--model": "teacher.model", "--base-url": "teacher.base_url",
@@ -235,6 +237,26 @@ def main() -> None:
     """
 
 
+def _resume_config(resume_dir: Path, config_path, every: list[str], overwrite: bool) -> tuple[Path, list[str]]:
+    """(config file, overrides) of ``--resume``: the run's own saved config, nothing changed but,
+    to extend a run, more ``training.rounds`` (the learning-rate schedule then spans the new total)."""
+    extend = [o for o in every if o.split("=", 1)[0].strip() == "training.rounds"]
+    if config_path or overwrite or len(extend) < len(every):
+        _fail("--resume continues a run with the config saved in its directory; drop --config, --overwrite and the "
+              "override flags (only --rounds / -o training.rounds=N may extend it)")
+    saved = resume_dir / "config.yaml"
+    if not saved.is_file():
+        started = resume_dir.is_dir() and (resume_dir / ".lock").exists()
+        _fail(f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
+              "with the command that began it" if started else f"{resume_dir}: not a run directory (no config.yaml)")
+    if extend:
+        before = load_config(saved).training.rounds
+        after = load_config(saved, extend[-1:]).training.rounds
+        if after < before:
+            _fail(f"--rounds {after}: the run has {before} rounds already; a resumed run can be extended, not shortened")
+    return saved, [f"output_dir={resume_dir.resolve().parent}", f"name={resume_dir.resolve().name}", *extend[-1:]]
+
+
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Run config YAML, or the name of a shipped one (default, svamp_mcckd; see harness_configs/). Without it, built-in defaults are used.")
@@ -243,7 +265,7 @@ def main() -> None:
               help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Continue the run in this directory (after a kill, a full disk, a diverged loss) with its saved config.yaml; "
-                   "it ends with the metrics an uninterrupted run ends with.")
+                   "it ends with the metrics an uninterrupted run ends with. With --rounds N: extend a run to N rounds.")
 @click.option("--overwrite", is_flag=True, help="Start over in a run directory that already holds a run (its teacher cache is kept).")
 @click.option("--quiet", is_flag=True, help="No progress bars (ours, lm-eval's or transformers'); per-round lines and the summary stay.")
 def run(config_path, config_flags, overrides, resume_dir, overwrite, quiet) -> None:
@@ -257,15 +279,7 @@ def run(config_path, config_flags, overrides, resume_dir, overwrite, quiet) -> N
     """
     every = _as_overrides(config_flags) + list(overrides)
     if resume_dir is not None:
-        # A resumed run must be the run that was started: its own saved config, nothing changed.
-        if every or config_path or overwrite:
-            _fail("--resume continues a run with the config saved in its directory; drop --config, --overwrite and the override flags")
-        config_path = resume_dir / "config.yaml"
-        if not config_path.is_file():
-            started = resume_dir.is_dir() and (resume_dir / ".lock").exists()
-            _fail(f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
-                  "with the command that began it" if started else f"{resume_dir}: not a run directory (no config.yaml)")
-        every = [f"output_dir={resume_dir.resolve().parent}", f"name={resume_dir.resolve().name}"]
+        config_path, every = _resume_config(resume_dir, config_path, every, overwrite)
     cfg = load_config(config_path, every)
     if not cfg.student.pretrained or Path(cfg.student.pretrained).exists():
         # Nothing needs the hub: make any accidental hub look-up fail at once instead of hanging.
@@ -540,6 +554,24 @@ def config_command(config_path, overrides, list_keys) -> None:
     import yaml
 
     click.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
+
+
+@main.command("export")
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--round", "which", default="last", show_default=True,
+              help="Which round: a number, last, or best (highest headline accuracy; test-split scores).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="New folder to write.")
+def export_command(run_dir, which, out) -> None:
+    """Write one round of a finished run as a folder ready for the Hugging Face hub.
+
+    \b
+    Weights, tokenizer, model card (README.md), qcrd_run.json and lm-eval results; no training
+    state. Upload it with push_to_hub or `huggingface-cli upload <repo> <out>` (needs a network).
+    """
+    from .model_card import export_round
+
+    source = export_round(run_dir, which, out)
+    click.echo(f"wrote {out} from {source}")
 
 
 @main.command("tasks-path")

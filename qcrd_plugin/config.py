@@ -210,6 +210,9 @@ class TrainingConfig:
     precision: str = _opt("auto", "CUDA autocast dtype: auto (bf16 where supported), bf16 or fp32; CPU always trains in fp32",
                           choices=("auto", "bf16", "fp32"))
     compile: bool = _opt(False, "torch.compile every transformer block of the student and judge (pays a one-off compile time)")
+    report_to: list = _opt([], "log live to tensorboard and/or wandb (per-step losses, per-round metrics, config, pool statistics), "
+                           "as transformers' report_to; needs the extra: pip install 'qcrd-bench[tensorboard]'",
+                           choices=("tensorboard", "wandb"))
 
 
 @dataclass
@@ -269,6 +272,9 @@ def _check_value(value: Any, expected: type, meta: dict, where: str) -> Any:
     if expected is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {short_repr(value)}")
+        problem = next((value_problem(v, meta) for v in value if value_problem(v, meta)), None)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
         return value
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {short_repr(value)}")

@@ -73,7 +73,7 @@ def load_leaderboard_config(path: str | Path) -> LeaderboardConfig:
 
 
 # Where a run is written and which seed it is: not part of what a cell compares.
-NOT_IDENTITY = ("name", "output_dir", "training.seed")
+NOT_IDENTITY = ("name", "output_dir", "training.seed", "training.report_to")  # where a run goes and logs, not what it trains
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:

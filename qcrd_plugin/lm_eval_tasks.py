@@ -23,16 +23,21 @@ from .data import cot_prompt, cot_target as _cot_target, explain_prompt, predict
 from .metrics import cot_metrics, label_metrics, rationale_metrics
 from .questions import Question
 from .errors import UserInputError
+from .model_card import recorded_task
 from .tasks import fill_gold_rationales, load_task
 
 SPEC_ENV = "QCRD_TASK_SPEC"
 
 
 def _task_config(metadata: dict) -> TaskConfig:
+    """The task settings: the run's (``run_task``, in the training loop), else ``--metadata``'s,
+    else those recorded in the round folder lm-eval scores (``pretrained=``; model_card.py)."""
     family = metadata.get("family", "synth")
-    run_task = metadata.get("run_task") or {}
-    options = run_task if run_task.get("name") == family else metadata
     fields = {f.name for f in dataclasses.fields(TaskConfig)}
+    run_task = metadata.get("run_task") or {}
+    if not run_task and not any(key in fields for key in metadata):
+        run_task = recorded_task(metadata.get("pretrained")) or {}
+    options = run_task if run_task.get("name") == family else metadata
     values = {k: v for k, v in options.items() if k in fields and k != "name" and v not in (None, "")}
     if isinstance(values.get("source"), dict):  # --metadata '{"source": {"svamp": "mcc_kd"}}': per family
         values["source"] = values["source"].get(family, "")

@@ -11,6 +11,7 @@ at any moment resumes with ``--resume`` and ends with the metrics of an uninterr
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 import shutil
@@ -35,6 +36,7 @@ from .distributed import Launcher, TrainingStep, autocast_dtype, configure_cuda,
 from .errors import RunAborted, UserInputError, WriteFailed
 from .files import atomic_write_text, read_jsonl, write_jsonl
 from .methods import Method, build_method
+from .model_card import RUN_RECORD, model_card, run_record
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
 from .pools import read_pool, write_pool
 from .questions import Question, TaskData
@@ -44,6 +46,8 @@ from .sources import heldout_split
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, check_pretrained, judge_config, use_fused_gelu
 from .tasks import default_train_split, load_task
 from .teachers import build_teacher
+from .trackers import Trackers
+from .trackers import check_available as check_trackers
 
 
 class PhaseTimer:
@@ -238,6 +242,7 @@ class Run:
     pool_stats: dict
     setup_times: dict[str, float]
     amp_dtype: torch.dtype | None
+    trackers: Trackers | None  # training.report_to, rank 0 only
 
     @property
     def judge_params(self) -> list:
@@ -271,6 +276,8 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = prin
                 evaluate_round(recipe, round_index, student, judge)
         records = recipe.records if isinstance(recipe, Run) else recipe
         log(summary_table(records))
+        if isinstance(recipe, Run) and recipe.trackers is not None:
+            recipe.trackers.close()
     except WriteFailed as err:  # a full disk or a folder turned read-only: every finished round is intact
         raise RunAborted(f"{err}; free space and continue with `qcrd-bench run --resume {run_dir}`") from err
     finally:
@@ -338,6 +345,7 @@ def setup(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log
     log(f"run directory: {run_dir}   device: {launcher.device}{world}   method: {cfg.method.name}"
         + (f"   resuming after round {len(records)}" if records else ""))
     evaluation.check_task_names(cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name))
+    check_trackers(cfg.training.report_to)
     check_pretrained(cfg.student)
     task, splits, teacher, pools = sample_teacher(cfg, run_dir, launcher, progress, log, timer)
     with timer("self_consistency"):
@@ -364,8 +372,12 @@ def setup(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log
     # continues the same sequence of batches.
     schedule = list(itertools.islice(batches(examples, cfg.training.batch_size, cfg.training.seed), total_steps))
     evaluator = launcher.main_only(lambda: evaluation.Evaluator(cfg, task, teacher, tokenizer, heldout, launcher.device, timer))
+    trackers = launcher.main_only(lambda: Trackers(cfg.training.report_to, run_dir, cfg.to_dict()) if cfg.training.report_to else None)
+    if trackers is not None:
+        trackers.log_pool(pool_stats)
     return Run(cfg, run_dir, launcher, log, progress, timer, step_module, tokenizer, state, schedule, evaluator, records,
-               len(records) + 1, evaluate_pending, pool_stats, timer.pop(), autocast_dtype(launcher.device, cfg.training.precision))
+               len(records) + 1, evaluate_pending, pool_stats, timer.pop(), autocast_dtype(launcher.device, cfg.training.precision),
+               trackers)
 
 
 def sample_teacher(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log: Callable[[str], None],
@@ -486,6 +498,8 @@ def train_round(run: Run, round_index: int) -> None:
             state.scheduler.step()
         state.step += 1
         state.log.add(loss, components, batch)
+        if run.trackers is not None:
+            run.trackers.log_step(state.step, loss, components, state.scheduler.get_last_lr()[0])
         bar.set_postfix(loss=f"{loss:.3f}")
     state.log.stats = state.method.pop_round_statistics()
 
@@ -513,8 +527,10 @@ def save_round(run: Run, round_index: int, student, judge) -> None:
     with run.timer("checkpoint"):
         state = run.state.state_dict(launcher, run.step_module, run.run_dir)
         state |= {"round": round_index, "judge": judge.state_dict() if judge is not None else None}
+        record = json.dumps(run_record(run.cfg, round_index), indent=2)  # what lm-eval reads to score the right test set
         launcher.main_only(lambda: checkpoints.save_round(run.run_dir, round_index, student, run.tokenizer, state,
-                                                          move_in=launcher.checkpoint_folders(run.run_dir)))
+                                                          move_in=launcher.checkpoint_folders(run.run_dir),
+                                                          files={RUN_RECORD: record}))
 
 
 def evaluate_round(run: Run, round_index: int, student, judge) -> None:
@@ -546,11 +562,15 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
         record["headline_acc"] = headline_accuracy(record["eval"], record["label_task"], record["explain_task"],
                                                     state.method.answer_from)
         run.records.append(record)
+        folder = run.run_dir / f"round_{round_index}"
+        atomic_write_text(folder / "README.md", model_card(run_record(cfg, round_index), record, folder.resolve()))
         write_jsonl(run.run_dir / "metrics.jsonl", run.records)
         faults.point("metrics_written", round_index)
         # The previous round's training state is no longer the newest: only its weights stay
         # (a kill right here leaves it; the next --resume removes it: drop_stale_states).
         (run.run_dir / f"round_{round_index - 1}" / STATE_FILE).unlink(missing_ok=True)
+        if run.trackers is not None:
+            run.trackers.log_round(record)
         run.log(round_summary(record))
         warning = inactive_negatives_warning(cfg, record)
         if warning:

@@ -51,6 +51,43 @@ def test_lm_eval_cli_scores_the_real_families_and_the_qcrd_group(tiny_run, tmp_p
 
 @needs_data
 @pytest.mark.slow
+def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tmp_path):
+    """A run on MCC-KD's SVAMP: its round folder holds a model card and qcrd_run.json, and the
+    plain lm-eval CLI without --metadata scores MCC-KD's test questions (not DSbS's, the family's
+    default source); --metadata still chooses another."""
+    from qcrd_plugin.config import TaskConfig
+    from qcrd_plugin.tasks import load_task
+
+    tests = {source: len(load_task(TaskConfig(name="svamp", source=source, data_dir=DATA)).questions["test"])
+             for source in ("mcc_kd", "dsbs")}
+    assert tests["mcc_kd"] != tests["dsbs"]
+    small = ["task.max_train=24", "teacher.kind=pool", "training.rounds=1", "training.steps_per_round=2",
+             "judge.pretrain_steps=2", "evaluation.limit=4", "evaluation.faithfulness=false", "evaluation.overlap=false"]
+    proc = cli("qcrd-bench", "run", "--task", "svamp", "-o", "task.source=mcc_kd", "--output-dir", str(tmp_path),
+               "--name", "svamp_mcckd", "--quiet", *[a for o in small for a in ("-o", o)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "svamp_mcckd" / "round_1"
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers") and "from source `mcc_kd`" in card and "| qcrd_svamp | acc |" in card
+    assert json.loads((folder / "qcrd_run.json").read_text())["task_metadata"]["run_task"]["source"] == "mcc_kd"
+    # Exported for the hub: the record travels with the weights, the training state does not.
+    exported = tmp_path / "export"
+    proc = cli("qcrd-bench", "export", str(tmp_path / "svamp_mcckd"), "--round", "best", "--out", str(exported))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"model.safetensors", "README.md", "qcrd_run.json"} <= {f.name for f in exported.iterdir()}
+    assert not (exported / "training_state.pt").exists() and "test-split score" in (exported / "README.md").read_text()
+    bad = cli("qcrd-bench", "export", str(tmp_path / "svamp_mcckd"), "--round", "9", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "--round 9" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    for model, metadata, source in ((folder, None, "mcc_kd"), (exported, None, "mcc_kd"), (folder, {"source": "dsbs"}, "dsbs")):
+        extra = ["--limit", "2"] + (["--metadata", json.dumps(metadata)] if metadata else [])
+        out = tmp_path / f"out_{model.name}_{source}"
+        proc = lm_eval(f"pretrained={model},backend=seq2seq", "qcrd_svamp", out, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert results_of(out)["n-samples"]["qcrd_svamp"]["original"] == tests[source], (model, source)
+
+
+@needs_data
+@pytest.mark.slow
 def test_cot_variant_runs_with_a_causal_model(tmp_path):
     from test_teachers import tiny_causal_lm
 

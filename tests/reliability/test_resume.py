@@ -255,3 +255,23 @@ def test_damaged_checkpoints_and_an_early_kill_stop_resume_with_one_line(tmp_pat
     proc = invoke("run", "--resume", str(early))
     assert proc.returncode == 2 and "stopped before it saved its config.yaml" in proc.stderr and "start it again" in proc.stderr
     figures("bad_inputs_tried")
+
+
+def test_a_finished_run_is_extended_with_more_rounds(tmp_path):
+    """--resume RUN --rounds N continues a finished run to N rounds. With the warm-up spanning
+    every step the learning-rate schedule does not depend on the total, so the extended run ends
+    with the metrics of a run started with N rounds; fewer rounds or another key are refused."""
+    small = ["-o", "task.n_train=24", "-o", "task.n_valid=8", "-o", "task.n_test=12", "-o", "training.steps_per_round=3",
+             "-o", "training.warmup_steps=6", "-o", "judge.pretrain_steps=2", "-o", "evaluation.faithfulness=false",
+             "-o", "teacher.kind=simulated"]
+    for name, rounds in (("extended", "1"), ("fresh", "2")):
+        proc = subprocess.run([CLI, "run", "--quiet", "--output-dir", str(tmp_path), "--name", name, "--rounds", rounds, *small],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([CLI, "run", "--quiet", "--resume", str(tmp_path / "extended"), "--rounds", "2"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert comparable(metrics(tmp_path / "extended")) == comparable(metrics(tmp_path / "fresh"))
+    for extra, says in ((["--rounds", "1"], "can be extended, not shortened"), (["-o", "method.beta=0.3"], "only --rounds")):
+        proc = invoke("run", "--resume", str(tmp_path / "extended"), *extra)
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
