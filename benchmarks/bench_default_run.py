@@ -27,9 +27,24 @@ def measure() -> dict:
     (also written to benchmarks/results/default_run.json)."""
     out = Path(tempfile.mkdtemp(prefix="qcrd-bench-"))
     cli = str(Path(sys.executable).with_name("qcrd-bench"))
-    cmd = [cli, "run", "--config", str(REPO / "harness_configs" / "default.yaml"), "--output-dir", str(out), "--quiet", "--overwrite"]
+    cmd = [
+        cli,
+        "run",
+        "--config",
+        str(REPO / "harness_configs" / "default.yaml"),
+        "--output-dir",
+        str(out),
+        "--quiet",
+        "--overwrite",
+    ]
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"), capture_output=True)
+    subprocess.run(
+        cmd,
+        check=True,
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+        capture_output=True,
+    )
     wall = time.perf_counter() - start
     records = [json.loads(line) for line in (out / "default" / "metrics.jsonl").read_text().splitlines()]
     phases: dict[str, float] = dict(records[0]["setup_time_s"])
@@ -37,10 +52,13 @@ def measure() -> dict:
         for k, v in r["time_s"].items():
             phases[k] = round(phases.get(k, 0.0) + v, 2)
     result = {
-        "wall_s": round(wall, 1), "target_s": TARGET_S, "ratio_to_target": round(wall / TARGET_S, 3),
+        "wall_s": round(wall, 1),
+        "target_s": TARGET_S,
+        "ratio_to_target": round(wall / TARGET_S, 3),
         # The largest child waited for so far: run this before starting other children.
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-        "phases_s": phases, "final_acc": records[-1]["eval"]["qcrd_synth"]["acc"],
+        "phases_s": phases,
+        "final_acc": records[-1]["eval"]["qcrd_synth"]["acc"],
         "acc_per_round": [r["eval"]["qcrd_synth"]["acc"] for r in records],
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
@@ -52,8 +70,10 @@ def measure() -> dict:
 
 def main() -> None:
     result = measure()
-    print(f"default run: {result['wall_s']:.1f} s wall (target {TARGET_S:.0f} s, ratio {result['ratio_to_target']:.2f}), "
-          f"peak RSS {result['peak_rss_mib']} MiB; phases {result['phases_s']}")
+    print(
+        f"default run: {result['wall_s']:.1f} s wall (target {TARGET_S:.0f} s, ratio {result['ratio_to_target']:.2f}), "
+        f"peak RSS {result['peak_rss_mib']} MiB; phases {result['phases_s']}"
+    )
     print(f"accuracy per round: {result['acc_per_round']}")
 
 

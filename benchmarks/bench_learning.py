@@ -33,8 +33,13 @@ SETTINGS = {
     "dss": ["method.name=dss"],
     "causal-dss": ["method.name=dss", "student.family=causal"],
 }
-TARGETS = {"wall_s": ("<=", 180.0), "acc": (">=", {"qcrd": 0.70, "dss": 0.60, "causal-dss": 0.60}),
-           "step_validity": (">=", 0.80), "min_neg_active_after_round_1": (">=", 0.10), "judge_auc": (">=", 0.85)}
+TARGETS = {
+    "wall_s": ("<=", 180.0),
+    "acc": (">=", {"qcrd": 0.70, "dss": 0.60, "causal-dss": 0.60}),
+    "step_validity": (">=", 0.80),
+    "min_neg_active_after_round_1": (">=", 0.10),
+    "judge_auc": (">=", 0.85),
+}
 
 
 def run_once(setting: str, seed: int, out: Path) -> dict:
@@ -42,10 +47,27 @@ def run_once(setting: str, seed: int, out: Path) -> dict:
     cli = str(Path(sys.executable).with_name("qcrd-bench"))
     name = f"{setting}_seed{seed}"
     overrides = [arg for o in SETTINGS[setting] + [f"training.seed={seed}"] for arg in ("-o", o)]
-    cmd = [cli, "run", "--config", str(REPO / "harness_configs" / "default.yaml"), *overrides, "--name", name,
-           "--output-dir", str(out), "--quiet", "--overwrite"]
+    cmd = [
+        cli,
+        "run",
+        "--config",
+        str(REPO / "harness_configs" / "default.yaml"),
+        *overrides,
+        "--name",
+        name,
+        "--output-dir",
+        str(out),
+        "--quiet",
+        "--overwrite",
+    ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"), capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{setting} seed {seed} failed:\n{proc.stderr[-3000:]}")
@@ -54,14 +76,25 @@ def run_once(setting: str, seed: int, out: Path) -> dict:
     explain = final["eval"][final["explain_task"]]
     active = [(r.get("negatives") or {}).get("neg_active_share") for r in records]
     return {
-        "setting": setting, "seed": seed, "wall_s": round(wall, 1),
-        "acc": final["eval"][final["label_task"]]["acc"], "step_validity": explain.get("step_validity"),
+        "setting": setting,
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "acc": final["eval"][final["label_task"]]["acc"],
+        "step_validity": explain.get("step_validity"),
         "rationale_acc": explain.get("rationale_acc"),
         "min_neg_active_after_round_1": min(active[1:]) if len(active) > 1 and None not in active[1:] else None,
         "judge_auc": final.get("judge_auc_heldout"),
-        "per_round": [{"acc": r["eval"][r["label_task"]]["acc"], "step_validity": r["eval"][r["explain_task"]].get("step_validity"),
-                       "judge_auc": r.get("judge_auc_heldout"), "negatives": r.get("negatives"), "loss": r["loss"],
-                       "time_s": r["time_s"]} for r in records],
+        "per_round": [
+            {
+                "acc": r["eval"][r["label_task"]]["acc"],
+                "step_validity": r["eval"][r["explain_task"]].get("step_validity"),
+                "judge_auc": r.get("judge_auc_heldout"),
+                "negatives": r.get("negatives"),
+                "loss": r["loss"],
+                "time_s": r["time_s"],
+            }
+            for r in records
+        ],
     }
 
 
@@ -73,8 +106,11 @@ def summarise(runs: list[dict]) -> dict:
         table[setting] = {}
         for key in TARGETS:
             values = [r[key] for r in rows if r[key] is not None]
-            table[setting][key] = ({"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
-                                   if values else None)
+            table[setting][key] = (
+                {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
+                if values
+                else None
+            )
     return table
 
 
@@ -86,7 +122,11 @@ def target_of(key: str, setting: str) -> tuple[str, float] | None:
 
 def format_table(table: dict, seeds: list[int]) -> str:
     header = f"{'setting':<11} " + " ".join(f"{k:>30}" for k in TARGETS)
-    lines = [f"default budget, seeds {seeds}: mean [min, max]; target and whether the mean meets it", header, "-" * len(header)]
+    lines = [
+        f"default budget, seeds {seeds}: mean [min, max]; target and whether the mean meets it",
+        header,
+        "-" * len(header),
+    ]
     for setting, figures in table.items():
         cells = []
         for key in TARGETS:
@@ -94,7 +134,15 @@ def format_table(table: dict, seeds: list[int]) -> str:
             if cell is None:
                 cells.append(f"{'-':>30}")
                 continue
-            met = "" if target is None else (" ok" if (cell["mean"] <= target[1] if target[0] == "<=" else cell["mean"] >= target[1]) else " MISS")
+            met = (
+                ""
+                if target is None
+                else (
+                    " ok"
+                    if (cell["mean"] <= target[1] if target[0] == "<=" else cell["mean"] >= target[1])
+                    else " MISS"
+                )
+            )
             goal = "" if target is None else f" ({target[0]}{target[1]:g}{met})"
             cells.append(f"{cell['mean']:.3f} [{cell['min']:.3f}, {cell['max']:.3f}]{goal}".rjust(30))
         lines.append(f"{setting:<11} " + " ".join(cells))
@@ -104,7 +152,9 @@ def format_table(table: dict, seeds: list[int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
-    parser.add_argument("--only", default=",".join(SETTINGS), help=f"comma-separated settings among {', '.join(SETTINGS)}")
+    parser.add_argument(
+        "--only", default=",".join(SETTINGS), help=f"comma-separated settings among {', '.join(SETTINGS)}"
+    )
     args = parser.parse_args()
     settings = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in settings if s not in SETTINGS]
@@ -117,15 +167,23 @@ def main() -> None:
             for seed in args.seeds:
                 runs.append(run_once(setting, seed, out))
                 r = runs[-1]
-                print(f"{setting} seed {seed}: {r['wall_s']:.0f} s, acc {r['acc']:.3f}, step validity {r['step_validity']:.3f}", flush=True)
+                print(
+                    f"{setting} seed {seed}: {r['wall_s']:.0f} s, acc {r['acc']:.3f}, step validity {r['step_validity']:.3f}",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(out, ignore_errors=True)
     table = summarise(runs)
     text = format_table(table, args.seeds)
     print(text)
-    result = {"command": "python benchmarks/bench_learning.py " + " ".join(sys.argv[1:]), "seeds": args.seeds, "table": table,
-              "table_text": text, "runs": runs,
-              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+    result = {
+        "command": "python benchmarks/bench_learning.py " + " ".join(sys.argv[1:]),
+        "seeds": args.seeds,
+        "table": table,
+        "table_text": text,
+        "runs": runs,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    }
     (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
     (REPO / "benchmarks" / "results" / "learning.json").write_text(json.dumps(result, indent=2))
 

@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "benchmarks" / "configs" / "methods_synth.yaml"))
-    parser.add_argument("--noise", type=float, help="simulated teacher: step error rate per unit of temperature (default 0.16)")
+    parser.add_argument(
+        "--noise", type=float, help="simulated teacher: step error rate per unit of temperature (default 0.16)"
+    )
     args = parser.parse_args()
     grid = yaml.safe_load(Path(args.config).read_text())
     name = grid["name"]
@@ -41,9 +43,17 @@ def main() -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
     results = REPO / "benchmarks" / "results" / name
     results.mkdir(parents=True, exist_ok=True)
-    for file in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "accuracy_per_round.png", "rationale_metrics_per_round.png"):
+    for file in (
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.json",
+        "accuracy_per_round.png",
+        "rationale_metrics_per_round.png",
+    ):
         shutil.copy(REPO / grid["output_dir"] / file, results / file)
-    command = "python benchmarks/bench_methods.py" + (f" --config {Path(args.config).resolve().relative_to(REPO)}" if "synth" not in args.config else "")
+    command = "python benchmarks/bench_methods.py" + (
+        f" --config {Path(args.config).resolve().relative_to(REPO)}" if "synth" not in args.config else ""
+    )
     command += f" --noise {args.noise:g}" if args.noise is not None else ""
     (results / "command.txt").write_text(command + "\n")
     print((results / "leaderboard.md").read_text())

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gpu_bench import TokenCounter  # noqa: E402
+
 from qcrd_plugin.config import RunConfig, TeacherConfig  # noqa: E402
 from qcrd_plugin.data import build_examples  # noqa: E402
 from qcrd_plugin.discriminator import QualityJudge  # noqa: E402
@@ -132,10 +133,15 @@ def qcrd_step_breakdown(k: int = 5, steps: int = 20) -> dict[str, float]:
             finally:
                 name = name_of()
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+
         return wrapper
 
-    names = {"encode_prompts": lambda: "encode", "label_and_rationale_losses": lambda: "label_and_picks",
-             "rationale_losses": lambda: "selection", "score": lambda: "judge"}
+    names = {
+        "encode_prompts": lambda: "encode",
+        "label_and_rationale_losses": lambda: "label_and_picks",
+        "rationale_losses": lambda: "selection",
+        "score": lambda: "judge",
+    }
     originals = {name: getattr(qcrd_module, name) for name in names}
     per_step: dict[str, list[float]] = {}
     try:
@@ -172,9 +178,28 @@ def setup_examples(k: int = 5):
     questions = task.questions["train"]
     pool = build_teacher(cfg.teacher, task).sample(questions, k, cfg.teacher.temperature)
     torch.manual_seed(0)
-    student, tok = build_student(cfg.student, [q.question for q in questions] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples(questions, select_pool(pool, cfg.self_consistency), tok, cfg.student.max_input_tokens, cfg.student.max_target_tokens)
-    sample_negatives(student, copy.deepcopy(student.state_dict()), examples, 1, 1.5, cfg.negatives.max_new_tokens, 200, 0, "cpu", progress=False)
+    student, tok = build_student(
+        cfg.student, [q.question for q in questions] + [s.rationale for e in pool for s in e.samples]
+    )
+    examples = build_examples(
+        questions,
+        select_pool(pool, cfg.self_consistency),
+        tok,
+        cfg.student.max_input_tokens,
+        cfg.student.max_target_tokens,
+    )
+    sample_negatives(
+        student,
+        copy.deepcopy(student.state_dict()),
+        examples,
+        1,
+        1.5,
+        cfg.negatives.max_new_tokens,
+        200,
+        0,
+        "cpu",
+        progress=False,
+    )
     return cfg, student, tok, examples
 
 
@@ -198,7 +223,11 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3, repeats: int = 5) -> di
     cfg.method.name = "dss"
     stream = batches(examples, cfg.training.batch_size, 0)
     plan = [next(stream) for _ in range(warmup + steps)]
-    tokens = sum(len(ex.predict_ids) + len(ex.label_ids) + len(ex.explain_ids) + len(ex.positives[0]) for b in plan[warmup:] for ex in b)
+    tokens = sum(
+        len(ex.predict_ids) + len(ex.label_ids) + len(ex.explain_ids) + len(ex.positives[0])
+        for b in plan[warmup:]
+        for ex in b
+    )
     lr, alpha = cfg.training.learning_rate, cfg.method.alpha
 
     def ours() -> float:
@@ -226,13 +255,25 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3, repeats: int = 5) -> di
     def collate(items):
         p_ids, p_mask = pad([ex.predict_ids for ex in items], pad_id)
         e_ids, e_mask = pad([ex.explain_ids for ex in items], pad_id)
-        return {"input_ids": p_ids, "attention_mask": p_mask, "labels": pad_labels([ex.label_ids for ex in items]),
-                "explain_ids": e_ids, "explain_mask": e_mask, "rationale_labels": pad_labels([ex.positives[0] for ex in items])}
+        return {
+            "input_ids": p_ids,
+            "attention_mask": p_mask,
+            "labels": pad_labels([ex.label_ids for ex in items]),
+            "explain_ids": e_ids,
+            "explain_mask": e_mask,
+            "rationale_labels": pad_labels([ex.positives[0] for ex in items]),
+        }
 
     class MultiTaskTrainer(Seq2SeqTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            l_label = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"]).loss
-            l_rat = model(input_ids=inputs["explain_ids"], attention_mask=inputs["explain_mask"], labels=inputs["rationale_labels"]).loss
+            l_label = model(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"]
+            ).loss
+            l_rat = model(
+                input_ids=inputs["explain_ids"],
+                attention_mask=inputs["explain_mask"],
+                labels=inputs["rationale_labels"],
+            ).loss
             return alpha * l_label + (1 - alpha) * l_rat
 
         def _get_train_sampler(self, *args, **kwargs):
@@ -251,13 +292,30 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3, repeats: int = 5) -> di
     def hf(output_dir: str) -> float:
         """One Trainer run over the plan; seconds for the timed steps."""
         targs = Seq2SeqTrainingArguments(
-            output_dir=output_dir, per_device_train_batch_size=cfg.training.batch_size, max_steps=warmup + steps, learning_rate=lr,
-            lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", save_strategy="no",
-            report_to=[], logging_strategy="no", use_cpu=True, dataloader_num_workers=0, remove_unused_columns=False,
-            disable_tqdm=True, seed=0,
+            output_dir=output_dir,
+            per_device_train_batch_size=cfg.training.batch_size,
+            max_steps=warmup + steps,
+            learning_rate=lr,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            optim="adamw_torch_fused",
+            save_strategy="no",
+            report_to=[],
+            logging_strategy="no",
+            use_cpu=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            seed=0,
         )
-        trainer = MultiTaskTrainer(model=copy.deepcopy(student).train(), args=targs, train_dataset=[ex for b in plan for ex in b],
-                                   data_collator=collate, callbacks=[Clock()])
+        trainer = MultiTaskTrainer(
+            model=copy.deepcopy(student).train(),
+            args=targs,
+            train_dataset=[ex for b in plan for ex in b],
+            data_collator=collate,
+            callbacks=[Clock()],
+        )
         trainer.train()
         return Clock.end - Clock.start
 
@@ -267,8 +325,13 @@ def ours_vs_seq2seq_trainer(steps: int, warmup: int = 3, repeats: int = 5) -> di
             hf_s.append(hf(output_dir))
             ours_s.append(ours())
     ratios = [h / ((before + after) / 2) for h, before, after in zip(hf_s, ours_s, ours_s[1:])]
-    return {"ours_tokens_per_s": tokens / statistics.median(ours_s), "hf_tokens_per_s": tokens / statistics.median(hf_s),
-            "ratio": statistics.median(ratios), "ratios": ratios, "repeats": repeats}
+    return {
+        "ours_tokens_per_s": tokens / statistics.median(ours_s),
+        "hf_tokens_per_s": tokens / statistics.median(hf_s),
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "repeats": repeats,
+    }
 
 
 def eval_over_generate(repeats: int = 7) -> dict[str, float]:
@@ -291,12 +354,17 @@ def eval_over_generate(repeats: int = 7) -> dict[str, float]:
         student.eval()
         with torch.no_grad():
             for i in range(0, len(questions), 64):
-                ids, mask = pad(tok([predict_prompt(q.question) for q in questions[i : i + 64]])["input_ids"], tok.pad_token_id)
+                ids, mask = pad(
+                    tok([predict_prompt(q.question) for q in questions[i : i + 64]])["input_ids"], tok.pad_token_id
+                )
                 student.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=16)
 
     walls: dict[str, list[float]] = {"lm_eval": [], "generate": []}
     for _ in range(repeats):
-        for name, work in (("lm_eval", lambda: evaluation.evaluate(student, tok, tasks, manager, 64)), ("generate", generate)):
+        for name, work in (
+            ("lm_eval", lambda: evaluation.evaluate(student, tok, tasks, manager, 64)),
+            ("generate", generate),
+        ):
             start = time.perf_counter()
             work()
             walls[name].append(time.perf_counter() - start)
@@ -344,7 +412,12 @@ def teacher_throughput(latency: float, concurrency: int = 8, questions: int = 40
     server = multiprocessing.Process(target=_serve, args=(ports, latency), daemon=True)
     server.start()
     try:
-        cfg = TeacherConfig(kind="openai", model="bench", base_url=f"http://127.0.0.1:{ports.get(timeout=30)}/v1", concurrency=concurrency)
+        cfg = TeacherConfig(
+            kind="openai",
+            model="bench",
+            base_url=f"http://127.0.0.1:{ports.get(timeout=30)}/v1",
+            concurrency=concurrency,
+        )
         items = [Question(f"q{i}", f"What is {i} + 1?", str(i + 1)) for i in range(questions)]
         teacher = build_teacher(cfg, TaskData("bench", "bench", {"train": items}), None)
         teacher.cache = SampleCache(None)
@@ -355,13 +428,21 @@ def teacher_throughput(latency: float, concurrency: int = 8, questions: int = 40
         server.terminate()
     measured = questions * k / wall
     ideal = concurrency / latency
-    return {"latency_s": latency, "concurrency": concurrency, "requests": questions * k, "requests_per_s": measured,
-            "ideal_requests_per_s": ideal, "ratio": measured / ideal}
+    return {
+        "latency_s": latency,
+        "concurrency": concurrency,
+        "requests": questions * k,
+        "requests_per_s": measured,
+        "ideal_requests_per_s": ideal,
+        "ratio": measured / ideal,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per step-time measurement (after 3 warm-up steps)")
+    parser.add_argument(
+        "--steps", type=int, default=40, help="timed steps per step-time measurement (after 3 warm-up steps)"
+    )
     parser.add_argument("--rss", action="store_true", help="also run the default job once and record its peak RSS")
     args = parser.parse_args()
     default_run = None
@@ -369,15 +450,26 @@ def main() -> None:
         from bench_default_run import measure
 
         default_run = measure()
-    results: dict = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                                 "torch": torch.__version__, "threads": torch.get_num_threads()}}
+    results: dict = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
+    }
     results["a_ours_over_seq2seq_trainer"] = {**ours_vs_seq2seq_trainer(args.steps), "target": ">= 1.2"}
     scaling = {k: step_times(k, args.steps, direct=k == 5) for k in (1, 5, 10)}
-    results["b_qcrd_over_dss_step"] = {"ratio": scaling[5]["qcrd"] / scaling[5]["dss"], "target": "<= 1.5",
-                                       "dss_s": scaling[5]["dss"], "qcrd_s": scaling[5]["qcrd"],
-                                       "direct_qcrd_s": scaling[5]["qcrd_direct"],
-                                       "direct_qcrd_over_dss": scaling[5]["qcrd_direct"] / scaling[5]["dss"],
-                                       "work_ratio": scaling[5]["qcrd_model_gflops"] / scaling[5]["dss_model_gflops"]}
+    results["b_qcrd_over_dss_step"] = {
+        "ratio": scaling[5]["qcrd"] / scaling[5]["dss"],
+        "target": "<= 1.5",
+        "dss_s": scaling[5]["dss"],
+        "qcrd_s": scaling[5]["qcrd"],
+        "direct_qcrd_s": scaling[5]["qcrd_direct"],
+        "direct_qcrd_over_dss": scaling[5]["qcrd_direct"] / scaling[5]["dss"],
+        "work_ratio": scaling[5]["qcrd_model_gflops"] / scaling[5]["dss_model_gflops"],
+    }
     results["b_qcrd_step_breakdown_ms"] = qcrd_step_breakdown(5, args.steps)
     results["c_lm_eval_over_generate"] = {**eval_over_generate(), "target": "<= 1.3"}
     # 50 ms is far below an LLM's answer time and so the harshest test of the client's overhead;
@@ -391,15 +483,26 @@ def main() -> None:
     (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
     (REPO / "benchmarks" / "results" / "ratios.json").write_text(json.dumps(results, indent=2))
     print(f"{'measure':<44} {'value':>8}  target")
-    print(f"{'(a) our DSS tokens/s / HF Seq2SeqTrainer':<44} {results['a_ours_over_seq2seq_trainer']['ratio']:>8.2f}  >= 1.2")
+    print(
+        f"{'(a) our DSS tokens/s / HF Seq2SeqTrainer':<44} {results['a_ours_over_seq2seq_trainer']['ratio']:>8.2f}  >= 1.2"
+    )
     print(f"{'(b) QCRD step / DSS step (K=5)':<44} {results['b_qcrd_over_dss_step']['ratio']:>8.2f}  <= 1.5")
-    print(f"{'    (b) reference: QCRD computed directly':<44} {results['b_qcrd_over_dss_step']['direct_qcrd_over_dss']:>8.2f}")
+    print(
+        f"{'    (b) reference: QCRD computed directly':<44} {results['b_qcrd_over_dss_step']['direct_qcrd_over_dss']:>8.2f}"
+    )
     print(f"{'    (b) work: QCRD model FLOPs / DSS':<44} {results['b_qcrd_over_dss_step']['work_ratio']:>8.2f}")
     parts = results["b_qcrd_step_breakdown_ms"]
-    print("    QCRD step, ms: " + ", ".join(f"{key} {value:.1f}" for key, value in sorted(parts.items(), key=lambda kv: -kv[1])))
+    print(
+        "    QCRD step, ms: "
+        + ", ".join(f"{key} {value:.1f}" for key, value in sorted(parts.items(), key=lambda kv: -kv[1]))
+    )
     print(f"{'(c) lm-eval evaluation / raw generate':<44} {results['c_lm_eval_over_generate']['ratio']:>8.2f}  <= 1.3")
-    print(f"{'(d) openai teacher / ideal, 50 ms latency':<44} {results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9")
-    print(f"{'(d) openai teacher / ideal, 200 ms latency':<44} {results['d_openai_teacher_throughput_200ms']['ratio']:>8.2f}  >= 0.9")
+    print(
+        f"{'(d) openai teacher / ideal, 50 ms latency':<44} {results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9"
+    )
+    print(
+        f"{'(d) openai teacher / ideal, 200 ms latency':<44} {results['d_openai_teacher_throughput_200ms']['ratio']:>8.2f}  >= 0.9"
+    )
     for k, v in scaling.items():
         print(f"{f'(e) step s at K={k}: dss / qcrd':<44} {v['dss']:>8.3f}  {v['qcrd']:.3f}")
     if default_run:

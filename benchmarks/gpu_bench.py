@@ -70,20 +70,39 @@ from qcrd_plugin.data import TrainExample  # noqa: E402
 from qcrd_plugin.discriminator import QualityJudge  # noqa: E402
 from qcrd_plugin.methods import base as methods_base  # noqa: E402
 from qcrd_plugin.methods import build_method  # noqa: E402
-from qcrd_plugin.training import compile_blocks  # noqa: E402
 from qcrd_plugin.methods import dss as methods_dss  # noqa: E402
 from qcrd_plugin.methods import qcrd as methods_qcrd  # noqa: E402
 from qcrd_plugin.students import judge_config, use_fused_gelu  # noqa: E402
+from qcrd_plugin.training import compile_blocks  # noqa: E402
 
 PAD, EOS, FIRST_TOKEN = 0, 1, 4  # T5 convention: 0 pad, 1 eos; ids 0..3 are special in the repo
 
 # Dense bf16 tensor-core peak, TFLOP/s (vendor data sheets, without sparsity).
-PEAK_BF16_TFLOPS = {"H100 SXM": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
+PEAK_BF16_TFLOPS = {
+    "H100 SXM": 989.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L4": 121.0,
+}
 
 SHAPES = {
     # name: model dims and mean lengths (prompt, rationale, label incl. EOS)
-    "t5-base": dict(d_model=768, d_ff=3072, num_layers=12, num_heads=12, d_kv=64, vocab_size=32128, prompt=64, rationale=96, label=4),
-    "tiny": dict(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, vocab_size=512, prompt=16, rationale=24, label=3),
+    "t5-base": dict(
+        d_model=768,
+        d_ff=3072,
+        num_layers=12,
+        num_heads=12,
+        d_kv=64,
+        vocab_size=32128,
+        prompt=64,
+        rationale=96,
+        label=4,
+    ),
+    "tiny": dict(
+        d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, vocab_size=512, prompt=16, rationale=24, label=3
+    ),
 }
 
 
@@ -103,14 +122,26 @@ def peak_tflops(gpu_name: str) -> float | None:
 
 def student_config(shape: dict) -> T5Config:
     return T5Config(
-        vocab_size=shape["vocab_size"], d_model=shape["d_model"], d_ff=shape["d_ff"], d_kv=shape["d_kv"],
-        num_layers=shape["num_layers"], num_decoder_layers=shape["num_layers"], num_heads=shape["num_heads"],
-        dropout_rate=0.0, feed_forward_proj="relu", tie_word_embeddings=True,
-        pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD, n_positions=512,
+        vocab_size=shape["vocab_size"],
+        d_model=shape["d_model"],
+        d_ff=shape["d_ff"],
+        d_kv=shape["d_kv"],
+        num_layers=shape["num_layers"],
+        num_decoder_layers=shape["num_layers"],
+        num_heads=shape["num_heads"],
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        decoder_start_token_id=PAD,
+        n_positions=512,
     )
 
 
-def synthetic_examples(n: int, shape: dict, positives: int, llm_negatives: int, student_negatives: int, seed: int) -> list[TrainExample]:
+def synthetic_examples(
+    n: int, shape: dict, positives: int, llm_negatives: int, student_negatives: int, seed: int
+) -> list[TrainExample]:
     """``n`` questions of random token ids at the shape's mean lengths (+-12%), each ending in EOS."""
     rng = random.Random(seed)
     vocab = shape["vocab_size"]
@@ -120,12 +151,18 @@ def synthetic_examples(n: int, shape: dict, positives: int, llm_negatives: int, 
         length = max(2, rng.randint(mean - spread, mean + spread))
         return [rng.randrange(FIRST_TOKEN, vocab) for _ in range(length - 1)] + [EOS]
 
-    return [TrainExample(
-        id=f"q{i}", predict_ids=seq(shape["prompt"]), explain_ids=seq(shape["prompt"]), label_ids=seq(shape["label"]),
-        positives=[seq(shape["rationale"]) for _ in range(positives)],
-        llm_negatives=[seq(shape["rationale"]) for _ in range(llm_negatives)],
-        student_negatives=[seq(shape["rationale"]) for _ in range(student_negatives)],
-    ) for i in range(n)]
+    return [
+        TrainExample(
+            id=f"q{i}",
+            predict_ids=seq(shape["prompt"]),
+            explain_ids=seq(shape["prompt"]),
+            label_ids=seq(shape["label"]),
+            positives=[seq(shape["rationale"]) for _ in range(positives)],
+            llm_negatives=[seq(shape["rationale"]) for _ in range(llm_negatives)],
+            student_negatives=[seq(shape["rationale"]) for _ in range(student_negatives)],
+        )
+        for i in range(n)
+    ]
 
 
 def stack_params(stack) -> int:
@@ -142,8 +179,14 @@ class TokenCounter:
 
     def __init__(self, student, judge):
         self.p_enc = stack_params(student.encoder)
-        self.p_dec = stack_params(student.decoder) + student.config.vocab_size * student.config.d_model  # + LM-head matmul
-        self.p_judge = 0 if judge is None else stack_params(judge.encoder.encoder) + sum(p.numel() for p in judge.head.parameters())
+        self.p_dec = (
+            stack_params(student.decoder) + student.config.vocab_size * student.config.d_model
+        )  # + LM-head matmul
+        self.p_judge = (
+            0
+            if judge is None
+            else stack_params(judge.encoder.encoder) + sum(p.numel() for p in judge.head.parameters())
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -169,13 +212,19 @@ class TokenCounter:
 
         def label_loss(student, batch, *args, **kwargs):
             encoded = args[1] if len(args) > 1 else kwargs.get("encoded")  # (device, encoded)
-            self.add(0 if encoded is not None else sum(len(ex.predict_ids) for ex in batch), sum(len(ex.label_ids) for ex in batch))
+            self.add(
+                0 if encoded is not None else sum(len(ex.predict_ids) for ex in batch),
+                sum(len(ex.label_ids) for ex in batch),
+            )
             return originals["label_loss"](student, batch, *args, **kwargs)
 
         def rationale_losses(student, batch, rationales, *args, **kwargs):
             encoded = args[3] if len(args) > 3 else kwargs.get("encoded")  # (owner, device, bucket_size, encoded)
             if rationales:  # an empty call encodes nothing
-                self.add(0 if encoded is not None else sum(len(ex.explain_ids) for ex in batch), sum(len(r) for r in rationales))
+                self.add(
+                    0 if encoded is not None else sum(len(ex.explain_ids) for ex in batch),
+                    sum(len(r) for r in rationales),
+                )
             return originals["rationale_losses"](student, batch, rationales, *args, **kwargs)
 
         def label_and_rationale_losses(student, batch, rationales, *args, **kwargs):
@@ -187,15 +236,26 @@ class TokenCounter:
             self.add(0, 0, sum(len(i) for i in inputs))
             return originals["score"](judge, inputs, *args, **kwargs)
 
-        patches = [(module, name, wrapper) for module in (methods_dss, methods_qcrd)
-                   for name, wrapper in (("encode_prompts", encode_prompts), ("label_loss", label_loss), ("rationale_losses", rationale_losses),
-                                         ("label_and_rationale_losses", label_and_rationale_losses))
-                   if hasattr(module, name)]
+        patches = [
+            (module, name, wrapper)
+            for module in (methods_dss, methods_qcrd)
+            for name, wrapper in (
+                ("encode_prompts", encode_prompts),
+                ("label_loss", label_loss),
+                ("rationale_losses", rationale_losses),
+                ("label_and_rationale_losses", label_and_rationale_losses),
+            )
+            if hasattr(module, name)
+        ]
         patches.append((methods_qcrd, "score", score))
         saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
-        originals.update(encode_prompts=methods_base.encode_prompts, label_loss=methods_base.label_loss,
-                         rationale_losses=methods_base.rationale_losses,
-                         label_and_rationale_losses=methods_base.label_and_rationale_losses, score=methods_qcrd.score)
+        originals.update(
+            encode_prompts=methods_base.encode_prompts,
+            label_loss=methods_base.label_loss,
+            rationale_losses=methods_base.rationale_losses,
+            label_and_rationale_losses=methods_base.label_and_rationale_losses,
+            score=methods_qcrd.score,
+        )
         try:
             for module, name, wrapper in patches:
                 setattr(module, name, wrapper)
@@ -227,7 +287,9 @@ def bench_method(name: str, base_student, examples: list[TrainExample], args, de
         compiled = compile_blocks(student) + sum(compile_blocks(m) for m in method.extra_modules())
     groups = [{"params": list(student.parameters()), "lr": cfg.training.learning_rate}]
     groups += [{"params": list(m.parameters()), "lr": cfg.judge.learning_rate} for m in method.extra_modules()]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.training.weight_decay, fused=True)  # as qcrd_plugin.training builds it
+    optimizer = torch.optim.AdamW(
+        groups, weight_decay=cfg.training.weight_decay, fused=True
+    )  # as qcrd_plugin.training builds it
     all_params = [p for g in groups for p in g["params"]]
     counter = TokenCounter(student, judge)
     bs = args.batch_size
@@ -280,37 +342,69 @@ def bench_method(name: str, base_student, examples: list[TrainExample], args, de
 
 
 def machine_info(device: torch.device) -> dict:
-    info = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "cpu_threads": torch.get_num_threads(), "device": str(device)}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cpu_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(gpu=torch.cuda.get_device_name(device), gpu_count=torch.cuda.device_count(),
-                    gpu_memory_gib=round(props.total_memory / 2**30, 1), compute_capability=f"{props.major}.{props.minor}",
-                    cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=torch.cuda.get_device_name(device),
+            gpu_count=torch.cuda.device_count(),
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            compute_capability=f"{props.major}.{props.minor}",
+            cudnn=torch.backends.cudnn.version(),
+        )
     return info
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.autocast to bf16 around the forward passes (default: on for cuda, off for cpu)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every transformer block of the student and judge")
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.autocast to bf16 around the forward passes (default: on for cuda, off for cpu)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile every transformer block of the student and judge"
+    )
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (CUDA)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per method (default 20: 5 online judge updates)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3, 8 with --compile, 1 with --tiny)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed steps per method (default 20: 5 online judge updates)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first (default 3, 8 with --compile, 1 with --tiny)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="questions per step")
     parser.add_argument("--positives", type=int, default=4, help="teacher positives per question")
-    parser.add_argument("--llm-negatives", type=int, default=1, help="teacher negatives per question (positives + these = K)")
-    parser.add_argument("--student-negatives", type=int, default=1, help="student negatives per question (set directly, not sampled)")
+    parser.add_argument(
+        "--llm-negatives", type=int, default=1, help="teacher negatives per question (positives + these = K)"
+    )
+    parser.add_argument(
+        "--student-negatives", type=int, default=1, help="student negatives per question (set directly, not sampled)"
+    )
     parser.add_argument("--methods", default="dss,qcrd", help="comma-separated methods to time")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and lengths: a CPU smoke test in seconds")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s for MFU (default: from the GPU name)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: 1 with --tiny, so a smoke test on a busy machine is not slowed by "
-                             "oversubscription; else torch's default)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s for MFU (default: from the GPU name)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 with --tiny, so a smoke test on a busy machine is not slowed by "
+        "oversubscription; else torch's default)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/gpu_bench[_cpu_smoke].json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="result JSON (default benchmarks/results/gpu_bench[_cpu_smoke].json)"
+    )
     args = parser.parse_args(argv)
     if args.bf16 is None:
         args.bf16 = args.device == "cuda"
@@ -337,7 +431,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     base_student = T5ForConditionalGeneration(student_config(shape))
     n_batches = max(4, args.warmup + args.steps) if args.tiny else 8
-    examples = synthetic_examples(args.batch_size * n_batches, shape, args.positives, args.llm_negatives, args.student_negatives, args.seed)
+    examples = synthetic_examples(
+        args.batch_size * n_batches, shape, args.positives, args.llm_negatives, args.student_negatives, args.seed
+    )
 
     peak = args.peak_tflops
     if peak is None and device.type == "cuda":
@@ -353,15 +449,26 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "machine": machine_info(device),
-        "settings": {"shape": "tiny" if args.tiny else "t5-base", **{k: v for k, v in shape.items()}, "device": args.device,
-                     "bf16_autocast": args.bf16, "tf32": args.tf32, "compile": args.compile, "batch_size": args.batch_size,
-                     "steps": args.steps, "warmup": args.warmup, "positives": args.positives, "llm_negatives": args.llm_negatives,
-                     "student_negatives": args.student_negatives, "peak_tflops_bf16_dense": peak},
+        "settings": {
+            "shape": "tiny" if args.tiny else "t5-base",
+            **{k: v for k, v in shape.items()},
+            "device": args.device,
+            "bf16_autocast": args.bf16,
+            "tf32": args.tf32,
+            "compile": args.compile,
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "positives": args.positives,
+            "llm_negatives": args.llm_negatives,
+            "student_negatives": args.student_negatives,
+            "peak_tflops_bf16_dense": peak,
+        },
         "definitions": {
             "tokens_per_s": "non-pad input + target tokens of every student and judge forward pass of a step "
-                            "(with or without grad) / s_per_step",
+            "(with or without grad) / s_per_step",
             "model_flops": "6 x params x tokens per pass with backward, 2 x params x tokens per no-grad pass; per stack "
-                           "(encoder, decoder + LM head, judge); embedding lookups, attention scores and padding not counted",
+            "(encoder, decoder + LM head, judge); embedding lookups, attention scores and padding not counted",
             "mfu": "achieved model FLOP/s / peak dense bf16 FLOP/s of the GPU",
         },
         "results": results,
@@ -374,14 +481,20 @@ def main(argv: list[str] | None = None) -> dict:
     out.write_text(json.dumps(report, indent=2) + "\n")
 
     gpu = report["machine"].get("gpu", "cpu")
-    print(f"{gpu} | torch {torch.__version__} | {report['settings']['shape']} | batch {args.batch_size} | bf16 {args.bf16} | "
-          f"tf32 {args.tf32} | compile {args.compile} | {args.steps} steps after {args.warmup} warm-up")
-    print(f"{'method':<6} {'s/step':>8} {'questions/s':>12} {'tokens/s':>11} {'TFLOP/s':>9} {'MFU':>7} {'peak GiB':>9}")
+    print(
+        f"{gpu} | torch {torch.__version__} | {report['settings']['shape']} | batch {args.batch_size} | bf16 {args.bf16} | "
+        f"tf32 {args.tf32} | compile {args.compile} | {args.steps} steps after {args.warmup} warm-up"
+    )
+    print(
+        f"{'method':<6} {'s/step':>8} {'questions/s':>12} {'tokens/s':>11} {'TFLOP/s':>9} {'MFU':>7} {'peak GiB':>9}"
+    )
     for name, r in results.items():
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_memory_gib']:.1f}" if "peak_memory_gib" in r else "n/a"
-        print(f"{name:<6} {r['s_per_step']:>8.4f} {r['questions_per_s']:>12.1f} {r['tokens_per_s']:>11.0f} "
-              f"{r['achieved_tflops']:>9.3f} {mfu:>7} {mem:>9}")
+        print(
+            f"{name:<6} {r['s_per_step']:>8.4f} {r['questions_per_s']:>12.1f} {r['tokens_per_s']:>11.0f} "
+            f"{r['achieved_tflops']:>9.3f} {mfu:>7} {mem:>9}"
+        )
     if "qcrd_over_dss_step" in report:
         print(f"QCRD step / DSS step: {report['qcrd_over_dss_step']:.2f}")
     print(f"wrote {out}")

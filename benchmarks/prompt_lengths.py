@@ -37,18 +37,32 @@ def lengths(cfg: TaskConfig, vocab_size: int) -> list[int]:
 
 def main() -> None:
     vocab = StudentConfig().vocab_size
-    cases = [TaskConfig(name="synth")] + [TaskConfig(name=family, source=source) for family, spec in FAMILIES.items()
-                                           if family != "synth" for source in spec.sources]
+    cases = [TaskConfig(name="synth")] + [
+        TaskConfig(name=family, source=source)
+        for family, spec in FAMILIES.items()
+        if family != "synth"
+        for source in spec.sources
+    ]
     cases.append(TaskConfig(name="custom", spec=str(REPO / "harness_configs" / "tasks" / "shop_math.yaml")))
     rows = []
     for cfg in cases:
         counts = sorted(lengths(cfg, vocab))
-        row = {"task": cfg.name, "source": cfg.source or "-", "prompts": len(counts), "median": counts[len(counts) // 2],
-               "p99": counts[int(0.99 * (len(counts) - 1))], "max": counts[-1], "over_128": sum(c > 128 for c in counts)}
+        row = {
+            "task": cfg.name,
+            "source": cfg.source or "-",
+            "prompts": len(counts),
+            "median": counts[len(counts) // 2],
+            "p99": counts[int(0.99 * (len(counts) - 1))],
+            "max": counts[-1],
+            "over_128": sum(c > 128 for c in counts),
+        }
         rows.append(row)
         print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     out = REPO / "benchmarks" / "results" / "prompt_lengths.json"
-    out.write_text(json.dumps({"vocab_size": vocab, "command": "python benchmarks/prompt_lengths.py", "rows": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps({"vocab_size": vocab, "command": "python benchmarks/prompt_lengths.py", "rows": rows}, indent=1)
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -29,7 +29,6 @@ runs/reproduce/ (--runs-dir).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -42,8 +41,18 @@ sys.path.insert(0, str(REPO))
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from qcrd_plugin.leaderboard import (RunResult, config_hash, figure, identity_hash, is_finished, mean_ci, metric_value,  # noqa: E402
-                                      read_run, run_cost, strict_json)
+from qcrd_plugin.leaderboard import (
+    RunResult,
+    config_hash,
+    figure,
+    identity_hash,
+    is_finished,
+    mean_ci,
+    metric_value,  # noqa: E402
+    read_run,
+    run_cost,
+    strict_json,
+)
 from qcrd_plugin.significance import holm, paired_test, verdict  # noqa: E402
 
 QUALITY = ("step_validity", "consistency", "faithful_truncate", "faithful_corrupt")
@@ -59,34 +68,81 @@ class Cell:
 
 def ladder(rows: list[tuple[str, tuple[str, ...], float | None]]) -> list[Cell]:
     """Cells each compared with the one above (the first is the reference)."""
-    return [Cell(label, overrides, paper, rows[i - 1][0] if i else None) for i, (label, overrides, paper) in enumerate(rows)]
+    return [
+        Cell(label, overrides, paper, rows[i - 1][0] if i else None)
+        for i, (label, overrides, paper) in enumerate(rows)
+    ]
 
 
 def against(reference: str, rows: list[tuple[str, tuple[str, ...], float | None]]) -> list[Cell]:
-    return [Cell(label, overrides, paper, None if label == reference else reference) for label, overrides, paper in rows]
+    return [
+        Cell(label, overrides, paper, None if label == reference else reference) for label, overrides, paper in rows
+    ]
 
 
 QCRD = ("method.name=qcrd",)
 EXPERIMENTS: dict[str, tuple[str, list[Cell]]] = {
-    "table1": ("Table 1: methods", against("dss", [
-        ("finetune", ("method.name=finetune",), 63.0), ("single_task", ("method.name=single_task",), 59.0),
-        ("dss", ("method.name=dss",), 65.5), ("mi", ("method.name=mi",), 67.5), ("qcrd", QCRD, 69.0)])),
-    "table4": ("Table 4: the ablation ladder", ladder([
-        ("DSS", ("method.name=dss", "self_consistency.enabled=false"), 65.5),
-        ("+ED", QCRD + ("negatives.enabled=false", "judge.enabled=false"), 67.0),
-        ("+NK", QCRD + ("judge.enabled=false",), 68.5),
-        ("+QJ", QCRD, 69.0)])),
-    "table5": ("Table 5: set reductions", against("MinMax", [
-        ("MinMax", QCRD, 69.0), ("MaxMin", QCRD + ("method.set_reduction=maxmin",), 67.0),
-        ("Sampling", QCRD + ("method.set_reduction=sampling",), 66.5), ("Mean", QCRD + ("method.set_reduction=mean",), 65.0),
-        ("W-mean", QCRD + ("method.set_reduction=weighted_mean",), 66.0)])),
-    "negatives": ("Negative sources", against("j=5", [
-        ("j=3", QCRD + ("negatives.j_back=3",), 68.0), ("j=5", QCRD, 69.0), ("j=10", QCRD + ("negatives.j_back=10",), 68.5),
-        ("Fixed", QCRD + ("negatives.generator=fixed",), 66.5), ("SC (LLM minority only)", QCRD + ("negatives.source=llm",), 64.5)])),
-    "fig4": ("Fig. 4: training-set size", [
-        cell for share in (25, 50, 75, 100)
-        for cell in (Cell(f"DSS {share}%", ("method.name=dss", f"task.n_train={40 * share}")),
-                     Cell(f"QCRD {share}%", QCRD + (f"task.n_train={40 * share}",), None, f"DSS {share}%"))]),
+    "table1": (
+        "Table 1: methods",
+        against(
+            "dss",
+            [
+                ("finetune", ("method.name=finetune",), 63.0),
+                ("single_task", ("method.name=single_task",), 59.0),
+                ("dss", ("method.name=dss",), 65.5),
+                ("mi", ("method.name=mi",), 67.5),
+                ("qcrd", QCRD, 69.0),
+            ],
+        ),
+    ),
+    "table4": (
+        "Table 4: the ablation ladder",
+        ladder(
+            [
+                ("DSS", ("method.name=dss", "self_consistency.enabled=false"), 65.5),
+                ("+ED", QCRD + ("negatives.enabled=false", "judge.enabled=false"), 67.0),
+                ("+NK", QCRD + ("judge.enabled=false",), 68.5),
+                ("+QJ", QCRD, 69.0),
+            ]
+        ),
+    ),
+    "table5": (
+        "Table 5: set reductions",
+        against(
+            "MinMax",
+            [
+                ("MinMax", QCRD, 69.0),
+                ("MaxMin", QCRD + ("method.set_reduction=maxmin",), 67.0),
+                ("Sampling", QCRD + ("method.set_reduction=sampling",), 66.5),
+                ("Mean", QCRD + ("method.set_reduction=mean",), 65.0),
+                ("W-mean", QCRD + ("method.set_reduction=weighted_mean",), 66.0),
+            ],
+        ),
+    ),
+    "negatives": (
+        "Negative sources",
+        against(
+            "j=5",
+            [
+                ("j=3", QCRD + ("negatives.j_back=3",), 68.0),
+                ("j=5", QCRD, 69.0),
+                ("j=10", QCRD + ("negatives.j_back=10",), 68.5),
+                ("Fixed", QCRD + ("negatives.generator=fixed",), 66.5),
+                ("SC (LLM minority only)", QCRD + ("negatives.source=llm",), 64.5),
+            ],
+        ),
+    ),
+    "fig4": (
+        "Fig. 4: training-set size",
+        [
+            cell
+            for share in (25, 50, 75, 100)
+            for cell in (
+                Cell(f"DSS {share}%", ("method.name=dss", f"task.n_train={40 * share}")),
+                Cell(f"QCRD {share}%", QCRD + (f"task.n_train={40 * share}",), None, f"DSS {share}%"),
+            )
+        ],
+    ),
 }
 
 
@@ -119,8 +175,15 @@ def table_rows(cells: list[Cell], runs: dict[str, list[RunResult]]) -> list[dict
     for cell in cells:
         mine = runs[cell.label]
         acc, acc_ci, n = mean_ci([accuracy(r) for r in mine])
-        row = {"label": cell.label, "paper": cell.paper, "reference": cell.reference, "seeds": sorted(r.seed for r in mine),
-               "acc": acc, "acc_ci95": acc_ci, "n": n}
+        row = {
+            "label": cell.label,
+            "paper": cell.paper,
+            "reference": cell.reference,
+            "seeds": sorted(r.seed for r in mine),
+            "acc": acc,
+            "acc_ci95": acc_ci,
+            "n": n,
+        }
         if cell.reference:
             theirs = {r.seed: accuracy(r) for r in runs[cell.reference]}
             row.update(paired_test([accuracy(r) - theirs[r.seed] for r in mine if r.seed in theirs]))
@@ -144,15 +207,31 @@ def fmt(value, half=None, digits=3) -> str:
 
 
 def markdown(title: str, rows: list[dict]) -> str:
-    lines = [f"## {title}", "",
-             "| row | paper (SVAMP %) | acc | vs | difference | p (Holm) | verdict | step validity | consistency | "
-             "faithful trunc. | faithful corrupt | wall s | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## {title}",
+        "",
+        "| row | paper (SVAMP %) | acc | vs | difference | p (Holm) | verdict | step validity | consistency | "
+        "faithful trunc. | faithful corrupt | wall s | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(" | ".join([
-            f"| {r['label']}", fmt(r["paper"], digits=1), f"{fmt(r['acc'], r['acc_ci95'])} (n={r['n']})", r["reference"] or "–",
-            fmt(r.get("diff"), r.get("ci95")), fmt(r.get("p_holm")), r["verdict"],
-            *(fmt(r[k]) for k in QUALITY), fmt(r["wall_s"], digits=0), fmt(r["tokens_per_s"], digits=0)]) + " |")
+        lines.append(
+            " | ".join(
+                [
+                    f"| {r['label']}",
+                    fmt(r["paper"], digits=1),
+                    f"{fmt(r['acc'], r['acc_ci95'])} (n={r['n']})",
+                    r["reference"] or "–",
+                    fmt(r.get("diff"), r.get("ci95")),
+                    fmt(r.get("p_holm")),
+                    r["verdict"],
+                    *(fmt(r[k]) for k in QUALITY),
+                    fmt(r["wall_s"], digits=0),
+                    fmt(r["tokens_per_s"], digits=0),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -160,12 +239,20 @@ def run_experiment(name: str, seeds: int, common: list[str], runs_dir: Path, out
     """Train (or reuse) every run of one table, then its rows and its plot ``<out>/<name>.png``."""
     title, cells = EXPERIMENTS[name]
     print(title, flush=True)
-    runs = {cell.label: [read_run(run_cell(cell, seed, common, runs_dir, lambda m: print(m, flush=True))) for seed in range(seeds)]
-            for cell in cells}
+    runs = {
+        cell.label: [
+            read_run(run_cell(cell, seed, common, runs_dir, lambda m: print(m, flush=True))) for seed in range(seeds)
+        ]
+        for cell in cells
+    }
     rows = table_rows(cells, runs)
     # One series per row, named by the row (runs shared between rows are plotted under each).
-    plotted = [RunResult(name, r.method, r.seed, r.rounds, r.path, {"row": label}) for label, rs in runs.items() for r in rs]
-    fig = figure(plotted, ("acc", "step_validity"), labels={(name, identity_hash({"row": label})): label for label in runs})
+    plotted = [
+        RunResult(name, r.method, r.seed, r.rounds, r.path, {"row": label}) for label, rs in runs.items() for r in rs
+    ]
+    fig = figure(
+        plotted, ("acc", "step_validity"), labels={(name, identity_hash({"row": label})): label for label in runs}
+    )
     fig.savefig(out / f"{name}.png", dpi=110)
     plt.close(fig)
     print(markdown(title, rows), flush=True)
@@ -173,25 +260,58 @@ def run_experiment(name: str, seeds: int, common: list[str], runs_dir: Path, out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated, among {', '.join(EXPERIMENTS)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]),
+    )
+    parser.add_argument(
+        "--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated, among {', '.join(EXPERIMENTS)}"
+    )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per cell (0..N-1; default 5)")
-    parser.add_argument("--noise", type=float, default=0.16, help="simulated teacher's step_error_rate per unit of temperature (default 0.16)")
-    parser.add_argument("-o", "--override", action="append", default=[], help="KEY=VALUE applied to every run (e.g. a larger student on a GPU)")
-    parser.add_argument("--runs-dir", default=str(REPO / "runs" / "reproduce"), help="where the runs go (shared across tables, resumable)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "reproduce"), help="where report.md, report.json and plots go")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.16,
+        help="simulated teacher's step_error_rate per unit of temperature (default 0.16)",
+    )
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        help="KEY=VALUE applied to every run (e.g. a larger student on a GPU)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        default=str(REPO / "runs" / "reproduce"),
+        help="where the runs go (shared across tables, resumable)",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(REPO / "benchmarks" / "results" / "reproduce"),
+        help="where report.md, report.json and plots go",
+    )
     args = parser.parse_args()
     chosen = [e.strip() for e in args.experiments.split(",") if e.strip()]
     unknown = [e for e in chosen if e not in EXPERIMENTS]
     if unknown or args.seeds < 1:
-        parser.error(f"--experiments: unknown {', '.join(unknown)} (known: {', '.join(EXPERIMENTS)})" if unknown else "--seeds: at least 1")
+        parser.error(
+            f"--experiments: unknown {', '.join(unknown)} (known: {', '.join(EXPERIMENTS)})"
+            if unknown
+            else "--seeds: at least 1"
+        )
     common = [f"teacher.step_error_rate={args.noise}", *args.override]
     out, runs_dir = Path(args.out), Path(args.runs_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report = {"command": "python benchmarks/reproduce.py " + " ".join(sys.argv[1:]), "noise": args.noise, "seeds": args.seeds,
-              "overrides": args.override, "tables": {}}
+    report = {
+        "command": "python benchmarks/reproduce.py " + " ".join(sys.argv[1:]),
+        "noise": args.noise,
+        "seeds": args.seeds,
+        "overrides": args.override,
+        "tables": {},
+    }
     sections = []
     for name in chosen:
         rows = run_experiment(name, args.seeds, common, runs_dir, out)
@@ -199,11 +319,15 @@ def main() -> None:
         sections.append(markdown(EXPERIMENTS[name][0], rows) + f"\n![{EXPERIMENTS[name][0]}]({name}.png)\n")
     report["wall_s"] = round(time.perf_counter() - started, 1)
     report["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
-    header = ["# The paper's tables in miniature", "",
-              f"Command: `{report['command']}`. Synthetic task, simulated teacher with step_error_rate {args.noise} per unit of "
-              f"temperature, the default students and budget (`harness_configs/default.yaml`), {args.seeds} seeds per row. The "
-              "paper's column is SVAMP with T5-base, single runs: compare directions, not levels. Differences are paired over "
-              "seeds; p is the paired t-test's, Holm-corrected across the rows of each table.", ""]
+    header = [
+        "# The paper's tables in miniature",
+        "",
+        f"Command: `{report['command']}`. Synthetic task, simulated teacher with step_error_rate {args.noise} per unit of "
+        f"temperature, the default students and budget (`harness_configs/default.yaml`), {args.seeds} seeds per row. The "
+        "paper's column is SVAMP with T5-base, single runs: compare directions, not levels. Differences are paired over "
+        "seeds; p is the paired t-test's, Holm-corrected across the rows of each table.",
+        "",
+    ]
     (out / "report.md").write_text("\n".join(header) + "\n".join(sections))
     (out / "report.json").write_text(strict_json(report))
     print(f"report: {out / 'report.md'} ({report['wall_s']:.0f} s this sitting)")

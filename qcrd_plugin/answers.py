@@ -77,9 +77,15 @@ def answers_match(predicted: float | str | None, gold: float | str | None, tol: 
 
 # ---- safe arithmetic (DSS's SVAMP labels are equations such as "( 84.0 / 2.0 )") -----------
 
-_AST_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-               ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
-               ast.Pow: operator.pow}
+_AST_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
 _AST_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 # No answer or label is longer; the cap also keeps Python's parser away from inputs it cannot
 # handle ("-" * 100000 + "1" raises MemoryError, a long "1+1+..." RecursionError).
@@ -143,18 +149,31 @@ NLI_LABELS = ("entailment", "neutral", "contradiction")  # ANLI / e-SNLI ids 0, 
 CHOICE_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _ANSWER_STATEMENT = re.compile(
     r"(?:(?:the[\s.-]+)?(?:(?:correct|final|right|best)\s+)?answer[\s.-]*(?:is|would\s+be|will\s+be|should\s+be|=|:)"
-    r"|\b(?:the\s+)?final\s+result\s*(?:is|:|=)|####|\\boxed\s*\{)", re.IGNORECASE)
+    r"|\b(?:the\s+)?final\s+result\s*(?:is|:|=)|####|\\boxed\s*\{)",
+    re.IGNORECASE,
+)
 # A clause that checks an answer rather than stating one ("To check our answer: 40 + 2 = 42").
-_VERIFICATION = re.compile(r"\b(?:check(?:ing|ed)?|verif(?:y|ied|ication)|confirm\w*)\b|\b(?:plug|substitut)\w*\b[^.\n]*\bback\b", re.IGNORECASE)
+_VERIFICATION = re.compile(
+    r"\b(?:check(?:ing|ed)?|verif(?:y|ied|ication)|confirm\w*)\b|\b(?:plug|substitut)\w*\b[^.\n]*\bback\b",
+    re.IGNORECASE,
+)
 # Sentences that are asides, not conclusions ("Note that ... about 20.4 nails each").
 _ASIDE = re.compile(r"^\W*(?:note that|it'?s also worth|also note|alternatively|however, note)\b", re.IGNORECASE)
 # A concluding sentence that declines to answer ("Therefore, the problem has no solution.").
-_DECLINED = re.compile(r"\bno solution\b|\bcannot (?:be )?(?:calculate|determine|solve|answer)|\b(?:not enough|need more|more) information\b"
-                       r"|\berror in the problem\b|\bask for clarification\b|\bimpossible to (?:calculate|determine|answer)", re.IGNORECASE)
-_CONCLUSION = re.compile(r"^\W*(?:therefore|thus|so|hence|in total|altogether|in conclusion|overall|finally|in all)\b", re.IGNORECASE)
+_DECLINED = re.compile(
+    r"\bno solution\b|\bcannot (?:be )?(?:calculate|determine|solve|answer)|\b(?:not enough|need more|more) information\b"
+    r"|\berror in the problem\b|\bask for clarification\b|\bimpossible to (?:calculate|determine|answer)",
+    re.IGNORECASE,
+)
+_CONCLUSION = re.compile(
+    r"^\W*(?:therefore|thus|so|hence|in total|altogether|in conclusion|overall|finally|in all)\b", re.IGNORECASE
+)
 # An answer given first and then justified ("Jake has 25 apples. To see why, ...").
-_JUSTIFICATION = re.compile(r"^\W*(?:to see why|to get this answer|to arrive at this|to solve (?:this|the problem)|here'?s how|here is how"
-                            r"|this is because|explanation\b)", re.IGNORECASE)
+_JUSTIFICATION = re.compile(
+    r"^\W*(?:to see why|to get this answer|to arrive at this|to solve (?:this|the problem)|here'?s how|here is how"
+    r"|this is because|explanation\b)",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _ARITHMETIC_PREFIX = re.compile(r"^[\s$]*([-+*/×().\d\s,]*\d[-+*/×().\d\s,]*)")
 _MARKUP = "*_`$ \t\"'“”‘’"
@@ -179,7 +198,7 @@ def _balanced(text: str, open_at: int, opening: str = "{", closing: str = "}") -
     for i in range(open_at, len(text)):
         depth += {opening: 1, closing: -1}.get(text[i], 0)
         if depth == 0:
-            return text[open_at + 1:i]
+            return text[open_at + 1 : i]
     return None
 
 
@@ -196,7 +215,7 @@ def answer_statements(text: str) -> list[str]:
             if inside is not None:
                 found.append(inside)
             continue
-        rest = text[match.end():]
+        rest = text[match.end() :]
         line, _, after = rest.partition("\n")
         if not line.strip(" *:"):
             line = next((l for l in after.split("\n") if l.strip()), "")
@@ -250,8 +269,12 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if not numbered:
         return None
     sentence = numbered[-1]
-    if (len(candidates) > 1 and candidates[0] in numbered and _JUSTIFICATION.search(candidates[1])
-            and not any(_CONCLUSION.search(s) for s in numbered[1:])):
+    if (
+        len(candidates) > 1
+        and candidates[0] in numbered
+        and _JUSTIFICATION.search(candidates[1])
+        and not any(_CONCLUSION.search(s) for s in numbered[1:])
+    ):
         sentence = candidates[0]
     if "=" in sentence:
         after = _FIRST_NUMBER.search(sentence.rsplit("=", 1)[1])
@@ -273,8 +296,12 @@ def _letters(choices: Sequence[str] | None) -> str:
 
 # A letter stated as a choice: "(d)", "d)", "**B**", "B:", "B." or "B" (upper case, or at the end):
 # never the article in "a shallow pool".
-_LETTER_AT_START = re.compile(r"^[\s*_`\"'“”]*(?:\(([a-zA-Z])\)|([a-zA-Z])\)|([A-Z])(?![\w'])|([a-z])(?=\s*[.:,*]|\s*$))")
-_LETTER_IN_SENTENCE = re.compile(r"\(([a-zA-Z])\)|\*\*\(?([A-Z])\)?[*:.)\s]|\b(?:option|choice)\s+\(?([a-zA-Z])\b|\b([A-Z])\W*$")
+_LETTER_AT_START = re.compile(
+    r"^[\s*_`\"'“”]*(?:\(([a-zA-Z])\)|([a-zA-Z])\)|([A-Z])(?![\w'])|([a-z])(?=\s*[.:,*]|\s*$))"
+)
+_LETTER_IN_SENTENCE = re.compile(
+    r"\(([a-zA-Z])\)|\*\*\(?([A-Z])\)?[*:.)\s]|\b(?:option|choice)\s+\(?([a-zA-Z])\b|\b([A-Z])\W*$"
+)
 
 
 def _choice(text: str, choices: Sequence[str] | None) -> str | None:
@@ -308,8 +335,13 @@ def _concluding_choice(text: str, choices: Sequence[str] | None) -> str | None:
     return _choice_text(sentences[-1], choices) if sentences else None
 
 
-_NLI_WORDS = (("entail", "entailment"), ("neutral", "neutral"), ("contradict", "contradiction"),
-              ("not possible to tell", "neutral"), ("cannot be determined", "neutral"))
+_NLI_WORDS = (
+    ("entail", "entailment"),
+    ("neutral", "neutral"),
+    ("contradict", "contradiction"),
+    ("not possible to tell", "neutral"),
+    ("cannot be determined", "neutral"),
+)
 
 
 def _nli_label(text: str) -> str | None:
@@ -336,7 +368,9 @@ def _opening_yes_no(text: str) -> str | None:
     between commas ("No, Rahul Dravid is a cricketer ...", "So, no, seasons of Survivor are not
     ..."); a conclusion that only implies it counts as unanswered."""
     for sentence in reversed(_sentences(text)):
-        match = re.search(r"(?:^[\s*_\"']*|[,;:]\s*)(yes|no|true|false)\b(?=\s*[,.!:;*]|\s*$)", sentence, re.IGNORECASE)
+        match = re.search(
+            r"(?:^[\s*_\"']*|[,;:]\s*)(yes|no|true|false)\b(?=\s*[,.!:;*]|\s*$)", sentence, re.IGNORECASE
+        )
         if match:
             return _yes_no(match.group(1))
     return None
@@ -351,8 +385,12 @@ def _text(text: str, case_fold: bool = True) -> str | None:
     return (value.lower() if case_fold else value) or None
 
 
-def normalize_answer(text: str | float | int | bool | None, answer_type: str, choices: Sequence[str] | None = None,
-                     case_fold: bool = True) -> float | str | None:
+def normalize_answer(
+    text: str | float | int | bool | None,
+    answer_type: str,
+    choices: Sequence[str] | None = None,
+    case_fold: bool = True,
+) -> float | str | None:
     """The canonical form of an answer of ``answer_type``: a finite float for numbers, a letter
     for choices, an NLI label, "yes"/"no", or (lower-cased unless not ``case_fold``) text. None
     when nothing parses. Normalizing a canonical form gives it back (idempotent)."""
@@ -383,7 +421,9 @@ def normalize_answer(text: str | float | int | bool | None, answer_type: str, ch
     raise ValueError(f"unknown answer type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
 
 
-def _statement_value(statement: str, answer_type: str, choices: Sequence[str] | None, case_fold: bool) -> float | str | None:
+def _statement_value(
+    statement: str, answer_type: str, choices: Sequence[str] | None, case_fold: bool
+) -> float | str | None:
     if answer_type == "text":
         return _text(statement, case_fold)
     if answer_type == "number" and "\\" in statement:
@@ -418,8 +458,15 @@ def latex_number(text: str) -> float | None:
         return None
 
 
-def stated_answer(rationale: str, answer_type: str = "number", choices: Sequence[str] | None = None,
-                  require_phrase: bool = False, pattern: str = "", case_fold: bool = True, question: str = "") -> float | str | None:
+def stated_answer(
+    rationale: str,
+    answer_type: str = "number",
+    choices: Sequence[str] | None = None,
+    require_phrase: bool = False,
+    pattern: str = "",
+    case_fold: bool = True,
+    question: str = "",
+) -> float | str | None:
     """The answer a rationale states (see the notes above this section): the last explicit
     statement's answer; without one, and unless ``require_phrase``, the concluding sentence's
     (numbers, choices, yes/no; None for labels and text that state nothing). ``pattern``, a
@@ -447,8 +494,13 @@ def stated_answer(rationale: str, answer_type: str = "number", choices: Sequence
     return _text(f'"{next(g for g in quoted[-1] if g)}"', case_fold) if quoted else None
 
 
-def predicted_answer(generation: str, answer_type: str = "number", choices: Sequence[str] | None = None,
-                     pattern: str = "", case_fold: bool = True) -> float | str | None:
+def predicted_answer(
+    generation: str,
+    answer_type: str = "number",
+    choices: Sequence[str] | None = None,
+    pattern: str = "",
+    case_fold: bool = True,
+) -> float | str | None:
     """The answer a ``predict:`` generation gives (a whole answer statement is accepted too)."""
     if pattern:
         return stated_answer(generation, answer_type, choices, pattern=pattern, case_fold=case_fold)
@@ -477,10 +529,7 @@ class WrittenStep:
 
 def parse_steps(rationale: str) -> list[WrittenStep]:
     """All ``a op b = c`` steps of a rationale, in order."""
-    return [
-        WrittenStep(float(a), op, float(b), float(c))
-        for a, op, b, c in _STEP.findall(rationale or "")
-    ]
+    return [WrittenStep(float(a), op, float(b), float(c)) for a, op, b, c in _STEP.findall(rationale or "")]
 
 
 def step_validity(rationale: str) -> float | None:

@@ -47,8 +47,10 @@ class RunLock:
             self.handle.seek(0)
             holder = self.handle.read().strip() or "unknown"
             self.handle.close()
-            raise UserInputError(f"run directory {self.path.parent} is in use by another qcrd-bench run (pid {holder}); "
-                                 "wait for it to finish or choose another --name") from None
+            raise UserInputError(
+                f"run directory {self.path.parent} is in use by another qcrd-bench run (pid {holder}); "
+                "wait for it to finish or choose another --name"
+            ) from None
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(str(os.getpid()))
@@ -60,8 +62,15 @@ class RunLock:
         self.handle.close()
 
 
-def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict, move_in: dict[str, Path] | None = None,
-               files: dict[str, str] | None = None) -> Path:
+def save_round(
+    run_dir: Path,
+    round_index: int,
+    student,
+    tokenizer,
+    state: dict,
+    move_in: dict[str, Path] | None = None,
+    files: dict[str, str] | None = None,
+) -> Path:
     """Write ``round_<k>/`` (HF model + tokenizer + training state) atomically; returns its path.
     ``move_in``: folders written beforehand (DeepSpeed's optimizer shards) to move into it, by name;
     ``files``: text files to write into it, by name (the run record).
@@ -90,14 +99,23 @@ def save_round(run_dir: Path, round_index: int, student, tokenizer, state: dict,
             shutil.rmtree(final)
         os.replace(partial, final)
         fsync_dir(run_dir)
-    except (OSError, RuntimeError, SafetensorError) as err:  # a full disk: OSError, or torch's / safetensors' own errors
+    except (
+        OSError,
+        RuntimeError,
+        SafetensorError,
+    ) as err:  # a full disk: OSError, or torch's / safetensors' own errors
         shutil.rmtree(partial, ignore_errors=True)
-        previous = (f"the newest intact checkpoint is round_{round_index - 1}/" if round_index > 1
-                    else "there is no earlier checkpoint")
+        previous = (
+            f"the newest intact checkpoint is round_{round_index - 1}/"
+            if round_index > 1
+            else "there is no earlier checkpoint"
+        )
         reason = getattr(err, "strerror", None) or " ".join(str(err).split())[:160]
-        raise RunAborted(f"could not write the round {round_index} checkpoint ({reason}); "
-                         f"{previous} — free space and continue with "
-                         f"`qcrd-bench run --resume {run_dir}`") from err
+        raise RunAborted(
+            f"could not write the round {round_index} checkpoint ({reason}); "
+            f"{previous} — free space and continue with "
+            f"`qcrd-bench run --resume {run_dir}`"
+        ) from err
     return final
 
 
@@ -118,7 +136,9 @@ def stage_deepspeed_shards(engine, run_dir: Path, is_main: bool, barrier) -> str
 def load_deepspeed_shards(engine, checkpoint: Path, tag: str) -> None:
     """Each rank loads its optimizer shard from ``round_<k>/deepspeed/``. DeepSpeed's own loader
     unpickles: resume only run directories you wrote."""
-    engine.load_checkpoint(str(checkpoint / DEEPSPEED_DIR), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False)
+    engine.load_checkpoint(
+        str(checkpoint / DEEPSPEED_DIR), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=False
+    )
 
 
 def load_state(checkpoint: Path) -> dict:
@@ -135,8 +155,10 @@ def load_state(checkpoint: Path) -> dict:
 
 def damaged(path: Path, err: BaseException) -> str:
     """The message for a checkpoint file that cannot be read back (truncated, corrupted, empty)."""
-    return (f"{path}: damaged checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:120]}); remove "
-            f"{path.parent} to resume from the round before it, or start over with --overwrite")
+    return (
+        f"{path}: damaged checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:120]}); remove "
+        f"{path.parent} to resume from the round before it, or start over with --overwrite"
+    )
 
 
 def drop_stale_states(run_dir: Path, keep: Path | None) -> None:

@@ -147,7 +147,9 @@ def config_options(spec: dict[str, str | Flag]) -> Callable:
             return command(*args, config_flags={k: v for k, v in given.items() if v is not None}, **kwargs)
 
         for decls, flag in reversed(entries):  # click lists options in the reverse order they are added
-            add = click.option(*decls, params[flag.key], cls=ConfigOption, config_key=flag.key, note=flag.note, type=flag.type)
+            add = click.option(
+                *decls, params[flag.key], cls=ConfigOption, config_key=flag.key, note=flag.note, type=flag.type
+            )
             add(with_config_flags)
         return with_config_flags
 
@@ -157,7 +159,9 @@ def config_options(spec: dict[str, str | Flag]) -> Callable:
 def _as_overrides(config_flags: dict) -> list[str]:
     """``{"training.rounds": 2}`` -> ``["training.rounds=2"]``: flags go through load_config like
     ``-o`` overrides (given before them, so an explicit ``-o`` wins)."""
-    listed = {key: f"[{value}]" for key, value in config_flags.items() if config_field(key)[0] is list}  # "a,b" -> [a,b]
+    listed = {
+        key: f"[{value}]" for key, value in config_flags.items() if config_field(key)[0] is list
+    }  # "a,b" -> [a,b]
     return [f"{key}={listed.get(key, value)}" for key, value in config_flags.items()]
 
 
@@ -212,15 +216,31 @@ def _quiet_libraries(no_progress_bars: bool = False) -> None:
 
 
 # Flags that set a config key (built by config_options from the key's field).
-RUN_FLAGS = {"--name": "name", "--output-dir": "output_dir", "--task": "task.name", "--data-dir": "task.data_dir",
-             "--method": "method.name", "--rounds": "training.rounds", "--seed": "training.seed", "--device": "training.device",
-             "--report-to": Flag("training.report_to", note="Comma-separated, e.g. tensorboard,wandb.", type=click.STRING)}
-TEACH_FLAGS = {"--task": "task.name", "--source": "task.source", "--spec": Flag("task.spec", type=click.Path(dir_okay=False)),
-               "--data-dir": "task.data_dir",
-               "--teacher": "teacher.kind", "--model": "teacher.model", "--base-url": "teacher.base_url",
-               "--api-key-env": "teacher.api_key_env", "--concurrency": "teacher.concurrency", "--samples -k": "teacher.samples",
-               "--temperature -t": "teacher.temperature",
-               "--cache": Flag("teacher.cache", "Here the default is <out>.cache.jsonl; a rerun resumes from it.")}
+RUN_FLAGS = {
+    "--name": "name",
+    "--output-dir": "output_dir",
+    "--task": "task.name",
+    "--data-dir": "task.data_dir",
+    "--method": "method.name",
+    "--rounds": "training.rounds",
+    "--seed": "training.seed",
+    "--device": "training.device",
+    "--report-to": Flag("training.report_to", note="Comma-separated, e.g. tensorboard,wandb.", type=click.STRING),
+}
+TEACH_FLAGS = {
+    "--task": "task.name",
+    "--source": "task.source",
+    "--spec": Flag("task.spec", type=click.Path(dir_okay=False)),
+    "--data-dir": "task.data_dir",
+    "--teacher": "teacher.kind",
+    "--model": "teacher.model",
+    "--base-url": "teacher.base_url",
+    "--api-key-env": "teacher.api_key_env",
+    "--concurrency": "teacher.concurrency",
+    "--samples -k": "teacher.samples",
+    "--temperature -t": "teacher.temperature",
+    "--cache": Flag("teacher.cache", "Here the default is <out>.cache.jsonl; a rerun resumes from it."),
+}
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -242,32 +262,62 @@ def _resume_config(resume_dir: Path, config_path, every: list[str], overwrite: b
     to extend a run, more ``training.rounds`` (the learning-rate schedule then spans the new total)."""
     extend = [o for o in every if o.split("=", 1)[0].strip() == "training.rounds"]
     if config_path or overwrite or len(extend) < len(every):
-        _fail("--resume continues a run with the config saved in its directory; drop --config, --overwrite and the "
-              "override flags (only --rounds / -o training.rounds=N may extend it)")
+        _fail(
+            "--resume continues a run with the config saved in its directory; drop --config, --overwrite and the "
+            "override flags (only --rounds / -o training.rounds=N may extend it)"
+        )
     saved = resume_dir / "config.yaml"
     if not saved.is_file():
         started = resume_dir.is_dir() and (resume_dir / ".lock").exists()
-        _fail(f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
-              "with the command that began it" if started else f"{resume_dir}: not a run directory (no config.yaml)")
+        _fail(
+            f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
+            "with the command that began it"
+            if started
+            else f"{resume_dir}: not a run directory (no config.yaml)"
+        )
     if extend:
         before = load_config(saved).training.rounds
         after = load_config(saved, extend[-1:]).training.rounds
         if after < before:
-            _fail(f"--rounds {after}: the run has {before} rounds already; a resumed run can be extended, not shortened")
+            _fail(
+                f"--rounds {after}: the run has {before} rounds already; a resumed run can be extended, not shortened"
+            )
     return saved, [f"output_dir={resume_dir.resolve().parent}", f"name={resume_dir.resolve().name}", *extend[-1:]]
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Run config YAML, or the name of a shipped one (default, svamp_mcckd; see harness_configs/). Without it, built-in defaults are used.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run config YAML, or the name of a shipped one (default, svamp_mcckd; see harness_configs/). Without it, built-in defaults are used.",
+)
 @config_options(RUN_FLAGS)
-@click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Continue the run in this directory (after a kill, a full disk, a diverged loss) with its saved config.yaml; "
-                   "it ends with the metrics an uninterrupted run ends with. With --rounds N: extend a run to N rounds.")
-@click.option("--overwrite", is_flag=True, help="Start over in a run directory that already holds a run (its teacher cache is kept).")
-@click.option("--quiet", is_flag=True, help="No progress bars (ours, lm-eval's or transformers'); per-round lines and the summary stay.")
+@click.option(
+    "--set",
+    "-o",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config key, e.g. -o method.beta=0.5 -o negatives.j_back=3 (repeatable).",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Continue the run in this directory (after a kill, a full disk, a diverged loss) with its saved config.yaml; "
+    "it ends with the metrics an uninterrupted run ends with. With --rounds N: extend a run to N rounds.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start over in a run directory that already holds a run (its teacher cache is kept).",
+)
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="No progress bars (ours, lm-eval's or transformers'); per-round lines and the summary stay.",
+)
 def run(config_path, config_flags, overrides, resume_dir, overwrite, quiet) -> None:
     """Distil a student round by round, evaluating it with lm-eval after every round.
 
@@ -297,12 +347,27 @@ def data() -> None:
 
 
 @data.command("prepare")
-@click.option("--task", "family", type=LiveChoice(lambda: (*real_families(), "all")), default="all",
-              show_default=True, help="Task family to convert (all = every family from every source).")
+@click.option(
+    "--task",
+    "family",
+    type=LiveChoice(lambda: (*real_families(), "all")),
+    default="all",
+    show_default=True,
+    help="Task family to convert (all = every family from every source).",
+)
 @click.option("--source", help=f"Data source ({', '.join(source_names())}); default: every source of the family.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder holding the release layouts. Default: $QCRD_DATA_DIR.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("prepared"), show_default=True,
-              help="Where the canonical JSONL goes: <out>/<task>-<source>/{questions,pool}_<split>.jsonl.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder holding the release layouts. Default: $QCRD_DATA_DIR.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("prepared"),
+    show_default=True,
+    help="Where the canonical JSONL goes: <out>/<task>-<source>/{questions,pool}_<split>.jsonl.",
+)
 @click.option("--check", is_flag=True, help="Only read and count; write nothing.")
 def data_prepare(family, source, data_dir, out, check) -> None:
     """Convert a source into canonical JSONL (questions and teacher pools) and print its counts.
@@ -313,15 +378,17 @@ def data_prepare(family, source, data_dir, out, check) -> None:
     """
     from .answers import answers_match
     from .config import SelfConsistencyConfig
+    from .files import write_jsonl
     from .pools import write_pool
     from .questions import FAMILIES
-    from .files import write_jsonl
     from .rationales import pool_statistics, pool_warnings, select_pool
     from .sources import load_source
 
     families = list(real_families()) if family == "all" else [family]
-    header = (f"{'task':<11} {'source':<10} {'split':<10} {'questions':>9} {'pooled':>7} {'samples':>8} {'per_q':>6} {'teacher_acc':>11} "
-              f"{'maj=gold':>9} {'unread':>7}")
+    header = (
+        f"{'task':<11} {'source':<10} {'split':<10} {'questions':>9} {'pooled':>7} {'samples':>8} {'per_q':>6} {'teacher_acc':>11} "
+        f"{'maj=gold':>9} {'unread':>7}"
+    )
     click.echo(header)
     click.echo("-" * len(header))
     for fam in families:
@@ -340,8 +407,10 @@ def data_prepare(family, source, data_dir, out, check) -> None:
                 majority = sum(answers_match(sel.majority, sel.gold) for sel in selections)
                 acc = f"{correct / samples:.3f}" if samples else "-"
                 unread = f"{sum(x.answer is None for e in pool for x in e.samples) / samples:.3f}" if samples else "-"
-                click.echo(f"{fam:<11} {src:<10} {split:<10} {len(questions):>9} {len(pool):>7} {samples:>8} "
-                           f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} {majority if pool else '-':>9} {unread:>7}")
+                click.echo(
+                    f"{fam:<11} {src:<10} {split:<10} {len(questions):>9} {len(pool):>7} {samples:>8} "
+                    f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} {majority if pool else '-':>9} {unread:>7}"
+                )
                 if pool:
                     for warning in pool_warnings(pool, pool_statistics(pool, selections), 0):
                         click.echo(f"  warning ({fam}/{src} {split}): {warning}")
@@ -360,7 +429,9 @@ def data_prepare(family, source, data_dir, out, check) -> None:
 @click.option("--questions", "-n", type=int, default=5, show_default=True, help="Questions to show (drawn at random).")
 @click.option("--wrong", is_flag=True, help="Only samples whose answer is not gold (or could not be read).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draw.")
-@click.option("--chars", type=int, default=240, show_default=True, help="Characters shown from the end of each rationale.")
+@click.option(
+    "--chars", type=int, default=240, show_default=True, help="Characters shown from the end of each rationale."
+)
 def data_inspect(pool_path, questions, wrong, seed, chars) -> None:
     """Show sample rationales of a pool, the answer read from each, and gold.
 
@@ -390,19 +461,28 @@ def data_inspect(pool_path, questions, wrong, seed, chars) -> None:
             mark = "ok" if answers_match(sample.answer, entry.gold) else "XX"
             click.echo(f"  [{i}] {tail}\n      -> read {sample.answer!r}  gold {entry.gold!r}  {mark}")
     stats = pool_statistics(pool, select_pool(pool, SelfConsistencyConfig()))
-    click.echo(f"\n{pool_path}: {len(shown)} of {len(pool)} questions {'with a wrong sample ' if wrong else ''}"
-               f"({min(questions, len(shown))} shown); " + format_statistics(stats))
+    click.echo(
+        f"\n{pool_path}: {len(shown)} of {len(pool)} questions {'with a wrong sample ' if wrong else ''}"
+        f"({min(questions, len(shown))} shown); " + format_statistics(stats)
+    )
     for warning in pool_warnings(pool, stats, max((len(e.samples) for e in pool), default=0)):
         click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Run config YAML whose task/teacher sections to start from.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run config YAML whose task/teacher sections to start from.",
+)
 @config_options(TEACH_FLAGS)
 @click.option("--split", default="train", show_default=True, help="Which split's questions to explain.")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="Only the first N questions (0 = all).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pool JSONL to write.")
-@click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Any other config key (repeatable).")
+@click.option(
+    "--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Any other config key (repeatable)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def teach(config_path, config_flags, split, limit, out, overrides, quiet) -> None:
     """Sample K teacher rationales per question, write a pool and print its statistics.
@@ -418,10 +498,10 @@ def teach(config_path, config_flags, split, limit, out, overrides, quiet) -> Non
     every = _as_overrides(config_flags) + list(overrides)
     cfg = load_config(config_path, every)
     _quiet_libraries(no_progress_bars=quiet)
+    from .distributed import resolve_device
     from .pools import write_pool
     from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
     from .tasks import load_task
-    from .distributed import resolve_device
     from .teachers import build_teacher
 
     _check_writable(out, "--out")
@@ -444,8 +524,10 @@ def teach(config_path, config_flags, split, limit, out, overrides, quiet) -> Non
         raise WriteFailed(f"--out: {err}; {kept}") from err
     stats = pool_statistics(pool, select_pool(pool, cfg.self_consistency))
     per_question = stats["samples"] / max(1, len(pool))
-    click.echo(f"wrote {out}: {len(pool)} questions x {per_question:.3g} samples on average "
-               f"({cfg.teacher.samples} asked, {cfg.teacher.kind} teacher)")
+    click.echo(
+        f"wrote {out}: {len(pool)} questions x {per_question:.3g} samples on average "
+        f"({cfg.teacher.samples} asked, {cfg.teacher.kind} teacher)"
+    )
     click.echo("pool statistics: " + format_statistics(stats))
     for note in task.notes:
         click.echo(f"note: {note}")
@@ -454,13 +536,31 @@ def teach(config_path, config_flags, split, limit, out, overrides, quiet) -> Non
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Leaderboard YAML (methods x tasks x seeds; see harness_configs/leaderboard.yaml).")
-@click.option("--from-runs", "from_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Build the tables and plots from finished runs under these folders, without training (repeatable).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where tables and plots go (default: the grid's output_dir).")
-@click.option("--report-to", type=click.Choice(["none", "tensorboard"]), default="none", show_default=True,
-              help="Also write every run's per-round scalars as TensorBoard event files (needs `pip install tensorboard`).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Leaderboard YAML (methods x tasks x seeds; see harness_configs/leaderboard.yaml).",
+)
+@click.option(
+    "--from-runs",
+    "from_runs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Build the tables and plots from finished runs under these folders, without training (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where tables and plots go (default: the grid's output_dir).",
+)
+@click.option(
+    "--report-to",
+    type=click.Choice(["none", "tensorboard"]),
+    default="none",
+    show_default=True,
+    help="Also write every run's per-round scalars as TensorBoard event files (needs `pip install tensorboard`).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
     """Compare methods on the same data, student and budget, with error bars.
@@ -508,10 +608,14 @@ def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
 @main.command("judge")
 @click.argument("first", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("second", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--teacher", "kind", type=LiveChoice(lambda: TEACHERS.names(llm=True)), required=True, help="The LLM that judges.")
+@click.option(
+    "--teacher", "kind", type=LiveChoice(lambda: TEACHERS.names(llm=True)), required=True, help="The LLM that judges."
+)
 @click.option("--model", required=True, help="hf: model folder or hub id; openai: the served model name.")
 @click.option("--base-url", help="openai: endpoint base URL.")
-@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai: environment variable holding the key.")
+@click.option(
+    "--api-key-env", default="OPENAI_API_KEY", show_default=True, help="openai: environment variable holding the key."
+)
 @click.option("--items", type=int, default=50, show_default=True, help="Test questions to judge (the paper: 50).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the per-item A/B order.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="JSON with counts and every verdict.")
@@ -534,14 +638,18 @@ def judge_command(first, second, kind, model, base_url, api_key_env, items, seed
     teacher.cache = SampleCache(None)
     result = compare(first, second, lambda prompt: teacher.ask(prompt, JUDGE_INSTRUCTION), items, seed)
     c = result.counts
-    click.echo(f"{first} better / both good / {second} better: {c['first better']} / {c['both good']} / {c['second better']}"
-               + (f"   ({c['unparsed']} verdicts unreadable)" if c["unparsed"] else ""))
+    click.echo(
+        f"{first} better / both good / {second} better: {c['first better']} / {c['both good']} / {c['second better']}"
+        + (f"   ({c['unparsed']} verdicts unreadable)" if c["unparsed"] else "")
+    )
     if out:
         out.write_text(json.dumps(result.to_record(), indent=2))
 
 
 @main.command("config")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config YAML to resolve.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Config YAML to resolve."
+)
 @click.option("--set", "-o", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key (repeatable).")
 @click.option("--list", "list_keys", is_flag=True, help="List every key with its default and meaning.")
 def config_command(config_path, overrides, list_keys) -> None:
@@ -558,8 +666,13 @@ def config_command(config_path, overrides, list_keys) -> None:
 
 @main.command("export")
 @click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--round", "which", default="last", show_default=True,
-              help="Which round: a number, last, or best (highest headline accuracy; test-split scores).")
+@click.option(
+    "--round",
+    "which",
+    default="last",
+    show_default=True,
+    help="Which round: a number, last, or best (highest headline accuracy; test-split scores).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="New folder to write.")
 def export_command(run_dir, which, out) -> None:
     """Write one round of a finished run as a folder ready for the Hugging Face hub.

@@ -65,20 +65,37 @@ class TaskConfig:
     directory, or a task brought as data (``custom``, declared by a spec YAML)."""
 
     name: str = _opt("synth", lambda: "task family: " + describe_families(), choices=family_names)
-    source: str = _opt("", lambda: f"data source of a real family ({', '.join(source_names())}, or hub: the Hugging Face hub); "
-                       "empty = the family's default")
+    source: str = _opt(
+        "",
+        lambda: (
+            f"data source of a real family ({', '.join(source_names())}, or hub: the Hugging Face hub); "
+            "empty = the family's default"
+        ),
+    )
     data_dir: str = _opt("", "folder holding the public release layouts; empty = $QCRD_DATA_DIR")
     spec: str = _opt("", "custom tasks: the task spec YAML (see harness_configs/tasks/)")
-    train_split: str = _opt("", "split to train on; empty = train (validation for anli1/esnli, whose train inputs are not released)")
+    train_split: str = _opt(
+        "", "split to train on; empty = train (validation for anli1/esnli, whose train inputs are not released)"
+    )
     max_train: int = _opt(0, "use only the first N training questions (0 = all)", min=0)
-    heldout: int = _opt(50, "real tasks: training questions held out for the judge's ROC-AUC when the source has no validation pool", min=1)
-    seed: int = _opt(1234, "synth: seed of the problem generator (the lm-eval task uses the same default)", min=0, max=2**32 - 1)
-    n_train: int = _opt(4000, "synth: training questions (they cost nothing to generate; docs/method.md: the student recipe)", min=1)
+    heldout: int = _opt(
+        50,
+        "real tasks: training questions held out for the judge's ROC-AUC when the source has no validation pool",
+        min=1,
+    )
+    seed: int = _opt(
+        1234, "synth: seed of the problem generator (the lm-eval task uses the same default)", min=0, max=2**32 - 1
+    )
+    n_train: int = _opt(
+        4000, "synth: training questions (they cost nothing to generate; docs/method.md: the student recipe)", min=1
+    )
     n_valid: int = _opt(100, "synth: validation questions (the judge's held-out ROC-AUC set)", min=1)
     n_test: int = _opt(200, "synth: test questions (evaluated by lm-eval after every round)", min=1)
     min_steps: int = _opt(2, "synth: fewest arithmetic steps per problem", min=1, max=6)
     max_steps: int = _opt(2, "synth: most arithmetic steps per problem", min=1, max=6)
-    max_value: int = _opt(10, "synth: every start value, operand and intermediate result lies in [0, max_value]", min=5, max=999)
+    max_value: int = _opt(
+        10, "synth: every start value, operand and intermediate result lies in [0, max_value]", min=5, max=999
+    )
 
 
 SynthTaskConfig = TaskConfig  # the synthetic generator reads the synth keys of the task section
@@ -88,24 +105,42 @@ SynthTaskConfig = TaskConfig  # the synthetic generator reads the synth keys of 
 class TeacherConfig:
     """Where rationales come from. 'simulated' stands in for an LLM when there is no network."""
 
-    kind: str = _opt("auto", lambda: f"teacher backend: {TEACHERS.describe()}; auto = simulated for synth, else pool",
-                     choices=_teacher_kinds)
+    kind: str = _opt(
+        "auto",
+        lambda: f"teacher backend: {TEACHERS.describe()}; auto = simulated for synth, else pool",
+        choices=_teacher_kinds,
+    )
     samples: int = _opt(5, "K: rationales sampled per question (pool: the first K of each question)", min=1, max=64)
-    temperature: float = _opt(0.7, "T: sampling temperature (pool: ignored, the pool was sampled already)", min=0.0, max=2.0)
+    temperature: float = _opt(
+        0.7, "T: sampling temperature (pool: ignored, the pool was sampled already)", min=0.0, max=2.0
+    )
     pool: str = _opt("", "pool: a pool JSONL file; empty = the pools shipped with the task's data source")
     model: str = _opt("", "hf: model folder or hub id; openai: the served model name")
     base_url: str = _opt("", "openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str = _opt("OPENAI_API_KEY", "openai: environment variable holding the API key (may be unset for local servers)")
+    api_key_env: str = _opt(
+        "OPENAI_API_KEY", "openai: environment variable holding the API key (may be unset for local servers)"
+    )
     concurrency: int = _opt(4, "openai: requests in flight at once", min=1, max=64)
-    max_retries: int = _opt(6, "openai: retries per request on 429, 5xx and timeouts (exponential backoff with jitter)", min=0, max=20)
+    max_retries: int = _opt(
+        6, "openai: retries per request on 429, 5xx and timeouts (exponential backoff with jitter)", min=0, max=20
+    )
     timeout_s: float = _opt(60.0, "openai: seconds before a request times out", min=0.1)
     max_new_tokens: int = _opt(256, "hf/openai: longest rationale, in tokens", min=8)
     batch_size: int = _opt(8, "hf: questions per generate() call", min=1)
-    trust_remote_code: bool = _opt(False, "hf: run Python code shipped with the model (auto_map); only for a model you trust")
-    cache: str = _opt("", "hf/openai: a shared JSONL answer cache to reuse (a run reads it and writes new answers only to "
-                          "<run dir>/teacher_cache.jsonl; `qcrd-bench teach` appends to it)")
-    step_error_rate: float = _opt(0.16, "simulated teacher: chance that one step goes wrong, per unit of temperature", min=0.0, max=1.0)
-    unparseable_rate: float = _opt(0.03, "simulated teacher: chance a sample states no answer, per unit of temperature", min=0.0, max=1.0)
+    trust_remote_code: bool = _opt(
+        False, "hf: run Python code shipped with the model (auto_map); only for a model you trust"
+    )
+    cache: str = _opt(
+        "",
+        "hf/openai: a shared JSONL answer cache to reuse (a run reads it and writes new answers only to "
+        "<run dir>/teacher_cache.jsonl; `qcrd-bench teach` appends to it)",
+    )
+    step_error_rate: float = _opt(
+        0.16, "simulated teacher: chance that one step goes wrong, per unit of temperature", min=0.0, max=1.0
+    )
+    unparseable_rate: float = _opt(
+        0.03, "simulated teacher: chance a sample states no answer, per unit of temperature", min=0.0, max=1.0
+    )
     seed: int = _opt(0, "sampling seed", min=0, max=2**32 - 1)
 
 
@@ -114,7 +149,11 @@ class SelfConsistencyConfig:
     """Majority vote over the K parsed answers (paper §1.2)."""
 
     enabled: bool = _opt(True, "off = keep only the first teacher sample as the one positive (as in DSS)")
-    tie_break: str = _opt("gold", "which tied answer wins: the one equal to gold if any, else the first sampled", choices=("gold", "first"))
+    tie_break: str = _opt(
+        "gold",
+        "which tied answer wins: the one equal to gold if any, else the first sampled",
+        choices=("gold", "first"),
+    )
     gold_filter: bool = _opt(False, "keep only positives whose answer equals gold (gold-aware ablation)")
 
 
@@ -123,9 +162,14 @@ class StudentConfig:
     """The student. Without ``pretrained`` a tiny T5 and tokenizer are built offline."""
 
     pretrained: str = _opt("", "HF model folder or hub id (hub ids need a network); empty = offline tiny preset")
-    trust_remote_code: bool = _opt(False, "pretrained: run Python code shipped with the model (auto_map); only for a model you trust")
-    family: str = _opt("seq2seq", "tiny preset: seq2seq (T5-style) or causal (decoder-only, Llama-style); a pretrained model's own config decides",
-                       choices=("seq2seq", "causal"))
+    trust_remote_code: bool = _opt(
+        False, "pretrained: run Python code shipped with the model (auto_map); only for a model you trust"
+    )
+    family: str = _opt(
+        "seq2seq",
+        "tiny preset: seq2seq (T5-style) or causal (decoder-only, Llama-style); a pretrained model's own config decides",
+        choices=("seq2seq", "causal"),
+    )
     vocab_size: int = _opt(600, "tiny preset: tokenizer vocabulary size", min=64)
     d_model: int = _opt(64, "tiny preset: hidden size", min=8)
     d_ff: int = _opt(192, "tiny preset: feed-forward size", min=8)
@@ -133,8 +177,12 @@ class StudentConfig:
     num_heads: int = _opt(4, "tiny preset: attention heads", min=1)
     d_kv: int = _opt(16, "tiny preset: size of one attention head", min=4)
     dropout: float = _opt(0.0, "tiny preset: dropout rate", min=0.0, max=0.9)
-    max_input_tokens: int = _opt(448, "longer prompts are cut in their middle (with a warning); 448 holds every shipped task's "
-                                 "(benchmarks/results/prompt_lengths.json)", min=8)
+    max_input_tokens: int = _opt(
+        448,
+        "longer prompts are cut in their middle (with a warning); 448 holds every shipped task's "
+        "(benchmarks/results/prompt_lengths.json)",
+        min=8,
+    )
     max_target_tokens: int = _opt(96, "targets (labels, rationales) are truncated to this many tokens", min=4)
 
 
@@ -151,8 +199,11 @@ class MethodConfig:
     alpha3_decay: float = _opt(0.9, "qcrd: alpha3 is multiplied by this every iteration", min=0.0, max=1.0)
     beta: float = _opt(0.2, "qcrd: weight of the negative term in L_cl (Eq. 3)", min=0.0)
     delta: float = _opt(3.0, "qcrd: hinge margin on a negative's per-token loss (Eq. 7)", min=0.0)
-    set_reduction: str = _opt("minmax", "qcrd: how a set of rationales becomes one loss: minmax (paper), maxmin, mean, weighted_mean, sampling",
-                              choices=("minmax", "maxmin", "mean", "weighted_mean", "sampling"))
+    set_reduction: str = _opt(
+        "minmax",
+        "qcrd: how a set of rationales becomes one loss: minmax (paper), maxmin, mean, weighted_mean, sampling",
+        choices=("minmax", "maxmin", "mean", "weighted_mean", "sampling"),
+    )
 
 
 @dataclass
@@ -160,18 +211,36 @@ class NegativesConfig:
     """Self-adversarial negatives sampled from the student's own earlier snapshot (paper §1.3)."""
 
     enabled: bool = _opt(True, "off = no negative term at all")
-    source: str = _opt("union", "student: snapshot samples; llm: teacher minority only; union: both", choices=("union", "student", "llm"))
-    generator: str = _opt("snapshot", "who samples student negatives: snapshot (j_back iterations ago) or fixed (the initial model, never updated)",
-                          choices=("snapshot", "fixed"))
+    source: str = _opt(
+        "union",
+        "student: snapshot samples; llm: teacher minority only; union: both",
+        choices=("union", "student", "llm"),
+    )
+    generator: str = _opt(
+        "snapshot",
+        "who samples student negatives: snapshot (j_back iterations ago) or fixed (the initial model, never updated)",
+        choices=("snapshot", "fixed"),
+    )
     j_back: int = _opt(5, "sample from the snapshot taken this many iterations ago", min=0)
-    before_j: str = _opt("llm", "until a snapshot j_back iterations old exists: llm = S_neg is the LLM minority alone; "
-                         "oldest = the oldest snapshot kept (at first the initial model) samples them (ablation: the earlier behaviour)",
-                         choices=("llm", "oldest"))
+    before_j: str = _opt(
+        "llm",
+        "until a snapshot j_back iterations old exists: llm = S_neg is the LLM minority alone; "
+        "oldest = the oldest snapshot kept (at first the initial model) samples them (ablation: the earlier behaviour)",
+        choices=("llm", "oldest"),
+    )
     temperature: float = _opt(1.5, "sampling temperature of student negatives", min=0.0, max=5.0)
     per_question: int = _opt(1, "student negatives per question", min=1, max=16)
-    refresh_every: int = _opt(1, "regenerate student negatives every this many iterations (for the questions those iterations train on)", min=1)
+    refresh_every: int = _opt(
+        1,
+        "regenerate student negatives every this many iterations (for the questions those iterations train on)",
+        min=1,
+    )
     max_new_tokens: int = _opt(64, "longest student negative, in tokens", min=4)
-    batch_size: int = _opt(640, "questions per generate() call when sampling negatives (larger calls amortise generate's per-token overhead)", min=1)
+    batch_size: int = _opt(
+        640,
+        "questions per generate() call when sampling negatives (larger calls amortise generate's per-token overhead)",
+        min=1,
+    )
 
 
 @dataclass
@@ -179,17 +248,32 @@ class JudgeConfig:
     """The quality judge D (discriminator): encoder + max-pool + 2 linear layers + sigmoid."""
 
     enabled: bool = _opt(True, "off = every weight s is 1 (no quality guidance) and L_D is not trained")
-    loss: str = _opt("bce", "L_D form: printed (Eq. 2 as printed), infonce, or bce (default: measured, docs/method.md)", choices=("printed", "infonce", "bce"))
-    pretrain_steps: int = _opt(300, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500)
+    loss: str = _opt(
+        "bce",
+        "L_D form: printed (Eq. 2 as printed), infonce, or bce (default: measured, docs/method.md)",
+        choices=("printed", "infonce", "bce"),
+    )
+    pretrain_steps: int = _opt(
+        300, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500
+    )
     pretrain_batch_size: int = _opt(16, "questions per pre-training step", min=1)
     learning_rate: float = _opt(2e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
     online_every: int = _opt(4, "update D online every this many student steps (0 = never after pre-training)", min=0)
-    lr_follows_alpha3: bool = _opt(True, "scale D's learning rate by alpha3 / alpha3_0 at every iteration, so D gradually freezes as "
-                                   "alpha3 decays (AdamW is invariant to the loss scale, so alpha3 alone cannot slow D)")
+    lr_follows_alpha3: bool = _opt(
+        True,
+        "scale D's learning rate by alpha3 / alpha3_0 at every iteration, so D gradually freezes as "
+        "alpha3 decays (AdamW is invariant to the loss scale, so alpha3 alone cannot slow D)",
+    )
     num_layers: int = _opt(1, "encoder layers of D (otherwise D copies the student's architecture)", min=1)
-    mask_prob: float = _opt(0.3, "augmentation: chance each token of a positive is changed to make an extra negative", min=0.0, max=1.0)
-    augment: str = _opt("words", "augmentation: words (mask or replace any token) or numbers (replace number tokens by other numbers, "
-                        "the slips of an LLM's wrong rationales; words for a rationale without numbers)", choices=("words", "numbers"))
+    mask_prob: float = _opt(
+        0.3, "augmentation: chance each token of a positive is changed to make an extra negative", min=0.0, max=1.0
+    )
+    augment: str = _opt(
+        "words",
+        "augmentation: words (mask or replace any token) or numbers (replace number tokens by other numbers, "
+        "the slips of an LLM's wrong rationales; words for a rationale without numbers)",
+        choices=("words", "numbers"),
+    )
 
 
 @dataclass
@@ -207,23 +291,37 @@ class TrainingConfig:
     seed: int = _opt(0, "seed of initialisation, batching and sampling", min=0, max=2**32 - 1)
     device: str = _opt("auto", "auto (cuda when present), cpu or cuda", choices=("auto", "cpu", "cuda"))
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
-    precision: str = _opt("auto", "CUDA autocast dtype: auto (bf16 where supported), bf16 or fp32; CPU always trains in fp32",
-                          choices=("auto", "bf16", "fp32"))
-    compile: bool = _opt(False, "torch.compile every transformer block of the student and judge (pays a one-off compile time)")
-    report_to: list = _opt([], "log live to tensorboard and/or wandb (per-step losses, per-round metrics, config, pool statistics), "
-                           "as transformers' report_to; needs the extra: pip install 'qcrd-bench[tensorboard]'",
-                           choices=("tensorboard", "wandb"))
+    precision: str = _opt(
+        "auto",
+        "CUDA autocast dtype: auto (bf16 where supported), bf16 or fp32; CPU always trains in fp32",
+        choices=("auto", "bf16", "fp32"),
+    )
+    compile: bool = _opt(
+        False, "torch.compile every transformer block of the student and judge (pays a one-off compile time)"
+    )
+    report_to: list = _opt(
+        [],
+        "log live to tensorboard and/or wandb (per-step losses, per-round metrics, config, pool statistics), "
+        "as transformers' report_to; needs the extra: pip install 'qcrd-bench[tensorboard]'",
+        choices=("tensorboard", "wandb"),
+    )
 
 
 @dataclass
 class EvaluationConfig:
     """lm-eval evaluation after every round, in memory."""
 
-    tasks: list = _opt([], "lm-eval tasks (from tasks/) evaluated after every round; empty = qcrd_<task> and qcrd_<task>_explain")
+    tasks: list = _opt(
+        [], "lm-eval tasks (from tasks/) evaluated after every round; empty = qcrd_<task> and qcrd_<task>_explain"
+    )
     limit: int = _opt(0, "evaluate only the first N test items (0 = all)", min=0)
-    overlap: bool = _opt(True, "log ROUGE-L / BLEU of test rationales against the gold rationale and teacher positives, and distinct-n")
+    overlap: bool = _opt(
+        True, "log ROUGE-L / BLEU of test rationales against the gold rationale and teacher positives, and distinct-n"
+    )
     faithfulness: bool = _opt(True, "log the truncation and number-corruption faithfulness probes on test rationales")
-    faithfulness_items: int = _opt(32, "probe only the first N test rationales (the probes decode one forced prefix at a time)", min=1)
+    faithfulness_items: int = _opt(
+        32, "probe only the first N test rationales (the probes decode one forced prefix at a time)", min=1
+    )
     batch_size: int = _opt(64, "lm-eval generation batch size", min=1)
 
 
@@ -302,7 +400,9 @@ def value_problem(value: Any, meta: typing.Mapping) -> str | None:
 def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and bad values."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: key '{prefix.rstrip('.') or '<top>'}': expected a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: key '{prefix.rstrip('.') or '<top>'}': expected a mapping, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -326,10 +426,19 @@ def check_folder_name(value: str, where: str) -> None:
     Config values that become a path component under an output folder (the run ``name``, a
     leaderboard task label) must not reach outside it: no separator, no ``..``, not absolute.
     """
-    if (not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value
-            or Path(value).is_absolute() or Path(value).drive):
-        raise ConfigError(f"{where}: {value!r} is not a plain folder name (no '/', '\\', '..' or absolute path): "
-                          "outputs must stay inside the output folder")
+    if (
+        not value
+        or value in (".", "..")
+        or "/" in value
+        or "\\" in value
+        or "\0" in value
+        or Path(value).is_absolute()
+        or Path(value).drive
+    ):
+        raise ConfigError(
+            f"{where}: {value!r} is not a plain folder name (no '/', '\\', '..' or absolute path): "
+            "outputs must stay inside the output folder"
+        )
 
 
 def _validate_across(cfg: RunConfig, source: str) -> None:
@@ -343,11 +452,17 @@ def _validate_across(cfg: RunConfig, source: str) -> None:
     if cfg.teacher.kind == "auto":
         cfg.teacher.kind = "simulated" if cfg.task.name == "synth" else "pool"
     if cfg.task.min_steps > cfg.task.max_steps:
-        raise ConfigError(f"{source}: key 'task.min_steps': {cfg.task.min_steps} exceeds task.max_steps {cfg.task.max_steps}")
+        raise ConfigError(
+            f"{source}: key 'task.min_steps': {cfg.task.min_steps} exceeds task.max_steps {cfg.task.max_steps}"
+        )
     if cfg.teacher.kind == "simulated" and cfg.task.name != "synth":
-        raise ConfigError(f"{source}: key 'teacher.kind': the simulated teacher only writes synth rationales; use {_or_list(k for k in TEACHERS if k != 'simulated')} for task {cfg.task.name!r}")
+        raise ConfigError(
+            f"{source}: key 'teacher.kind': the simulated teacher only writes synth rationales; use {_or_list(k for k in TEACHERS if k != 'simulated')} for task {cfg.task.name!r}"
+        )
     if cfg.task.name == "custom" and not cfg.task.spec:
-        raise ConfigError(f"{source}: key 'task.spec': task 'custom' needs a task spec YAML (see harness_configs/tasks/)")
+        raise ConfigError(
+            f"{source}: key 'task.spec': task 'custom' needs a task spec YAML (see harness_configs/tasks/)"
+        )
     if cfg.teacher.kind in TEACHERS.names(llm=True) and not cfg.teacher.model:
         raise ConfigError(f"{source}: key 'teacher.model': teacher {cfg.teacher.kind!r} needs a model")
     if cfg.teacher.kind == "openai" and not cfg.teacher.base_url:
@@ -362,7 +477,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.load(raw, Loader=_SafeUniqueKeyLoader) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({getattr(err, 'problem', None) or err})") from None
+        raise ConfigError(
+            f"override {text!r}: value is not valid YAML ({getattr(err, 'problem', None) or err})"
+        ) from None
     except (ValueError, RecursionError) as err:  # an int over Python's 4300-digit limit; nesting too deep
         raise ConfigError(f"override {text[:80]!r}: value is not valid YAML ({type(err).__name__})") from None
     return key.strip().split("."), value
@@ -389,8 +506,12 @@ class _SafeUniqueKeyLoader(yaml.SafeLoader):
                 except TypeError:
                     continue  # an unhashable key: the base loader reports it
                 if repeated:
-                    raise yaml.constructor.ConstructorError(None, None, f"key {short_repr(key)} given twice (first on line {seen[key]})",
-                                                            key_node.start_mark)
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {short_repr(key)} given twice (first on line {seen[key]})",
+                        key_node.start_mark,
+                    )
                 seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
@@ -402,8 +523,10 @@ def load_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size} bytes, over the {MAX_YAML_BYTES // 1024} KiB limit for a YAML "
-                              "config or task spec (is this the right file?)")
+            raise ConfigError(
+                f"{path}: {path.stat().st_size} bytes, over the {MAX_YAML_BYTES // 1024} KiB limit for a YAML "
+                "config or task spec (is this the right file?)"
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None

@@ -33,7 +33,7 @@ class TrainExample:
     answer_text: str = ""  # the gold answer as written after "So the answer is"
 
 
-COT_INSTRUCTION = ('Answer the question. Reason step by step, then end with "So the answer is <answer>."')
+COT_INSTRUCTION = 'Answer the question. Reason step by step, then end with "So the answer is <answer>."'
 
 
 def answer_text(question: Question) -> str:
@@ -68,7 +68,9 @@ def explain_prompt(question: str) -> str:
     return EXPLAIN_PREFIX + question
 
 
-def build_examples(problems: list[Question], selections: list[Selection], tokenizer, max_input: int, max_target: int) -> list[TrainExample]:
+def build_examples(
+    problems: list[Question], selections: list[Selection], tokenizer, max_input: int, max_target: int
+) -> list[TrainExample]:
     """Tokenize every prompt, label and rationale of the training set once.
 
     Prompts are encoded as lm-eval encodes a context (:func:`prompt_ids`), targets as
@@ -79,17 +81,19 @@ def build_examples(problems: list[Question], selections: list[Selection], tokeni
     examples = []
     for problem in problems:
         sel = by_id[problem.id]
-        examples.append(TrainExample(
-            id=problem.id,
-            predict_ids=prompt_ids(tokenizer, [predict_prompt(problem.question)], max_input)[0],
-            explain_ids=prompt_ids(tokenizer, [explain_prompt(problem.question)], max_input)[0],
-            label_ids=target_ids(tokenizer, [problem.answer], max_target)[0],
-            positives=target_ids(tokenizer, sel.positives, max_target),
-            llm_negatives=target_ids(tokenizer, sel.negatives, max_target),
-            answer_type=problem.answer_type,
-            choices=problem.choices,
-            answer_text=answer_text(problem),
-        ))
+        examples.append(
+            TrainExample(
+                id=problem.id,
+                predict_ids=prompt_ids(tokenizer, [predict_prompt(problem.question)], max_input)[0],
+                explain_ids=prompt_ids(tokenizer, [explain_prompt(problem.question)], max_input)[0],
+                label_ids=target_ids(tokenizer, [problem.answer], max_target)[0],
+                positives=target_ids(tokenizer, sel.positives, max_target),
+                llm_negatives=target_ids(tokenizer, sel.negatives, max_target),
+                answer_type=problem.answer_type,
+                choices=problem.choices,
+                answer_text=answer_text(problem),
+            )
+        )
     return examples
 
 
@@ -102,13 +106,23 @@ def prompt_ids(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
     question's last sentence come last (and lm-eval, too, keeps a long context's end). Count
     such prompts with :func:`long_prompts` to warn about them."""
     head = limit // 4
-    return [ids if len(ids) <= limit else ids[:head] + ids[len(ids) - (limit - head):]
-            for ids in tokenizer(texts)["input_ids"]] if texts else []
+    return (
+        [
+            ids if len(ids) <= limit else ids[:head] + ids[len(ids) - (limit - head) :]
+            for ids in tokenizer(texts)["input_ids"]
+        ]
+        if texts
+        else []
+    )
 
 
 def long_prompts(tokenizer, questions: list[Question], limit: int) -> int:
     """How many of ``questions`` have an ``explain:`` prompt over ``limit`` tokens (cut by :func:`prompt_ids`)."""
-    return sum(len(ids) > limit for ids in tokenizer([explain_prompt(q.question) for q in questions])["input_ids"]) if questions else 0
+    return (
+        sum(len(ids) > limit for ids in tokenizer([explain_prompt(q.question) for q in questions])["input_ids"])
+        if questions
+        else 0
+    )
 
 
 def target_ids(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
@@ -121,7 +135,9 @@ def target_ids(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
     return [ids[: limit - 1] + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu", left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(
+    sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu", left: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token lists into (ids, attention_mask) tensors: on the right, or on the left (prompts
     that a decoder-only model continues). One scatter of the concatenated tokens through the
     mask, not a tensor per row: a QCRD step pads ~100 rationales at once, and a per-row loop pays
@@ -131,7 +147,9 @@ def pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "c
     columns = torch.arange(width)
     mask = columns >= (width - lengths)[:, None] if left else columns < lengths[:, None]
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    ids[mask] = torch.tensor(list(itertools.chain.from_iterable(sequences)), dtype=torch.long)  # row-major = sequence order
+    ids[mask] = torch.tensor(
+        list(itertools.chain.from_iterable(sequences)), dtype=torch.long
+    )  # row-major = sequence order
     mask = mask.long()
     if torch.device(device).type == "cuda":
         # Page-locked host memory lets the copy overlap with the GPU work already queued.

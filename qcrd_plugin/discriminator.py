@@ -53,7 +53,9 @@ def score(judge: QualityJudge, inputs: list[list[int]], pad_id: int, device) -> 
     return judge(ids, mask)
 
 
-def judge_loss(scores: torch.Tensor, group: torch.Tensor, is_positive: torch.Tensor, n_groups: int, kind: str = "printed") -> torch.Tensor:
+def judge_loss(
+    scores: torch.Tensor, group: torch.Tensor, is_positive: torch.Tensor, n_groups: int, kind: str = "printed"
+) -> torch.Tensor:
     """L_D over a batch of scored rationales; ``group`` says which question each belongs to.
 
     - ``printed`` (Eq. 2 as printed): ``-log( sum_pos exp(s) / sum_neg exp(s) )`` per question
@@ -83,8 +85,14 @@ def judge_loss(scores: torch.Tensor, group: torch.Tensor, is_positive: torch.Ten
     return per_question.mean()
 
 
-def augment_negative(rationale: list[int], rng: random.Random, vocab: list[int], mask_id: int, mask_prob: float,
-                     numbers: list[int] | None = None) -> list[int]:
+def augment_negative(
+    rationale: list[int],
+    rng: random.Random,
+    vocab: list[int],
+    mask_id: int,
+    mask_prob: float,
+    numbers: list[int] | None = None,
+) -> list[int]:
     """A synthetic negative: tokens of a positive changed with probability ``mask_prob`` each.
 
     Word mode (``numbers`` None): any token is masked or replaced by a random vocabulary token.
@@ -102,7 +110,9 @@ def augment_negative(rationale: list[int], rng: random.Random, vocab: list[int],
         for i in positions:
             out[i] = rng.choice([t for t in numbers if t != body[i]])
         return out + tail
-    positions = [i for i in range(len(body)) if rng.random() < mask_prob] or ([rng.randrange(len(body))] if body else [])
+    positions = [i for i in range(len(body)) if rng.random() < mask_prob] or (
+        [rng.randrange(len(body))] if body else []
+    )
     for i in positions:
         out[i] = mask_id if rng.random() < 0.5 else rng.choice(vocab)
     return out + tail
@@ -113,8 +123,14 @@ def number_tokens(tokenizer) -> list[int]:
     return sorted(i for token, i in tokenizer.get_vocab().items() if token.lstrip("▁Ġ ").isdigit())
 
 
-def pretraining_pairs(examples: list[TrainExample], rng: random.Random, vocab: list[int], mask_id: int, mask_prob: float,
-                      numbers: list[int] | None = None) -> list[tuple[list[list[int]], list[list[int]]]]:
+def pretraining_pairs(
+    examples: list[TrainExample],
+    rng: random.Random,
+    vocab: list[int],
+    mask_id: int,
+    mask_prob: float,
+    numbers: list[int] | None = None,
+) -> list[tuple[list[list[int]], list[list[int]]]]:
     """Per question: (positives, negatives) with negatives topped up by augmentation to balance."""
     pairs = []
     for ex in examples:
@@ -127,8 +143,15 @@ def pretraining_pairs(examples: list[TrainExample], rng: random.Random, vocab: l
     return pairs
 
 
-def batch_loss(judge: QualityJudge, examples: list[TrainExample], sets: list[tuple[list[list[int]], list[list[int]]]],
-               kind: str, pad_id: int, eos_id: int, device) -> torch.Tensor:
+def batch_loss(
+    judge: QualityJudge,
+    examples: list[TrainExample],
+    sets: list[tuple[list[list[int]], list[list[int]]]],
+    kind: str,
+    pad_id: int,
+    eos_id: int,
+    device,
+) -> torch.Tensor:
     """L_D on a batch of (positives, negatives) sets."""
     inputs, group, positive = [], [], []
     for q, (ex, (pos, neg)) in enumerate(zip(examples, sets)):
@@ -137,10 +160,20 @@ def batch_loss(judge: QualityJudge, examples: list[TrainExample], sets: list[tup
             group.append(q)
             positive.append(is_pos)
     scores = score(judge, inputs, pad_id, device)
-    return judge_loss(scores, torch.tensor(group, device=device), torch.tensor(positive, device=device), len(examples), kind)
+    return judge_loss(
+        scores, torch.tensor(group, device=device), torch.tensor(positive, device=device), len(examples), kind
+    )
 
 
-def pretrain(judge: QualityJudge, examples: list[TrainExample], cfg: JudgeConfig, tokenizer, device, seed: int, progress: bool = True) -> list[float]:
+def pretrain(
+    judge: QualityJudge,
+    examples: list[TrainExample],
+    cfg: JudgeConfig,
+    tokenizer,
+    device,
+    seed: int,
+    progress: bool = True,
+) -> list[float]:
     """Pre-train D for ``cfg.pretrain_steps`` steps; returns the L_D of every step."""
     rng = random.Random(seed)
     vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
@@ -153,8 +186,15 @@ def pretrain(judge: QualityJudge, examples: list[TrainExample], cfg: JudgeConfig
     losses = []
     for _ in tqdm(range(cfg.pretrain_steps), desc="judge pre-training", disable=not progress, leave=False):
         picks = rng.sample(range(len(ids)), min(cfg.pretrain_batch_size, len(ids)))
-        loss = batch_loss(judge, [by_id[ids[i]] for i in picks], [sets[i] for i in picks], cfg.loss,
-                          tokenizer.pad_token_id, tokenizer.eos_token_id, device)
+        loss = batch_loss(
+            judge,
+            [by_id[ids[i]] for i in picks],
+            [sets[i] for i in picks],
+            cfg.loss,
+            tokenizer.pad_token_id,
+            tokenizer.eos_token_id,
+            device,
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -175,7 +215,14 @@ def follow_alpha3(optimizer: torch.optim.Optimizer, base_lr: float, alpha3: floa
 
 
 @torch.no_grad()
-def roc_auc(judge: QualityJudge, positives: list[list[int]], negatives: list[list[int]], pad_id: int, device, batch_size: int = 256) -> float | None:
+def roc_auc(
+    judge: QualityJudge,
+    positives: list[list[int]],
+    negatives: list[list[int]],
+    pad_id: int,
+    device,
+    batch_size: int = 256,
+) -> float | None:
     """ROC-AUC of D separating positive from negative judge inputs (None if a class is empty)."""
     if not positives or not negatives:
         return None
@@ -184,7 +231,9 @@ def roc_auc(judge: QualityJudge, positives: list[list[int]], negatives: list[lis
 
 
 @torch.no_grad()
-def mean_scores(judge: QualityJudge, inputs: list[list[int]], pad_id: int, device, batch_size: int = 256, reduce: bool = True):
+def mean_scores(
+    judge: QualityJudge, inputs: list[list[int]], pad_id: int, device, batch_size: int = 256, reduce: bool = True
+):
     """D's scores of many inputs (their mean when ``reduce``), in eval mode, batched."""
     was_training = judge.training
     judge.eval()

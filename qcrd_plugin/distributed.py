@@ -125,12 +125,15 @@ class Launcher:
         run (generate, lm-eval, save_pretrained): here the training modules themselves."""
         return step.student, step.judge
 
-    def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None) -> dict:
+    def optimizer_state(
+        self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None
+    ) -> dict:
         """The optimizer's state for a checkpoint (every rank must call)."""
         return optimizer.state_dict()
 
-    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict,
-                             checkpoint: Path | None = None) -> None:
+    def load_optimizer_state(
+        self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict, checkpoint: Path | None = None
+    ) -> None:
         """Restore :meth:`optimizer_state`'s result."""
         optimizer.load_state_dict(state)
 
@@ -199,7 +202,7 @@ class AllReduce(Launcher):
         dist.all_reduce(flat)
         flat /= self.world_size
         offset = 0
-        for p, anywhere in zip(params, flat[-len(params):].tolist()):
+        for p, anywhere in zip(params, flat[-len(params) :].tolist()):
             n = p.numel()
             if anywhere > 0:
                 p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
@@ -231,14 +234,19 @@ class FSDP(Launcher):
         self._full_copy.load_state_dict(get_model_state_dict(step, options=StateDictOptions(full_state_dict=True)))
         return self._full_copy["student"], self._full_copy["judge"] if "judge" in self._full_copy else None
 
-    def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None) -> dict:
+    def optimizer_state(
+        self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None
+    ) -> dict:
         """Whole on rank 0 (gathered to the CPU)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        return get_optimizer_state_dict(step, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return get_optimizer_state_dict(
+            step, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
 
-    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict,
-                             checkpoint: Path | None = None) -> None:
+    def load_optimizer_state(
+        self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict, checkpoint: Path | None = None
+    ) -> None:
         """Each rank keeps its shard of the whole state."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
@@ -304,11 +312,15 @@ class DeepSpeed(AllReduce):
         self._passes = 0
         dist.all_reduce(counts, op=dist.ReduceOp.MAX)
         if counts[0] != -counts[1]:
-            raise RunAborted(f"under DeepSpeed every rank must run the same passes, but this step's ranks ran between "
-                             f"{-int(counts[1])} and {int(counts[0])} (a rank's share of the batch took another path); "
-                             "launch with harness_configs/accelerate/ddp.yaml or fsdp.yaml instead (docs/scaling.md)")
+            raise RunAborted(
+                f"under DeepSpeed every rank must run the same passes, but this step's ranks ran between "
+                f"{-int(counts[1])} and {int(counts[0])} (a rank's share of the batch took another path); "
+                "launch with harness_configs/accelerate/ddp.yaml or fsdp.yaml instead (docs/scaling.md)"
+            )
 
-    def optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None) -> dict:
+    def optimizer_state(
+        self, step: TrainingStep, optimizer: torch.optim.Optimizer, run_dir: Path | None = None
+    ) -> dict:
         """The engine's optimizer: every rank saves its shard into ``<run_dir>/``
         :data:`DEEPSPEED_STAGING` (``save_round`` moves it into the checkpoint) and a reference
         to it is returned. The judge's optimizer is whole on every rank."""
@@ -317,14 +329,17 @@ class DeepSpeed(AllReduce):
         tag = stage_deepspeed_shards(self.engine, run_dir, self.is_main, self.barrier)
         return {"deepspeed": tag, "world_size": self.world_size, "zero_stage": self.zero_stage}
 
-    def load_optimizer_state(self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict,
-                             checkpoint: Path | None = None) -> None:
+    def load_optimizer_state(
+        self, step: TrainingStep, optimizer: torch.optim.Optimizer, state: dict, checkpoint: Path | None = None
+    ) -> None:
         if optimizer is not self.optimizer:
             optimizer.load_state_dict(state)
             return
         if state.get("world_size") != self.world_size:
-            raise UserInputError(f"{checkpoint}: written by {state.get('world_size')} DeepSpeed processes; "
-                                 f"resume it with the same number (now {self.world_size})")
+            raise UserInputError(
+                f"{checkpoint}: written by {state.get('world_size')} DeepSpeed processes; "
+                f"resume it with the same number (now {self.world_size})"
+            )
         load_deepspeed_shards(self.engine, checkpoint, state["deepspeed"])
 
     def checkpoint_folders(self, run_dir: Path) -> dict[str, Path]:
@@ -360,15 +375,21 @@ def deepspeed_stage(env) -> int:
     needs whole parameters on every rank (no stage 3, no offload)."""
     profile = "accelerate profile (DeepSpeed)"
     if env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
-        raise UserInputError(f"{profile}: deepspeed_config_file is not read; set zero_stage in the profile instead "
-                             "(see harness_configs/accelerate/deepspeed_zero2.yaml)")
+        raise UserInputError(
+            f"{profile}: deepspeed_config_file is not read; set zero_stage in the profile instead "
+            "(see harness_configs/accelerate/deepspeed_zero2.yaml)"
+        )
     stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     if stage not in ("1", "2"):
-        raise UserInputError(f"{profile}: zero_stage {stage} is not supported (1 or 2: the loop needs whole parameters on every "
-                             "rank); for sharded parameters use harness_configs/accelerate/fsdp.yaml")
+        raise UserInputError(
+            f"{profile}: zero_stage {stage} is not supported (1 or 2: the loop needs whole parameters on every "
+            "rank); for sharded parameters use harness_configs/accelerate/fsdp.yaml"
+        )
     for key in ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
         if env.get(key, "none").lower() not in ("none", ""):
-            raise UserInputError(f"{profile}: {key.removeprefix('ACCELERATE_DEEPSPEED_').lower()} {env[key]} is not supported; set it to none")
+            raise UserInputError(
+                f"{profile}: {key.removeprefix('ACCELERATE_DEEPSPEED_').lower()} {env[key]} is not supported; set it to none"
+            )
     if importlib.util.find_spec("deepspeed") is None:
         raise UserInputError(f"{profile}: the deepspeed package is not installed: pip install 'qcrd-bench[deepspeed]'")
     return int(stage)

@@ -55,8 +55,10 @@ def tasks_dir() -> Path:
     if not path.is_dir():
         from .errors import UserInputError
 
-        raise UserInputError(f"lm-eval task folder {path} not found; set QCRD_TASKS_DIR to a folder of qcrd task YAMLs "
-                             "(a checkout's tasks/)")
+        raise UserInputError(
+            f"lm-eval task folder {path} not found; set QCRD_TASKS_DIR to a folder of qcrd task YAMLs "
+            "(a checkout's tasks/)"
+        )
     return path
 
 
@@ -73,8 +75,10 @@ def check_task_names(names: list[str]) -> None:
     known = set(task_manager({}).all_tasks)
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise UserInputError(f"key 'evaluation.tasks': {unknown[0]!r} is not a qcrd lm-eval task "
-                             f"(known: {', '.join(sorted(n for n in known if not n.endswith('_cot')))}, and each with _cot)")
+        raise UserInputError(
+            f"key 'evaluation.tasks': {unknown[0]!r} is not a qcrd lm-eval task "
+            f"(known: {', '.join(sorted(n for n in known if not n.endswith('_cot')))}, and each with _cot)"
+        )
 
 
 def build_tasks(names: list[str], manager: TaskManager) -> list:
@@ -129,15 +133,23 @@ def evaluate(model, tokenizer, tasks: list, manager: TaskManager, batch_size: in
     lm = StudentHFLM(pretrained=model, tokenizer=tokenizer, backend=backend, batch_size=batch_size)
     loaded = manager.load(list(tasks))
     for task in loaded["tasks"].values():
-        if task.get_config("num_fewshot") is None:  # simple_evaluate's default: zero-shot unless the YAML says otherwise
+        if (
+            task.get_config("num_fewshot") is None
+        ):  # simple_evaluate's default: zero-shot unless the YAML says otherwise
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=None)  # as simple_evaluate(fewshot_random_seed=None) does
     try:
-        results = lm_evaluate(lm=lm, task_dict=loaded, limit=limit or None, bootstrap_iters=0, log_samples=True, verbosity="ERROR")
+        results = lm_evaluate(
+            lm=lm, task_dict=loaded, limit=limit or None, bootstrap_iters=0, log_samples=True, verbosity="ERROR"
+        )
     finally:
         model.train()
-    results["config"] = {"model": f"in-memory {type(model).__name__} ({backend})", "batch_size": batch_size, "limit": limit or None,
-                         "lm_eval_version": version("lm_eval")}
+    results["config"] = {
+        "model": f"in-memory {type(model).__name__} ({backend})",
+        "batch_size": batch_size,
+        "limit": limit or None,
+        "lm_eval_version": version("lm_eval"),
+    }
     return results
 
 
@@ -146,7 +158,8 @@ def task_scores(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     scores = {}
     for task, metrics in results["results"].items():
         scores[task] = {
-            key.split(",")[0]: float(value) for key, value in metrics.items()
+            key.split(",")[0]: float(value)
+            for key, value in metrics.items()
             if "," in key and "_stderr" not in key and isinstance(value, (int, float, np.generic))
         }
     return scores
@@ -166,7 +179,9 @@ def reference_rationales(task, teacher, cfg) -> dict[str, list[str]]:
     return refs
 
 
-def rationale_quality(student, tokenizer, explain_samples: list[dict], references: dict[str, list[str]], cfg, device) -> dict:
+def rationale_quality(
+    student, tokenizer, explain_samples: list[dict], references: dict[str, list[str]], cfg, device
+) -> dict:
     """Overlap, diversity and faithfulness of the student's test rationales (rationale_quality.py)."""
     docs = [s["doc"] for s in explain_samples]
     rationales = [s["resps"][1][0] for s in explain_samples]
@@ -176,9 +191,18 @@ def rationale_quality(student, tokenizer, explain_samples: list[dict], reference
         out["distinct_1"], out["distinct_2"] = distinct_n(rationales, 1), distinct_n(rationales, 2)
     if cfg.evaluation.faithfulness:
         n = cfg.evaluation.faithfulness_items
-        out.update(faithfulness(student, tokenizer, [explain_prompt(d["question"]) for d in docs[:n]], rationales[:n],
-                                docs[0].get("answer_type", "number"), [d.get("choices") for d in docs[:n]], device,
-                                cfg.negatives.max_new_tokens))
+        out.update(
+            faithfulness(
+                student,
+                tokenizer,
+                [explain_prompt(d["question"]) for d in docs[:n]],
+                rationales[:n],
+                docs[0].get("answer_type", "number"),
+                [d.get("choices") for d in docs[:n]],
+                device,
+                cfg.negatives.max_new_tokens,
+            )
+        )
     return out
 
 
@@ -211,20 +235,32 @@ class Evaluator:
         cfg = self.cfg
         checkpoint = Path(cfg.output_dir) / cfg.name / f"round_{round_index}"
         with self.timer("evaluation"):
-            results = evaluate(student, self.tokenizer, self.tasks, self.manager, cfg.evaluation.batch_size, cfg.evaluation.limit)
+            results = evaluate(
+                student, self.tokenizer, self.tasks, self.manager, cfg.evaluation.batch_size, cfg.evaluation.limit
+            )
         samples = results.pop("samples", {})
         atomic_write_json(checkpoint / "lm_eval_results.json", to_builtin(results))
         explain_samples = samples.get(self.explain_task, [])
-        write_jsonl(checkpoint / "rationales.jsonl", [
-            {"id": s["doc"]["id"], "question": s["doc"]["question"], "answer": s["doc"]["answer"],
-             "label_generation": s["resps"][0][0], "rationale": s["resps"][1][0]}
-            for s in explain_samples
-        ])
+        write_jsonl(
+            checkpoint / "rationales.jsonl",
+            [
+                {
+                    "id": s["doc"]["id"],
+                    "question": s["doc"]["question"],
+                    "answer": s["doc"]["answer"],
+                    "label_generation": s["resps"][0][0],
+                    "rationale": s["resps"][1][0],
+                }
+                for s in explain_samples
+            ],
+        )
         judged = self.judge_metrics(judge, explain_samples)
         quality = {}
         if explain_samples and (cfg.evaluation.overlap or cfg.evaluation.faithfulness):
             with self.timer("rationale_quality"):
-                quality = rationale_quality(student, self.tokenizer, explain_samples, self.references, cfg, self.device)
+                quality = rationale_quality(
+                    student, self.tokenizer, explain_samples, self.references, cfg, self.device
+                )
         return {
             "format": METRICS_FORMAT,
             "round": round_index,
@@ -246,11 +282,16 @@ class Evaluator:
         tok, limits = self.tokenizer, (self.cfg.student.max_input_tokens, self.cfg.student.max_target_tokens)
         with self.timer("judge_scoring"):
             rationales = [
-                judge_input(prompt_ids(tok, [explain_prompt(s["doc"]["question"])], limits[0])[0],
-                            target_ids(tok, [s["resps"][1][0]], limits[1])[0], tok.eos_token_id)
+                judge_input(
+                    prompt_ids(tok, [explain_prompt(s["doc"]["question"])], limits[0])[0],
+                    target_ids(tok, [s["resps"][1][0]], limits[1])[0],
+                    tok.eos_token_id,
+                )
                 for s in explain_samples
             ]
             return {
-                "judge_score_student": mean_scores(judge, rationales, tok.pad_token_id, self.device) if rationales else None,
+                "judge_score_student": mean_scores(judge, rationales, tok.pad_token_id, self.device)
+                if rationales
+                else None,
                 "judge_auc_heldout": roc_auc(judge, self.heldout_pos, self.heldout_neg, tok.pad_token_id, self.device),
             }

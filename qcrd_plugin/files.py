@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from .errors import UserInputError, WriteFailed
 
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable (the directory entry, not only the file's data)."""
     fd = os.open(path, os.O_RDONLY)
@@ -110,12 +111,16 @@ def read_jsonl(path: Path, opener: Callable = open) -> list[tuple[int, dict]]:
             while raw := handle.readline(MAX_LINE_BYTES + 1):
                 number += 1
                 if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                    raise UserInputError(f"{path}:{number}: line longer than {MAX_LINE_BYTES // 2**20} MiB, the limit for "
-                                         "one record (is this a JSONL file?)")
+                    raise UserInputError(
+                        f"{path}:{number}: line longer than {MAX_LINE_BYTES // 2**20} MiB, the limit for "
+                        "one record (is this a JSONL file?)"
+                    )
                 try:
                     line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as err:
-                    raise UserInputError(f"{path}:{number}: not UTF-8 text (byte {err.start + 1} of the line)") from None
+                    raise UserInputError(
+                        f"{path}:{number}: not UTF-8 text (byte {err.start + 1} of the line)"
+                    ) from None
                 if not line.strip():
                     continue
                 record = parse_json(line, path, number)
@@ -148,7 +153,9 @@ def read_records(path: Path) -> list[tuple[int, dict]]:
         while position < len(text) and text[position] in " \t\r\n,":
             position += 1
         if position >= len(text):
-            raise UserInputError(f"{path}:{text.count(chr(10), 0, position) + 1}: not valid JSON (the array is not closed with ']')")
+            raise UserInputError(
+                f"{path}:{text.count(chr(10), 0, position) + 1}: not valid JSON (the array is not closed with ']')"
+            )
         if text[position] == "]":
             break
         line = text.count("\n", 0, position) + 1
@@ -161,6 +168,8 @@ def read_records(path: Path) -> list[tuple[int, dict]]:
         if not isinstance(record, dict):
             raise UserInputError(f"{path}:{line}: expected a JSON object in the array, got {type(record).__name__}")
         records.append((line, record))
-    if text[position + 1:].strip():
-        raise UserInputError(f"{path}:{text.count(chr(10), 0, position) + 1}: text after the closing ']' of the JSON array")
+    if text[position + 1 :].strip():
+        raise UserInputError(
+            f"{path}:{text.count(chr(10), 0, position) + 1}: text after the closing ']' of the JSON array"
+        )
     return records

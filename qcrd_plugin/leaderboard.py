@@ -20,13 +20,21 @@ from typing import Any, Callable
 import yaml
 
 from .config import _opt, check_folder_name, load_config, read_yaml
+from .errors import ConfigError
 from .registry import METHODS
 
-from .errors import ConfigError
-
 LEADERBOARD_FORMAT = "qcrd-leaderboard/1"
-RATIONALE_KEYS = ("rationale_acc", "step_validity", "consistency", "rationale_words", "rouge_l", "bleu", "distinct_2",
-                  "faithful_truncate", "faithful_corrupt")
+RATIONALE_KEYS = (
+    "rationale_acc",
+    "step_validity",
+    "consistency",
+    "rationale_words",
+    "rouge_l",
+    "bleu",
+    "distinct_2",
+    "faithful_truncate",
+    "faithful_corrupt",
+)
 
 
 @dataclass
@@ -34,13 +42,21 @@ class LeaderboardConfig:
     """``harness_configs/leaderboard.yaml``: which runs make the grid."""
 
     name: str = _opt("leaderboard", "name of the grid; outputs go to <output_dir>/")
-    output_dir: str = _opt("runs/leaderboard", "runs go to <output_dir>/<task>/<method>/seed<k>/, tables and plots to <output_dir>/")
+    output_dir: str = _opt(
+        "runs/leaderboard", "runs go to <output_dir>/<task>/<method>/seed<k>/, tables and plots to <output_dir>/"
+    )
     base_config: str = _opt("harness_configs/default.yaml", "run config every cell starts from")
     # Every registered method, read when a config is made (a plugin's method is compared too).
-    methods: list = field(default_factory=lambda: list(METHODS), metadata={"help": "methods to compare (default: every registered method)"})
+    methods: list = field(
+        default_factory=lambda: list(METHODS),
+        metadata={"help": "methods to compare (default: every registered method)"},
+    )
     tasks: dict = _opt({"synth": []}, "task label -> list of KEY=VALUE overrides that make that task")
-    seeds: list = _opt([0, 1, 2], "training seeds: initialisation, batching and sampling (and, for real tasks without a validation pool, "
-                               "which task.heldout training questions are held out for the judge's AUC)")
+    seeds: list = _opt(
+        [0, 1, 2],
+        "training seeds: initialisation, batching and sampling (and, for real tasks without a validation pool, "
+        "which task.heldout training questions are held out for the judge's AUC)",
+    )
     overrides: list = _opt([], "KEY=VALUE overrides applied to every run (e.g. an equal training budget)")
     baseline: str = _opt("dss", "the paired difference is reported as <contender> − <baseline>")
     contender: str = _opt("qcrd", "see baseline")
@@ -73,7 +89,12 @@ def load_leaderboard_config(path: str | Path) -> LeaderboardConfig:
 
 
 # Where a run is written and which seed it is: not part of what a cell compares.
-NOT_IDENTITY = ("name", "output_dir", "training.seed", "training.report_to")  # where a run goes and logs, not what it trains
+NOT_IDENTITY = (
+    "name",
+    "output_dir",
+    "training.seed",
+    "training.report_to",
+)  # where a run goes and logs, not what it trains
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -108,7 +129,11 @@ def cell_config(cfg: LeaderboardConfig, task_label: str, method: str, seed: int)
     """The run config of one cell of the grid, written to ``<output_dir>/<task>/<method>-<hash>/seed<k>``:
     the hash of the resolved config is part of the folder, so a changed config trains a new cell
     instead of reusing the old one's runs."""
-    overrides = list(cfg.overrides) + list(cfg.tasks[task_label]) + [f"method.name={method}", f"training.seed={seed}", f"name=seed{seed}"]
+    overrides = (
+        list(cfg.overrides)
+        + list(cfg.tasks[task_label])
+        + [f"method.name={method}", f"training.seed={seed}", f"name=seed{seed}"]
+    )
     run_cfg = load_config(cfg.base_config, overrides)
     run_cfg.output_dir = str(Path(cfg.output_dir) / task_label / f"{method}-{config_hash(run_cfg.to_dict())}")
     return run_cfg
@@ -230,9 +255,15 @@ def cell_labels(results: list[RunResult]) -> dict[tuple[str, str], str]:
             values = [json.dumps(r.identity.get(key), sort_keys=True, default=str) for r in cells.values()]
             if len(set(values)) > 1:
                 varying[key] = max(set(values), key=values.count)  # the most common value
-        short = {k: k.rsplit(".", 1)[-1] for k in varying}  # the last part of the key, unless two varying keys share it
+        short = {
+            k: k.rsplit(".", 1)[-1] for k in varying
+        }  # the last part of the key, unless two varying keys share it
         for digest, run in cells.items():
-            differing = [k for k, common in varying.items() if json.dumps(run.identity.get(k), sort_keys=True, default=str) != common]
+            differing = [
+                k
+                for k, common in varying.items()
+                if json.dumps(run.identity.get(k), sort_keys=True, default=str) != common
+            ]
             names = [short[k] if list(short.values()).count(short[k]) == 1 else k for k in differing]
             extra = ",".join(f"{name}={run.identity.get(k)}" for name, k in zip(names, differing))
             labels[(task, digest)] = run.method + (f"[{extra}]" if extra else "")
@@ -246,12 +277,19 @@ def aggregate(results: list[RunResult], baseline: str = "dss", contender: str = 
     rows, diffs = [], []
     labels = cell_labels(results)
     for task in sorted({r.task for r in results}):
-        cells = sorted({r.config_hash for r in results if r.task == task},
-                       key=lambda h: (_method_order(next(r.method for r in results if r.config_hash == h)), labels[(task, h)]))
+        cells = sorted(
+            {r.config_hash for r in results if r.task == task},
+            key=lambda h: (_method_order(next(r.method for r in results if r.config_hash == h)), labels[(task, h)]),
+        )
         for digest in cells:
             runs = [r for r in results if r.task == task and r.config_hash == digest]
-            row = {"task": task, "method": runs[0].method, "label": labels[(task, digest)], "config_hash": digest,
-                   "seeds": sorted(r.seed for r in runs)}
+            row = {
+                "task": task,
+                "method": runs[0].method,
+                "label": labels[(task, digest)],
+                "config_hash": digest,
+                "seeds": sorted(r.seed for r in runs),
+            }
             for key in ("acc",) + RATIONALE_KEYS:
                 values = [v for v in (metric_value(r.final, key) for r in runs) if v is not None]
                 if values:
@@ -259,11 +297,20 @@ def aggregate(results: list[RunResult], baseline: str = "dss", contender: str = 
             walls, speeds = zip(*(run_cost(r) for r in runs))
             row["wall_s"], row["wall_s_ci95"], _ = mean_ci(list(walls))
             row["tokens_per_s"], _, _ = mean_ci(list(speeds))
-            row["acc_per_round"] = [mean_ci([metric_value(r.rounds[k], "acc") for r in runs if k < len(r.rounds)])[0]
-                                    for k in range(max(len(r.rounds) for r in runs))]
+            row["acc_per_round"] = [
+                mean_ci([metric_value(r.rounds[k], "acc") for r in runs if k < len(r.rounds)])[0]
+                for k in range(max(len(r.rounds) for r in runs))
+            ]
             rows.append(row)
-        by_cell = {row["config_hash"]: {r.seed: metric_value(r.final, "acc") for r in results if r.task == task and r.config_hash == row["config_hash"]}
-                   for row in rows if row["task"] == task}
+        by_cell = {
+            row["config_hash"]: {
+                r.seed: metric_value(r.final, "acc")
+                for r in results
+                if r.task == task and r.config_hash == row["config_hash"]
+            }
+            for row in rows
+            if row["task"] == task
+        }
         task_rows = [row for row in rows if row["task"] == task]
         for con in (row for row in task_rows if row["method"] == contender):
             for base in (row for row in task_rows if row["method"] == baseline):
@@ -272,8 +319,17 @@ def aggregate(results: list[RunResult], baseline: str = "dss", contender: str = 
                     continue
                 deltas = [by_cell[con["config_hash"]][s] - by_cell[base["config_hash"]][s] for s in common]
                 mean, half, n = mean_ci(deltas)
-                diffs.append({"task": task, "contender": con["label"], "baseline": base["label"], "diff": mean, "diff_ci95": half,
-                              "n_pairs": n, "per_seed": dict(zip(common, deltas))})
+                diffs.append(
+                    {
+                        "task": task,
+                        "contender": con["label"],
+                        "baseline": base["label"],
+                        "diff": mean,
+                        "diff_ci95": half,
+                        "n_pairs": n,
+                        "per_seed": dict(zip(common, deltas)),
+                    }
+                )
     return {"format": LEADERBOARD_FORMAT, "rows": rows, "paired": diffs}
 
 
@@ -293,20 +349,45 @@ def _fmt(value, half=None, digits: int = 3) -> str:
 
 def to_markdown(board: dict) -> str:
     """The leaderboard as Markdown tables."""
-    lines = ["# Leaderboard", "", "Final-round accuracy and rationale quality, mean ± 95% CI (t) over seeds.", "",
-             "| task | method | config | seeds | acc | rationale_acc | step_validity | consistency | words | ROUGE-L | BLEU | distinct-2 | wall s | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Leaderboard",
+        "",
+        "Final-round accuracy and rationale quality, mean ± 95% CI (t) over seeds.",
+        "",
+        "| task | method | config | seeds | acc | rationale_acc | step_validity | consistency | words | ROUGE-L | BLEU | distinct-2 | wall s | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in board["rows"]:
-        cells = [r["task"], r["label"], f"`{r['config_hash']}`", str(len(r["seeds"])), _fmt(r.get("acc"), r.get("acc_ci95"))]
+        cells = [
+            r["task"],
+            r["label"],
+            f"`{r['config_hash']}`",
+            str(len(r["seeds"])),
+            _fmt(r.get("acc"), r.get("acc_ci95")),
+        ]
         for key in ("rationale_acc", "step_validity", "consistency"):
             cells.append(_fmt(r.get(key), r.get(f"{key}_ci95")))
-        cells += [_fmt(r.get("rationale_words"), None, 1), _fmt(r.get("rouge_l")), _fmt(r.get("bleu"), None, 1), _fmt(r.get("distinct_2")),
-                  _fmt(r.get("wall_s"), None, 0), _fmt(r.get("tokens_per_s"), None, 0)]
+        cells += [
+            _fmt(r.get("rationale_words"), None, 1),
+            _fmt(r.get("rouge_l")),
+            _fmt(r.get("bleu"), None, 1),
+            _fmt(r.get("distinct_2")),
+            _fmt(r.get("wall_s"), None, 0),
+            _fmt(r.get("tokens_per_s"), None, 0),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if board["paired"]:
-        lines += ["", "Paired difference over seeds (same seed, same data):", "", "| task | difference | mean ± 95% CI | pairs |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Paired difference over seeds (same seed, same data):",
+            "",
+            "| task | difference | mean ± 95% CI | pairs |",
+            "|---|---|---|---|",
+        ]
         for d in board["paired"]:
-            lines.append(f"| {d['task']} | {d['contender']} − {d['baseline']} | {_fmt(d['diff'], d['diff_ci95'])} | {d['n_pairs']} |")
+            lines.append(
+                f"| {d['task']} | {d['contender']} − {d['baseline']} | {_fmt(d['diff'], d['diff_ci95'])} | {d['n_pairs']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -316,7 +397,11 @@ def write(board: dict, results: list[RunResult], out: Path) -> list[Path]:
     written = []
     (out / "leaderboard.json").write_text(strict_json(board))
     (out / "leaderboard.md").write_text(to_markdown(board))
-    keys = ["task", "method", "label", "config_hash", "n_seeds", "acc", "acc_ci95"] + [k for key in RATIONALE_KEYS for k in (key, f"{key}_ci95")] + ["wall_s", "tokens_per_s"]
+    keys = (
+        ["task", "method", "label", "config_hash", "n_seeds", "acc", "acc_ci95"]
+        + [k for key in RATIONALE_KEYS for k in (key, f"{key}_ci95")]
+        + ["wall_s", "tokens_per_s"]
+    )
     with open(out / "leaderboard.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
@@ -329,6 +414,7 @@ def write(board: dict, results: list[RunResult], out: Path) -> list[Path]:
 
 def strict_json(value: Any) -> str:
     """JSON that every parser reads: a NaN (a CI of one seed) becomes null, never a bare NaN."""
+
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):
             return None
@@ -337,18 +423,28 @@ def strict_json(value: Any) -> str:
         if isinstance(v, (list, tuple)):
             return [clean(x) for x in v]
         return v
+
     return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
-PLOTS = {"accuracy_per_round.png": ("acc",), "rationale_metrics_per_round.png": ("rationale_acc", "step_validity", "consistency")}
-METRIC_NAMES = {"acc": "accuracy", "rationale_acc": "rationale accuracy", "step_validity": "step validity",
-                "consistency": "label-rationale consistency"}
+PLOTS = {
+    "accuracy_per_round.png": ("acc",),
+    "rationale_metrics_per_round.png": ("rationale_acc", "step_validity", "consistency"),
+}
+METRIC_NAMES = {
+    "acc": "accuracy",
+    "rationale_acc": "rationale accuracy",
+    "step_validity": "step validity",
+    "consistency": "label-rationale consistency",
+}
 
 
 def _series(runs: list[RunResult], key: str) -> tuple[list[int], list[float], list[float]]:
     """Rounds, means and 95% CI half-widths (0 for one seed) of ``key`` over ``runs``."""
-    stats_ = [mean_ci([v for v in (metric_value(r.rounds[k], key) for r in runs if k < len(r.rounds)) if v is not None])
-              for k in range(max(len(r.rounds) for r in runs))]
+    stats_ = [
+        mean_ci([v for v in (metric_value(r.rounds[k], key) for r in runs if k < len(r.rounds)) if v is not None])
+        for k in range(max(len(r.rounds) for r in runs))
+    ]
     kept = [(k + 1, m, 0.0 if math.isnan(h) else h) for k, (m, h, n) in enumerate(stats_) if n]
     return [k for k, _, _ in kept], [m for _, m, _ in kept], [h for _, _, h in kept]
 
@@ -394,8 +490,14 @@ def figure(results: list[RunResult], keys: tuple[str, ...], labels: dict[tuple[s
                     continue
                 rounds = max(rounds, xs[-1])
                 ax.plot(xs, means, marker="o", color=colours[name], label=name)
-                ax.fill_between(xs, [max(0.0, m - h) for m, h in zip(means, halves)], [min(1.0, m + h) for m, h in zip(means, halves)],
-                                color=colours[name], alpha=0.18, linewidth=0)
+                ax.fill_between(
+                    xs,
+                    [max(0.0, m - h) for m, h in zip(means, halves)],
+                    [min(1.0, m + h) for m, h in zip(means, halves)],
+                    color=colours[name],
+                    alpha=0.18,
+                    linewidth=0,
+                )
             ax.set_xticks(range(1, rounds + 1))
             ax.set_xlim(0.8, rounds + 0.2)
             ax.set_ylim(0.0, 1.0)
@@ -407,7 +509,13 @@ def figure(results: list[RunResult], keys: tuple[str, ...], labels: dict[tuple[s
     fig.legend(handles=handles, loc="upper center", ncol=ncol, frameon=False)
     n_seeds = "/".join(str(n) for n in sorted(seeds)) or "0"
     plural = "" if seeds == {1} else "s"
-    fig.text(0.5, 0.01, f"mean ± 95% CI (t) over {n_seeds} seed{plural} per cell; bands clipped to [0, 1]", ha="center", fontsize=9)
+    fig.text(
+        0.5,
+        0.01,
+        f"mean ± 95% CI (t) over {n_seeds} seed{plural} per cell; bands clipped to [0, 1]",
+        ha="center",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - legend_in / height))
     return fig
 

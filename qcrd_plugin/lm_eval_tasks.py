@@ -19,11 +19,12 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from .config import TaskConfig
-from .data import cot_prompt, cot_target as _cot_target, explain_prompt, predict_prompt
-from .metrics import cot_metrics, label_metrics, rationale_metrics
-from .questions import Question
+from .data import cot_prompt, explain_prompt, predict_prompt
+from .data import cot_target as _cot_target
 from .errors import UserInputError
+from .metrics import cot_metrics, label_metrics, rationale_metrics
 from .model_card import recorded_task
+from .questions import Question
 from .tasks import fill_gold_rationales, load_task
 
 SPEC_ENV = "QCRD_TASK_SPEC"
@@ -54,14 +55,21 @@ def load_dataset(**metadata) -> DatasetDict:
     """
     cfg = _task_config(metadata)
     if cfg.name == "custom" and not cfg.spec:
-        _stop(f"qcrd_custom tasks need a task spec: --metadata '{{\"spec\": \"harness_configs/tasks/<name>.yaml\"}}' or ${SPEC_ENV}")
+        _stop(
+            f'qcrd_custom tasks need a task spec: --metadata \'{{"spec": "harness_configs/tasks/<name>.yaml"}}\' or ${SPEC_ENV}'
+        )
     try:
         data = load_task(cfg)
     except UserInputError as err:  # missing data, a bad spec, an unknown source
         _stop(str(err))
     fill_gold_rationales(data)
-    return DatasetDict({split: Dataset.from_list([q.to_record() for q in questions])
-                        for split, questions in data.questions.items() if questions})
+    return DatasetDict(
+        {
+            split: Dataset.from_list([q.to_record() for q in questions])
+            for split, questions in data.questions.items()
+            if questions
+        }
+    )
 
 
 def _stop(message: str) -> None:
@@ -96,18 +104,34 @@ def _reading(doc: dict) -> dict:
 
 
 def process_predict(doc: dict, results: list[str]) -> dict[str, float]:
-    return label_metrics(results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"), **_reading(doc))
+    return label_metrics(
+        results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"), **_reading(doc)
+    )
 
 
 def process_explain(doc: dict, results: list[str]) -> dict[str, float]:
     label_generation, rationale = results
-    return rationale_metrics(rationale, label_generation, doc["answer"], doc.get("answer_type", "number"),
-                             doc.get("choices"), bool(doc.get("require_answer_phrase")), **_reading(doc), question=doc["question"])
+    return rationale_metrics(
+        rationale,
+        label_generation,
+        doc["answer"],
+        doc.get("answer_type", "number"),
+        doc.get("choices"),
+        bool(doc.get("require_answer_phrase")),
+        **_reading(doc),
+        question=doc["question"],
+    )
 
 
 def process_cot(doc: dict, results: list[str]) -> dict[str, float]:
-    return cot_metrics(results[0], doc["answer"], doc.get("answer_type", "number"), doc.get("choices"), **_reading(doc),
-                       question=doc["question"])
+    return cot_metrics(
+        results[0],
+        doc["answer"],
+        doc.get("answer_type", "number"),
+        doc.get("choices"),
+        **_reading(doc),
+        question=doc["question"],
+    )
 
 
 class ExplainTask(ConfigurableTask):
@@ -122,6 +146,8 @@ class ExplainTask(ConfigurableTask):
         kwargs.pop("apply_chat_template", None)
         kwargs.pop("chat_template", None)
         gen = dict(self.config.generation_kwargs)
-        label_request = Instance("generate_until", doc, (predict_text(doc), dict(gen, max_gen_toks=16)), idx=0, **kwargs)
+        label_request = Instance(
+            "generate_until", doc, (predict_text(doc), dict(gen, max_gen_toks=16)), idx=0, **kwargs
+        )
         rationale_request = Instance("generate_until", doc, (ctx, gen), idx=1, **kwargs)
         return [label_request, rationale_request]

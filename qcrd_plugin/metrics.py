@@ -7,15 +7,29 @@ from typing import Sequence
 from .answers import answers_match, predicted_answer, stated_answer, step_validity
 
 
-def label_metrics(prediction: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None,
-                  pattern: str = "", case_fold: bool = True) -> dict[str, float]:
+def label_metrics(
+    prediction: str,
+    gold: str,
+    answer_type: str = "number",
+    choices: Sequence[str] | None = None,
+    pattern: str = "",
+    case_fold: bool = True,
+) -> dict[str, float]:
     """Metrics of a ``predict:`` generation: ``acc`` (its answer equals gold)."""
     return {"acc": float(answers_match(predicted_answer(prediction, answer_type, choices, pattern, case_fold), gold))}
 
 
-def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_type: str = "number",
-                      choices: Sequence[str] | None = None, require_phrase: bool = False, pattern: str = "",
-                      case_fold: bool = True, question: str = "") -> dict[str, float]:
+def rationale_metrics(
+    rationale: str,
+    label_prediction: str,
+    gold: str,
+    answer_type: str = "number",
+    choices: Sequence[str] | None = None,
+    require_phrase: bool = False,
+    pattern: str = "",
+    case_fold: bool = True,
+    question: str = "",
+) -> dict[str, float]:
     """Metrics of an ``explain:`` generation, given the same question's ``predict:`` generation.
 
     - ``acc``: the label prediction is right (as in the label task)
@@ -39,10 +53,16 @@ def rationale_metrics(rationale: str, label_prediction: str, gold: str, answer_t
     return metrics
 
 
-def cot_metrics(generation: str, gold: str, answer_type: str = "number", choices: Sequence[str] | None = None,
-                pattern: str = "", case_fold: bool = True, question: str = "") -> dict[str, float]:
+def cot_metrics(
+    generation: str,
+    gold: str,
+    answer_type: str = "number",
+    choices: Sequence[str] | None = None,
+    pattern: str = "",
+    case_fold: bool = True,
+    question: str = "",
+) -> dict[str, float]:
     """Metrics of a few-shot chain-of-thought generation: ``acc`` of the answer after its last
     answer statement (``qcrd_plugin.answers.stated_answer``)."""
     stated = stated_answer(generation, answer_type, choices, pattern=pattern, case_fold=case_fold, question=question)
     return {"acc": float(answers_match(stated, gold))}
-

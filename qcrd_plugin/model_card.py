@@ -26,8 +26,12 @@ def run_record(cfg, round_index: int) -> dict:
         "run": cfg.name,
         "round": round_index,
         "method": cfg.method.name,
-        "teacher": {"kind": cfg.teacher.kind, "model": cfg.teacher.model, "samples": cfg.teacher.samples,
-                    "temperature": cfg.teacher.temperature},
+        "teacher": {
+            "kind": cfg.teacher.kind,
+            "model": cfg.teacher.model,
+            "samples": cfg.teacher.samples,
+            "temperature": cfg.teacher.temperature,
+        },
         "evaluation_tasks": list(cfg.evaluation.tasks or default_tasks(cfg.task.name)),
         "task_metadata": task_metadata(cfg.task),
         "config": cfg.to_dict(),
@@ -57,8 +61,12 @@ def model_card(record: dict, metrics: dict, folder: Path) -> str:
     family, source = task["name"], task.get("source") or "default"
     teacher = record["teacher"]
     teacher_text = f"{teacher['kind']}" + (f" ({teacher['model']})" if teacher.get("model") else "")
-    scores = "\n".join(f"| {name} | {metric} | {value:.4f} |" for name, values in sorted(metrics.get("eval", {}).items())
-                       for metric, value in sorted(values.items()) if isinstance(value, (int, float)))
+    scores = "\n".join(
+        f"| {name} | {metric} | {value:.4f} |"
+        for name, values in sorted(metrics.get("eval", {}).items())
+        for metric, value in sorted(values.items())
+        if isinstance(value, (int, float))
+    )
     tasks = ",".join(record["evaluation_tasks"])
     backend = "causal" if cfg["student"]["family"] in ("llama", "gpt2") else "seq2seq"
     return f"""---
@@ -66,16 +74,16 @@ library_name: transformers
 tags:
 - qcrd-bench
 - rationale-distillation
-- {record['method']}
+- {record["method"]}
 ---
 
-# {record['run']}, round {record['round']}
+# {record["run"]}, round {record["round"]}
 
-A student distilled with qcrd-bench (method `{record['method']}`; QCRD is arXiv:2405.13014) on task `{family}` from source `{source}`.
+A student distilled with qcrd-bench (method `{record["method"]}`; QCRD is arXiv:2405.13014) on task `{family}` from source `{source}`.
 
-- Teacher: {teacher_text}, {teacher['samples']} rationales per question at temperature {teacher['temperature']}
-- Student: `{cfg['student']['family']}` trained from scratch ({cfg['training']['rounds']} rounds of
-  {cfg['training']['steps_per_round']} steps, batch {cfg['training']['batch_size']}, seed {cfg['training']['seed']})
+- Teacher: {teacher_text}, {teacher["samples"]} rationales per question at temperature {teacher["temperature"]}
+- Student: `{cfg["student"]["family"]}` trained from scratch ({cfg["training"]["rounds"]} rounds of
+  {cfg["training"]["steps_per_round"]} steps, batch {cfg["training"]["batch_size"]}, seed {cfg["training"]["seed"]})
 - The whole configuration is in `qcrd_run.json` (`config`), with the task settings the
   `qcrd_*` lm-eval tasks read from it.
 
@@ -114,11 +122,16 @@ def pick_round(run_dir: Path, which: str) -> int:
     if which == "last":
         return rounds[-1]
     if which == "best":
-        scored = [(r.get("headline_acc") if r.get("headline_acc") is not None else -1.0, r["round"]) for r in records
-                  if r["round"] in rounds]
+        scored = [
+            (r.get("headline_acc") if r.get("headline_acc") is not None else -1.0, r["round"])
+            for r in records
+            if r["round"] in rounds
+        ]
         return max(scored, key=lambda pair: (pair[0], -pair[1]))[1]  # the earliest of equals
     if not which.isdigit() or int(which) not in rounds:
-        raise UserInputError(f"--round {which}: expected best, last or one of the rounds {', '.join(map(str, rounds))}")
+        raise UserInputError(
+            f"--round {which}: expected best, last or one of the rounds {', '.join(map(str, rounds))}"
+        )
     return int(which)
 
 

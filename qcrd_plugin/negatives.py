@@ -69,8 +69,18 @@ def upcoming_questions(schedule: list[list[TrainExample]]) -> list[TrainExample]
 
 
 @torch.no_grad()
-def sample_negatives(student: torch.nn.Module, snapshot: dict, examples: list[TrainExample], per_question: int,
-                     temperature: float, max_new_tokens: int, batch_size: int, seed: int, device, progress: bool = True) -> None:
+def sample_negatives(
+    student: torch.nn.Module,
+    snapshot: dict,
+    examples: list[TrainExample],
+    per_question: int,
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    device,
+    progress: bool = True,
+) -> None:
     """Fill ``example.student_negatives`` with samples of ``snapshot`` at ``temperature``.
 
     Sampling runs in batches with the KV cache on a copy of the student loaded with the snapshot.
@@ -81,17 +91,25 @@ def sample_negatives(student: torch.nn.Module, snapshot: dict, examples: list[Tr
     sampler.eval()
     config = sampler.config
     torch.manual_seed(seed)
-    for start in tqdm(range(0, len(examples), batch_size), desc="student negatives", disable=not progress, leave=False):
+    for start in tqdm(
+        range(0, len(examples), batch_size), desc="student negatives", disable=not progress, leave=False
+    ):
         chunk = examples[start : start + batch_size]
         seq2seq = config.is_encoder_decoder
         ids, mask = pad([ex.explain_ids for ex in chunk], config.pad_token_id, device, left=not seq2seq)
         out = sampler.generate(
-            input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0,
-            num_return_sequences=per_question, max_new_tokens=max_new_tokens, use_cache=True,
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            num_return_sequences=per_question,
+            max_new_tokens=max_new_tokens,
+            use_cache=True,
             pad_token_id=config.pad_token_id,
         )
         # seq2seq: drop the decoder start token; decoder-only: drop the prompt
-        out = out[:, 1:] if seq2seq else out[:, ids.shape[1]:]
+        out = out[:, 1:] if seq2seq else out[:, ids.shape[1] :]
         for row, ex in enumerate(chunk):
             ex.student_negatives = [_strip(out[row * per_question + k].tolist(), config) for k in range(per_question)]
     del sampler

@@ -48,8 +48,10 @@ class PoolEntry:
             "id": self.id,
             "question": self.question,
             "gold": self.gold,
-            "samples": [{"rationale": s.rationale, "answer": s.answer, "error": s.error, "teacher": s.teacher}
-                        for s in self.samples],
+            "samples": [
+                {"rationale": s.rationale, "answer": s.answer, "error": s.error, "teacher": s.teacher}
+                for s in self.samples
+            ],
         }
 
     @classmethod
@@ -70,7 +72,9 @@ class PoolEntry:
         _check(record["question"], (str,), f"{where}: key 'question'")
         gold = _check(record["gold"], (str, int, float), f"{where}: key 'gold'")
         if not isinstance(record["samples"], list):
-            raise PoolError(f"{where}: key 'samples': expected a list of objects with a 'rationale', got {_short(record['samples'])}")
+            raise PoolError(
+                f"{where}: key 'samples': expected a list of objects with a 'rationale', got {_short(record['samples'])}"
+            )
         samples = []
         for i, sample in enumerate(record["samples"]):
             at = f"{where}: key 'samples[{i}]"
@@ -78,18 +82,30 @@ class PoolEntry:
                 raise PoolError(f"{at}': expected an object with a 'rationale', got {_short(sample)}")
             if "rationale" not in sample:
                 raise PoolError(f"{at}': missing key 'rationale'")
-            samples.append(TeacherSample(_check(sample["rationale"], (str,), f"{at}.rationale'"),
-                                         _check(sample.get("answer"), (str, int, float, type(None)), f"{at}.answer'"),
-                                         _check(sample.get("error", ""), (str,), f"{at}.error'"),
-                                         _check(sample.get("teacher", ""), (str,), f"{at}.teacher'")))
+            samples.append(
+                TeacherSample(
+                    _check(sample["rationale"], (str,), f"{at}.rationale'"),
+                    _check(sample.get("answer"), (str, int, float, type(None)), f"{at}.answer'"),
+                    _check(sample.get("error", ""), (str,), f"{at}.error'"),
+                    _check(sample.get("teacher", ""), (str,), f"{at}.teacher'"),
+                )
+            )
         return cls(str(uid), record["question"], str(gold), samples)
 
 
 def _check(value, kinds: tuple, where: str):
     """``value`` when it is one of ``kinds`` (never a bool, never a NaN or infinite number)."""
-    if isinstance(value, bool) or not isinstance(value, kinds) or isinstance(value, float) and not math.isfinite(value):
-        names = " or ".join("null" if k is type(None) else {"str": "a string", "int": "a number", "float": "a number"}[k.__name__]
-                            for k in kinds if k is not float or int not in kinds)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or isinstance(value, float)
+        and not math.isfinite(value)
+    ):
+        names = " or ".join(
+            "null" if k is type(None) else {"str": "a string", "int": "a number", "float": "a number"}[k.__name__]
+            for k in kinds
+            if k is not float or int not in kinds
+        )
         raise PoolError(f"{where}: expected {names}, got {type(value).__name__} {_short(value)}")
     return value
 

@@ -37,7 +37,9 @@ class Question:
         """The answer ``text`` (a teacher's or student's rationale) states, read as this question's
         answers are read (answer type, choices, the task's ``answer_pattern``)."""
         phrase = self.require_answer_phrase if require_phrase is None else require_phrase
-        return stated_answer(text, self.answer_type, self.choices, phrase, self.answer_pattern, self.case_fold, self.question)
+        return stated_answer(
+            text, self.answer_type, self.choices, phrase, self.answer_pattern, self.case_fold, self.question
+        )
 
     def to_record(self) -> dict:
         """The JSON line of a canonical questions file (and the lm-eval doc)."""

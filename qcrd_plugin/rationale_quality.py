@@ -64,7 +64,9 @@ def corrupt_one_number(text: str) -> str | None:
 
 
 @torch.no_grad()
-def continue_rationales(student, tokenizer, prompts: list[str], prefixes: list[str], max_new_tokens: int, device) -> list[str]:
+def continue_rationales(
+    student, tokenizer, prompts: list[str], prefixes: list[str], max_new_tokens: int, device
+) -> list[str]:
     """Greedy continuations of forced rationale prefixes (prefix + continuation, as text)."""
     seq2seq = student.config.is_encoder_decoder
     out_texts = []
@@ -76,22 +78,40 @@ def continue_rationales(student, tokenizer, prompts: list[str], prefixes: list[s
             # One row at a time: forced decoder prefixes differ in length.
             for row, prefix in enumerate(prefix_ids):
                 decoder = torch.tensor([[student.config.decoder_start_token_id] + prefix], device=device)
-                out = student.generate(input_ids=ids[row : row + 1], attention_mask=mask[row : row + 1], decoder_input_ids=decoder,
-                                       do_sample=False, max_new_tokens=max_new_tokens)
+                out = student.generate(
+                    input_ids=ids[row : row + 1],
+                    attention_mask=mask[row : row + 1],
+                    decoder_input_ids=decoder,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                )
                 out_texts.append(tokenizer.decode(out[0, 1:], skip_special_tokens=True))
         else:
             seqs = [tokenizer(p)["input_ids"] + prefix for p, prefix in zip(p_chunk, prefix_ids)]
             ids, mask = pad(seqs, tokenizer.pad_token_id, device, left=True)
-            out = student.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                                   pad_token_id=tokenizer.pad_token_id)
+            out = student.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             for row, prefix in enumerate(prefix_ids):
-                continuation = tokenizer.decode(out[row, ids.shape[1]:], skip_special_tokens=True)
+                continuation = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True)
                 out_texts.append(tokenizer.decode(prefix, skip_special_tokens=True) + continuation)
     return out_texts
 
 
-def faithfulness(student, tokenizer, prompts: list[str], rationales: list[str], answer_type: str, choices: list,
-                 device, max_new_tokens: int = 48) -> dict[str, float]:
+def faithfulness(
+    student,
+    tokenizer,
+    prompts: list[str],
+    rationales: list[str],
+    answer_type: str,
+    choices: list,
+    device,
+    max_new_tokens: int = 48,
+) -> dict[str, float]:
     """The two probes' change rates over the rationales that state an answer."""
     was_training = student.training
     student.eval()
@@ -105,12 +125,22 @@ def faithfulness(student, tokenizer, prompts: list[str], rationales: list[str], 
             truncated.append(" ".join(words[: len(words) // 2]) + ANSWER_CUE)
         answers = continue_rationales(student, tokenizer, [prompts[i] for i in usable], truncated, 12, device)
         metrics["faithful_truncate"] = sum(
-            not answers_match(stated_answer(a, answer_type, choices[i]), originals[i]) for a, i in zip(answers, usable)) / len(usable)
+            not answers_match(stated_answer(a, answer_type, choices[i]), originals[i]) for a, i in zip(answers, usable)
+        ) / len(usable)
         corrupted = [(i, corrupt_one_number(_body(rationales[i]))) for i in usable]
         corrupted = [(i, c) for i, c in corrupted if c]
         if corrupted:
-            answers = continue_rationales(student, tokenizer, [prompts[i] for i, _ in corrupted], [c for _, c in corrupted], max_new_tokens, device)
+            answers = continue_rationales(
+                student,
+                tokenizer,
+                [prompts[i] for i, _ in corrupted],
+                [c for _, c in corrupted],
+                max_new_tokens,
+                device,
+            )
             metrics["faithful_corrupt"] = sum(
-                not answers_match(stated_answer(a, answer_type, choices[i]), originals[i]) for a, (i, _) in zip(answers, corrupted)) / len(corrupted)
+                not answers_match(stated_answer(a, answer_type, choices[i]), originals[i])
+                for a, (i, _) in zip(answers, corrupted)
+            ) / len(corrupted)
     student.train(was_training)
     return metrics

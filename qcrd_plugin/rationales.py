@@ -79,7 +79,8 @@ def pool_statistics(pool: list[PoolEntry], selections: list[Selection]) -> dict[
     parsed = [s.n_samples - s.n_unparseable for s in selections]
     agreement = [
         sum(1 for x in e.samples if x.answer is not None and x.answer == s.majority) / p
-        for e, s, p in zip(pool, selections, parsed) if p
+        for e, s, p in zip(pool, selections, parsed)
+        if p
     ]
     return {
         "questions": len(selections),
@@ -119,9 +120,13 @@ def pool_warnings(pool: list[PoolEntry], stats: dict, k: int) -> list[str]:
     counts = [len(entry.samples) for entry in pool]
     empty = [entry.id for entry in pool if not entry.samples]
     if empty:
-        warnings.append(f"{len(empty)} of {len(pool)} questions have no teacher sample (first: {empty[0]!r}); they train without rationales")
+        warnings.append(
+            f"{len(empty)} of {len(pool)} questions have no teacher sample (first: {empty[0]!r}); they train without rationales"
+        )
     short = [c for c in counts if 0 < c < k]
     if short:
-        warnings.append(f"asked for {k} samples per question, but the pool has fewer for {len(short)} of {len(pool)} questions "
-                        f"(as few as {min(short)}; at most {max(counts)})")
+        warnings.append(
+            f"asked for {k} samples per question, but the pool has fewer for {len(short)} of {len(pool)} questions "
+            f"(as few as {min(short)}; at most {max(counts)})"
+        )
     return warnings

@@ -15,9 +15,11 @@ def inactive_negatives_warning(cfg, record: dict) -> str | None:
     share = (record.get("negatives") or {}).get("neg_active_share")
     if share is None or share >= 0.01 or not cfg.negatives.enabled:
         return None
-    return (f"warning: round {record['round']}: the negative term (Eq. 7) was non-zero for {100 * share:.2f}% of questions: "
-            f"their negatives sit beyond delta = {cfg.method.delta} or they have none "
-            "(the round's negatives.neg_loss_quantiles in metrics.jsonl show which)")
+    return (
+        f"warning: round {record['round']}: the negative term (Eq. 7) was non-zero for {100 * share:.2f}% of questions: "
+        f"their negatives sit beyond delta = {cfg.method.delta} or they have none "
+        "(the round's negatives.neg_loss_quantiles in metrics.jsonl show which)"
+    )
 
 
 def round_summary(record: dict) -> str:

@@ -25,10 +25,10 @@ from typing import Callable, TypeVar
 
 from .answers import CHOICE_LETTERS, NLI_LABELS, canonical_text, format_number, normalize_answer, safe_eval
 from .config import short_repr as _short
-from .pools import PoolEntry, TeacherSample
-from .questions import FAMILIES, Question, TaskData, choices_block, data_dir
 from .errors import DataMissingError, UserInputError
 from .files import decode_utf8, parse_json, read_jsonl
+from .pools import PoolEntry, TeacherSample
+from .questions import FAMILIES, Question, TaskData, choices_block, data_dir
 
 T = TypeVar("T")
 
@@ -42,6 +42,7 @@ PREPARE_HINT = "qcrd-bench data prepare --task {task} --source {source}"
 # file, the record (the line of a JSONL file, the position in a JSON array) and the key. Nothing
 # is dropped silently: EIT's two skips (a question its gold file repeats, a rationale for a
 # question it does not have) are counted in ``notes``.
+
 
 def _find(path: Path) -> Path:
     """``path`` or its ``.gz`` twin; DataMissingError names ``path`` when neither exists."""
@@ -163,8 +164,7 @@ def cut_completion(text: str) -> str:
 
 def _pool_entry(q: Question, rationales: list[str], teachers: list[str] | None = None) -> PoolEntry:
     samples = [
-        TeacherSample(r, q.stated(r), teacher=(teachers[i] if teachers else ""))
-        for i, r in enumerate(rationales)
+        TeacherSample(r, q.stated(r), teacher=(teachers[i] if teachers else "")) for i, r in enumerate(rationales)
     ]
     return PoolEntry(q.id, q.question, q.answer, samples)
 
@@ -177,7 +177,9 @@ def _batched_completions(folder: Path, split: str, n: int) -> list[str]:
         batch = folder / f"{split}_CoT_{k}.json"
         for i, completion in enumerate(_json(batch), 1):
             if not isinstance(completion, str):
-                raise UserInputError(f"{_find(batch)}: record {i}: expected a completion string, got {type(completion).__name__}")
+                raise UserInputError(
+                    f"{_find(batch)}: record {i}: expected a completion string, got {type(completion).__name__}"
+                )
             out.append(completion)
         k += 1
     return out
@@ -185,10 +187,16 @@ def _batched_completions(folder: Path, split: str, n: int) -> list[str]:
 
 # ---- Distilling step-by-step (PaLM-540B) --------------------------------------------------
 
+
 def _dsbs(root: Path, family: str) -> TaskData:
     base = root / "distilling_step_by_step" / "datasets"
     data = TaskData(family, "dsbs")
-    files = {"svamp": ("train", "test"), "cqa": ("train", "test"), "anli1": ("valid", "test"), "esnli": ("valid", "test")}[family]
+    files = {
+        "svamp": ("train", "test"),
+        "cqa": ("train", "test"),
+        "anli1": ("valid", "test"),
+        "esnli": ("valid", "test"),
+    }[family]
     for raw_split in files:
         split = "validation" if raw_split == "valid" else raw_split
         rows = _jsonl(base / family / f"{family}_{raw_split}.json")
@@ -212,13 +220,21 @@ def _dsbs_question(family: str, split: str, index: int, row: dict) -> Question:
         return Question(uid, _str(row, "input"), format_number(value), "number")
     if family == "cqa":
         choices = row["choices"]
-        if not (isinstance(choices, list) and 2 <= len(choices) <= len(CHOICE_LETTERS) and all(isinstance(c, str) for c in choices)):
-            raise ValueError(f"key 'choices': expected a list of 2 to {len(CHOICE_LETTERS)} strings, got {_short(choices)}")
+        if not (
+            isinstance(choices, list)
+            and 2 <= len(choices) <= len(CHOICE_LETTERS)
+            and all(isinstance(c, str) for c in choices)
+        ):
+            raise ValueError(
+                f"key 'choices': expected a list of 2 to {len(CHOICE_LETTERS)} strings, got {_short(choices)}"
+            )
         if row["answer"] not in choices:
             raise ValueError(f"key 'answer': {_short(row['answer'])} is not one of the choices")
         answer = CHOICE_LETTERS[choices.index(row["answer"])]
         text = _str(row, "question") + "\n" + choices_block(choices)
-        return Question(row.get("id") or uid, text, answer, "choice", list(choices), row.get("abstractive_explanation") or "")
+        return Question(
+            row.get("id") or uid, text, answer, "choice", list(choices), row.get("abstractive_explanation") or ""
+        )
     text = f"Premise: {_str(row, 'premise')}\nHypothesis: {_str(row, 'hypothesis')}"
     label = row["label"]
     if isinstance(label, bool) or str(label).strip() not in ("0", "1", "2"):  # int(-1) would index from the end
@@ -229,15 +245,25 @@ def _dsbs_question(family: str, split: str, index: int, row: dict) -> Question:
 
 # ---- MCC-KD (10 raw samples per SVAMP question) --------------------------------------------
 
+
 def _mcc_kd(root: Path, family: str) -> TaskData:
     base = root / "mcc_kd" / "data" / "SVAMP"
     data = TaskData(family, "mcc_kd")
     for raw_split, split in (("train", "train"), ("dev", "validation"), ("test", "test")):
         rows = _records(base / f"{raw_split}.json")
-        questions = _each(rows, lambda i, r: Question(f"mcc_kd-svamp-{split}-{i}", _str(r, "instruction").strip(),
-                                                      format_number(_float(r, "label")), "number"))
+        questions = _each(
+            rows,
+            lambda i, r: Question(
+                f"mcc_kd-svamp-{split}-{i}",
+                _str(r, "instruction").strip(),
+                format_number(_float(r, "label")),
+                "number",
+            ),
+        )
         data.questions[split] = questions
-        outputs = _each(rows, lambda i, r: [o.strip() for o in _samples(r, "output")] if isinstance(r["output"], list) else [])
+        outputs = _each(
+            rows, lambda i, r: [o.strip() for o in _samples(r, "output")] if isinstance(r["output"], list) else []
+        )
         if any(outputs):
             data.pools[split] = [_pool_entry(q, out) for q, out in zip(questions, outputs)]
     return data
@@ -252,6 +278,7 @@ def _samples(row: dict, key: str) -> list[str]:
 
 
 # ---- Mentor-KD (3 correct samples per question) --------------------------------------------
+
 
 def _mentor_kd(root: Path, family: str) -> TaskData:
     base = root / "mentor_kd" / "data" / "main"
@@ -275,18 +302,24 @@ def _mentor_kd(root: Path, family: str) -> TaskData:
                 sample.answer = q.answer
         entries.append(entry)
     data.questions["train"], data.pools["train"] = questions, entries
-    data.questions["test"] = _each(_records(base / f"{name}_test.json"), lambda i, r: Question(
-        f"mentor_kd-{family}-test-{i}", _str(r, "input").strip(), _gold(r, "answer", answer_type), answer_type))
+    data.questions["test"] = _each(
+        _records(base / f"{name}_test.json"),
+        lambda i, r: Question(
+            f"mentor_kd-{family}-test-{i}", _str(r, "input").strip(), _gold(r, "answer", answer_type), answer_type
+        ),
+    )
     return data
 
 
 # ---- EIT (several teachers, pooled) ---------------------------------------------------------
 
 _EIT_FILES = {
-    "svamp": [f"SVAMP_ChatGPT_level{i}_ranked" for i in range(1, 7)] + [f"SVAMP_gemini_level{i}_ranked" for i in range(1, 7)]
+    "svamp": [f"SVAMP_ChatGPT_level{i}_ranked" for i in range(1, 7)]
+    + [f"SVAMP_gemini_level{i}_ranked" for i in range(1, 7)]
     + [f"SVAMP_llama_level{i}_ranked" for i in range(1, 5)],
     "cqa": ["csqa_gemini_level1_ranked"] + [f"csqa_llama_level{i}_ranked" for i in range(1, 4)],
-    "strategyqa": [f"strategyQA_chatgpt_level_{i}_ranked" for i in range(1, 7)] + [f"stqa_gemini_level{i}_ranked" for i in range(1, 7)]
+    "strategyqa": [f"strategyQA_chatgpt_level_{i}_ranked" for i in range(1, 7)]
+    + [f"stqa_gemini_level{i}_ranked" for i in range(1, 7)]
     + [f"stqa_llama_level{i}_ranked" for i in range(1, 7)],
 }
 _EIT_GOLD = {"svamp": "SVAMP_only_ans", "cqa": "commonsenseQA_onlyans", "strategyqa": "strategyQA_onlyans"}
@@ -296,11 +329,19 @@ def _eit_cqa_text(instruction: str) -> tuple[str, list[str]]:
     """EIT's CQA instruction -> (question text in our layout, choices)."""
     body = instruction.strip()
     body = body[3:] if body.startswith("Q: ") else body
-    head, _, tail = re.split(r"(Answer [Cc]hoices:)", body, maxsplit=1) if re.search(r"Answer [Cc]hoices:", body) else (body, "", "")
+    head, _, tail = (
+        re.split(r"(Answer [Cc]hoices:)", body, maxsplit=1)
+        if re.search(r"Answer [Cc]hoices:", body)
+        else (body, "", "")
+    )
     # "A: race track, B: populated areas" (train) or "\nA. bank\nB. library" (test)
-    choices = [c.strip().rstrip(",").strip() for c in re.split(r"(?:^|,|\s)\s*[A-E][:.]\s+", tail.strip()) if c.strip()]
+    choices = [
+        c.strip().rstrip(",").strip() for c in re.split(r"(?:^|,|\s)\s*[A-E][:.]\s+", tail.strip()) if c.strip()
+    ]
     if len(choices) > len(CHOICE_LETTERS):
-        raise ValueError(f"key 'instruction': {len(choices)} answer choices, more than the {len(CHOICE_LETTERS)} a question can have")
+        raise ValueError(
+            f"key 'instruction': {len(choices)} answer choices, more than the {len(CHOICE_LETTERS)} a question can have"
+        )
     return head.strip() + "\n" + choices_block(choices), choices
 
 
@@ -317,12 +358,18 @@ def _eit(root: Path, family: str) -> TaskData:
                 # per question: keep the first, count the repeat; its rationales are pooled below.
                 repeats += 1
                 continue
-            text, choices = (_eit_cqa_text(row["instruction"]) if family == "cqa" else (row["instruction"].strip(), None))
-            questions[key] = Question(f"eit-{family}-train-{i}", text, _gold(row, "output", answer_type, choices), answer_type, choices)
+            text, choices = (
+                _eit_cqa_text(row["instruction"]) if family == "cqa" else (row["instruction"].strip(), None)
+            )
+            questions[key] = Question(
+                f"eit-{family}-train-{i}", text, _gold(row, "output", answer_type, choices), answer_type, choices
+            )
             order.append(key)
     if repeats:
-        data.notes.append(f"train: {repeats} repeated question(s) in {_EIT_GOLD[family]}.json skipped (same text as an earlier one; "
-                          f"{len(order)} of {len(order) + repeats} kept)")
+        data.notes.append(
+            f"train: {repeats} repeated question(s) in {_EIT_GOLD[family]}.json skipped (same text as an earlier one; "
+            f"{len(order)} of {len(order) + repeats} kept)"
+        )
     rationales: dict[str, list[tuple[str, str]]] = {key: [] for key in order}
     unmatched = 0
     for name in _EIT_FILES[family]:
@@ -338,31 +385,48 @@ def _eit(root: Path, family: str) -> TaskData:
             elif output.strip():
                 rationales[key].append((output.strip(), teacher))
     if unmatched:
-        data.notes.append(f"train: {unmatched} teacher rationale(s) skipped: their question is not in {_EIT_GOLD[family]}.json")
+        data.notes.append(
+            f"train: {unmatched} teacher rationale(s) skipped: their question is not in {_EIT_GOLD[family]}.json"
+        )
     data.questions["train"] = [questions[k] for k in order]
-    data.pools["train"] = [_pool_entry(questions[k], [r for r, _ in rationales[k]], [t for _, t in rationales[k]]) for k in order]
+    data.pools["train"] = [
+        _pool_entry(questions[k], [r for r, _ in rationales[k]], [t for _, t in rationales[k]]) for k in order
+    ]
     if family == "cqa":
+
         def cqa_test(i: int, row: dict) -> Question:
             text, choices = _eit_cqa_text(_str(row, "instruction"))
             return Question(f"eit-cqa-test-{i}", text, _gold(row, "label", "choice", choices), "choice", choices)
 
         data.questions["test"] = _each(_records(base / "Evaluation" / "reasoning_eval" / "csqa_test.json"), cqa_test)
     elif family == "strategyqa":
-        data.questions["test"] = _each(_records(base / "Evaluation" / "reasoning_eval" / "strategyQA_test.json"), lambda i, r: Question(
-            f"eit-strategyqa-test-{i}", _str(r, "instruction").strip(), _gold(r, "label", "yesno"), "yesno"))
+        data.questions["test"] = _each(
+            _records(base / "Evaluation" / "reasoning_eval" / "strategyQA_test.json"),
+            lambda i, r: Question(
+                f"eit-strategyqa-test-{i}", _str(r, "instruction").strip(), _gold(r, "label", "yesno"), "yesno"
+            ),
+        )
     else:
         # EIT ships no SVAMP test split: test on the SVAMP.json items that are not in its train.
         svamp = _records(root / "distilling_step_by_step" / "datasets" / "svamp" / "SVAMP.json")
         seen = set(order)
         keys = _each(svamp, lambda _, r: join_key(_str(r, "Body") + " " + _str(r, "Question")))
         rest = [item for item, key in zip(svamp, keys) if key not in seen]
-        data.questions["test"] = _each(rest, lambda i, r: Question(
-            f"eit-svamp-test-{i}", f"{r['Body'].strip()} {r['Question'].strip()}", format_number(_float(r, "Answer")), "number"))
+        data.questions["test"] = _each(
+            rest,
+            lambda i, r: Question(
+                f"eit-svamp-test-{i}",
+                f"{r['Body'].strip()} {r['Question'].strip()}",
+                format_number(_float(r, "Answer")),
+                "number",
+            ),
+        )
         data.notes.append("test = the SVAMP.json items not in EIT's 700 train questions (EIT ships no SVAMP test)")
     return data
 
 
 # ---- GSM8K (human solutions) ----------------------------------------------------------------
+
 
 def gsm8k_rationale(solution: str) -> str:
     """A GSM8K solution without its ``<<calc>>`` annotations, "#### 72" as "The answer is 72."."""
@@ -380,7 +444,14 @@ def _gsm8k(root: Path, family: str) -> TaskData:
         if "####" not in solution:
             raise ValueError("key 'answer': no '#### <number>' final answer")
         answer = _float(row, "answer", solution.rsplit("####", 1)[-1].strip().replace(",", ""))
-        return Question(f"gsm8k-{split}-{i}", _str(row, "question").strip(), format_number(answer), "number", None, gsm8k_rationale(solution))
+        return Question(
+            f"gsm8k-{split}-{i}",
+            _str(row, "question").strip(),
+            format_number(answer),
+            "number",
+            None,
+            gsm8k_rationale(solution),
+        )
 
     for split in ("train", "test"):
         questions = _each(_jsonl(base / f"{split}.jsonl"), lambda i, row: question(split, i, row))
@@ -391,8 +462,14 @@ def _gsm8k(root: Path, family: str) -> TaskData:
 
 # ---- the Hugging Face hub (needs a network; not exercised offline) -------------------------
 
-_HUB = {"svamp": ("ChilleD/SVAMP", None), "cqa": ("tau/commonsense_qa", None), "anli1": ("facebook/anli", None),
-        "esnli": ("esnli", None), "strategyqa": ("ChilleD/StrategyQA", None), "gsm8k": ("openai/gsm8k", "main")}
+_HUB = {
+    "svamp": ("ChilleD/SVAMP", None),
+    "cqa": ("tau/commonsense_qa", None),
+    "anli1": ("facebook/anli", None),
+    "esnli": ("esnli", None),
+    "strategyqa": ("ChilleD/StrategyQA", None),
+    "gsm8k": ("openai/gsm8k", "main"),
+}
 
 
 def _hub(root: Path | None, family: str) -> TaskData:  # pragma: no cover - needs a network
@@ -410,27 +487,58 @@ def _hub(root: Path | None, family: str) -> TaskData:  # pragma: no cover - need
         for i, row in enumerate(rows):
             uid = f"hub-{family}-{out_split}-{i}"
             if family == "svamp":
-                qs.append(Question(uid, f"{row['Body']} {row['Question']}", format_number(float(row["Answer"])), "number"))
+                qs.append(
+                    Question(uid, f"{row['Body']} {row['Question']}", format_number(float(row["Answer"])), "number")
+                )
             elif family == "cqa":
                 choices = list(row["choices"]["text"])
                 if not row["answerKey"]:
                     continue
-                qs.append(Question(uid, row["question"] + "\n" + choices_block(choices), row["answerKey"].lower(), "choice", choices))
+                qs.append(
+                    Question(
+                        uid,
+                        row["question"] + "\n" + choices_block(choices),
+                        row["answerKey"].lower(),
+                        "choice",
+                        choices,
+                    )
+                )
             elif family in ("anli1", "esnli"):
                 if row["label"] not in (0, 1, 2):
                     continue
-                qs.append(Question(uid, f"Premise: {row['premise']}\nHypothesis: {row['hypothesis']}", NLI_LABELS[row["label"]], "label"))
+                qs.append(
+                    Question(
+                        uid,
+                        f"Premise: {row['premise']}\nHypothesis: {row['hypothesis']}",
+                        NLI_LABELS[row["label"]],
+                        "label",
+                    )
+                )
             elif family == "strategyqa":
                 qs.append(Question(uid, row["question"], "yes" if row["answer"] else "no", "yesno"))
             else:
                 answer = row["answer"].rsplit("####", 1)[-1].strip().replace(",", "")
-                qs.append(Question(uid, row["question"], format_number(float(answer)), "number", None, gsm8k_rationale(row["answer"])))
+                qs.append(
+                    Question(
+                        uid,
+                        row["question"],
+                        format_number(float(answer)),
+                        "number",
+                        None,
+                        gsm8k_rationale(row["answer"]),
+                    )
+                )
         data.questions[out_split] = qs
     return data
 
 
 ADAPTERS: dict[str, Callable[[Path, str], TaskData]] = {
-    "dsbs": _dsbs, "mcc_kd": _mcc_kd, "mentor_kd": _mentor_kd, "eit": _eit, "gsm8k": _gsm8k, "hub": _hub,
+    "dsbs": _dsbs,
+    "mcc_kd": _mcc_kd,
+    "mentor_kd": _mentor_kd,
+    "eit": _eit,
+    "gsm8k": _gsm8k,
+    "hub": _hub,
 }
 
 
@@ -441,10 +549,14 @@ def load_source(family: str, source: str | None = None, directory: str | Path | 
     command when a file is missing, and ValueError for an unknown family or source.
     """
     if family not in FAMILIES or family == "synth":
-        raise UserInputError(f"unknown task family {family!r}; expected one of {', '.join(f for f in FAMILIES if f != 'synth')}")
+        raise UserInputError(
+            f"unknown task family {family!r}; expected one of {', '.join(f for f in FAMILIES if f != 'synth')}"
+        )
     source = source or FAMILIES[family].sources[0]
     if source not in FAMILIES[family].sources and source != "hub":
-        raise UserInputError(f"task {family!r} has no source {source!r}; choose from {', '.join(FAMILIES[family].sources)} (or hub)")
+        raise UserInputError(
+            f"task {family!r} has no source {source!r}; choose from {', '.join(FAMILIES[family].sources)} (or hub)"
+        )
     if source == "hub":
         return _hub(None, family)
     root = data_dir(directory)

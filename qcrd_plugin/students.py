@@ -33,11 +33,13 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int, append_eos: bool = T
     """
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.Punctuation(),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Punctuation(),
+        ]
+    )
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -48,7 +50,9 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int, append_eos: bool = T
     tok.train_from_iterator(corpus, trainer=trainer)
     if append_eos:
         eos_id = tok.token_to_id(EOS)
-        tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A $B {EOS}", special_tokens=[(EOS, eos_id)])
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A {EOS}", pair=f"$A $B {EOS}", special_tokens=[(EOS, eos_id)]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, mask_token=MASK)
 
 
@@ -106,8 +110,10 @@ def check_pretrained(cfg: StudentConfig) -> None:
     try:
         AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=cfg.trust_remote_code)
     except OSError as err:
-        raise UserInputError(f"key 'student.pretrained': cannot load {cfg.pretrained!r} ({str(err).splitlines()[0][:160]}); "
-                             "a hub id needs a network (HF_HUB_OFFLINE is set when nothing needs the hub)") from None
+        raise UserInputError(
+            f"key 'student.pretrained': cannot load {cfg.pretrained!r} ({str(err).splitlines()[0][:160]}); "
+            "a hub id needs a network (HF_HUB_OFFLINE is set when nothing needs the hub)"
+        ) from None
     except ValueError:
         pass  # remote code: build_student says what to do
 
@@ -126,16 +132,24 @@ def build_student(cfg: StudentConfig, corpus: Iterable[str]):
         trust = cfg.trust_remote_code
         try:
             tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained, trust_remote_code=trust)
-            seq2seq = getattr(AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=trust), "is_encoder_decoder", False)
-            model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(cfg.pretrained, trust_remote_code=trust)
+            seq2seq = getattr(
+                AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=trust), "is_encoder_decoder", False
+            )
+            model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(
+                cfg.pretrained, trust_remote_code=trust
+            )
         except OSError as err:  # no such folder, no network for a hub id, a folder without a model
-            raise UserInputError(f"key 'student.pretrained': cannot load {cfg.pretrained!r} ({str(err).splitlines()[0][:160]}); "
-                                 "a hub id needs a network (HF_HUB_OFFLINE is set when nothing needs the hub)") from None
+            raise UserInputError(
+                f"key 'student.pretrained': cannot load {cfg.pretrained!r} ({str(err).splitlines()[0][:160]}); "
+                "a hub id needs a network (HF_HUB_OFFLINE is set when nothing needs the hub)"
+            ) from None
         except ValueError as err:
             if "trust_remote_code" not in str(err):
                 raise
-            raise UserInputError(f"student.pretrained {cfg.pretrained}: the model ships its own Python code, which is not run "
-                                 "unless you set student.trust_remote_code=true (only for a model you trust)") from None
+            raise UserInputError(
+                f"student.pretrained {cfg.pretrained}: the model ships its own Python code, which is not run "
+                "unless you set student.trust_remote_code=true (only for a model you trust)"
+            ) from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return model, tokenizer
@@ -156,7 +170,7 @@ def init_output_layer(model: T5ForConditionalGeneration) -> None:
     ln(vocab) ≈ 6.4. std d_model^-0.5 gives logits of unit scale (the decoder's final RMSNorm
     outputs unit-scale features), so the first loss sits near ln(vocab).
     """
-    nn.init.normal_(model.lm_head.weight, std=model.config.d_model ** -0.5)
+    nn.init.normal_(model.lm_head.weight, std=model.config.d_model**-0.5)
 
 
 def use_fused_gelu(model: nn.Module) -> int:
@@ -167,8 +181,12 @@ def use_fused_gelu(model: nn.Module) -> int:
     a checkpoint still loads as ``gelu_new``. One kernel in place of several elementwise ops (each
     with its own launch and intermediate tensor) makes every training step cheaper (measured:
     docs/performance.md)."""
-    swaps = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
-             if type(child) is NewGELUActivation]
+    swaps = [
+        (parent, name)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if type(child) is NewGELUActivation
+    ]
     for parent, name in swaps:
         setattr(parent, name, GELUTanh())
     return len(swaps)
@@ -181,6 +199,15 @@ def judge_config(student) -> T5Config:
     if isinstance(config, T5Config):
         return config
     heads = config.num_attention_heads
-    return T5Config(vocab_size=config.vocab_size, d_model=config.hidden_size, d_ff=config.intermediate_size,
-                    d_kv=config.hidden_size // heads, num_heads=heads, num_layers=1, feed_forward_proj="gated-gelu",
-                    pad_token_id=config.pad_token_id, eos_token_id=config.eos_token_id, dropout_rate=0.0)
+    return T5Config(
+        vocab_size=config.vocab_size,
+        d_model=config.hidden_size,
+        d_ff=config.intermediate_size,
+        d_kv=config.hidden_size // heads,
+        num_heads=heads,
+        num_layers=1,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=config.pad_token_id,
+        eos_token_id=config.eos_token_id,
+        dropout_rate=0.0,
+    )

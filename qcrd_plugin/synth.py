@@ -11,8 +11,8 @@ import random
 from dataclasses import asdict, dataclass
 
 from .config import SynthTaskConfig
-from .questions import Question
 from .errors import UserInputError
+from .questions import Question
 
 NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Max", "Ivy", "Leo", "Zoe", "Raj", "Eva")
 OBJECTS = ("apples", "pens", "coins", "books", "cards", "shells", "stickers", "marbles", "stamps", "cookies")
@@ -72,14 +72,23 @@ class Problem:
 
     def to_question(self) -> Question:
         """The problem as a generic question; the synthetic task demands a stated answer."""
-        return Question(self.id, self.question, self.answer, "number", None, self.gold_rationale, require_answer_phrase=True)
+        return Question(
+            self.id, self.question, self.answer, "number", None, self.gold_rationale, require_answer_phrase=True
+        )
 
     @classmethod
     def from_record(cls, record: dict) -> "Problem":
         """Inverse of :meth:`to_record`."""
         program = tuple(ProgramStep(s["op"], int(s["operand"]), s["clause"]) for s in record["program"])
-        return cls(record["id"], record["question"], str(record["answer"]), record["name"],
-                   record["object"], int(record["start"]), program)
+        return cls(
+            record["id"],
+            record["question"],
+            str(record["answer"]),
+            record["name"],
+            record["object"],
+            int(record["start"]),
+            program,
+        )
 
 
 def _feasible_ops(value: int, max_value: int) -> list[tuple[str, int]]:
@@ -122,7 +131,9 @@ def generate(cfg: SynthTaskConfig) -> dict[str, list[Problem]]:
         while len(items) < sizes[split]:
             attempts += 1
             if attempts > 50 * sum(sizes.values()) + 1000:
-                raise UserInputError(f"synth task: cannot draw {sizes[split]} distinct {split} problems; raise task.max_value")
+                raise UserInputError(
+                    f"synth task: cannot draw {sizes[split]} distinct {split} problems; raise task.max_value"
+                )
             problem = make_problem(rng, f"synth-{split}-{len(items)}", cfg)
             if problem.question not in seen:
                 seen.add(problem.question)

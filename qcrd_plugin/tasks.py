@@ -17,13 +17,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .answers import ANSWER_TYPES, CHOICE_LETTERS, NLI_LABELS, answers_match, canonical_text, normalize_answer, safe_eval
-from .config import TaskConfig, load_yaml, short_repr as _short
-from .errors import ConfigError
+from .answers import (
+    ANSWER_TYPES,
+    CHOICE_LETTERS,
+    NLI_LABELS,
+    answers_match,
+    canonical_text,
+    normalize_answer,
+    safe_eval,
+)
+from .config import TaskConfig, load_yaml
+from .config import short_repr as _short
+from .errors import ConfigError, DataMissingError, UserInputError
+from .files import read_records
 from .pools import PoolEntry, TeacherSample
 from .questions import Question, TaskData, choices_block
-from .errors import DataMissingError, UserInputError
-from .files import read_records
 from .sources import load_source
 from .synth import generate
 
@@ -63,7 +71,17 @@ class TaskSpec:
     path: Path = Path(".")
 
 
-_SPEC_KEYS = {"task_spec", "name", "answer_type", "files", "fields", "description", "answer_pattern", "case_fold", "group_by"}
+_SPEC_KEYS = {
+    "task_spec",
+    "name",
+    "answer_type",
+    "files",
+    "fields",
+    "description",
+    "answer_pattern",
+    "case_fold",
+    "group_by",
+}
 
 
 def _fields(value, path: Path, key: str = "fields", base: Fields | None = None) -> Fields:
@@ -71,17 +89,23 @@ def _fields(value, path: Path, key: str = "fields", base: Fields | None = None) 
     if value is None:
         return base or Fields()
     if not isinstance(value, dict):
-        raise TaskSpecError(f"{path}: key '{key}': expected a mapping of field (question, answer, ...) to JSON key, got {_short(value)}")
+        raise TaskSpecError(
+            f"{path}: key '{key}': expected a mapping of field (question, answer, ...) to JSON key, got {_short(value)}"
+        )
     allowed = [f.name for f in dataclasses.fields(Fields)]
     for name, json_key in value.items():
         if name not in allowed:
             raise TaskSpecError(f"{path}: unknown key {f'{key}.{name}'!r} (known: {', '.join(allowed)})")
         if not isinstance(json_key, str):
-            raise TaskSpecError(f"{path}: key '{key}.{name}': expected the name of a JSON field, got {_short(json_key)}")
+            raise TaskSpecError(
+                f"{path}: key '{key}.{name}': expected the name of a JSON field, got {_short(json_key)}"
+            )
     fields = dataclasses.replace(base or Fields(), **value)
     if fields.samples and fields.sample:
-        raise TaskSpecError(f"{path}: key '{key}': 'samples' (a list per record) and 'sample' (one per record, the flat layout) "
-                            "exclude each other")
+        raise TaskSpecError(
+            f"{path}: key '{key}': 'samples' (a list per record) and 'sample' (one per record, the flat layout) "
+            "exclude each other"
+        )
     return fields
 
 
@@ -91,8 +115,10 @@ def _split_file(split: str, value, path: Path, base: Fields) -> tuple[Path, Fiel
     if isinstance(value, dict):
         unknown = [k for k in value if k not in ("path", "fields")]
         if unknown or "path" not in value:
-            raise TaskSpecError(f"{where}: expected a path, or a mapping with 'path' and optional 'fields'"
-                                + (f" (unknown key {str(unknown[0])!r})" if unknown else " (missing key 'path')"))
+            raise TaskSpecError(
+                f"{where}: expected a path, or a mapping with 'path' and optional 'fields'"
+                + (f" (unknown key {str(unknown[0])!r})" if unknown else " (missing key 'path')")
+            )
         file, fields = value["path"], _fields(value.get("fields"), path, f"files.{split}.fields", base)
     else:
         file, fields = value, base
@@ -108,7 +134,9 @@ def read_spec(path: str | Path) -> TaskSpec:
         data = load_yaml(path)  # the safe loader: no !!python tags, no repeated keys
     except ConfigError as err:
         message = str(err)
-        raise TaskSpecError(f"{path}: task spec not found" if message.endswith("file not found") else message) from None
+        raise TaskSpecError(
+            f"{path}: task spec not found" if message.endswith("file not found") else message
+        ) from None
     if not isinstance(data, dict):
         raise TaskSpecError(f"{path}: expected a mapping with keys name, answer_type, files, fields")
     for key in data:
@@ -118,11 +146,15 @@ def read_spec(path: str | Path) -> TaskSpec:
         if key not in data:
             raise TaskSpecError(f"{path}: missing key '{key}'")
     if data.get("task_spec", SPEC_FORMAT) != SPEC_FORMAT:
-        raise TaskSpecError(f"{path}: key 'task_spec': version {_short(data['task_spec'])} is not supported (this version reads {SPEC_FORMAT})")
+        raise TaskSpecError(
+            f"{path}: key 'task_spec': version {_short(data['task_spec'])} is not supported (this version reads {SPEC_FORMAT})"
+        )
     if not isinstance(data["name"], str) or not data["name"].strip():
         raise TaskSpecError(f"{path}: key 'name': expected a non-empty string, got {_short(data['name'])}")
     if not isinstance(data["answer_type"], str) or data["answer_type"] not in ANSWER_TYPES:
-        raise TaskSpecError(f"{path}: key 'answer_type': {_short(data['answer_type'])} is not one of {', '.join(ANSWER_TYPES)}")
+        raise TaskSpecError(
+            f"{path}: key 'answer_type': {_short(data['answer_type'])} is not one of {', '.join(ANSWER_TYPES)}"
+        )
     files = data["files"]
     if not isinstance(files, dict) or not files or any(split not in SPLITS for split in files):
         raise TaskSpecError(f"{path}: key 'files': expected a mapping of {'/'.join(SPLITS)} to JSONL paths")
@@ -139,22 +171,38 @@ def read_spec(path: str | Path) -> TaskSpec:
         except re.error as err:
             raise TaskSpecError(f"{path}: key 'answer_pattern': not a valid regular expression ({err})") from None
         if groups < 1:
-            raise TaskSpecError(f"{path}: key 'answer_pattern': needs a capture group around the answer, e.g. 'Final answer: (.+)'")
+            raise TaskSpecError(
+                f"{path}: key 'answer_pattern': needs a capture group around the answer, e.g. 'Final answer: (.+)'"
+            )
     case_fold = data.get("case_fold", True)
     if not isinstance(case_fold, bool):
         raise TaskSpecError(f"{path}: key 'case_fold': expected true or false, got {_short(case_fold)}")
     group_by = data.get("group_by", "question")
     if group_by not in ("question", "id"):
-        raise TaskSpecError(f"{path}: key 'group_by': {_short(group_by)} is not 'question' (the question text) or 'id' (fields.id)")
-    return TaskSpec(data["name"], data["answer_type"], {s: f for s, (f, _) in per_split.items()},
-                    {s: fields for s, (_, fields) in per_split.items()}, pattern, case_fold, group_by, path)
+        raise TaskSpecError(
+            f"{path}: key 'group_by': {_short(group_by)} is not 'question' (the question text) or 'id' (fields.id)"
+        )
+    return TaskSpec(
+        data["name"],
+        data["answer_type"],
+        {s: f for s, (f, _) in per_split.items()},
+        {s: fields for s, (_, fields) in per_split.items()},
+        pattern,
+        case_fold,
+        group_by,
+        path,
+    )
 
 
 # Gold answers must say what they mean: the lenient readers of ``qcrd_plugin.answers`` are for
 # model output ("not entailment" reads as entailment there), not for the data a task is scored on.
-_GOLD_TYPES = {"number": ((str, int, float), "a number or a string"), "choice": ((str,), "a string"),
-               "label": ((str, int), "a string or 0, 1, 2"), "yesno": ((str, bool), "a string or true/false"),
-               "text": ((str, int, float), "a string or a number")}
+_GOLD_TYPES = {
+    "number": ((str, int, float), "a number or a string"),
+    "choice": ((str,), "a string"),
+    "label": ((str, int), "a string or 0, 1, 2"),
+    "yesno": ((str, bool), "a string or true/false"),
+    "text": ((str, int, float), "a string or a number"),
+}
 _GOLD_WORDS = {"label": NLI_LABELS, "yesno": ("yes", "no", "true", "false")}
 
 
@@ -163,7 +211,9 @@ def _gold(value, answer_type: str, choices: list[str] | None, where: str) -> str
     includes the key) unless it is unambiguously an answer of ``answer_type``."""
     kinds, expected = _GOLD_TYPES[answer_type]
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise TaskSpecError(f"{where}: expected a {answer_type} answer ({expected}), got {type(value).__name__} {_short(value)}")
+        raise TaskSpecError(
+            f"{where}: expected a {answer_type} answer ({expected}), got {type(value).__name__} {_short(value)}"
+        )
     text = value.strip().lower().rstrip(".").strip() if isinstance(value, str) else ""
     if answer_type == "choice":
         # A letter ("b", "(B)") within the choices, else exactly one choice's text. Computed
@@ -171,8 +221,13 @@ def _gold(value, answer_type: str, choices: list[str] | None, where: str) -> str
         letters = CHOICE_LETTERS[: len(choices)] if choices else CHOICE_LETTERS
         letter = re.fullmatch(r"\(?([a-z])\)?", text)
         texts = [c.strip().lower() for c in choices or ()]
-        gold = (letter.group(1) if letter and letter.group(1) in letters
-                else CHOICE_LETTERS[texts.index(text)] if text and text in texts else None)
+        gold = (
+            letter.group(1)
+            if letter and letter.group(1) in letters
+            else CHOICE_LETTERS[texts.index(text)]
+            if text and text in texts
+            else None
+        )
     else:
         exact = True
         if isinstance(value, str) and answer_type in _GOLD_WORDS:
@@ -181,8 +236,16 @@ def _gold(value, answer_type: str, choices: list[str] | None, where: str) -> str
             exact = safe_eval(text.lstrip("$")) is not None  # "1,200", "84 / 2"; not "7 apples", "3 or 4"
         gold = normalize_answer(value, answer_type, choices) if exact else None
     if gold is None:
-        hint = {"label": f"one of {', '.join(NLI_LABELS)} (or 0, 1, 2)", "yesno": "yes or no (or true/false)",
-                "choice": (f"a choice letter a-{CHOICE_LETTERS[len(choices) - 1]} or a choice's text" if choices else "a choice letter a-z"), "number": "a number or an arithmetic expression"}.get(answer_type, "non-empty text")
+        hint = {
+            "label": f"one of {', '.join(NLI_LABELS)} (or 0, 1, 2)",
+            "yesno": "yes or no (or true/false)",
+            "choice": (
+                f"a choice letter a-{CHOICE_LETTERS[len(choices) - 1]} or a choice's text"
+                if choices
+                else "a choice letter a-z"
+            ),
+            "number": "a number or an arithmetic expression",
+        }.get(answer_type, "non-empty text")
         raise TaskSpecError(f"{where}: {_short(value)} is not a valid {answer_type} answer (expected {hint})")
     return canonical_text(gold)
 
@@ -194,16 +257,25 @@ def _question(spec: TaskSpec, fields: Fields, split: str, line: int, record: dic
             raise TaskSpecError(f"{where}: missing key '{key}'")
     text = record[fields.question]
     if not isinstance(text, str) or not text.strip():
-        raise TaskSpecError(f"{where}: key '{fields.question}': expected a non-empty string, got {type(text).__name__} {_short(text)}")
+        raise TaskSpecError(
+            f"{where}: key '{fields.question}': expected a non-empty string, got {type(text).__name__} {_short(text)}"
+        )
     choices = record.get(fields.choices) if fields.choices else None
-    if choices is not None and not (isinstance(choices, list) and 2 <= len(choices) <= len(CHOICE_LETTERS)
-                                    and all(isinstance(c, str) and c.strip() for c in choices)):
-        raise TaskSpecError(f"{where}: key '{fields.choices}': expected a list of 2 to {len(CHOICE_LETTERS)} non-empty strings, "
-                            f"got {_short(choices)}")
+    if choices is not None and not (
+        isinstance(choices, list)
+        and 2 <= len(choices) <= len(CHOICE_LETTERS)
+        and all(isinstance(c, str) and c.strip() for c in choices)
+    ):
+        raise TaskSpecError(
+            f"{where}: key '{fields.choices}': expected a list of 2 to {len(CHOICE_LETTERS)} non-empty strings, "
+            f"got {_short(choices)}"
+        )
     gold = _gold(record[fields.answer], spec.answer_type, choices, f"{where}: key '{fields.answer}'")
     for key in (fields.context, fields.rationale):
         if key and record.get(key) is not None and not isinstance(record[key], str):
-            raise TaskSpecError(f"{where}: key '{key}': expected a string, got {type(record[key]).__name__} {_short(record[key])}")
+            raise TaskSpecError(
+                f"{where}: key '{key}': expected a string, got {type(record[key]).__name__} {_short(record[key])}"
+            )
     text = text.strip()
     if fields.context and record.get(fields.context):
         text = f"{record[fields.context].strip()}\n{text}"
@@ -211,9 +283,19 @@ def _question(spec: TaskSpec, fields: Fields, split: str, line: int, record: dic
         text += "\n" + choices_block(choices)
     uid = record.get(fields.id, f"{spec.name}-{split}-{line}")
     if isinstance(uid, bool) or not isinstance(uid, (str, int)) or not str(uid).strip():
-        raise TaskSpecError(f"{where}: key '{fields.id}': expected a non-empty string or an integer, got {type(uid).__name__} {_short(uid)}")
-    return Question(str(uid), text, gold, spec.answer_type, choices, (record.get(fields.rationale) or "") if fields.rationale else "",
-                    answer_pattern=spec.answer_pattern, case_fold=spec.case_fold)
+        raise TaskSpecError(
+            f"{where}: key '{fields.id}': expected a non-empty string or an integer, got {type(uid).__name__} {_short(uid)}"
+        )
+    return Question(
+        str(uid),
+        text,
+        gold,
+        spec.answer_type,
+        choices,
+        (record.get(fields.rationale) or "") if fields.rationale else "",
+        answer_pattern=spec.answer_pattern,
+        case_fold=spec.case_fold,
+    )
 
 
 def _samples(fields: Fields, record: dict, where: str) -> list[str] | None:
@@ -225,14 +307,18 @@ def _samples(fields: Fields, record: dict, where: str) -> list[str] | None:
     value = record[key]
     if fields.sample:
         if not isinstance(value, str):
-            raise TaskSpecError(f"{where}: key '{key}': expected one rationale string (the flat layout), got {type(value).__name__} {_short(value)}")
+            raise TaskSpecError(
+                f"{where}: key '{key}': expected one rationale string (the flat layout), got {type(value).__name__} {_short(value)}"
+            )
         return [value] if value.strip() else []
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise TaskSpecError(f"{where}: key '{key}': expected a list of rationale strings")
     return [s for s in value if s.strip()]
 
 
-def _split_questions(spec: TaskSpec, split: str, file: Path) -> tuple[list[tuple[str, Question]], list[PoolEntry], list[str]]:
+def _split_questions(
+    spec: TaskSpec, split: str, file: Path
+) -> tuple[list[tuple[str, Question]], list[PoolEntry], list[str]]:
     """(file:line, question) of one split file, their pool entries and the lines of questions whose
     records gave their samples key but no sample in it. In the flat layout (``fields.sample``)
     records that share a question (``group_by``: its text, or ``fields.id``) are one question."""
@@ -248,8 +334,10 @@ def _split_questions(spec: TaskSpec, split: str, file: Path) -> tuple[list[tuple
         group = groups.setdefault(key, [])
         if group and (group[0][1].answer != q.answer or group[0][1].question != q.question):
             what = "gold answer" if group[0][1].answer != q.answer else "question text"
-            raise TaskSpecError(f"{where}: key '{fields.answer if what == 'gold answer' else fields.question}': the {what} differs from "
-                                f"{group[0][0]}, an earlier row of the same question (group_by: {spec.group_by})")
+            raise TaskSpecError(
+                f"{where}: key '{fields.answer if what == 'gold answer' else fields.question}': the {what} differs from "
+                f"{group[0][0]}, an earlier row of the same question (group_by: {spec.group_by})"
+            )
         group.append((where, q, _samples(fields, record, where)))
     questions, entries, empty = [], [], []
     for group in groups.values():
@@ -279,8 +367,10 @@ def _custom(spec: TaskSpec) -> TaskData:
         if entries:
             data.pools[split] = entries
         if empty:
-            data.notes.append(f"{split}: {len(empty)} question(s) with no teacher sample (an empty list) have none in the pool "
-                              f"(first: {empty[0]})")
+            data.notes.append(
+                f"{split}: {len(empty)} question(s) with no teacher sample (an empty list) have none in the pool "
+                f"(first: {empty[0]})"
+            )
     return data
 
 
@@ -314,4 +404,6 @@ def fill_gold_rationales(data: TaskData) -> None:
         for q in data.questions.get(split, []):
             if q.gold_rationale or q.id not in by_id:
                 continue
-            q.gold_rationale = next((s.rationale for s in by_id[q.id].samples if answers_match(s.answer, q.answer)), "")
+            q.gold_rationale = next(
+                (s.rationale for s in by_id[q.id].samples if answers_match(s.answer, q.answer)), ""
+            )

@@ -32,10 +32,10 @@ from urllib.parse import urlsplit, urlunsplit
 from .answers import answers_match, format_number, parse_stated_answer
 from .config import TeacherConfig
 from .data import COT_INSTRUCTION, cot_prompt
+from .errors import UserInputError, WriteFailed
 from .pools import POOL_FORMAT, PoolEntry, TeacherSample, read_pool  # noqa: F401  (re-exported)
 from .questions import Question, TaskData
 from .registry import TEACHERS
-from .errors import UserInputError, WriteFailed
 from .synth import SYMBOL_RESULT, Problem
 
 
@@ -46,8 +46,12 @@ class Teacher(Protocol):
 
 
 _OPENINGS = ("{n} starts with {a} {o}.", "At first {n} has {a} {o}.", "First, {n} has {a} {o}.", "")
-_STEP_FORMS = ("{a} {op} {b} = {c}.", "{clause}, so {a} {op} {b} = {c}.", "Then {a} {op} {b} = {c}.",
-               "Now {n} has {a} {op} {b} = {c} {o}.")
+_STEP_FORMS = (
+    "{a} {op} {b} = {c}.",
+    "{clause}, so {a} {op} {b} = {c}.",
+    "Then {a} {op} {b} = {c}.",
+    "Now {n} has {a} {op} {b} = {c} {o}.",
+)
 _ENDINGS = ("The answer is {ans}.", "So the answer is {ans}.")
 _ERRORS = ("slip", "wrong_op", "skip", "copy")
 
@@ -69,8 +73,9 @@ class SimulatedTeacher:
         for problem in problems:
             if not isinstance(problem, Problem):
                 problem = self.problems[problem.id]
-            samples = [self._one(problem, temperature, random.Random(f"{self.cfg.seed}:{problem.id}:{i}"))
-                       for i in range(k)]
+            samples = [
+                self._one(problem, temperature, random.Random(f"{self.cfg.seed}:{problem.id}:{i}")) for i in range(k)
+            ]
             entries.append(PoolEntry(problem.id, problem.question, problem.answer, samples))
         return entries
 
@@ -98,7 +103,9 @@ class SimulatedTeacher:
                 result += rng.choice((-3, -2, -1, 1, 2, 3))
             if error:
                 errors.append(error)
-            text = rng.choice(_STEP_FORMS).format(a=value, op=op, b=operand, c=result, clause=step.clause[0].upper() + step.clause[1:], **fmt)
+            text = rng.choice(_STEP_FORMS).format(
+                a=value, op=op, b=operand, c=result, clause=step.clause[0].upper() + step.clause[1:], **fmt
+            )
             parts.append(text)
             previous, value = text, result
         unparseable = rng.random() < min(0.9, self.cfg.unparseable_rate * temperature)
@@ -125,16 +132,28 @@ class PoolTeacher:
         the task would train on wrong positives): docs/formats.md, "Pools against the task"."""
         for q in questions:
             entry = self.by_id.get(q.id)
-            if entry is not None and (" ".join(entry.question.split()) != " ".join(q.question.split())
-                                      or not answers_match(entry.gold, q.answer)):
-                what = "gold answer" if " ".join(entry.question.split()) == " ".join(q.question.split()) else "question text"
-                raise UserInputError(f"{entry.where or self.where}: key '{'gold' if what == 'gold answer' else 'question'}': the {what} of "
-                                     f"{q.id!r} differs from the task's: a pool made for another version of the task? "
-                                     "make it again with `qcrd-bench teach`")
-        usable = {q.id: [s for s in self.by_id[q.id].samples if s.rationale.strip()] for q in questions if q.id in self.by_id}
+            if entry is not None and (
+                " ".join(entry.question.split()) != " ".join(q.question.split())
+                or not answers_match(entry.gold, q.answer)
+            ):
+                what = (
+                    "gold answer"
+                    if " ".join(entry.question.split()) == " ".join(q.question.split())
+                    else "question text"
+                )
+                raise UserInputError(
+                    f"{entry.where or self.where}: key '{'gold' if what == 'gold answer' else 'question'}': the {what} of "
+                    f"{q.id!r} differs from the task's: a pool made for another version of the task? "
+                    "make it again with `qcrd-bench teach`"
+                )
+        usable = {
+            q.id: [s for s in self.by_id[q.id].samples if s.rationale.strip()] for q in questions if q.id in self.by_id
+        }
         if questions and not any(usable.values()):
-            raise UserInputError(f"{self.where}: no sample with a rationale for any of the {len(questions)} questions "
-                                 f"(first: {questions[0].id!r}): is it the pool of another task or split?")
+            raise UserInputError(
+                f"{self.where}: no sample with a rationale for any of the {len(questions)} questions "
+                f"(first: {questions[0].id!r}): is it the pool of another task or split?"
+            )
         return [PoolEntry(q.id, q.question, q.answer, usable.get(q.id, [])[:k]) for q in questions]
 
 
@@ -183,7 +202,9 @@ class SampleCache:
         if skipped:
             logging.getLogger(__name__).warning(
                 "teacher cache %s: skipped %d unreadable line(s) (a write cut by a kill?); those samples are asked again",
-                path, skipped)
+                path,
+                skipped,
+            )
         self.skipped += skipped
         return bool(raw) and not raw.endswith(b"\n")
 
@@ -211,7 +232,9 @@ class SampleCache:
                         self._handle = open(self.path, "ab", buffering=0)
                     self._handle.write(line.encode("utf-8"))
                 except OSError as err:  # a full disk: the answers before this one are kept
-                    raise WriteFailed(f"cannot append to the teacher cache {self.path} ({err.strerror or err})") from err
+                    raise WriteFailed(
+                        f"cannot append to the teacher cache {self.path} ({err.strerror or err})"
+                    ) from err
                 # fsync (survival of a machine crash) is group-committed, at most every SYNC_EVERY_S:
                 # one fsync per answer would serialise the concurrent requests behind the disk.
                 if time.monotonic() - self._synced_at >= self.SYNC_EVERY_S:
@@ -243,20 +266,32 @@ def cut_generation(text: str) -> str:
 class HFTeacher:
     """A local transformers causal LM as the teacher (batched; ``num_return_sequences = K``)."""
 
-    def __init__(self, cfg: TeacherConfig, exemplars: list[Question], cache: SampleCache, device: str = "cpu",
-                 progress: bool = False):
+    def __init__(
+        self,
+        cfg: TeacherConfig,
+        exemplars: list[Question],
+        cache: SampleCache,
+        device: str = "cpu",
+        progress: bool = False,
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.cfg, self.exemplars, self.cache, self.device, self.progress = cfg, exemplars, cache, device, progress
         # Explicit, never transformers' default: code shipped with a model runs only when the user says so.
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code).to(device).eval()
+            self.model = (
+                AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+                .to(device)
+                .eval()
+            )
         except ValueError as err:
             if "trust_remote_code" not in str(err):
                 raise
-            raise UserInputError(f"teacher.model {cfg.model}: the model ships its own Python code, which is not run "
-                                 "unless you set teacher.trust_remote_code=true (only for a model you trust)") from None
+            raise UserInputError(
+                f"teacher.model {cfg.model}: the model ships its own Python code, which is not run "
+                "unless you set teacher.trust_remote_code=true (only for a model you trust)"
+            ) from None
         self.tokenizer.padding_side = "left"  # decoder-only: pad on the left so generation continues the prompt
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -273,14 +308,18 @@ class HFTeacher:
         import torch
 
         if getattr(self.tokenizer, "chat_template", None):
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}
+            ]
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             prompt = f"{system}\n\n{prompt}\nAnswer:" if system else prompt
         enc = self.tokenizer([prompt], return_tensors="pt").to(self.device)
         with torch.no_grad():
-            out = self.model.generate(**enc, do_sample=False, max_new_tokens=16, pad_token_id=self.tokenizer.pad_token_id)
-        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(
+                **enc, do_sample=False, max_new_tokens=16, pad_token_id=self.tokenizer.pad_token_id
+            )
+        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
         import torch
@@ -296,11 +335,14 @@ class HFTeacher:
             enc = self.tokenizer([prompts[n] for n in batch], return_tensors="pt", padding=True).to(self.device)
             with torch.no_grad():
                 out = self.model.generate(
-                    **enc, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                    num_return_sequences=k, max_new_tokens=self.cfg.max_new_tokens,
+                    **enc,
+                    do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None,
+                    num_return_sequences=k,
+                    max_new_tokens=self.cfg.max_new_tokens,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            generated = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            generated = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for row, n in enumerate(batch):
                 for i in range(k):
                     text = cut_generation(generated[row * k + i])
@@ -370,8 +412,14 @@ class OpenAITeacher:
     and every answer received before it is in the cache already.
     """
 
-    def __init__(self, cfg: TeacherConfig, exemplars: list[Question], cache: SampleCache, progress: bool = False,
-                 sleep: Callable[[float], None] | None = None):
+    def __init__(
+        self,
+        cfg: TeacherConfig,
+        exemplars: list[Question],
+        cache: SampleCache,
+        progress: bool = False,
+        sleep: Callable[[float], None] | None = None,
+    ):
         import requests
 
         self.cfg, self.exemplars, self.cache, self.progress = cfg, exemplars, cache, progress
@@ -399,13 +447,24 @@ class OpenAITeacher:
     def _ask(self, messages: list[dict], temperature: float, index: int) -> str:
         import requests
 
-        body = {"model": self.cfg.model, "messages": messages, "temperature": temperature,
-                "max_tokens": self.cfg.max_new_tokens, "n": 1, "seed": index}
+        body = {
+            "model": self.cfg.model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": self.cfg.max_new_tokens,
+            "n": 1,
+            "seed": index,
+        }
         rng = random.Random(f"{index}:{messages[-1]['content'][-64:]}")
         where = f"teacher endpoint {_public_url(self.url)}"
         # A body cut mid-way (ChunkedEncodingError) is no ConnectionError in requests, yet the same fault.
-        transient = (RetryableError, requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                     requests.exceptions.ContentDecodingError)
+        transient = (
+            RetryableError,
+            requests.Timeout,
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        )
         for attempt in range(self.cfg.max_retries + 1):
             if self._stop.is_set():
                 raise _Stopped(f"{where}: stopped, another request failed")
@@ -415,17 +474,31 @@ class OpenAITeacher:
                 if status in (408, 429) or status >= 500:
                     raise RetryableError(f"HTTP {status}", response.headers.get("Retry-After"))
                 if status >= 400:
-                    hint = (f"; check the key in ${self.cfg.api_key_env} (teacher.api_key_env)" if status in (401, 403)
-                            else "; check teacher.base_url and teacher.model" if status == 404 else "")
+                    hint = (
+                        f"; check the key in ${self.cfg.api_key_env} (teacher.api_key_env)"
+                        if status in (401, 403)
+                        else "; check teacher.base_url and teacher.model"
+                        if status == 404
+                        else ""
+                    )
                     detail = " ".join(self._redact(response.text)[:200].split())  # redacted before the cut
-                    raise TeacherError(self._redact(f"{where} answered HTTP {status} {response.reason or ''}".rstrip()
-                                                    + (f": {detail}" if detail else "") + hint))
+                    raise TeacherError(
+                        self._redact(
+                            f"{where} answered HTTP {status} {response.reason or ''}".rstrip()
+                            + (f": {detail}" if detail else "")
+                            + hint
+                        )
+                    )
                 return _completion_text(response)
             except transient as err:
                 if attempt == self.cfg.max_retries:
                     reason = err.args[0] if isinstance(err, RetryableError) else type(err).__name__
-                    raise TeacherError(self._redact(f"{where}: gave up after {attempt + 1} tries (last: {reason}); "
-                                                    "answers so far are cached, a rerun asks only for the rest")) from None
+                    raise TeacherError(
+                        self._redact(
+                            f"{where}: gave up after {attempt + 1} tries (last: {reason}); "
+                            "answers so far are cached, a rerun asks only for the rest"
+                        )
+                    ) from None
                 with self.lock:
                     self.retries += 1
                 retry_after = err.args[1] if isinstance(err, RetryableError) and len(err.args) > 1 else None
@@ -448,7 +521,9 @@ class OpenAITeacher:
         import urllib3
 
         deadline = time.monotonic() + self.cfg.timeout_s
-        response = self.session.post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s, stream=True)
+        response = self.session.post(
+            self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s, stream=True
+        )
         chunks = []
         try:
             # read1 returns whatever has arrived (iter_content would wait for a whole chunk).
@@ -457,7 +532,9 @@ class OpenAITeacher:
                 if time.monotonic() > deadline:
                     raise requests.Timeout(f"no whole answer within teacher.timeout_s = {self.cfg.timeout_s} s")
         except urllib3.exceptions.HTTPError as err:  # what iter_content would turn into requests' own errors
-            raise (requests.Timeout if isinstance(err, urllib3.exceptions.ReadTimeoutError) else requests.ConnectionError)(str(err)) from None
+            raise (
+                requests.Timeout if isinstance(err, urllib3.exceptions.ReadTimeoutError) else requests.ConnectionError
+            )(str(err)) from None
         finally:
             response.close()
         response._content = b"".join(chunks)  # what .json() and .text read
@@ -511,15 +588,19 @@ class OpenAITeacher:
         pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency)
         futures = [pool.submit(work, job) for job in todo]
         try:
-            for future in tqdm(as_completed(futures), total=len(todo), desc="teacher (openai)", disable=not self.progress):
+            for future in tqdm(
+                as_completed(futures), total=len(todo), desc="teacher (openai)", disable=not self.progress
+            ):
                 n, i, text = future.result()
                 texts[n][i] = text
         except KeyboardInterrupt:
             self._stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
             self.cache.sync()
-            raise TeacherInterrupted(f"interrupted: {len(self.cache.items)} teacher answers are kept in {self.cache.path}; "
-                                     "the same command asks only for the rest") from None
+            raise TeacherInterrupted(
+                f"interrupted: {len(self.cache.items)} teacher answers are kept in {self.cache.path}; "
+                "the same command asks only for the rest"
+            ) from None
         except BaseException as err:
             self._stop.set()
             for future in futures:
@@ -529,8 +610,11 @@ class OpenAITeacher:
         self.cache.sync()
         if failure is not None:
             # Report the cause, not a request that merely stopped because of it (all are done now).
-            causes = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None
-                      and not isinstance(f.exception(), _Stopped)]
+            causes = [
+                f.exception()
+                for f in futures
+                if not f.cancelled() and f.exception() is not None and not isinstance(f.exception(), _Stopped)
+            ]
             raise causes[0] if isinstance(failure, _Stopped) and causes else failure
         return [_entry(q, row, self.cfg.model) for q, row in zip(questions, texts)]
 
@@ -550,7 +634,9 @@ def exemplars_for(data: TaskData, count: int = 3) -> list[Question]:
 # CLI read the names without importing this module); build_teacher dispatches through it.
 
 
-def simulated_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None, progress: bool, device: str) -> Teacher:
+def simulated_teacher(
+    cfg: TeacherConfig, data: TaskData, cache_path: Path | None, progress: bool, device: str
+) -> Teacher:
     """``teacher.kind: simulated``: LLM-like rationales for the synthetic task."""
     if not data.problems:
         raise ValueError("the simulated teacher writes rationales for the synth task only")
@@ -563,8 +649,10 @@ def pool_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None, pr
         return PoolTeacher(read_pool(Path(cfg.pool)), cfg.pool)
     entries = [entry for pool in data.pools.values() for entry in pool]
     if not entries:
-        raise UserInputError(f"task {data.family} (source {data.source}) ships no teacher rationales; set teacher.pool to a pool file "
-                             "(make one with `qcrd-bench teach`)")
+        raise UserInputError(
+            f"task {data.family} (source {data.source}) ships no teacher rationales; set teacher.pool to a pool file "
+            "(make one with `qcrd-bench teach`)"
+        )
     return PoolTeacher(entries, f"{data.family}/{data.source} pools")
 
 
@@ -580,13 +668,16 @@ def hf_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None, prog
     return HFTeacher(cfg, exemplars_for(data), _llm_cache(cfg, cache_path), device, progress)
 
 
-def openai_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None, progress: bool, device: str) -> Teacher:
+def openai_teacher(
+    cfg: TeacherConfig, data: TaskData, cache_path: Path | None, progress: bool, device: str
+) -> Teacher:
     """``teacher.kind: openai``: an OpenAI-compatible endpoint, answers cached."""
     return OpenAITeacher(cfg, exemplars_for(data), _llm_cache(cfg, cache_path), progress)
 
 
-def build_teacher(cfg: TeacherConfig, data: TaskData, cache_path: Path | None = None, progress: bool = False,
-                  device: str = "cpu") -> Teacher:
+def build_teacher(
+    cfg: TeacherConfig, data: TaskData, cache_path: Path | None = None, progress: bool = False, device: str = "cpu"
+) -> Teacher:
     """The teacher backend named by ``teacher.kind`` (a name of ``registry.TEACHERS``) for this
     task's data; an unknown kind raises ``registry.UnknownName`` (a UserInputError)."""
     return TEACHERS[cfg.kind](cfg, data, cache_path, progress, device)

@@ -23,8 +23,9 @@ def check_available(names: list[str]) -> None:
     """UserInputError naming ``training.report_to`` when a tracker's package is not installed."""
     for name in names:
         if importlib.util.find_spec(EXTRAS[name]) is None:
-            raise UserInputError(f"key 'training.report_to': {name} needs the {EXTRAS[name]} package: "
-                                 f"pip install 'qcrd-bench[{name}]'")
+            raise UserInputError(
+                f"key 'training.report_to': {name} needs the {EXTRAS[name]} package: pip install 'qcrd-bench[{name}]'"
+            )
 
 
 def scalars(record: dict, prefix: str = "") -> dict[str, float]:
@@ -54,8 +55,9 @@ class Trackers:
             import wandb
 
             run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
-            self.wandb = wandb.init(project="qcrd-bench", name=run_dir.name, id=run_id, resume="allow", config=config,
-                                    dir=str(run_dir))
+            self.wandb = wandb.init(
+                project="qcrd-bench", name=run_dir.name, id=run_id, resume="allow", config=config, dir=str(run_dir)
+            )
 
     def log_pool(self, statistics: dict) -> None:
         """The teacher pool's statistics (once per run)."""
@@ -67,7 +69,11 @@ class Trackers:
 
     def log_round(self, record: dict) -> None:
         """A round's metrics record (evaluation, judge, rationale quality, negatives, time), at its last step."""
-        keep = {k: v for k, v in record.items() if k not in ("loss_curve", "pool", "setup_time_s", "round", "step", "iteration")}
+        keep = {
+            k: v
+            for k, v in record.items()
+            if k not in ("loss_curve", "pool", "setup_time_s", "round", "step", "iteration")
+        }
         self._log({"round": float(record["round"]), **scalars(keep, "round/")}, record["step"])
 
     def _log(self, values: dict[str, float], step: int) -> None:

@@ -81,10 +81,12 @@ def batches(examples: list[TrainExample], batch_size: int, seed: int) -> Iterato
 
 def warmup_then_linear(warmup: int, total: int) -> Callable[[int], float]:
     """Learning-rate factor: linear warm-up, then linear decay to 10% at the last step."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         return max(0.1, 1.0 - 0.9 * (step - warmup) / max(1, total - warmup))
+
     return factor
 
 
@@ -99,7 +101,9 @@ def training_splits(task: TaskData, cfg: RunConfig) -> dict[str, list[Question]]
     if train_name not in task.questions or not task.questions[train_name]:
         raise UserInputError(f"task {cfg.task.name}: no {train_name!r} split (available: {', '.join(task.questions)})")
     if train_name == "test":
-        raise UserInputError(f"task {cfg.task.name}: training on the test split would score the student on what it was trained on")
+        raise UserInputError(
+            f"task {cfg.task.name}: training on the test split would score the student on what it was trained on"
+        )
     train = list(task.questions[train_name])
     validation = task.questions.get("validation") if train_name != "validation" else None
     pool_has_validation = cfg.teacher.kind != "pool" or cfg.teacher.pool or "validation" in task.pools
@@ -146,10 +150,10 @@ def resume_point(run_dir: Path, rounds: int) -> tuple[list[dict], Path | None, b
     if done < rounds and (run_dir / f"round_{done + 1}" / STATE_FILE).exists():
         return records, run_dir / f"round_{done + 1}", True
     if done and not (run_dir / f"round_{done}" / STATE_FILE).exists():
-        raise UserInputError(f"{run_dir}: metrics.jsonl records {done} rounds but round_{done}/{STATE_FILE} is missing; cannot resume")
+        raise UserInputError(
+            f"{run_dir}: metrics.jsonl records {done} rounds but round_{done}/{STATE_FILE} is missing; cannot resume"
+        )
     return records, (run_dir / f"round_{done}" if done else None), False
-
-
 
 
 @dataclass
@@ -191,23 +195,33 @@ class TrainState:
 
     def state_dict(self, launcher: Launcher, step_module: TrainingStep, run_dir: Path) -> dict:
         """Every rank must call (the optimizer state may be gathered or saved in shards)."""
-        judge_optimizer = None if self.judge_optimizer is None else launcher.optimizer_state(step_module, self.judge_optimizer)
+        judge_optimizer = (
+            None if self.judge_optimizer is None else launcher.optimizer_state(step_module, self.judge_optimizer)
+        )
         return {
-            "step": self.step, "iteration": self.iteration, "launch": launcher.launch_kind,
+            "step": self.step,
+            "iteration": self.iteration,
+            "launch": launcher.launch_kind,
             "optimizer": launcher.optimizer_state(step_module, self.optimizer, run_dir),
             "judge_optimizer": judge_optimizer,
             "scheduler": self.scheduler.state_dict(),
             "method": self.method.state_dict(),
-            "snapshots": list(self.snapshots.snapshots), "initial_snapshot": self.snapshots.initial,
+            "snapshots": list(self.snapshots.snapshots),
+            "initial_snapshot": self.snapshots.initial,
             "student_negatives": {ex.id: ex.student_negatives for ex in self.examples},
-            "loss_sums": self.log.sums, "loss_counts": self.log.counts, "round_stats": self.log.stats,
-            "tokens": self.log.tokens, "loss_curve": self.log.loss_curve,
+            "loss_sums": self.log.sums,
+            "loss_counts": self.log.counts,
+            "round_stats": self.log.stats,
+            "tokens": self.log.tokens,
+            "loss_curve": self.log.loss_curve,
         }
 
     def load_state_dict(self, state: dict, launcher: Launcher, step_module: TrainingStep, checkpoint: Path) -> None:
         if state.get("launch", "") != launcher.launch_kind:
-            raise UserInputError(f"{checkpoint} was written by a run launched {state.get('launch') or 'without FSDP or DeepSpeed'}; "
-                                 "resume it under the same accelerate profile")
+            raise UserInputError(
+                f"{checkpoint} was written by a run launched {state.get('launch') or 'without FSDP or DeepSpeed'}; "
+                "resume it under the same accelerate profile"
+            )
         self.step, self.iteration = state["step"], state["iteration"]
         launcher.load_optimizer_state(step_module, self.optimizer, state["optimizer"], checkpoint)
         if self.judge_optimizer is not None:
@@ -218,7 +232,9 @@ class TrainState:
         self.snapshots.initial = state["initial_snapshot"]
         for ex in self.examples:
             ex.student_negatives = state["student_negatives"].get(ex.id, [])
-        self.log = RoundLog(state["loss_sums"], state["loss_counts"], state["tokens"], state["loss_curve"], state["round_stats"])
+        self.log = RoundLog(
+            state["loss_sums"], state["loss_counts"], state["tokens"], state["loss_curve"], state["round_stats"]
+        )
 
 
 @dataclass
@@ -249,8 +265,13 @@ class Run:
         return [p for module in self.state.method.extra_modules() for p in module.parameters()]
 
 
-def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = print, resume: bool = False,
-        overwrite: bool = False) -> list[dict]:
+def run(
+    cfg: RunConfig,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> list[dict]:
     """Run ``cfg`` end to end; returns the per-round metric records (also in metrics.jsonl).
 
     ``resume`` continues a run whose directory holds earlier rounds (after a kill, say) and ends
@@ -296,16 +317,19 @@ def take_run_directory(run_dir: Path, launcher: Launcher, resume: bool, overwrit
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as err:  # output_dir is a file, read-only, or the name is too long for this file system
-                raise UserInputError(f"output_dir {run_dir.parent}: cannot create the run directory {run_dir} "
-                                     f"({err.strerror or err})") from None
+                raise UserInputError(
+                    f"output_dir {run_dir.parent}: cannot create the run directory {run_dir} ({err.strerror or err})"
+                ) from None
             try:
                 lock.__enter__()
             except OSError as err:  # a read-only run directory
                 raise UserInputError(f"{run_dir}: cannot write in the run directory ({err.strerror or err})") from None
             if has_run_data(run_dir) and not (resume or overwrite):
                 lock.__exit__()
-                raise UserInputError(f"{run_dir} already holds a run: continue it with `qcrd-bench run --resume {run_dir}` "
-                                     "or start over with --overwrite")
+                raise UserInputError(
+                    f"{run_dir} already holds a run: continue it with `qcrd-bench run --resume {run_dir}` "
+                    "or start over with --overwrite"
+                )
         except UserInputError as err:
             error = err
     if launcher.any(error is not None):
@@ -324,13 +348,22 @@ def prepare_directory(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bo
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def setup(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log: Callable[[str], None], resume: bool,
-          overwrite: bool) -> Run | list[dict]:
+def setup(
+    cfg: RunConfig,
+    run_dir: Path,
+    launcher: Launcher,
+    progress: bool,
+    log: Callable[[str], None],
+    resume: bool,
+    overwrite: bool,
+) -> Run | list[dict]:
     """Everything before the first round: the teacher's pools, the student, the judge, the
     method, optimizers and the restored state of a resumed run. A resumed run with nothing
     left to do returns its records instead."""
     launcher.main_only(lambda: prepare_directory(run_dir, cfg, resume, overwrite))
-    records, restore_from, evaluate_pending = resume_point(run_dir, cfg.training.rounds) if resume else ([], None, False)
+    records, restore_from, evaluate_pending = (
+        resume_point(run_dir, cfg.training.rounds) if resume else ([], None, False)
+    )
     if resume and launcher.is_main:
         drop_stale_states(run_dir, restore_from)
     if len(records) >= cfg.training.rounds:
@@ -342,8 +375,10 @@ def setup(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log
     configure_cuda(launcher.device)
     timer = PhaseTimer()
     world = f" x {launcher.world_size} processes" if launcher.world_size > 1 else ""
-    log(f"run directory: {run_dir}   device: {launcher.device}{world}   method: {cfg.method.name}"
-        + (f"   resuming after round {len(records)}" if records else ""))
+    log(
+        f"run directory: {run_dir}   device: {launcher.device}{world}   method: {cfg.method.name}"
+        + (f"   resuming after round {len(records)}" if records else "")
+    )
     evaluation.check_task_names(cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name))
     check_trackers(cfg.training.report_to)
     check_pretrained(cfg.student)
@@ -355,8 +390,9 @@ def setup(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log
     for warning in pool_warnings(pools["train"], pool_stats, cfg.teacher.samples):
         log(f"warning: teacher pool (train): {warning}")
     saved = load_state(restore_from) if restore_from else None
-    student, tokenizer, examples, heldout = build_student_and_examples(cfg, splits, pools, selections, saved, restore_from,
-                                                                       launcher.device, log)
+    student, tokenizer, examples, heldout = build_student_and_examples(
+        cfg, splits, pools, selections, saved, restore_from, launcher.device, log
+    )
     judge = build_judge(cfg, student, tokenizer, examples, saved, launcher.device, progress, log, timer)
     method = build_method(cfg, student, tokenizer, launcher.device, judge=judge)
     step_module = launcher.wrap(TrainingStep(method))  # under FSDP this shards the student and the judge in place
@@ -371,28 +407,57 @@ def setup(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log
     # Drawn up front: negatives are sampled for the questions coming next, and a resumed run
     # continues the same sequence of batches.
     schedule = list(itertools.islice(batches(examples, cfg.training.batch_size, cfg.training.seed), total_steps))
-    evaluator = launcher.main_only(lambda: evaluation.Evaluator(cfg, task, teacher, tokenizer, heldout, launcher.device, timer))
-    trackers = launcher.main_only(lambda: Trackers(cfg.training.report_to, run_dir, cfg.to_dict()) if cfg.training.report_to else None)
+    evaluator = launcher.main_only(
+        lambda: evaluation.Evaluator(cfg, task, teacher, tokenizer, heldout, launcher.device, timer)
+    )
+    trackers = launcher.main_only(
+        lambda: Trackers(cfg.training.report_to, run_dir, cfg.to_dict()) if cfg.training.report_to else None
+    )
     if trackers is not None:
         trackers.log_pool(pool_stats)
-    return Run(cfg, run_dir, launcher, log, progress, timer, step_module, tokenizer, state, schedule, evaluator, records,
-               len(records) + 1, evaluate_pending, pool_stats, timer.pop(), autocast_dtype(launcher.device, cfg.training.precision),
-               trackers)
+    return Run(
+        cfg,
+        run_dir,
+        launcher,
+        log,
+        progress,
+        timer,
+        step_module,
+        tokenizer,
+        state,
+        schedule,
+        evaluator,
+        records,
+        len(records) + 1,
+        evaluate_pending,
+        pool_stats,
+        timer.pop(),
+        autocast_dtype(launcher.device, cfg.training.precision),
+        trackers,
+    )
 
 
-def sample_teacher(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log: Callable[[str], None],
-                   timer: PhaseTimer) -> tuple[TaskData, dict, object, dict]:
+def sample_teacher(
+    cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: bool, log: Callable[[str], None], timer: PhaseTimer
+) -> tuple[TaskData, dict, object, dict]:
     """(task, splits, teacher, pools): the run's questions and the teacher's rationales for the
     train and validation splits. Rank 0 alone asks the teacher (LLM calls cost money) and writes
     the pools; the other ranks read them."""
     task = load_task(cfg.task)
     splits = training_splits(task, cfg)
-    log(f"task {cfg.task.name} ({task.source}): " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + " questions"
-        + "".join(f"; note: {n}" for n in task.notes))
+    log(
+        f"task {cfg.task.name} ({task.source}): "
+        + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        + " questions"
+        + "".join(f"; note: {n}" for n in task.notes)
+    )
 
     def ask():
         teacher = build_teacher(cfg.teacher, task, run_dir / "teacher_cache.jsonl", progress, str(launcher.device))
-        pools = {split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature) for split in ("train", "validation")}
+        pools = {
+            split: teacher.sample(splits[split], cfg.teacher.samples, cfg.teacher.temperature)
+            for split in ("train", "validation")
+        }
         for split, pool in pools.items():
             write_pool(run_dir / f"pool_{split}.jsonl", pool)
         if cfg.teacher.kind == "hf":
@@ -410,8 +475,16 @@ def sample_teacher(cfg: RunConfig, run_dir: Path, launcher: Launcher, progress: 
     return task, splits, teacher, pools
 
 
-def build_student_and_examples(cfg: RunConfig, splits: dict, pools: dict, selections: dict, saved: dict | None,
-                               restore_from: Path | None, device, log: Callable[[str], None]) -> tuple:
+def build_student_and_examples(
+    cfg: RunConfig,
+    splits: dict,
+    pools: dict,
+    selections: dict,
+    saved: dict | None,
+    restore_from: Path | None,
+    device,
+    log: Callable[[str], None],
+) -> tuple:
     """(student, tokenizer, train examples, held-out examples). The student's weights are those of
     ``restore_from`` on a resume, else a fresh initialisation."""
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]
@@ -421,21 +494,37 @@ def build_student_and_examples(cfg: RunConfig, splits: dict, pools: dict, select
     if saved is not None:
         try:
             student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
-        except (OSError, SafetensorError, RuntimeError, ValueError) as err:  # a truncated, corrupted or empty model file
+        except (
+            OSError,
+            SafetensorError,
+            RuntimeError,
+            ValueError,
+        ) as err:  # a truncated, corrupted or empty model file
             raise UserInputError(damaged(restore_from / "model.safetensors", err)) from None
     student.to(device).train()
     limits = (cfg.student.max_input_tokens, cfg.student.max_target_tokens)
     cut = long_prompts(tokenizer, splits["train"] + splits["validation"], limits[0])
     if cut:
-        log(f"warning: {cut} of {len(splits['train']) + len(splits['validation'])} prompts are longer than student.max_input_tokens="
-            f"{limits[0]} tokens and lose their middle (their end, with any choices, is kept); raise student.max_input_tokens")
+        log(
+            f"warning: {cut} of {len(splits['train']) + len(splits['validation'])} prompts are longer than student.max_input_tokens="
+            f"{limits[0]} tokens and lose their middle (their end, with any choices, is kept); raise student.max_input_tokens"
+        )
     examples = build_examples(splits["train"], selections["train"], tokenizer, *limits)
     heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits)
     return student, tokenizer, examples, heldout
 
 
-def build_judge(cfg: RunConfig, student, tokenizer, examples: list[TrainExample], saved: dict | None, device, progress: bool,
-                log: Callable[[str], None], timer: PhaseTimer) -> QualityJudge | None:
+def build_judge(
+    cfg: RunConfig,
+    student,
+    tokenizer,
+    examples: list[TrainExample],
+    saved: dict | None,
+    device,
+    progress: bool,
+    log: Callable[[str], None],
+    timer: PhaseTimer,
+) -> QualityJudge | None:
     """QCRD's quality judge: pre-trained on the pool's positives and negatives, or restored."""
     if cfg.method.name != "qcrd" or not cfg.judge.enabled:
         return None
@@ -448,12 +537,15 @@ def build_judge(cfg: RunConfig, student, tokenizer, examples: list[TrainExample]
         losses = pretrain(judge, examples, cfg.judge, tokenizer, device, cfg.training.seed, progress)
     if losses:
         head, tail = losses[:10], losses[-10:]
-        log(f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} over {len(losses)} steps")
+        log(
+            f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} over {len(losses)} steps"
+        )
     return judge
 
 
-def build_train_state(cfg: RunConfig, method: Method, launcher: Launcher, step_module: TrainingStep,
-                      examples: list[TrainExample]) -> TrainState:
+def build_train_state(
+    cfg: RunConfig, method: Method, launcher: Launcher, step_module: TrainingStep, examples: list[TrainExample]
+) -> TrainState:
     """Optimizers, schedule and snapshots at step 0. Two AdamWs: the student's, with the
     learning-rate schedule, and the judge's at a constant rate; separate, so that under DeepSpeed
     the engine owns the student's alone while the judge steps only when it has gradients (its
@@ -463,8 +555,12 @@ def build_train_state(cfg: RunConfig, method: Method, launcher: Launcher, step_m
     judge_params = [p for module in method.extra_modules() for p in module.parameters()]
     judge_optimizer = torch.optim.AdamW(judge_params, lr=cfg.judge.learning_rate, **adamw) if judge_params else None
     total_steps = cfg.training.rounds * cfg.training.steps_per_round
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear(cfg.training.warmup_steps, total_steps))
-    launcher.attach(step_module, optimizer, cfg.training.max_grad_norm)  # DeepSpeed: the engine takes the student's optimizer
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_then_linear(cfg.training.warmup_steps, total_steps)
+    )
+    launcher.attach(
+        step_module, optimizer, cfg.training.max_grad_norm
+    )  # DeepSpeed: the engine takes the student's optimizer
     return TrainState(method, optimizer, judge_optimizer, scheduler, SnapshotRing(cfg.negatives.j_back), examples)
 
 
@@ -474,22 +570,30 @@ def train_round(run: Run, round_index: int) -> None:
     cfg, state, launcher = run.cfg, run.state, run.launcher
     state.log = RoundLog()
     seed_phase(cfg.training.seed, round_index, "training")
-    bar = tqdm(range(cfg.training.steps_per_round), desc=f"round {round_index}/{cfg.training.rounds} training", disable=not run.progress)
+    bar = tqdm(
+        range(cfg.training.steps_per_round),
+        desc=f"round {round_index}/{cfg.training.rounds} training",
+        disable=not run.progress,
+    )
     for _ in bar:
         inject_nan = faults.point("training_step", state.step + 1)
         if state.step % cfg.training.iteration_steps == 0:
             start_iteration(run)
         with run.timer("training"):
             batch = run.schedule[state.step]
-            with torch.autocast(launcher.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+            with torch.autocast(
+                launcher.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None
+            ):
                 total, components = launcher.forward(run.step_module, batch)
             total = total * float("nan") if inject_nan else total
             loss = launcher.mean(float(total.detach()))
             if not math.isfinite(loss):
                 kept = f"round_{round_index - 1}/" if round_index > 1 else "no checkpoint yet (none was written)"
-                raise RunAborted(f"loss is {loss} at step {state.step + 1} (round {round_index}); stopped before applying it. "
-                                 f"The newest good checkpoint is {kept}. Lower training.learning_rate or "
-                                 f"check the teacher pool, then resume with `qcrd-bench run --resume {run.run_dir}`")
+                raise RunAborted(
+                    f"loss is {loss} at step {state.step + 1} (round {round_index}); stopped before applying it. "
+                    f"The newest good checkpoint is {kept}. Lower training.learning_rate or "
+                    f"check the teacher pool, then resume with `qcrd-bench run --resume {run.run_dir}`"
+                )
             if state.judge_optimizer is not None:
                 state.judge_optimizer.zero_grad(set_to_none=True)
             launcher.backward_and_step(total, run.judge_params)
@@ -517,8 +621,16 @@ def start_iteration(run: Run) -> None:
     if state.method.uses_student_negatives and (state.iteration - 1) % cfg.negatives.refresh_every == 0:
         coming = run.schedule[state.step : state.step + cfg.negatives.refresh_every * cfg.training.iteration_steps]
         with run.timer("negative_sampling"):
-            refresh_negatives(cfg, student, negative_generator(state.snapshots, cfg.negatives), state.examples, coming,
-                              cfg.training.seed + state.iteration, run.launcher.device, run.progress)
+            refresh_negatives(
+                cfg,
+                student,
+                negative_generator(state.snapshots, cfg.negatives),
+                state.examples,
+                coming,
+                cfg.training.seed + state.iteration,
+                run.launcher.device,
+                run.progress,
+            )
 
 
 def save_round(run: Run, round_index: int, student, judge) -> None:
@@ -527,10 +639,20 @@ def save_round(run: Run, round_index: int, student, judge) -> None:
     with run.timer("checkpoint"):
         state = run.state.state_dict(launcher, run.step_module, run.run_dir)
         state |= {"round": round_index, "judge": judge.state_dict() if judge is not None else None}
-        record = json.dumps(run_record(run.cfg, round_index), indent=2)  # what lm-eval reads to score the right test set
-        launcher.main_only(lambda: checkpoints.save_round(run.run_dir, round_index, student, run.tokenizer, state,
-                                                          move_in=launcher.checkpoint_folders(run.run_dir),
-                                                          files={RUN_RECORD: record}))
+        record = json.dumps(
+            run_record(run.cfg, round_index), indent=2
+        )  # what lm-eval reads to score the right test set
+        launcher.main_only(
+            lambda: checkpoints.save_round(
+                run.run_dir,
+                round_index,
+                student,
+                run.tokenizer,
+                state,
+                move_in=launcher.checkpoint_folders(run.run_dir),
+                files={RUN_RECORD: record},
+            )
+        )
 
 
 def evaluate_round(run: Run, round_index: int, student, judge) -> None:
@@ -543,24 +665,27 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
         record = run.evaluator(round_index, student, judge)
         faults.point("evaluation", round_index)
         round_times = run.timer.pop()
-        record.update({
-            "step": state.step,
-            "iteration": state.iteration,
-            "method": cfg.method.name,
-            "answer_from": state.method.answer_from,
-            "loss": state.log.mean_losses(),
-            "negatives": state.log.stats or None,
-            "loss_curve": state.log.loss_curve,
-            "method_state": state.method.log_state(),
-            "pool": run.pool_stats,
-            "time_s": round_times,
-            "setup_time_s": run.setup_times,
-            "train_tokens_per_s": state.log.tokens / max(1e-9, round_times.get("training", 0.0)),
-            "world_size": run.launcher.world_size,
-            "checkpoint": str(run.run_dir / f"round_{round_index}"),
-        })
-        record["headline_acc"] = headline_accuracy(record["eval"], record["label_task"], record["explain_task"],
-                                                    state.method.answer_from)
+        record.update(
+            {
+                "step": state.step,
+                "iteration": state.iteration,
+                "method": cfg.method.name,
+                "answer_from": state.method.answer_from,
+                "loss": state.log.mean_losses(),
+                "negatives": state.log.stats or None,
+                "loss_curve": state.log.loss_curve,
+                "method_state": state.method.log_state(),
+                "pool": run.pool_stats,
+                "time_s": round_times,
+                "setup_time_s": run.setup_times,
+                "train_tokens_per_s": state.log.tokens / max(1e-9, round_times.get("training", 0.0)),
+                "world_size": run.launcher.world_size,
+                "checkpoint": str(run.run_dir / f"round_{round_index}"),
+            }
+        )
+        record["headline_acc"] = headline_accuracy(
+            record["eval"], record["label_task"], record["explain_task"], state.method.answer_from
+        )
         run.records.append(record)
         folder = run.run_dir / f"round_{round_index}"
         atomic_write_text(folder / "README.md", model_card(run_record(cfg, round_index), record, folder.resolve()))
@@ -579,15 +704,31 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
     run.launcher.main_only(evaluate_and_record)
 
 
-def refresh_negatives(cfg: RunConfig, student, generator: dict | None, examples: list[TrainExample],
-                      coming: list[list[TrainExample]], seed: int, device, progress: bool) -> None:
+def refresh_negatives(
+    cfg: RunConfig,
+    student,
+    generator: dict | None,
+    examples: list[TrainExample],
+    coming: list[list[TrainExample]],
+    seed: int,
+    device,
+    progress: bool,
+) -> None:
     """New student negatives for the questions of the ``coming`` batches, sampled by ``generator``
     (weights; None = no student negatives yet); every other question's are dropped."""
     for ex in examples:
         ex.student_negatives = []
     if generator is not None:
         neg = cfg.negatives
-        sample_negatives(student, generator, upcoming_questions(coming), neg.per_question, neg.temperature,
-                         neg.max_new_tokens, neg.batch_size, seed, device, progress)
-
-
+        sample_negatives(
+            student,
+            generator,
+            upcoming_questions(coming),
+            neg.per_question,
+            neg.temperature,
+            neg.max_new_tokens,
+            neg.batch_size,
+            seed,
+            device,
+            progress,
+        )

@@ -12,10 +12,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # A run small enough for CI: 2 rounds of a few steps on a few questions.
 TINY_OVERRIDES = [
-    "task.n_train=48", "task.n_valid=16", "task.n_test=24",
-    "training.rounds=2", "training.steps_per_round=6", "training.iteration_steps=3", "training.batch_size=8",
-    "training.warmup_steps=2", "judge.pretrain_steps=5", "judge.online_every=2", "negatives.j_back=1",
-    "negatives.max_new_tokens=24", "evaluation.batch_size=32", "evaluation.faithfulness_items=4",
+    "task.n_train=48",
+    "task.n_valid=16",
+    "task.n_test=24",
+    "training.rounds=2",
+    "training.steps_per_round=6",
+    "training.iteration_steps=3",
+    "training.batch_size=8",
+    "training.warmup_steps=2",
+    "judge.pretrain_steps=5",
+    "judge.online_every=2",
+    "negatives.j_back=1",
+    "negatives.max_new_tokens=24",
+    "evaluation.batch_size=32",
+    "evaluation.faithfulness_items=4",
 ]
 
 
@@ -31,8 +41,12 @@ def synth_training_set(cfg, temperature: float):
 
     problems = generate(cfg.task)["train"]
     pool = SimulatedTeacher(cfg.teacher).sample(problems, 5, temperature)
-    model, tok = build_student(cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples])
-    examples = build_examples([p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96)
+    model, tok = build_student(
+        cfg.student, [p.question for p in problems] + [s.rationale for e in pool for s in e.samples]
+    )
+    examples = build_examples(
+        [p.to_question() for p in problems], select_pool(pool, cfg.self_consistency), tok, 128, 96
+    )
     return model, tok, examples
 
 

@@ -19,7 +19,9 @@ class ChatHandler(BaseHTTPRequestHandler):
     def read_body(self) -> dict:
         return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
 
-    def reply(self, status: int, payload: dict | bytes, headers: dict | None = None, length: int | None = None) -> None:
+    def reply(
+        self, status: int, payload: dict | bytes, headers: dict | None = None, length: int | None = None
+    ) -> None:
         """Send ``payload`` (a dict is JSON-encoded); ``length`` may promise more bytes than are sent."""
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)

@@ -60,24 +60,29 @@ def test_heldout_agreement_stays_at_its_measured_level():
 def test_numbers_the_question_gave_are_not_answers():
     question = "Debby bought 12 water bottles. She drinks 6 a day. How many days would they last?"
     assert stated_answer("Debby's 12 water bottles would last her for 2 days.", "number", question=question) == 2.0
-    assert stated_answer("Debby's 12 water bottles would last her for 2 days.", "number") == 12.0  # without the question
+    assert (
+        stated_answer("Debby's 12 water bottles would last her for 2 days.", "number") == 12.0
+    )  # without the question
 
 
-@pytest.mark.parametrize("text, answer_type, choices, expected", [
-    # the phrasings the issue found misread
-    ("Let's see. So, the correct answer is (F).", "choice", None, "f"),
-    ("**(A) Lolita**", "choice", ["Lolita", "Dune"], "a"),
-    ("the correct answer is (D) 12/31/2014.", "choice", ["12/31/2014", "1/1/2015", "2/2/2014", "3/3/2013"], "d"),
-    ('…concatenating the last letters: yeha\n\nso, the final result is "yeha"', "text", None, "yeha"),
-    ("a total of 50 candies (15 chewing gums and 35 lollipops).", "number", None, 50.0),
-    ("So Dave made 48 dollars in those 2 days", "number", None, 48.0),
-    ("The answer is 42.\nTo check our answer: 40 + 2 = 42, and 7 - 5 = 2.", "number", None, 42.0),
-    ("Therefore the final answer is $\\boxed{\\frac{3}{4}}$.", "number", None, 0.75),
-    ("#### 1,200", "number", None, 1200.0),
-    ("The answer is (some - 563 - 558).", "number", None, None),
-    ("Therefore, the problem has no solution.", "number", None, None),
-    ("So the answer is no, he could not.", "yesno", None, "no"),
-    ("It is likely that she was influenced by Heap's music.", "yesno", None, None),
-])
+@pytest.mark.parametrize(
+    "text, answer_type, choices, expected",
+    [
+        # the phrasings the issue found misread
+        ("Let's see. So, the correct answer is (F).", "choice", None, "f"),
+        ("**(A) Lolita**", "choice", ["Lolita", "Dune"], "a"),
+        ("the correct answer is (D) 12/31/2014.", "choice", ["12/31/2014", "1/1/2015", "2/2/2014", "3/3/2013"], "d"),
+        ('…concatenating the last letters: yeha\n\nso, the final result is "yeha"', "text", None, "yeha"),
+        ("a total of 50 candies (15 chewing gums and 35 lollipops).", "number", None, 50.0),
+        ("So Dave made 48 dollars in those 2 days", "number", None, 48.0),
+        ("The answer is 42.\nTo check our answer: 40 + 2 = 42, and 7 - 5 = 2.", "number", None, 42.0),
+        ("Therefore the final answer is $\\boxed{\\frac{3}{4}}$.", "number", None, 0.75),
+        ("#### 1,200", "number", None, 1200.0),
+        ("The answer is (some - 563 - 558).", "number", None, None),
+        ("Therefore, the problem has no solution.", "number", None, None),
+        ("So the answer is no, he could not.", "yesno", None, "no"),
+        ("It is likely that she was influenced by Heap's music.", "yesno", None, None),
+    ],
+)
 def test_issue_phrasings(text, answer_type, choices, expected):
     assert stated_answer(text, answer_type, choices) == expected

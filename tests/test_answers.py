@@ -1,6 +1,13 @@
 """Answer parsing and step checking (qcrd_plugin.answers)."""
 
-from qcrd_plugin.answers import answers_match, format_number, parse_label, parse_stated_answer, parse_steps, step_validity
+from qcrd_plugin.answers import (
+    answers_match,
+    format_number,
+    parse_label,
+    parse_stated_answer,
+    parse_steps,
+    step_validity,
+)
 
 
 def test_stated_answer_takes_the_last_answer_phrase():
@@ -44,7 +51,14 @@ def test_safe_eval_does_arithmetic_and_nothing_else():
     assert safe_eval("( 84.0 / 2.0 )") == 42.0
     assert safe_eval("(10 * 45) - 3") == 447.0
     assert safe_eval("-(2 + 3) * 4") == -20.0
-    for hostile in ("__import__('os').system('true')", "open('x')", "(1).__class__", "[1, 2]", "a + 1", "2 ** 10 ** 10"):
+    for hostile in (
+        "__import__('os').system('true')",
+        "open('x')",
+        "(1).__class__",
+        "[1, 2]",
+        "a + 1",
+        "2 ** 10 ** 10",
+    ):
         assert safe_eval(hostile) is None
     assert safe_eval("1 / 0") is None
 

@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from qcrd_plugin.config import load_config
-
 from qcrd_plugin.errors import ConfigError
 
 
@@ -15,14 +14,17 @@ def test_defaults_and_overrides():
     assert cfg.training.rounds == 5 and cfg.method.beta == 0.3
 
 
-@pytest.mark.parametrize("yaml_text, needle", [
-    ("training:\n  roundz: 2\n", "unknown key 'training.roundz'"),
-    ("training:\n  rounds: two\n", "key 'training.rounds': expected int"),
-    ("teacher:\n  temperature: 5.0\n", "key 'teacher.temperature'"),
-    ("method:\n  name: magic\n", "key 'method.name'"),
-    ("training: [1, 2]\n", "key 'training': expected a mapping"),
-    ("training:\n  rounds: [\n", "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, needle",
+    [
+        ("training:\n  roundz: 2\n", "unknown key 'training.roundz'"),
+        ("training:\n  rounds: two\n", "key 'training.rounds': expected int"),
+        ("teacher:\n  temperature: 5.0\n", "key 'teacher.temperature'"),
+        ("method:\n  name: magic\n", "key 'method.name'"),
+        ("training: [1, 2]\n", "key 'training': expected a mapping"),
+        ("training:\n  rounds: [\n", "invalid YAML"),
+    ],
+)
 def test_bad_configs_name_file_and_key(tmp_path, yaml_text, needle):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml_text)
@@ -34,7 +36,9 @@ def test_bad_configs_name_file_and_key(tmp_path, yaml_text, needle):
 def test_cli_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("negatives:\n  j_back: -1\n")
-    proc = subprocess.run([sys.executable, "-m", "qcrd_plugin.cli", "run", "--config", str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qcrd_plugin.cli", "run", "--config", str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.strip()]

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from qcrd_plugin.data import pad, pad_labels
 
-token_lists = st.lists(st.lists(st.integers(2, 300), min_size=0, max_size=12), min_size=1, max_size=8).filter(lambda s: any(s))
+token_lists = st.lists(st.lists(st.integers(2, 300), min_size=0, max_size=12), min_size=1, max_size=8).filter(
+    lambda s: any(s)
+)
 
 
 @given(token_lists, st.booleans())
@@ -20,7 +22,9 @@ def test_pad_places_every_token_and_masks_exactly_the_padding(sequences, left):
         padding = [0] * (width - len(seq))
         expected = padding + seq if left else seq + padding
         assert ids[row].tolist() == expected
-        assert mask[row].tolist() == ([0] * len(padding) + [1] * len(seq) if left else [1] * len(seq) + [0] * len(padding))
+        assert mask[row].tolist() == (
+            [0] * len(padding) + [1] * len(seq) if left else [1] * len(seq) + [0] * len(padding)
+        )
 
 
 def test_pad_labels_ignores_the_padding():

@@ -4,10 +4,17 @@ import random
 
 import pytest
 import torch
-
 from conftest import synth_training_set
+
 from qcrd_plugin.config import JudgeConfig, RunConfig, SynthTaskConfig
-from qcrd_plugin.discriminator import QualityJudge, augment_negative, batch_loss, judge_loss, pretrain, pretraining_pairs
+from qcrd_plugin.discriminator import (
+    QualityJudge,
+    augment_negative,
+    batch_loss,
+    judge_loss,
+    pretrain,
+    pretraining_pairs,
+)
 
 
 def test_printed_eq2_by_hand():
@@ -41,7 +48,9 @@ def test_pretraining_lowers_judge_loss():
             return batch_loss(judge, kept, sets, "printed", tok.pad_token_id, tok.eos_token_id, "cpu").item()
 
     before = full_loss()
-    losses = pretrain(judge, examples, JudgeConfig(pretrain_steps=40, pretrain_batch_size=16), tok, "cpu", seed=1, progress=False)
+    losses = pretrain(
+        judge, examples, JudgeConfig(pretrain_steps=40, pretrain_batch_size=16), tok, "cpu", seed=1, progress=False
+    )
     assert len(losses) == 40
     assert full_loss() < before - 0.05
 

@@ -14,9 +14,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "harness_configs" / "accelerate"
-OVERRIDES = ["task.n_train=48", "task.n_valid=16", "task.n_test=24", "training.rounds=2", "training.steps_per_round=3",
-             "training.iteration_steps=3", "training.batch_size=8", "training.warmup_steps=2", "judge.pretrain_steps=5",
-             "judge.online_every=2", "negatives.max_new_tokens=24", "evaluation.faithfulness=false", "evaluation.overlap=false"]
+OVERRIDES = [
+    "task.n_train=48",
+    "task.n_valid=16",
+    "task.n_test=24",
+    "training.rounds=2",
+    "training.steps_per_round=3",
+    "training.iteration_steps=3",
+    "training.batch_size=8",
+    "training.warmup_steps=2",
+    "judge.pretrain_steps=5",
+    "judge.online_every=2",
+    "negatives.max_new_tokens=24",
+    "evaluation.faithfulness=false",
+    "evaluation.overlap=false",
+]
 RUN = ["run", "--method", "qcrd", "--quiet", "--device", "cpu"] + [arg for o in OVERRIDES for arg in ("-o", o)]
 # Per-step losses of 2 ranks vs 1 differ a little because a rank's L_pred is a token mean over its
 # half of the batch (the mean of two half-batch token means is not the full-batch token mean), and
@@ -30,7 +42,16 @@ def launch(profile: str, tmp_path: Path, name: str, *extra: str, fault: str = ""
     if fault:
         env["QCRD_FAULT"] = fault
     args = [*RUN, "--output-dir", str(tmp_path), "--name", name] if not extra else list(extra)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(PROFILES / profile), "-m", "qcrd_plugin.cli", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(PROFILES / profile),
+        "-m",
+        "qcrd_plugin.cli",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -53,8 +74,13 @@ def runs(tmp_path_factory):
     from qcrd_plugin.training import run
 
     tmp_path = tmp_path_factory.mktemp("distributed")
-    run(load_config(None, OVERRIDES + ["method.name=qcrd", "training.device=cpu", f"output_dir={tmp_path}", "name=one"]),
-        progress=False, log=lambda _: None)
+    run(
+        load_config(
+            None, OVERRIDES + ["method.name=qcrd", "training.device=cpu", f"output_dir={tmp_path}", "name=one"]
+        ),
+        progress=False,
+        log=lambda _: None,
+    )
     done = launch("cpu_2proc.yaml", tmp_path, "ddp")
     assert done.returncode == 0, done.stderr[-3000:]
     for profile, name in (("cpu_2proc_fsdp.yaml", "fsdp"), ("cpu_2proc_deepspeed.yaml", "deepspeed")):
@@ -69,7 +95,9 @@ def runs(tmp_path_factory):
 @pytest.mark.slow
 def test_two_cpu_processes_match_one_process_loss_curve(runs):
     one, ddp = curve(runs / "one"), curve(runs / "ddp")
-    assert [r["world_size"] for r in records(runs / "one")] == [1, 1] and [r["world_size"] for r in records(runs / "ddp")] == [2, 2]
+    assert [r["world_size"] for r in records(runs / "one")] == [1, 1] and [
+        r["world_size"] for r in records(runs / "ddp")
+    ] == [2, 2]
     assert len(one) == len(ddp) == 6
     assert one[-1] < 0.8 * one[0]  # it is learning (from about ln(vocab) at step 1), so the comparison means something
     for step, (a, b) in enumerate(zip(one, ddp), 1):
@@ -110,18 +138,25 @@ def test_deepspeed_zero2_makes_the_data_parallel_update_and_resumes(runs):
         assert abs(a - b) <= 1e-4 * abs(a), f"step {step}: all-reduce {a}, DeepSpeed {b}"
     checkpoint = runs / "deepspeed" / "round_2"
     state = torch.load(checkpoint / "training_state.pt", weights_only=True)
-    assert state["launch"] == "deepspeed" and state["optimizer"]["world_size"] == 2 and state["judge_optimizer"]["state"]
-    shards = sorted(p.name for p in (checkpoint / "deepspeed" / state["optimizer"]["deepspeed"]).glob("zero_pp_rank_*"))
+    assert (
+        state["launch"] == "deepspeed" and state["optimizer"]["world_size"] == 2 and state["judge_optimizer"]["state"]
+    )
+    shards = sorted(
+        p.name for p in (checkpoint / "deepspeed" / state["optimizer"]["deepspeed"]).glob("zero_pp_rank_*")
+    )
     assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
     model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint)
     assert model.shared.weight.shape[0] == model.config.vocab_size
 
 
-@pytest.mark.parametrize("env, says", [
-    ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "zero_stage 3 is not supported"),
-    ({"ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"}, "offload_optimizer_device cpu is not supported"),
-    ({"ACCELERATE_DEEPSPEED_CONFIG_FILE": "ds.json"}, "deepspeed_config_file is not read"),
-])
+@pytest.mark.parametrize(
+    "env, says",
+    [
+        ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "zero_stage 3 is not supported"),
+        ({"ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"}, "offload_optimizer_device cpu is not supported"),
+        ({"ACCELERATE_DEEPSPEED_CONFIG_FILE": "ds.json"}, "deepspeed_config_file is not read"),
+    ],
+)
 def test_unsupported_deepspeed_settings_are_refused_with_a_clear_message(tmp_path, env, says):
     from click.testing import CliRunner
 
@@ -138,8 +173,8 @@ def _run_pass_check(rank: int, init_file: str, passes: list[int], outcome) -> No
     import torch
     import torch.distributed as dist
 
-    from qcrd_plugin.errors import RunAborted
     from qcrd_plugin.distributed import DeepSpeed
+    from qcrd_plugin.errors import RunAborted
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(passes))
     parallel = DeepSpeed(torch.device("cpu"), None, zero_stage=2)  # no accelerate state, no engine ...
@@ -162,7 +197,10 @@ def test_deepspeed_pass_check_stops_every_rank_when_ranks_ran_different_passes(t
 
     context = mp.get_context("spawn")
     outcome = context.Queue()
-    processes = [context.Process(target=_run_pass_check, args=(rank, str(tmp_path / "init"), passes, outcome)) for rank in range(2)]
+    processes = [
+        context.Process(target=_run_pass_check, args=(rank, str(tmp_path / "init"), passes, outcome))
+        for rank in range(2)
+    ]
     for process in processes:
         process.start()
     results = sorted(outcome.get(timeout=120) for _ in processes)

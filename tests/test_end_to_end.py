@@ -21,10 +21,14 @@ def test_run_writes_every_output(tiny_run):
     assert [r["round"] for r in lines] == [1, 2]
     for record in lines:
         assert set(record["eval"]) == {"qcrd_synth", "qcrd_synth_explain"}
-        assert {"acc", "rationale_acc", "step_validity", "consistency", "rationale_words"} <= set(record["eval"]["qcrd_synth_explain"])
+        assert {"acc", "rationale_acc", "step_validity", "consistency", "rationale_words"} <= set(
+            record["eval"]["qcrd_synth_explain"]
+        )
         assert 0.0 <= record["eval"]["qcrd_synth"]["acc"] <= 1.0
         assert {"l_pred", "l_cl", "l_d", "loss"} <= set(record["loss"])
-        assert {"agreement_rate", "majority_eq_gold_rate", "positives_per_question", "negatives_per_question"} <= set(record["pool"])
+        assert {"agreement_rate", "majority_eq_gold_rate", "positives_per_question", "negatives_per_question"} <= set(
+            record["pool"]
+        )
         assert {"training", "evaluation", "checkpoint", "negative_sampling"} <= set(record["time_s"])
         assert {"teacher_sampling", "self_consistency", "judge_pretraining"} <= set(record["setup_time_s"])
         assert record["judge_score_student"] is None or 0.0 <= record["judge_score_student"] <= 1.0
@@ -35,7 +39,7 @@ def test_run_writes_every_output(tiny_run):
         results = json.loads((checkpoint / "lm_eval_results.json").read_text())
         assert results["results"]["qcrd_synth"]["acc,none"] == pytest.approx(record["eval"]["qcrd_synth"]["acc"])
     # alpha3 decays by 0.9 per iteration: 2 iterations in round 1, 4 by the end of round 2
-    assert lines[1]["method_state"]["alpha3"] == pytest.approx(0.5 * 0.9 ** 3)
+    assert lines[1]["method_state"]["alpha3"] == pytest.approx(0.5 * 0.9**3)
     assert records == lines
 
 
@@ -45,15 +49,33 @@ def test_checkpoint_loads_with_transformers(tiny_run):
     run_dir, _ = tiny_run
     tok = AutoTokenizer.from_pretrained(run_dir / "round_2")
     model = AutoModelForSeq2SeqLM.from_pretrained(run_dir / "round_2")
-    out = model.generate(**tok(["predict: Tom has 3 pens. How many pens does Tom have now?"], return_tensors="pt"), max_new_tokens=4)
+    out = model.generate(
+        **tok(["predict: Tom has 3 pens. How many pens does Tom have now?"], return_tensors="pt"), max_new_tokens=4
+    )
     assert out.shape[0] == 1 and tok.eos_token == "</s>"
 
 
 def _plain_lm_eval(checkpoint: Path, tmp_path: Path, tasks: str, metadata: dict) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    cmd = [LM_EVAL, "--model", "hf", "--model_args", f"pretrained={checkpoint},backend=seq2seq", "--tasks", tasks,
-           "--include_path", str(REPO / "tasks"), "--device", "cpu", "--batch_size", "32",
-           "--metadata", json.dumps(metadata), "--output_path", str(tmp_path / "out")]
+    cmd = [
+        LM_EVAL,
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={checkpoint},backend=seq2seq",
+        "--tasks",
+        tasks,
+        "--include_path",
+        str(REPO / "tasks"),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "32",
+        "--metadata",
+        json.dumps(metadata),
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = sorted((tmp_path / "out").rglob("results_*.json"))

@@ -67,5 +67,7 @@ def test_token_counter_counts_each_pass_once():
     counter = bench.TokenCounter(student, None)
     with counter.installed():
         method.loss(examples)
-    expected = sum(len(ex.predict_ids) + len(ex.explain_ids) + len(ex.label_ids) + len(ex.positives[0]) for ex in examples)
+    expected = sum(
+        len(ex.predict_ids) + len(ex.explain_ids) + len(ex.label_ids) + len(ex.positives[0]) for ex in examples
+    )
     assert counter.tokens == expected

@@ -25,22 +25,51 @@ def test_mean_ci_matches_a_hand_computation():
     assert math.isnan(mean_ci([0.5])[1])
 
 
-def fixture_run(root: Path, task: str, method: str, seed: int, accs: list[float], rounds: int | None = None,
-                j_back: int = 5, folder: str | None = None) -> Path:
+def fixture_run(
+    root: Path,
+    task: str,
+    method: str,
+    seed: int,
+    accs: list[float],
+    rounds: int | None = None,
+    j_back: int = 5,
+    folder: str | None = None,
+) -> Path:
     """A finished run as files: config.yaml and one metrics line per round."""
     run_dir = root / task / (folder or method) / f"seed{seed}"
     run_dir.mkdir(parents=True)
-    config = {"name": f"seed{seed}", "output_dir": str(root / task / (folder or method)), "task": {"name": "synth"},
-              "method": {"name": method}, "negatives": {"j_back": j_back}, "training": {"seed": seed, "rounds": rounds or len(accs)}}
+    config = {
+        "name": f"seed{seed}",
+        "output_dir": str(root / task / (folder or method)),
+        "task": {"name": "synth"},
+        "method": {"name": method},
+        "negatives": {"j_back": j_back},
+        "training": {"seed": seed, "rounds": rounds or len(accs)},
+    }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     lines = []
     for k, acc in enumerate(accs, 1):
-        lines.append(json.dumps({
-            "round": k, "headline_acc": acc, "explain_task": "qcrd_synth_explain",
-            "eval": {"qcrd_synth_explain": {"rationale_acc": acc / 2, "step_validity": 0.5, "consistency": 0.4, "rationale_words": 20.0}},
-            "rationale_quality": {"rouge_l": 0.3, "bleu": 10.0, "distinct_2": 0.2},
-            "time_s": {"training": 10.0, "evaluation": 2.0}, "setup_time_s": {"judge_pretraining": 1.0}, "train_tokens_per_s": 1000.0,
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "round": k,
+                    "headline_acc": acc,
+                    "explain_task": "qcrd_synth_explain",
+                    "eval": {
+                        "qcrd_synth_explain": {
+                            "rationale_acc": acc / 2,
+                            "step_validity": 0.5,
+                            "consistency": 0.4,
+                            "rationale_words": 20.0,
+                        }
+                    },
+                    "rationale_quality": {"rouge_l": 0.3, "bleu": 10.0, "distinct_2": 0.2},
+                    "time_s": {"training": 10.0, "evaluation": 2.0},
+                    "setup_time_s": {"judge_pretraining": 1.0},
+                    "train_tokens_per_s": 1000.0,
+                }
+            )
+        )
     (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     return run_dir
 
@@ -57,7 +86,14 @@ def fixture_runs(tmp_path):
 
 def test_aggregate_paired_difference_by_hand(fixture_runs):
     results = collect([fixture_runs])
-    assert sorted((r.method, r.seed) for r in results) == [("dss", 0), ("dss", 1), ("dss", 2), ("qcrd", 0), ("qcrd", 1), ("qcrd", 2)]
+    assert sorted((r.method, r.seed) for r in results) == [
+        ("dss", 0),
+        ("dss", 1),
+        ("dss", 2),
+        ("qcrd", 0),
+        ("qcrd", 1),
+        ("qcrd", 2),
+    ]
     board = aggregate(results)
     rows = {r["method"]: r for r in board["rows"]}
     assert rows["dss"]["acc"] == pytest.approx(0.25) and rows["qcrd"]["acc"] == pytest.approx(0.30)
@@ -65,14 +101,28 @@ def test_aggregate_paired_difference_by_hand(fixture_runs):
     (paired,) = board["paired"]
     deltas = [0.05, 0.02, 0.08]  # per seed, qcrd - dss
     sd = math.sqrt(sum((d - 0.05) ** 2 for d in deltas) / 2)
-    assert paired["diff"] == pytest.approx(0.05) and paired["diff_ci95"] == pytest.approx(T_975_2DF * sd / math.sqrt(3))
+    assert paired["diff"] == pytest.approx(0.05) and paired["diff_ci95"] == pytest.approx(
+        T_975_2DF * sd / math.sqrt(3)
+    )
     assert rows["qcrd"]["wall_s"] == pytest.approx(1.0 + 2 * 12.0)
 
 
 def test_from_runs_cli_writes_tables_and_plots(fixture_runs, tmp_path):
     out = tmp_path / "board"
-    proc = subprocess.run([str(Path(sys.executable).with_name("qcrd-bench")), "leaderboard", "--from-runs", str(fixture_runs), "--out", str(out)],
-                          capture_output=True, text=True, env=dict(os.environ, MPLBACKEND="Agg"), timeout=300)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("qcrd-bench")),
+            "leaderboard",
+            "--from-runs",
+            str(fixture_runs),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MPLBACKEND="Agg"),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "qcrd − dss" in (out / "leaderboard.md").read_text()
     board = json.loads((out / "leaderboard.json").read_text())
@@ -93,7 +143,13 @@ def test_leaderboard_config_errors_name_the_key(tmp_path):
     bad.write_text("seedz: [1]\n")
     with pytest.raises(ConfigError, match="unknown key 'seedz'"):
         load_leaderboard_config(bad)
-    assert load_leaderboard_config(REPO / "harness_configs" / "leaderboard.yaml").methods == ["finetune", "single_task", "dss", "mi", "qcrd"]
+    assert load_leaderboard_config(REPO / "harness_configs" / "leaderboard.yaml").methods == [
+        "finetune",
+        "single_task",
+        "dss",
+        "mi",
+        "qcrd",
+    ]
 
 
 def test_tensorboard_export_writes_event_files(fixture_runs, tmp_path):
@@ -130,6 +186,7 @@ def test_leaderboard_json_is_strict_json_with_one_seed(tmp_path):
 
     def refuse(constant):
         raise ValueError(f"bare {constant} in leaderboard.json")
+
     loaded = json.loads((tmp_path / "out" / "leaderboard.json").read_text(), parse_constant=refuse)
     assert loaded["rows"][0]["acc_ci95"] is None
 
@@ -146,7 +203,9 @@ def test_plot_gives_each_cell_one_colour_across_panels_and_one_legend(fixture_ru
         low, high = ax.get_ylim()
         assert low >= 0.0 and high <= 1.0
         for line in ax.get_lines():
-            colours.setdefault(line.get_label(), set()).add(line.get_color() if isinstance(line.get_color(), str) else tuple(line.get_color()))
+            colours.setdefault(line.get_label(), set()).add(
+                line.get_color() if isinstance(line.get_color(), str) else tuple(line.get_color())
+            )
         for band in ax.collections:  # CI bands stay inside [0, 1]
             ys = band.get_paths()[0].vertices[:, 1]
             assert ys.min() >= 0.0 and ys.max() <= 1.0
@@ -161,16 +220,29 @@ def test_a_changed_config_trains_its_cell_again_instead_of_reusing_the_old_runs(
     as finished, a changed one is trained anew (real training, tiny budget)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import TINY_OVERRIDES
+
     from qcrd_plugin.leaderboard import run_grid
     from qcrd_plugin.training import run as run_training
 
     def grid(extra: list[str]):
         spec = tmp_path / "lb.yaml"
-        spec.write_text(yaml.safe_dump({"base_config": str(REPO / "harness_configs" / "default.yaml"), "output_dir": str(tmp_path / "grid"),
-                                        "methods": ["finetune"], "seeds": [0], "tasks": {"synth": TINY_OVERRIDES + extra}}))
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "base_config": str(REPO / "harness_configs" / "default.yaml"),
+                    "output_dir": str(tmp_path / "grid"),
+                    "methods": ["finetune"],
+                    "seeds": [0],
+                    "tasks": {"synth": TINY_OVERRIDES + extra},
+                }
+            )
+        )
         logged: list[str] = []
-        dirs = run_grid(load_leaderboard_config(spec), lambda cfg: run_training(cfg, progress=False, log=lambda _: None, resume=True),
-                        log=logged.append)
+        dirs = run_grid(
+            load_leaderboard_config(spec),
+            lambda cfg: run_training(cfg, progress=False, log=lambda _: None, resume=True),
+            log=logged.append,
+        )
         return dirs, logged
 
     first, log1 = grid([])

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-
 from conftest import synth_training_set
+
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
 from qcrd_plugin.discriminator import QualityJudge
 from qcrd_plugin.methods import METHODS, build_method
@@ -39,9 +39,13 @@ def test_every_method_gives_a_finite_loss_that_trains_the_student(family, method
     assert torch.isfinite(out.total) and out.total.item() > 0
     out.total.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-    expected = {"finetune": {"l_label"}, "single_task": {"l_rationale"}, "dss": {"l_label", "l_rationale"},
-                "mi": {"l_label", "l_rationale", "l_mi"},
-                "qcrd": {"l_pred", "l_cl"}}[method]
+    expected = {
+        "finetune": {"l_label"},
+        "single_task": {"l_rationale"},
+        "dss": {"l_label", "l_rationale"},
+        "mi": {"l_label", "l_rationale", "l_mi"},
+        "qcrd": {"l_pred", "l_cl"},
+    }[method]
     assert expected <= set(out.components)
     if method == "finetune":
         assert "l_rationale" not in out.components  # label only
@@ -58,10 +62,17 @@ def test_one_shared_encoder_pass_gives_the_loss_and_gradient_of_separate_passes(
     shared = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     alpha = cfg.method.alpha
-    separate = alpha * label_loss(model, examples, "cpu") + (1 - alpha) * rationale_losses(
-        model, examples, [ex.positives[0] for ex in examples], list(range(len(examples))), "cpu").mean()
+    separate = (
+        alpha * label_loss(model, examples, "cpu")
+        + (1 - alpha)
+        * rationale_losses(
+            model, examples, [ex.positives[0] for ex in examples], list(range(len(examples))), "cpu"
+        ).mean()
+    )
     separate.backward()
-    assert all(ex.positives for ex in examples) and len({len(ex.predict_ids) for ex in examples}) > 1  # padding is exercised
+    assert (
+        all(ex.positives for ex in examples) and len({len(ex.predict_ids) for ex in examples}) > 1
+    )  # padding is exercised
     assert out.total.item() == pytest.approx(separate.item(), rel=1e-6)
     for a, b in zip(shared, (p.grad for p in model.parameters())):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
@@ -121,7 +132,9 @@ def test_causal_loss_scores_only_the_target_tokens():
     ex = examples[0]
     base = causal_losses(model, [ex.explain_ids], [ex.positives[0]], "cpu")
     # Changing the prompt changes the loss; padding another row does not change this row's loss.
-    other = causal_losses(model, [ex.explain_ids, ex.explain_ids + ex.explain_ids], [ex.positives[0], ex.positives[0]], "cpu")
+    other = causal_losses(
+        model, [ex.explain_ids, ex.explain_ids + ex.explain_ids], [ex.positives[0], ex.positives[0]], "cpu"
+    )
     assert other[0].item() == pytest.approx(base.item(), rel=1e-4)
     assert other[1].item() != pytest.approx(base.item(), rel=1e-4)
 
@@ -129,7 +142,9 @@ def test_causal_loss_scores_only_the_target_tokens():
 def qcrd_parts(**switches):
     cfg, model, tok, examples = setup("seq2seq", method__name="qcrd", **switches)
     for ex in examples:
-        ex.student_negatives = [ex.positives[0][: len(ex.positives[0]) // 2] + [tok.eos_token_id]] if ex.positives else []
+        ex.student_negatives = (
+            [ex.positives[0][: len(ex.positives[0]) // 2] + [tok.eos_token_id]] if ex.positives else []
+        )
     judge = QualityJudge(judge_config(model), 1) if cfg.judge.enabled else None
     method = build_method(cfg, model, tok, "cpu", judge=judge)
     return method, examples, method.loss(examples)
@@ -139,7 +154,11 @@ def test_ablation_switches_remove_what_they_name():
     method, examples, full = qcrd_parts()
     assert full.components["w_pos"] != 1.0 and any(method.negatives_of(ex) for ex in examples)
     _, _, no_judge = qcrd_parts(judge__enabled=False)
-    assert no_judge.components["w_pos"] == 1.0 and no_judge.components["w_neg"] == 1.0 and "l_d" not in no_judge.components
+    assert (
+        no_judge.components["w_pos"] == 1.0
+        and no_judge.components["w_neg"] == 1.0
+        and "l_d" not in no_judge.components
+    )
     method, examples, no_neg = qcrd_parts(negatives__enabled=False)
     assert not any(method.negatives_of(ex) for ex in examples) and no_neg.components["hinge_neg"] == 0.0
     method, examples, _ = qcrd_parts(negatives__source="llm")
@@ -178,7 +197,9 @@ def test_decoder_only_student_runs_end_to_end(tmp_path):
     from qcrd_plugin.config import load_config
     from qcrd_plugin.training import run
 
-    cfg = load_config(None, TINY_OVERRIDES + [f"output_dir={tmp_path}", "name=causal", "student.family=causal", "training.rounds=1"])
+    cfg = load_config(
+        None, TINY_OVERRIDES + [f"output_dir={tmp_path}", "name=causal", "student.family=causal", "training.rounds=1"]
+    )
     (record,) = run(cfg, progress=False, log=lambda _: None)
     assert 0.0 <= record["eval"]["qcrd_synth"]["acc"] <= 1.0 and "rouge_l" in record["rationale_quality"]
     config = json.loads((tmp_path / "causal" / "round_1" / "config.json").read_text())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import synth_training_set
 from torch import nn
 
-from conftest import synth_training_set
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
 from qcrd_plugin.methods import build_method
 from qcrd_plugin.methods.mi import mi_loss, pooled_distribution
@@ -19,7 +19,9 @@ def test_mi_loss_is_the_public_codes_cross_entropy_of_max_pooled_distributions()
     no_padding_l, no_padding_r = torch.zeros(3, 4, dtype=torch.long), torch.zeros(3, 7, dtype=torch.long)
     ours = mi_loss(label_logits, no_padding_l, rationale_logits, no_padding_r)
     # The public code: nn.CrossEntropyLoss()(max_t softmax(expl), max_t softmax(pred).detach())
-    reference = nn.CrossEntropyLoss()(rationale_logits.softmax(-1).max(dim=-2)[0], label_logits.softmax(-1).max(dim=-2)[0])
+    reference = nn.CrossEntropyLoss()(
+        rationale_logits.softmax(-1).max(dim=-2)[0], label_logits.softmax(-1).max(dim=-2)[0]
+    )
     assert ours.shape == () and ours.item() == pytest.approx(reference.item(), rel=1e-6)
     assert pooled_distribution(label_logits, no_padding_l).shape == (3, 11)
     # Padding positions are left out of the max (the one deliberate difference).

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import synth_training_set
+
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
 from qcrd_plugin.discriminator import QualityJudge, follow_alpha3, score
 from qcrd_plugin.methods import build_method
 from qcrd_plugin.methods.qcrd import NegativeStatistics, contrastive_loss
 from qcrd_plugin.negatives import SnapshotRing, negative_generator
-from qcrd_plugin.students import judge_config
 from qcrd_plugin.reporting import inactive_negatives_warning
+from qcrd_plugin.students import judge_config
 from qcrd_plugin.training import refresh_negatives
 
 
@@ -103,20 +103,26 @@ NEG_STUDENT = torch.tensor([False, True, False, True])
 POS, POS_GROUP = torch.tensor([0.5, 0.8, 0.4]), torch.tensor([0, 1, 2])
 
 
-@pytest.mark.parametrize("reduction, active, used, used_student", [
-    ("minmax", 1, 1, 1),        # q0's max hinge is its student member (-1); q1's is 0 (the llm one at 5.0: flat)
-    ("maxmin", 2, 2, 1),        # min hinge: q0 llm (-2), q1 student (-2)
-    ("mean", 2, 3, 2),          # every member is used, and all but q1's llm one (flat) push; q0 -1.5, q1 -1.0
-    ("weighted_mean", 2, 3, 2),
-])
+@pytest.mark.parametrize(
+    "reduction, active, used, used_student",
+    [
+        ("minmax", 1, 1, 1),  # q0's max hinge is its student member (-1); q1's is 0 (the llm one at 5.0: flat)
+        ("maxmin", 2, 2, 1),  # min hinge: q0 llm (-2), q1 student (-2)
+        ("mean", 2, 3, 2),  # every member is used, and all but q1's llm one (flat) push; q0 -1.5, q1 -1.0
+        ("weighted_mean", 2, 3, 2),
+    ],
+)
 def test_negative_metrics_have_one_definition_under_every_reduction(reduction, active, used, used_student):
     beta = 0.2
-    loss, parts = contrastive_loss(POS, POS_GROUP, None, NEG, NEG_GROUP, None, 3, beta, 3.0, reduction,
-                                   neg_from_student=NEG_STUDENT)
+    loss, parts = contrastive_loss(
+        POS, POS_GROUP, None, NEG, NEG_GROUP, None, 3, beta, 3.0, reduction, neg_from_student=NEG_STUDENT
+    )
     assert parts["questions"] == 3 and parts["neg_active"] == active
     assert parts["neg_used"] == used and parts["neg_used_student"] == used_student
     # |L_cl| split: the negative term's share from the reduced hinge values, recomputed here
-    hinge = {"minmax": [-1.0, 0.0], "maxmin": [-2.0, -2.0], "mean": [-1.5, -1.0], "weighted_mean": [-1.5, -1.0]}[reduction]
+    hinge = {"minmax": [-1.0, 0.0], "maxmin": [-2.0, -2.0], "mean": [-1.5, -1.0], "weighted_mean": [-1.5, -1.0]}[
+        reduction
+    ]
     positive = 0.5 + 0.8 + 0.4  # one positive per question: every reduction reads it
     assert parts["neg_term_abs"] == pytest.approx(beta * sum(abs(h) for h in hinge))
     assert parts["pos_term_abs"] == pytest.approx(positive)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from helpers import ChatHandler, completion, serve
+
 from qcrd_plugin.pairwise import parse_verdict
 
 
@@ -22,7 +23,16 @@ class AlwaysA(ChatHandler):
 
 def fake_run(folder: Path, tag: str) -> Path:
     (folder / "round_1").mkdir(parents=True)
-    rows = [{"id": f"q{i}", "question": f"q {i}?", "answer": "1", "label_generation": "1", "rationale": f"{tag} rationale {i}"} for i in range(20)]
+    rows = [
+        {
+            "id": f"q{i}",
+            "question": f"q {i}?",
+            "answer": "1",
+            "label_generation": "1",
+            "rationale": f"{tag} rationale {i}",
+        }
+        for i in range(20)
+    ]
     (folder / "round_1" / "rationales.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
@@ -32,9 +42,28 @@ def test_order_is_randomised_and_verdicts_map_back_to_runs(tmp_path):
     try:
         first, second = fake_run(tmp_path / "dss", "dss"), fake_run(tmp_path / "qcrd", "qcrd")
         out = tmp_path / "judge.json"
-        proc = subprocess.run([str(Path(sys.executable).with_name("qcrd-bench")), "judge", str(first), str(second), "--teacher", "openai",
-                               "--model", "judge", "--base-url", url, "--items", "16",
-                               "--out", str(out)], capture_output=True, text=True, env=dict(os.environ), timeout=120)
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("qcrd-bench")),
+                "judge",
+                str(first),
+                str(second),
+                "--teacher",
+                "openai",
+                "--model",
+                "judge",
+                "--base-url",
+                url,
+                "--items",
+                "16",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            timeout=120,
+        )
     finally:
         server.shutdown()
     assert proc.returncode == 0, proc.stderr
@@ -58,6 +87,10 @@ def test_runs_of_different_tasks_are_refused_not_scored_zero(tmp_path):
     first = fake_run(tmp_path / "a", "a")
     second = tmp_path / "b"
     (second / "round_1").mkdir(parents=True)
-    (second / "round_1" / "rationales.jsonl").write_text(json.dumps({"id": "other-0", "question": "?", "rationale": "r"}) + "\n")
-    proc = invoke("judge", str(first), str(second), "--teacher", "openai", "--model", "judge", "--base-url", "http://127.0.0.1:9")
+    (second / "round_1" / "rationales.jsonl").write_text(
+        json.dumps({"id": "other-0", "question": "?", "rationale": "r"}) + "\n"
+    )
+    proc = invoke(
+        "judge", str(first), str(second), "--teacher", "openai", "--model", "judge", "--base-url", "http://127.0.0.1:9"
+    )
     assert proc.returncode == 2 and "share no test question" in proc.stderr and "0 / 0 / 0" not in proc.stdout

@@ -7,8 +7,8 @@ import random
 
 import pytest
 import torch
-
 from conftest import synth_training_set
+
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
 from qcrd_plugin.discriminator import QualityJudge
 from qcrd_plugin.methods.base import label_loss, rationale_losses
@@ -74,7 +74,9 @@ def tiny_setup():
     cfg.task = SynthTaskConfig(n_train=12, n_valid=2, n_test=2)
     model, tok, examples = synth_training_set(cfg, 1.2)
     for ex in examples:  # stand-in student negatives: a positive with its tail cut
-        ex.student_negatives = [ex.positives[0][: len(ex.positives[0]) // 2] + [tok.eos_token_id]] if ex.positives else []
+        ex.student_negatives = (
+            [ex.positives[0][: len(ex.positives[0]) // 2] + [tok.eos_token_id]] if ex.positives else []
+        )
     return cfg, model, tok, examples
 
 
@@ -94,7 +96,9 @@ def test_efficient_minmax_step_equals_the_full_computation(tiny_setup, delta):
     # (midway between two neighbours, so that no loss sits exactly on the hinge's corner).
     ordered = neg_losses.sort().values
     middle = len(ordered) // 2
-    cfg.method.delta = float(ordered[middle - 1] + ordered[middle]) / 2 if delta == "median" else float(ordered[0]) - 1e-3
+    cfg.method.delta = (
+        float(ordered[middle - 1] + ordered[middle]) / 2 if delta == "median" else float(ordered[0]) - 1e-3
+    )
     method = QCRD(cfg, model, tok, "cpu", judge=judge)
     model.zero_grad()
     out = method.loss(examples)
@@ -106,8 +110,18 @@ def test_efficient_minmax_step_equals_the_full_computation(tiny_setup, delta):
     model.zero_grad()
     losses = rationale_losses(model, examples, rationales, owner, "cpu")
     scores = method._scores(examples, rationales, owner, grad=False)
-    l_cl, parts = contrastive_loss(losses[is_pos], group[is_pos], scores[is_pos], losses[~is_pos], group[~is_pos], scores[~is_pos],
-                                   len(examples), cfg.method.beta, cfg.method.delta, neg_from_student=is_student[~is_pos])
+    l_cl, parts = contrastive_loss(
+        losses[is_pos],
+        group[is_pos],
+        scores[is_pos],
+        losses[~is_pos],
+        group[~is_pos],
+        scores[~is_pos],
+        len(examples),
+        cfg.method.beta,
+        cfg.method.delta,
+        neg_from_student=is_student[~is_pos],
+    )
     assert l_cl.item() == pytest.approx(out.components["l_cl"], rel=1e-5)
     # The negative-term statistics of the fast step equal those of the full computation.
     full_stats = NegativeStatistics()
@@ -117,7 +131,9 @@ def test_efficient_minmax_step_equals_the_full_computation(tiny_setup, delta):
         expected = full_summary[key]  # None: no negative pushes (all flat)
         assert fast_stats[key] == (None if expected is None else pytest.approx(expected, rel=1e-4, abs=1e-7)), key
     for source in ("llm", "student"):
-        assert fast_stats["neg_loss_quantiles"][source] == pytest.approx(full_summary["neg_loss_quantiles"][source], rel=1e-4)
+        assert fast_stats["neg_loss_quantiles"][source] == pytest.approx(
+            full_summary["neg_loss_quantiles"][source], rel=1e-4
+        )
     (cfg.method.alpha1 * label_loss(model, examples, "cpu") + cfg.method.alpha2 * l_cl).backward()
     for fast, full in zip(fast_grad, (p.grad for p in model.parameters())):
         assert torch.allclose(fast, full, atol=1e-6, rtol=1e-4)
@@ -147,7 +163,11 @@ def random_batch(examples, tok, rng: random.Random, size: int = 6):
     for ex in rng.sample(examples, size):
         student = []
         for _ in range(rng.randint(0, 2)):
-            base = rng.choice(ex.positives) if ex.positives and rng.random() < 0.5 else [rng.choice(vocab) for _ in range(rng.randint(3, 30))]
+            base = (
+                rng.choice(ex.positives)
+                if ex.positives and rng.random() < 0.5
+                else [rng.choice(vocab) for _ in range(rng.randint(3, 30))]
+            )
             student.append(base[: rng.randint(1, len(base))] + [tok.eos_token_id])
         batch.append(dataclasses.replace(ex, student_negatives=student))
     return batch
@@ -190,12 +210,26 @@ def test_fast_path_equals_reference_loss(tiny_setup, reduction, judging, source)
                 module.zero_grad()
             out = compute()
             out.total.backward()
-            return out, [torch.zeros_like(p) if p.grad is None else p.grad.clone() for module in modules for p in module.parameters()]
+            return out, [
+                torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                for module in modules
+                for p in module.parameters()
+            ]
 
         fast, fast_grad = loss_and_gradient(lambda: QCRD(cfg, model, tok, "cpu", judge=judge).loss(batch))
-        ref, ref_grad = loss_and_gradient(lambda: reference_loss(
-            cfg, model, tok, batch, negatives, cfg.method.alpha3, judge=judge, update_judge=judging == "online",
-            generator=torch.Generator().manual_seed(cfg.training.seed)))  # QCRD's sampling generator, in its initial state
+        ref, ref_grad = loss_and_gradient(
+            lambda: reference_loss(
+                cfg,
+                model,
+                tok,
+                batch,
+                negatives,
+                cfg.method.alpha3,
+                judge=judge,
+                update_judge=judging == "online",
+                generator=torch.Generator().manual_seed(cfg.training.seed),
+            )
+        )  # QCRD's sampling generator, in its initial state
         assert fast.total.item() == pytest.approx(ref.total.item(), rel=1e-5, abs=1e-5)
         assert fast.components.keys() == ref.components.keys()
         for key, value in ref.components.items():

@@ -3,31 +3,51 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_OVERRIDES
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DATA = os.environ.get("QCRD_DATA_DIR", str(REPO.parent / "shared" / "data"))
 SPEC = REPO / "harness_configs" / "tasks" / "shop_math.yaml"
-needs_data = pytest.mark.skipif(not Path(DATA).is_dir(), reason="the shared data directory is not beside the repository")
+needs_data = pytest.mark.skipif(
+    not Path(DATA).is_dir(), reason="the shared data directory is not beside the repository"
+)
 
 
 def cli(*args, env=None, cwd=REPO, timeout=600):
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "QCRD_DATA_DIR": DATA, **(env or {})}
-    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout
+    )
 
 
 def lm_eval(model_args: str, tasks: str, out: Path, *extra, env=None):
-    proc = cli("lm_eval", "--model", "hf", "--model_args", model_args, "--tasks", tasks, "--include_path", str(REPO / "tasks"),
-               "--device", "cpu", "--batch_size", "16", "--output_path", str(out), *extra, env=env)
+    proc = cli(
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        model_args,
+        "--tasks",
+        tasks,
+        "--include_path",
+        str(REPO / "tasks"),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "16",
+        "--output_path",
+        str(out),
+        *extra,
+        env=env,
+    )
     return proc
 
 
@@ -39,14 +59,23 @@ def results_of(out: Path) -> dict:
 @pytest.mark.slow
 def test_lm_eval_cli_scores_the_real_families_and_the_qcrd_group(tiny_run, tmp_path):
     run_dir, _ = tiny_run
-    proc = lm_eval(f"pretrained={run_dir / 'round_2'},backend=seq2seq", "qcrd,qcrd_svamp_explain", tmp_path / "out",
-                   "--limit", "3", "--metadata", json.dumps({"source": {"svamp": "mcc_kd"}}))
+    proc = lm_eval(
+        f"pretrained={run_dir / 'round_2'},backend=seq2seq",
+        "qcrd,qcrd_svamp_explain",
+        tmp_path / "out",
+        "--limit",
+        "3",
+        "--metadata",
+        json.dumps({"source": {"svamp": "mcc_kd"}}),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = results_of(tmp_path / "out")
     for family in ("svamp", "cqa", "anli1", "esnli", "strategyqa", "gsm8k"):
         assert results["n-samples"][f"qcrd_{family}"]["effective"] == 3
     assert "acc,none" in results["results"]["qcrd"]  # the group's aggregate
-    assert {"rationale_acc,none", "step_validity,none", "consistency,none"} <= set(results["results"]["qcrd_svamp_explain"])
+    assert {"rationale_acc,none", "step_validity,none", "consistency,none"} <= set(
+        results["results"]["qcrd_svamp_explain"]
+    )
 
 
 @needs_data
@@ -58,17 +87,43 @@ def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tm
     from qcrd_plugin.config import TaskConfig
     from qcrd_plugin.tasks import load_task
 
-    tests = {source: len(load_task(TaskConfig(name="svamp", source=source, data_dir=DATA)).questions["test"])
-             for source in ("mcc_kd", "dsbs")}
+    tests = {
+        source: len(load_task(TaskConfig(name="svamp", source=source, data_dir=DATA)).questions["test"])
+        for source in ("mcc_kd", "dsbs")
+    }
     assert tests["mcc_kd"] != tests["dsbs"]
-    small = ["task.max_train=24", "teacher.kind=pool", "training.rounds=1", "training.steps_per_round=2",
-             "judge.pretrain_steps=2", "evaluation.limit=4", "evaluation.faithfulness=false", "evaluation.overlap=false"]
-    proc = cli("qcrd-bench", "run", "--task", "svamp", "-o", "task.source=mcc_kd", "--output-dir", str(tmp_path),
-               "--name", "svamp_mcckd", "--quiet", *[a for o in small for a in ("-o", o)])
+    small = [
+        "task.max_train=24",
+        "teacher.kind=pool",
+        "training.rounds=1",
+        "training.steps_per_round=2",
+        "judge.pretrain_steps=2",
+        "evaluation.limit=4",
+        "evaluation.faithfulness=false",
+        "evaluation.overlap=false",
+    ]
+    proc = cli(
+        "qcrd-bench",
+        "run",
+        "--task",
+        "svamp",
+        "-o",
+        "task.source=mcc_kd",
+        "--output-dir",
+        str(tmp_path),
+        "--name",
+        "svamp_mcckd",
+        "--quiet",
+        *[a for o in small for a in ("-o", o)],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "svamp_mcckd" / "round_1"
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: transformers") and "from source `mcc_kd`" in card and "| qcrd_svamp | acc |" in card
+    assert (
+        card.startswith("---\nlibrary_name: transformers")
+        and "from source `mcc_kd`" in card
+        and "| qcrd_svamp | acc |" in card
+    )
     assert json.loads((folder / "qcrd_run.json").read_text())["task_metadata"]["run_task"]["source"] == "mcc_kd"
     # Exported for the hub: the record travels with the weights, the training state does not.
     exported = tmp_path / "export"
@@ -78,7 +133,11 @@ def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tm
     assert not (exported / "training_state.pt").exists() and "test-split score" in (exported / "README.md").read_text()
     bad = cli("qcrd-bench", "export", str(tmp_path / "svamp_mcckd"), "--round", "9", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "--round 9" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    for model, metadata, source in ((folder, None, "mcc_kd"), (exported, None, "mcc_kd"), (folder, {"source": "dsbs"}, "dsbs")):
+    for model, metadata, source in (
+        (folder, None, "mcc_kd"),
+        (exported, None, "mcc_kd"),
+        (folder, {"source": "dsbs"}, "dsbs"),
+    ):
         extra = ["--limit", "2"] + (["--metadata", json.dumps(metadata)] if metadata else [])
         out = tmp_path / f"out_{model.name}_{source}"
         proc = lm_eval(f"pretrained={model},backend=seq2seq", "qcrd_svamp", out, *extra)
@@ -92,11 +151,23 @@ def test_cot_variant_runs_with_a_causal_model(tmp_path):
     from test_teachers import tiny_causal_lm
 
     model = tiny_causal_lm(tmp_path / "gpt2")
-    proc = lm_eval(f"pretrained={model}", "qcrd_gsm8k_cot", tmp_path / "out", "--limit", "2", "--num_fewshot", "1",
-                   "--gen_kwargs", "max_gen_toks=8", "--log_samples")
+    proc = lm_eval(
+        f"pretrained={model}",
+        "qcrd_gsm8k_cot",
+        tmp_path / "out",
+        "--limit",
+        "2",
+        "--num_fewshot",
+        "1",
+        "--gen_kwargs",
+        "max_gen_toks=8",
+        "--log_samples",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert results_of(tmp_path / "out")["n-samples"]["qcrd_gsm8k_cot"]["effective"] == 2
-    sample = json.loads(sorted((tmp_path / "out").rglob("samples_qcrd_gsm8k_cot_*.jsonl"))[-1].read_text().splitlines()[0])
+    sample = json.loads(
+        sorted((tmp_path / "out").rglob("samples_qcrd_gsm8k_cot_*.jsonl"))[-1].read_text().splitlines()[0]
+    )
     prompt = sample["arguments"]["gen_args_0"]["arg_0"]
     assert prompt.count("Q: ") == 2 and "So the answer is" in prompt  # one exemplar + the question
 
@@ -106,7 +177,9 @@ def test_missing_data_stops_lm_eval_with_one_message(tmp_path):
     from test_teachers import tiny_causal_lm
 
     model = tiny_causal_lm(tmp_path / "gpt2")
-    proc = lm_eval(f"pretrained={model}", "qcrd_svamp", tmp_path / "out", env={"QCRD_DATA_DIR": str(tmp_path / "nowhere")})
+    proc = lm_eval(
+        f"pretrained={model}", "qcrd_svamp", tmp_path / "out", env={"QCRD_DATA_DIR": str(tmp_path / "nowhere")}
+    )
     assert proc.returncode == 2
     assert "QCRD_DATA_DIR" in proc.stderr and "qcrd-bench data prepare --task svamp" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -125,26 +198,62 @@ def test_data_prepare_prints_the_counts_of_sources_md(tmp_path):
 
 def test_task_brought_as_data_teach_run_and_lm_eval(tmp_path):
     pool = tmp_path / "shop_pool.jsonl"
-    proc = cli("qcrd-bench", "teach", "--task", "custom", "--spec", str(SPEC), "--teacher", "pool", "-k", "3", "--out", str(pool))
+    proc = cli(
+        "qcrd-bench",
+        "teach",
+        "--task",
+        "custom",
+        "--spec",
+        str(SPEC),
+        "--teacher",
+        "pool",
+        "-k",
+        "3",
+        "--out",
+        str(pool),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "pool statistics" in proc.stdout and len(pool.read_text().splitlines()) == 100
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("task.")]
-    args = ["qcrd-bench", "run", "--task", "custom", "-o", f"task.spec={SPEC}", "-o", "teacher.kind=pool", "-o", f"teacher.pool={pool}",
-            "-o", "teacher.samples=3", "--output-dir", str(tmp_path / "runs"), "--name", "shop", "--quiet",
-            "-o", "student.max_input_tokens=20"]  # shop prompts are 22 tokens: the run must say it cuts them
+    args = [
+        "qcrd-bench",
+        "run",
+        "--task",
+        "custom",
+        "-o",
+        f"task.spec={SPEC}",
+        "-o",
+        "teacher.kind=pool",
+        "-o",
+        f"teacher.pool={pool}",
+        "-o",
+        "teacher.samples=3",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "shop",
+        "--quiet",
+        "-o",
+        "student.max_input_tokens=20",
+    ]  # shop prompts are 22 tokens: the run must say it cuts them
     for o in overrides:
         args += ["-o", o]
     proc = cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"warning: \d+ of 100 prompts are longer than student.max_input_tokens=20 tokens and lose their middle",
-                     proc.stdout + proc.stderr), proc.stdout[-3000:]
+    assert re.search(
+        r"warning: \d+ of 100 prompts are longer than student.max_input_tokens=20 tokens and lose their middle",
+        proc.stdout + proc.stderr,
+    ), proc.stdout[-3000:]
     record = json.loads((tmp_path / "runs" / "shop" / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(record["eval"]) == {"qcrd_custom", "qcrd_custom_explain"}
-    proc = lm_eval(f"pretrained={tmp_path / 'runs' / 'shop' / 'round_2'},backend=seq2seq", "qcrd_custom", tmp_path / "out",
-                   "--metadata", json.dumps({"spec": str(SPEC)}))
+    proc = lm_eval(
+        f"pretrained={tmp_path / 'runs' / 'shop' / 'round_2'},backend=seq2seq",
+        "qcrd_custom",
+        tmp_path / "out",
+        "--metadata",
+        json.dumps({"spec": str(SPEC)}),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = results_of(tmp_path / "out")
     assert results["results"]["qcrd_custom"]["acc,none"] == pytest.approx(record["eval"]["qcrd_custom"]["acc"])
     assert results["n-samples"]["qcrd_custom"]["effective"] == 40
-
-

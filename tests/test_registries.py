@@ -10,8 +10,8 @@ import sys
 import click
 import pytest
 from click.testing import CliRunner
-
 from helpers import invoke
+
 from qcrd_plugin import cli
 from qcrd_plugin.config import RunConfig, config_field, describe_fields, field_choices, load_config
 from qcrd_plugin.errors import ConfigError, UserInputError
@@ -39,9 +39,9 @@ def test_config_choices_are_the_registries():
 
 
 def test_every_registered_name_resolves_to_its_implementation():
+    from qcrd_plugin import teachers
     from qcrd_plugin.methods import METHODS as reexported
     from qcrd_plugin.methods.base import Method
-    from qcrd_plugin import teachers
 
     assert reexported is METHODS
     for name in METHODS:
@@ -81,7 +81,9 @@ def test_help_texts_list_every_registered_name():
         assert f"{kind} ({TEACHERS.help(kind)})" in teach_help
     assert "[hf|openai]" in help_of("judge")
     prepare_help = help_of("data", "prepare")
-    assert "[" + "|".join((*real_families(), "all")) + "]" in prepare_help and ", ".join(source_names()) in prepare_help
+    assert (
+        "[" + "|".join((*real_families(), "all")) + "]" in prepare_help and ", ".join(source_names()) in prepare_help
+    )
     listed = {key: text for key, _, text in describe_fields(RunConfig)}
     assert all(f"{n} ({METHODS.help(n)})" in listed["method.name"] for n in METHODS)
 
@@ -98,7 +100,10 @@ def test_a_newly_registered_method_is_known_everywhere(toy_method):
 
     assert load_config(None, ["method.name=toy"]).method.name == "toy"
     assert "toy (a method registered by a plugin)" in help_of("run") and "|toy]" in help_of("run")
-    assert "toy (a method registered by a plugin)" in dict((k, h) for k, _, h in describe_fields(RunConfig))["method.name"]
+    assert (
+        "toy (a method registered by a plugin)"
+        in dict((k, h) for k, _, h in describe_fields(RunConfig))["method.name"]
+    )
     assert LeaderboardConfig().methods[-1] == "toy" and _method_order("toy") < _method_order("unregistered")
     proc = invoke("config", "-o", "method.name=toy")
     assert proc.returncode == 0 and "name: toy" in proc.stdout
@@ -110,8 +115,14 @@ def _probe() -> click.Command:
     """A command with flags built from config fields; it prints what it received."""
 
     @click.command()
-    @cli.config_options({"--method": "method.name", "--rounds": "training.rounds", "--temperature -t": "teacher.temperature",
-                         "--spec": cli.Flag("task.spec", "A note.", click.Path(dir_okay=False))})
+    @cli.config_options(
+        {
+            "--method": "method.name",
+            "--rounds": "training.rounds",
+            "--temperature -t": "teacher.temperature",
+            "--spec": cli.Flag("task.spec", "A note.", click.Path(dir_okay=False)),
+        }
+    )
     @click.option("--other", default="x")
     def probe(config_flags, other):
         click.echo(f"{sorted(config_flags.items())} {other}")
@@ -122,22 +133,32 @@ def _probe() -> click.Command:
 def test_options_built_from_fields_take_type_choices_bounds_and_help():
     probe = _probe()
     result = CliRunner().invoke(probe, ["--rounds", "3", "-t", "1", "--method", "dss"])
-    assert result.exit_code == 0 and result.output.strip() == "[('method.name', 'dss'), ('teacher.temperature', 1.0), ('training.rounds', 3)] x"
+    assert (
+        result.exit_code == 0
+        and result.output.strip() == "[('method.name', 'dss'), ('teacher.temperature', 1.0), ('training.rounds', 3)] x"
+    )
     assert CliRunner().invoke(probe, []).output.strip() == "[] x"  # flags not given are left out
     text = CliRunner().invoke(probe, ["--help"], terminal_width=400).output
     assert "Training rounds; lm-eval evaluates after each. Overrides `training.rounds`.  [x>=1]" in text
     assert "[0.0<=x<=2.0]" in text and "[finetune|single_task|dss|mi|qcrd]" in text and "A note." in text
-    assert [p.name for p in probe.params][:4] == ["config__method__name", "config__training__rounds",
-                                                 "config__teacher__temperature", "config__task__spec"]
+    assert [p.name for p in probe.params][:4] == [
+        "config__method__name",
+        "config__training__rounds",
+        "config__teacher__temperature",
+        "config__task__spec",
+    ]
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--rounds", "0"], ["'--rounds' (key 'training.rounds')", "0 is below the minimum 1"]),
-    (["-t", "2.5"], ["'--temperature' / '-t' (key 'teacher.temperature')", "2.5 is above the maximum 2.0"]),
-    (["-t", "nan"], ["'-t'", "expected a finite number"]),
-    (["--rounds", "two"], ["'--rounds'", "'two' is not a valid integer"]),
-    (["--method", "magic"], ["'--method' (key 'method.name')", "'magic' is not one of"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--rounds", "0"], ["'--rounds' (key 'training.rounds')", "0 is below the minimum 1"]),
+        (["-t", "2.5"], ["'--temperature' / '-t' (key 'teacher.temperature')", "2.5 is above the maximum 2.0"]),
+        (["-t", "nan"], ["'-t'", "expected a finite number"]),
+        (["--rounds", "two"], ["'--rounds'", "'two' is not a valid integer"]),
+        (["--method", "magic"], ["'--method' (key 'method.name')", "'magic' is not one of"]),
+    ],
+)
 def test_an_option_built_from_a_field_refuses_a_bad_value_naming_the_flag(args, needles):
     result = CliRunner().invoke(_probe(), args)
     assert result.exit_code == 2
@@ -145,12 +166,21 @@ def test_an_option_built_from_a_field_refuses_a_bad_value_naming_the_flag(args, 
         assert needle in result.output
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["run", "--rounds", "0"], ["'--rounds' (key 'training.rounds')", "below the minimum 1"]),
-    (["teach", "--task", "synth", "-k", "65", "--out", "p.jsonl"], ["'--samples' / '-k' (key 'teacher.samples')", "above the maximum 64"]),
-    (["run", "--task", "bogus"], ["'--task' (key 'task.name')", "'bogus' is not one of 'synth'"]),
-    (["teach", "--teacher", "nope", "--out", "p.jsonl"], ["'--teacher' (key 'teacher.kind')", "'auto', 'simulated'"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["run", "--rounds", "0"], ["'--rounds' (key 'training.rounds')", "below the minimum 1"]),
+        (
+            ["teach", "--task", "synth", "-k", "65", "--out", "p.jsonl"],
+            ["'--samples' / '-k' (key 'teacher.samples')", "above the maximum 64"],
+        ),
+        (["run", "--task", "bogus"], ["'--task' (key 'task.name')", "'bogus' is not one of 'synth'"]),
+        (
+            ["teach", "--teacher", "nope", "--out", "p.jsonl"],
+            ["'--teacher' (key 'teacher.kind')", "'auto', 'simulated'"],
+        ),
+    ],
+)
 def test_the_real_commands_refuse_an_out_of_range_flag_with_exit_2_and_one_line(args, needles):
     proc = invoke(*args)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -164,11 +194,26 @@ def test_every_existing_flag_and_alias_still_sets_its_key():
         return {opt: getattr(p, "config_key", None) for p in cli.main.commands[command].params for opt in p.opts}
 
     run, teach = flags("run"), flags("teach")
-    assert {o: run[o] for o in ("--name", "--output-dir", "--task", "--data-dir", "--method", "--rounds", "--seed", "--device")} == {
-        "--name": "name", "--output-dir": "output_dir", "--task": "task.name", "--data-dir": "task.data_dir",
-        "--method": "method.name", "--rounds": "training.rounds", "--seed": "training.seed", "--device": "training.device"}
-    assert teach["-k"] == teach["--samples"] == "teacher.samples" and teach["-t"] == teach["--temperature"] == "teacher.temperature"
-    assert teach["--teacher"] == "teacher.kind" and teach["--cache"] == "teacher.cache" and teach["--spec"] == "task.spec"
+    assert {
+        o: run[o]
+        for o in ("--name", "--output-dir", "--task", "--data-dir", "--method", "--rounds", "--seed", "--device")
+    } == {
+        "--name": "name",
+        "--output-dir": "output_dir",
+        "--task": "task.name",
+        "--data-dir": "task.data_dir",
+        "--method": "method.name",
+        "--rounds": "training.rounds",
+        "--seed": "training.seed",
+        "--device": "training.device",
+    }
+    assert (
+        teach["-k"] == teach["--samples"] == "teacher.samples"
+        and teach["-t"] == teach["--temperature"] == "teacher.temperature"
+    )
+    assert (
+        teach["--teacher"] == "teacher.kind" and teach["--cache"] == "teacher.cache" and teach["--spec"] == "task.spec"
+    )
     for command in (run, teach):
         assert "-o" in command and "--set" in command and "--config" in command  # not config keys: declared by hand
 

@@ -7,7 +7,10 @@ from qcrd_plugin.teachers import PoolEntry, SimulatedTeacher, TeacherSample
 
 
 def entry(answers, gold="5"):
-    samples = [TeacherSample(f"r{i} The answer is {a}." if a is not None else f"r{i} trails off", a) for i, a in enumerate(answers)]
+    samples = [
+        TeacherSample(f"r{i} The answer is {a}." if a is not None else f"r{i} trails off", a)
+        for i, a in enumerate(answers)
+    ]
     return PoolEntry("q", "question", gold, samples)
 
 
@@ -54,7 +57,9 @@ def test_simulated_teacher_pool_matches_the_documented_noise():
     assert 0.15 < 1 - stats["sample_accuracy"] < 0.35  # roughly a quarter of samples wrong
     assert stats["majority_eq_gold_rate"] > 0.9  # the majority is right for most questions
     hot = SimulatedTeacher(TeacherConfig()).sample(problems, 5, 1.5)
-    assert pool_statistics(hot, select_pool(hot, SelfConsistencyConfig()))["sample_accuracy"] < stats["sample_accuracy"]
+    assert (
+        pool_statistics(hot, select_pool(hot, SelfConsistencyConfig()))["sample_accuracy"] < stats["sample_accuracy"]
+    )
     # The stated answer follows from the written steps, even when a step went wrong.
     for e in pool:
         for s in e.samples:

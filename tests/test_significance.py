@@ -41,12 +41,25 @@ def test_reproduce_rows_compare_each_row_with_its_reference():
     from qcrd_plugin.leaderboard import RunResult
 
     def runs(accs):
-        return [RunResult("t", "m", seed, [{"headline_acc": a, "time_s": {"training": 1.0}, "setup_time_s": {}, "train_tokens_per_s": 10.0}])
-                for seed, a in enumerate(accs)]
+        return [
+            RunResult(
+                "t",
+                "m",
+                seed,
+                [{"headline_acc": a, "time_s": {"training": 1.0}, "setup_time_s": {}, "train_tokens_per_s": 10.0}],
+            )
+            for seed, a in enumerate(accs)
+        ]
 
     cells = [Cell("base", ()), Cell("same", (), None, "base"), Cell("up", (), 69.0, "base")]
-    rows = table_rows(cells, {"base": runs([0.30, 0.40, 0.35, 0.33, 0.37]), "same": runs([0.31, 0.39, 0.36, 0.33, 0.36]),
-                              "up": runs([0.50, 0.61, 0.54, 0.52, 0.58])})
+    rows = table_rows(
+        cells,
+        {
+            "base": runs([0.30, 0.40, 0.35, 0.33, 0.37]),
+            "same": runs([0.31, 0.39, 0.36, 0.33, 0.36]),
+            "up": runs([0.50, 0.61, 0.54, 0.52, 0.58]),
+        },
+    )
     by = {r["label"]: r for r in rows}
     assert by["base"]["verdict"] == "reference" and by["same"]["verdict"] == "no detectable difference"
     assert by["up"]["verdict"] == "better" and by["up"]["diff"] == pytest.approx(0.2, abs=1e-9)

@@ -14,7 +14,9 @@ from qcrd_plugin.rationales import select_pool
 from qcrd_plugin.sources import cut_completion, load_source
 
 DATA = os.environ.get("QCRD_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not Path(DATA).is_dir(), reason="the shared data directory is not beside the repository")
+pytestmark = pytest.mark.skipif(
+    not Path(DATA).is_dir(), reason="the shared data directory is not beside the repository"
+)
 
 
 def sizes(data):
@@ -49,7 +51,10 @@ def test_mcc_kd_ten_raw_samples_and_majority_vote():
     data = load_source("svamp", "mcc_kd", DATA)
     assert sizes(data) == {"train": 700, "validation": 150, "test": 150}
     assert samples_per_question(data.pools["train"]) == {10}
-    majority = sum(answers_match(s.majority, s.gold) for s in select_pool(data.pools["train"], SelfConsistencyConfig(tie_break="first")))
+    majority = sum(
+        answers_match(s.majority, s.gold)
+        for s in select_pool(data.pools["train"], SelfConsistencyConfig(tie_break="first"))
+    )
     # SOURCES.md: majority = gold for 597 of 700 with a last-number parse; reading the concluding
     # sentence (qcrd_plugin.answers) gives 625 (docs/data.md, issue 14).
     assert 620 <= majority <= 630

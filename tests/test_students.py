@@ -18,7 +18,9 @@ def test_fused_gelu_gives_the_same_outputs_and_saves_as_gelu_new(tmp_path):
     decoder_ids = torch.randint(4, len(tok), (3, 7))
     before = student(input_ids=ids, decoder_input_ids=decoder_ids).logits
     assert use_fused_gelu(student) == 2 * StudentConfig().num_layers  # one per feed-forward layer
-    assert not any(type(m) is NewGELUActivation for m in student.modules()) and any(isinstance(m, GELUTanh) for m in student.modules())
+    assert not any(type(m) is NewGELUActivation for m in student.modules()) and any(
+        isinstance(m, GELUTanh) for m in student.modules()
+    )
     after = student(input_ids=ids, decoder_input_ids=decoder_ids).logits
     assert torch.allclose(before, after, atol=1e-5, rtol=1e-5)
     student.save_pretrained(tmp_path)
@@ -33,12 +35,11 @@ def test_first_step_loss_of_the_tiny_presets_is_near_a_uniform_guess(family):
     (transformers' T5 default, std 1.0 on an untied lm_head, gave ~59)."""
     import math
 
-    from qcrd_plugin.config import StudentConfig
+    from qcrd_plugin.config import StudentConfig, SynthTaskConfig
     from qcrd_plugin.data import target_ids
     from qcrd_plugin.methods.base import causal_losses, sequence_losses
     from qcrd_plugin.students import build_student
     from qcrd_plugin.synth import generate
-    from qcrd_plugin.config import SynthTaskConfig
 
     torch.manual_seed(0)
     problems = generate(SynthTaskConfig(n_train=64, n_valid=1, n_test=1))["train"]
@@ -51,6 +52,7 @@ def test_first_step_loss_of_the_tiny_presets_is_near_a_uniform_guess(family):
             loss = causal_losses(model, prompts, targets, "cpu").mean().item()
         else:
             from qcrd_plugin.data import pad, pad_labels
+
             ids, mask = pad(prompts, tok.pad_token_id)
             labels = pad_labels(targets)
             logits = model(input_ids=ids, attention_mask=mask, labels=labels).logits

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from helpers import ChatHandler, completion, serve
+
 from qcrd_plugin.config import TeacherConfig
 from qcrd_plugin.questions import Question, TaskData
 from qcrd_plugin.teachers import OpenAITeacher, SampleCache, backoff_seconds, build_teacher
@@ -41,7 +41,12 @@ class ChatServer:
                     self.reply(fail, b"", {"Retry-After": "0"})
                     return
                 number = int(prompt.rsplit("Ada has ", 1)[1].split()[0])
-                self.reply(200, completion(f"Ada has {number} pens, so {number} + 2 = {number + 2}. So the answer is {number + 2}.\n\nQ: made up"))
+                self.reply(
+                    200,
+                    completion(
+                        f"Ada has {number} pens, so {number} + 2 = {number + 2}. So the answer is {number + 2}.\n\nQ: made up"
+                    ),
+                )
 
         self.httpd, self.url = serve(Handler)
 
@@ -104,8 +109,17 @@ def tiny_causal_lm(folder):
     corpus = [q.question + " So the answer is 5." for q in QUESTIONS] * 3
     tok = train_tokenizer(corpus, 120)
     tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=32, n_layer=1, n_head=2,
-                                       bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tok),
+            n_positions=256,
+            n_embd=32,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=tok.eos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

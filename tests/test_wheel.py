@@ -22,29 +22,64 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["task.n_train=24", "task.n_valid=8", "task.n_test=12", "training.rounds=1", "training.steps_per_round=2",
-        "training.batch_size=8", "judge.pretrain_steps=2", "negatives.max_new_tokens=8", "evaluation.batch_size=32",
-        "evaluation.faithfulness=false", "evaluation.overlap=false"]
+TINY = [
+    "task.n_train=24",
+    "task.n_valid=8",
+    "task.n_test=12",
+    "training.rounds=1",
+    "training.steps_per_round=2",
+    "training.batch_size=8",
+    "judge.pretrain_steps=2",
+    "negatives.max_new_tokens=8",
+    "evaluation.batch_size=32",
+    "evaluation.faithfulness=false",
+    "evaluation.overlap=false",
+]
 
 
 @pytest.fixture(scope="module")
 def wheel_env(tmp_path_factory):
     """(python, qcrd-bench, lm_eval, a clean working folder) of a fresh venv holding only the wheel."""
     root = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                            str(root / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = next((root / "dist").glob("qcrd_bench-*.whl"))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # The test environment's dependencies, appended after the venv's own site-packages (which then
     # wins for qcrd_plugin: the editable install's finder in the test environment is not loaded).
-    (Path(purelib) / "borrowed_deps.pth").write_text("\n".join([sysconfig.get_paths()["purelib"], *site.getsitepackages()]) + "\n")
-    installed = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], capture_output=True,
-                               text=True, timeout=300)
+    (Path(purelib) / "borrowed_deps.pth").write_text(
+        "\n".join([sysconfig.get_paths()["purelib"], *site.getsitepackages()]) + "\n"
+    )
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     work = root / "elsewhere"
     work.mkdir()
@@ -72,9 +107,29 @@ def test_a_wheel_install_runs_and_evaluates_away_from_the_checkout(wheel_env):
     record = json.loads((work / "runs" / "w" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "acc" in record["eval"]["qcrd_synth"]
     # The plain lm-eval CLI on the saved round, with the installed package's tasks.
-    scored = in_env([python, "-m", "lm_eval", "--model", "hf", "--model_args",
-                     f"pretrained={work / 'runs' / 'w' / 'round_1'},backend=seq2seq", "--tasks", "qcrd_synth",
-                     "--include_path", tasks_path.stdout.strip(), "--device", "cpu", "--batch_size", "32", "--limit", "12",
-                     "--metadata", json.dumps({"n_test": 12})], work)
+    scored = in_env(
+        [
+            python,
+            "-m",
+            "lm_eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={work / 'runs' / 'w' / 'round_1'},backend=seq2seq",
+            "--tasks",
+            "qcrd_synth",
+            "--include_path",
+            tasks_path.stdout.strip(),
+            "--device",
+            "cpu",
+            "--batch_size",
+            "32",
+            "--limit",
+            "12",
+            "--metadata",
+            json.dumps({"n_test": 12}),
+        ],
+        work,
+    )
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert "qcrd_synth" in scored.stdout and "acc" in scored.stdout

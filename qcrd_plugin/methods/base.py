@@ -64,7 +64,9 @@ class Method(ABC):
         """Restore what :meth:`state_dict` returned."""
 
 
-def causal_logits(student, prompts: list[list[int]], targets: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_logits(
+    student, prompts: list[list[int]], targets: list[list[int]], device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decoder-only students: prompt and target as one sequence. Returns (logits [batch, length - 1,
     vocab], labels [batch, length - 1]) aligned for next-token scoring; prompt tokens and padding
     are -100, so only target tokens are scored."""
@@ -74,7 +76,9 @@ def causal_logits(student, prompts: list[list[int]], targets: list[list[int]], d
     return logits, labels[:, 1:]
 
 
-def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], device, per_sequence: bool = True) -> torch.Tensor:
+def causal_losses(
+    student, prompts: list[list[int]], targets: list[list[int]], device, per_sequence: bool = True
+) -> torch.Tensor:
     """Decoder-only students: cross-entropy of each target continuing its prompt (:func:`causal_logits`).
     Returns one token-mean loss per sequence (``per_sequence``), or the token mean over the whole batch.
     """
@@ -87,7 +91,9 @@ def causal_losses(student, prompts: list[list[int]], targets: list[list[int]], d
 Encoded = tuple[torch.Tensor, torch.Tensor]  # (encoder states [batch, length, width], attention mask [batch, length])
 
 
-def encode_prompts(student, batch: list[TrainExample], device, which: tuple[str, ...] = ("predict", "explain")) -> dict[str, Encoded | None]:
+def encode_prompts(
+    student, batch: list[TrainExample], device, which: tuple[str, ...] = ("predict", "explain")
+) -> dict[str, Encoded | None]:
     """The seq2seq student's encoder output for the batch's ``predict:`` and/or ``explain:``
     prompts, from one encoder call (None per prompt for decoder-only students, which have no encoder).
 
@@ -97,7 +103,9 @@ def encode_prompts(student, batch: list[TrainExample], device, which: tuple[str,
     if not student.config.is_encoder_decoder:
         return dict.fromkeys(which)
     n = len(batch)
-    ids, mask = pad([getattr(ex, f"{kind}_ids") for kind in which for ex in batch], student.config.pad_token_id, device)
+    ids, mask = pad(
+        [getattr(ex, f"{kind}_ids") for kind in which for ex in batch], student.config.pad_token_id, device
+    )
     states = student.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
     return {kind: (states[i * n : (i + 1) * n], mask[i * n : (i + 1) * n]) for i, kind in enumerate(which)}
 
@@ -106,7 +114,9 @@ def label_loss(student, batch: list[TrainExample], device, encoded: Encoded | No
     """L_pred: token-mean cross-entropy of the gold label given the ``predict:`` prompt.
     ``encoded``: the prompts' encoder output from :func:`encode_prompts`, if the step has it."""
     if not student.config.is_encoder_decoder:
-        return causal_losses(student, [ex.predict_ids for ex in batch], [ex.label_ids for ex in batch], device, per_sequence=False)
+        return causal_losses(
+            student, [ex.predict_ids for ex in batch], [ex.label_ids for ex in batch], device, per_sequence=False
+        )
     labels = pad_labels([ex.label_ids for ex in batch], device)
     if encoded is None:
         ids, mask = pad([ex.predict_ids for ex in batch], student.config.pad_token_id, device)
@@ -115,8 +125,15 @@ def label_loss(student, batch: list[TrainExample], device, encoded: Encoded | No
     return student(encoder_outputs=(states,), attention_mask=mask, labels=labels, use_cache=False).loss
 
 
-def rationale_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device,
-                     bucket_size: int = 0, encoded: Encoded | None = None) -> torch.Tensor:
+def rationale_losses(
+    student,
+    batch: list[TrainExample],
+    rationales: list[list[int]],
+    owner: list[int],
+    device,
+    bucket_size: int = 0,
+    encoded: Encoded | None = None,
+) -> torch.Tensor:
     """Per-rationale token-mean cross-entropy ``l(f(x), r)``, one value per rationale.
 
     ``owner[i]`` is the batch index of the question rationale ``i`` explains. For seq2seq students
@@ -130,8 +147,12 @@ def rationale_losses(student, batch: list[TrainExample], rationales: list[list[i
         return torch.zeros(0, device=device)
     if not student.config.is_encoder_decoder:
         prompts = [batch[o].explain_ids for o in owner]
-        return _bucketed(lambda idx: causal_losses(student, [prompts[i] for i in idx], [rationales[i] for i in idx], device),
-                         [len(prompts[i]) + len(r) for i, r in enumerate(rationales)], bucket_size, device)
+        return _bucketed(
+            lambda idx: causal_losses(student, [prompts[i] for i in idx], [rationales[i] for i in idx], device),
+            [len(prompts[i]) + len(r) for i, r in enumerate(rationales)],
+            bucket_size,
+            device,
+        )
     encoded, mask = encoded or encode_prompts(student, batch, device, ("explain",))["explain"]
 
     def decode(idx: list[int]) -> torch.Tensor:
@@ -145,14 +166,23 @@ def rationale_losses(student, batch: list[TrainExample], rationales: list[list[i
         # Decoder inputs from the labels ourselves: passing labels= would make the model compute a
         # batch-mean loss of its own, which we would throw away.
         decoder_input_ids = student.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = student(encoder_outputs=(states,), attention_mask=states_mask, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+        logits = student(
+            encoder_outputs=(states,), attention_mask=states_mask, decoder_input_ids=decoder_input_ids, use_cache=False
+        ).logits
         return sequence_losses(logits, labels)
 
     return _bucketed(decode, [len(r) for r in rationales], bucket_size, device)
 
 
-def label_and_rationale_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device,
-                               encoded: dict[str, Encoded | None], pack: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def label_and_rationale_losses(
+    student,
+    batch: list[TrainExample],
+    rationales: list[list[int]],
+    owner: list[int],
+    device,
+    encoded: dict[str, Encoded | None],
+    pack: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """L_pred of the batch and ``l(f(x), r)`` of each rationale (``owner`` as in :func:`rationale_losses`),
     with a graph, from the step's encoding ``encoded`` (:func:`encode_prompts` with both prompts).
 
@@ -177,8 +207,14 @@ def packs_targets(student) -> bool:
     return bool(student.config.is_encoder_decoder) and student.config.model_type in ("t5", "mt5")
 
 
-def packed_losses(student, batch: list[TrainExample], rationales: list[list[int]], owner: list[int], device,
-                  encoded: dict[str, Encoded | None]) -> tuple[torch.Tensor, torch.Tensor]:
+def packed_losses(
+    student,
+    batch: list[TrainExample],
+    rationales: list[list[int]],
+    owner: list[int],
+    device,
+    encoded: dict[str, Encoded | None],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`label_and_rationale_losses` in one decoder call: row q holds question q's label and then
     each of its rationales, one after another.
 
@@ -193,15 +229,23 @@ def packed_losses(student, batch: list[TrainExample], rationales: list[list[int]
     """
     (predict_states, predict_mask), (explain_states, explain_mask) = encoded["predict"], encoded["explain"]
     n, start = len(batch), student.config.decoder_start_token_id
-    rows: list[list[tuple[int, list[int]]]] = [[(0, ex.label_ids)] for ex in batch]  # (prompt: 0 predict, 1 explain; target)
+    rows: list[list[tuple[int, list[int]]]] = [
+        [(0, ex.label_ids)] for ex in batch
+    ]  # (prompt: 0 predict, 1 explain; target)
     place = []  # (row, segment number) of each rationale; segment numbers start at 1 (0 = padding)
     for tokens, q in zip(rationales, owner):
         rows[q].append((1, tokens))
         place.append((q, len(rows[q])))
 
     def flat(per_segment) -> list[list[int]]:
-        return [list(itertools.chain.from_iterable(per_segment(number, prompt, tokens) for number, (prompt, tokens) in enumerate(row, 1)))
-                for row in rows]
+        return [
+            list(
+                itertools.chain.from_iterable(
+                    per_segment(number, prompt, tokens) for number, (prompt, tokens) in enumerate(row, 1)
+                )
+            )
+            for row in rows
+        ]
 
     ids, _ = pad(flat(lambda _, __, t: [start] + t[:-1]), student.config.pad_token_id, device)
     labels = pad_labels(flat(lambda _, __, t: t), device)
@@ -212,24 +256,39 @@ def packed_losses(student, batch: list[TrainExample], rationales: list[list[int]
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
     # Padding positions (segment 0) see the padding before them: never an empty row, never in the loss.
     attend_self = (segment[:, :, None] == segment[:, None, :]) & causal
-    key_prompt = torch.cat([predict_mask - 1, 2 * explain_mask - 1], dim=1)  # 0 predict token, 1 explain token, -1 padding
+    key_prompt = torch.cat(
+        [predict_mask - 1, 2 * explain_mask - 1], dim=1
+    )  # 0 predict token, 1 explain token, -1 padding
     attend_prompt = (prompt[:, :, None] == key_prompt[:, None, :]) | (segment == 0)[:, :, None]
     states = torch.cat([predict_states, explain_states], dim=1)
 
     def additive(allowed: torch.Tensor) -> torch.Tensor:  # [n, 1, queries, keys]; works with eager and sdpa attention
-        return torch.zeros(allowed.shape, dtype=states.dtype, device=device).masked_fill(~allowed, torch.finfo(states.dtype).min)[:, None]
+        return torch.zeros(allowed.shape, dtype=states.dtype, device=device).masked_fill(
+            ~allowed, torch.finfo(states.dtype).min
+        )[:, None]
 
-    logits = student(encoder_outputs=(states,), attention_mask=additive(attend_prompt), decoder_input_ids=ids,
-                     decoder_attention_mask=additive(attend_self), use_cache=False).logits
-    token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none").view(labels.shape)
+    logits = student(
+        encoder_outputs=(states,),
+        attention_mask=additive(attend_prompt),
+        decoder_input_ids=ids,
+        decoder_attention_mask=additive(attend_self),
+        use_cache=False,
+    ).logits
+    token_loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(labels.shape)
     scored = labels != -100
     is_label = scored & (prompt == 0)
     l_pred = (token_loss * is_label).sum() / is_label.sum().clamp(min=1)
     # Token-mean loss of every (row, segment), then each rationale's own.
     width = segment.shape[1] + 1
     key = (torch.arange(n, device=device)[:, None] * width + segment).reshape(-1)
-    sums = torch.zeros(n * width, dtype=token_loss.dtype, device=device).index_add(0, key, (token_loss * scored).reshape(-1))
-    counts = torch.zeros(n * width, dtype=token_loss.dtype, device=device).index_add(0, key, scored.reshape(-1).to(token_loss.dtype))
+    sums = torch.zeros(n * width, dtype=token_loss.dtype, device=device).index_add(
+        0, key, (token_loss * scored).reshape(-1)
+    )
+    counts = torch.zeros(n * width, dtype=token_loss.dtype, device=device).index_add(
+        0, key, scored.reshape(-1).to(token_loss.dtype)
+    )
     index = torch.tensor([q * width + number for q, number in place], device=device)
     return l_pred, sums[index] / counts[index].clamp(min=1)
 
@@ -238,7 +297,9 @@ def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Token-mean cross-entropy of each row of ``labels`` (-100 = ignored) under ``logits``.
     Flattened to (tokens, vocab): the transposed (batch, vocab, length) layout is several times
     slower in the CPU cross-entropy kernel."""
-    token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none")
+    token_loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none"
+    )
     return token_loss.view(labels.shape).sum(dim=1) / (labels != -100).sum(dim=1).clamp(min=1)
 
 

@@ -21,8 +21,9 @@ class DSS(Method):
         if not owners:
             l_label = label_loss(self.student, batch, self.device, encoded["predict"])
             return LossOutput(alpha * l_label, {"l_label": l_label.item()})
-        l_label, losses = label_and_rationale_losses(self.student, batch, [batch[i].positives[0] for i in owners], owners, self.device,
-                                                     encoded, pack=True)
+        l_label, losses = label_and_rationale_losses(
+            self.student, batch, [batch[i].positives[0] for i in owners], owners, self.device, encoded, pack=True
+        )
         l_rationale = losses.mean()
         total = alpha * l_label + (1 - alpha) * l_rationale
         return LossOutput(total, {"l_label": l_label.item(), "l_rationale": l_rationale.item(), "loss": total.item()})

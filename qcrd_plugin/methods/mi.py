@@ -27,8 +27,9 @@ from ..data import TrainExample, pad_labels
 from .base import LossOutput, Method, causal_logits, encode_prompts, sequence_losses
 
 
-def target_logits(student, batch: list[TrainExample], prompt: str, targets: list[list[int]], device,
-                  encoded=None) -> tuple[torch.Tensor, torch.Tensor]:
+def target_logits(
+    student, batch: list[TrainExample], prompt: str, targets: list[list[int]], device, encoded=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of each target continuing its ``prompt`` (``"predict"`` or ``"explain"``) and the
     labels they score: (logits [batch, positions, vocab], labels [batch, positions], -100 = not a
     target token). ``encoded``: the seq2seq prompts' encoder output, if the step has it."""
@@ -38,7 +39,9 @@ def target_logits(student, batch: list[TrainExample], prompt: str, targets: list
     states, mask = encoded if encoded is not None else encode_prompts(student, batch, device, (prompt,))[prompt]
     labels = pad_labels(targets, device)
     decoder_input_ids = student.prepare_decoder_input_ids_from_labels(labels=labels)
-    logits = student(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+    logits = student(
+        encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_input_ids, use_cache=False
+    ).logits
     return logits, labels
 
 
@@ -48,8 +51,12 @@ def pooled_distribution(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return probs.masked_fill((labels == -100)[:, :, None], 0.0).amax(dim=1)
 
 
-def mi_loss(label_logits: torch.Tensor, label_labels: torch.Tensor, rationale_logits: torch.Tensor,
-            rationale_labels: torch.Tensor) -> torch.Tensor:
+def mi_loss(
+    label_logits: torch.Tensor,
+    label_labels: torch.Tensor,
+    rationale_logits: torch.Tensor,
+    rationale_labels: torch.Tensor,
+) -> torch.Tensor:
     """L_MI as the public code computes it (module docstring); the label side is detached.
 
     Args: label / rationale logits [batch, positions, vocab] and their labels [batch, positions]
@@ -69,20 +76,31 @@ class MI(Method):
         alpha, beta = self.cfg.method.alpha, self.cfg.method.mi_beta
         owners = [i for i, ex in enumerate(batch) if ex.positives]  # as DSS: questions with a rationale
         encoded = encode_prompts(self.student, batch, self.device, ("predict", "explain") if owners else ("predict",))
-        label_logits, label_labels = target_logits(self.student, batch, "predict", [ex.label_ids for ex in batch], self.device,
-                                                   encoded["predict"])
-        l_label = F.cross_entropy(label_logits.reshape(-1, label_logits.shape[-1]), label_labels.reshape(-1), ignore_index=-100)
+        label_logits, label_labels = target_logits(
+            self.student, batch, "predict", [ex.label_ids for ex in batch], self.device, encoded["predict"]
+        )
+        l_label = F.cross_entropy(
+            label_logits.reshape(-1, label_logits.shape[-1]), label_labels.reshape(-1), ignore_index=-100
+        )
         if not owners:  # no rationale anywhere in the batch: the label task alone
             return LossOutput(alpha * l_label, {"l_label": l_label.item()})
         explain = encoded["explain"]
         if explain is not None and len(owners) < len(batch):
             index = torch.tensor(owners, device=self.device)
             explain = (explain[0][index], explain[1][index])
-        rationale_logits, rationale_labels = target_logits(self.student, [batch[i] for i in owners], "explain",
-                                                           [batch[i].positives[0] for i in owners], self.device, explain)
+        rationale_logits, rationale_labels = target_logits(
+            self.student,
+            [batch[i] for i in owners],
+            "explain",
+            [batch[i].positives[0] for i in owners],
+            self.device,
+            explain,
+        )
         l_rationale = sequence_losses(rationale_logits, rationale_labels).mean()
         # L_MI pairs each question's two tasks: the label rows of the questions that have a rationale.
         l_mi = mi_loss(label_logits[owners], label_labels[owners], rationale_logits, rationale_labels)
         total = alpha * l_label + (1 - alpha) * l_rationale + beta * l_mi
-        return LossOutput(total, {"loss": total.item(), "l_label": l_label.item(), "l_rationale": l_rationale.item(),
-                                  "l_mi": l_mi.item()})
+        return LossOutput(
+            total,
+            {"loss": total.item(), "l_label": l_label.item(), "l_rationale": l_rationale.item(), "l_mi": l_mi.item()},
+        )

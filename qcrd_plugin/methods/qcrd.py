@@ -28,9 +28,18 @@ from ..discriminator import QualityJudge, judge_input, judge_loss, score
 from .base import LossOutput, Method, encode_prompts, label_and_rationale_losses, label_loss, rationale_losses
 
 
-def reference_loss(cfg, student, tokenizer, batch: list[TrainExample], negatives: list[list[list[int]]], alpha3: float,
-                   judge: QualityJudge | None = None, update_judge: bool = False,
-                   generator: torch.Generator | None = None, device="cpu") -> LossOutput:
+def reference_loss(
+    cfg,
+    student,
+    tokenizer,
+    batch: list[TrainExample],
+    negatives: list[list[list[int]]],
+    alpha3: float,
+    judge: QualityJudge | None = None,
+    update_judge: bool = False,
+    generator: torch.Generator | None = None,
+    device="cpu",
+) -> LossOutput:
     """The QCRD loss of one batch, computed the plain way: every rationale's loss with a graph,
     then Eqs. 3, 6, 7 and 8 question by question. :meth:`QCRD.loss` is an optimisation of this
     function: same total, components and gradient (tests/test_qcrd_loss.py holds the two equal).
@@ -60,7 +69,9 @@ def reference_loss(cfg, student, tokenizer, batch: list[TrainExample], negatives
         owner += [i] * (len(ex.positives) + len(neg))
         is_pos += [True] * len(ex.positives) + [False] * len(neg)
     l_pred = label_loss(student, batch, device)  # L_pred: cross-entropy of the gold label given `predict:`, scalar
-    losses = rationale_losses(student, batch, rationales, owner, device)  # l(f(x), r): per-token mean CE, [R], with a graph
+    losses = rationale_losses(
+        student, batch, rationales, owner, device
+    )  # l(f(x), r): per-token mean CE, [R], with a graph
     # The weight of each rationale: s for a positive (Eq. 6), 1 - s for a negative (Eq. 7); [R].
     pos_weight = neg_weight = torch.ones(len(rationales), device=device)  # no judge: every weight is 1
     l_d = torch.zeros((), device=device)
@@ -69,7 +80,9 @@ def reference_loss(cfg, student, tokenizer, batch: list[TrainExample], negatives
         with torch.set_grad_enabled(update_judge):
             s = score(judge, inputs, tokenizer.pad_token_id, device)  # s = D(x, r), [R]  (Eq. 1)
         if update_judge:  # L_D  (Eq. 2, in the form cfg.judge.loss names)
-            l_d = judge_loss(s, torch.tensor(owner, device=device), torch.tensor(is_pos, device=device), len(batch), cfg.judge.loss)
+            l_d = judge_loss(
+                s, torch.tensor(owner, device=device), torch.tensor(is_pos, device=device), len(batch), cfg.judge.loss
+            )
         # Detached: no gradient reaches D through the weights; D learns through alpha3 * L_D alone.
         pos_weight, neg_weight = s.detach(), 1.0 - s.detach()
     pos_pick = neg_pick = [None] * len(batch)
@@ -86,14 +99,20 @@ def reference_loss(cfg, student, tokenizer, batch: list[TrainExample], negatives
         stop = neg.stop
         positive_term = negative_term = losses.new_zeros(())  # an empty set adds no term
         if ex.positives:
-            l_pos, w_pos = _reduce_one_set(losses[pos], pos_weight[pos], losses[pos], m.set_reduction, pos_max, pos_pick[i])
+            l_pos, w_pos = _reduce_one_set(
+                losses[pos], pos_weight[pos], losses[pos], m.set_reduction, pos_max, pos_pick[i]
+            )
             positive_term = w_pos * l_pos  # l(f(x), S_pos) = s_pos * min_{r in S_pos} l(f(x), r)  (Eq. 6; min: minmax)
             parts["l_pos"].append(l_pos)
             parts["w_pos"].append(w_pos)
         if negatives[i]:
-            hinged = torch.clamp(losses[neg] - m.delta, max=0.0)  # min(l(f(x), r) - delta, 0) on each negative  (Eq. 7)
+            hinged = torch.clamp(
+                losses[neg] - m.delta, max=0.0
+            )  # min(l(f(x), r) - delta, 0) on each negative  (Eq. 7)
             h_neg, w_neg = _reduce_one_set(hinged, neg_weight[neg], losses[neg], m.set_reduction, neg_max, neg_pick[i])
-            negative_term = w_neg * h_neg  # l(f(x), S_neg) = (1 - s_neg) * max_{r in S_neg} min(l(f(x), r) - delta, 0)  (Eq. 7; max: minmax)
+            negative_term = (
+                w_neg * h_neg
+            )  # l(f(x), S_neg) = (1 - s_neg) * max_{r in S_neg} min(l(f(x), r) - delta, 0)  (Eq. 7; max: minmax)
             parts["hinge_neg"].append(h_neg)
             parts["w_neg"].append(w_neg)
         terms.append(positive_term - m.beta * negative_term)  # question i's summand of Eq. 3
@@ -106,8 +125,9 @@ def reference_loss(cfg, student, tokenizer, batch: list[TrainExample], negatives
     return LossOutput(total, components)
 
 
-def _reduce_one_set(values: torch.Tensor, weights: torch.Tensor, losses: torch.Tensor, how: str, pick_max: bool,
-                    pick: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _reduce_one_set(
+    values: torch.Tensor, weights: torch.Tensor, losses: torch.Tensor, how: str, pick_max: bool, pick: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One set's value and weight for :func:`reference_loss` (``values``, ``weights``, ``losses``: [|S|]).
 
     ``minmax``/``maxmin``: the member with the largest (``pick_max``) or smallest loss ``l(f(x), r)``,
@@ -137,7 +157,9 @@ def _uniform_picks(sizes: list[int], generator: torch.Generator | None) -> list[
     return torch.multinomial(weights, 1, generator=generator).squeeze(1).tolist()
 
 
-def as_matrix(values: torch.Tensor, group: torch.Tensor, n_groups: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
+def as_matrix(
+    values: torch.Tensor, group: torch.Tensor, n_groups: int, fill: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scatter a flat vector into a ``[n_groups, max_set_size]`` matrix (row = question) plus a mask."""
     order = torch.argsort(group, stable=True)
     values, group = values[order], group[order]
@@ -152,8 +174,14 @@ def as_matrix(values: torch.Tensor, group: torch.Tensor, n_groups: int, fill: fl
     return matrix, mask
 
 
-def reduce_set(losses: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, how: str, pick_max: bool,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reduce_set(
+    losses: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor,
+    how: str,
+    pick_max: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reduce each row's set of losses to one loss and one weight.
 
     ``pick_max`` chooses argmax (else argmin) for the selecting reductions; the weight is that of
@@ -167,7 +195,9 @@ def reduce_set(losses: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, 
     rows = torch.arange(len(losses), device=losses.device)
     if how in ("minmax", "maxmin", "sampling"):
         if how == "sampling":
-            index = torch.multinomial(mask.float() + (~mask.any(1, keepdim=True)).float(), 1, generator=generator).squeeze(1)
+            index = torch.multinomial(
+                mask.float() + (~mask.any(1, keepdim=True)).float(), 1, generator=generator
+            ).squeeze(1)
         else:
             masked = losses.masked_fill(~mask, float("-inf") if pick_max else float("inf"))
             index = masked.argmax(1) if pick_max else masked.argmin(1)
@@ -184,10 +214,18 @@ def reduce_set(losses: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, 
 
 
 def contrastive_loss(
-    pos_losses: torch.Tensor, pos_group: torch.Tensor, pos_scores: torch.Tensor | None,
-    neg_losses: torch.Tensor, neg_group: torch.Tensor, neg_scores: torch.Tensor | None,
-    n_questions: int, beta: float, delta: float, reduction: str = "minmax",
-    generator: torch.Generator | None = None, neg_from_student: torch.Tensor | None = None,
+    pos_losses: torch.Tensor,
+    pos_group: torch.Tensor,
+    pos_scores: torch.Tensor | None,
+    neg_losses: torch.Tensor,
+    neg_group: torch.Tensor,
+    neg_scores: torch.Tensor | None,
+    n_questions: int,
+    beta: float,
+    delta: float,
+    reduction: str = "minmax",
+    generator: torch.Generator | None = None,
+    neg_from_student: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_cl (Eqs. 3, 6, 7) for a batch of ``n_questions`` questions.
 
@@ -234,8 +272,10 @@ def contrastive_loss(
     acting = used & (neg_matrix.detach() < 0)
     mean_of = lambda values, where: values[where].mean().item() if where.any() else 0.0  # noqa: E731
     parts = {
-        "l_pos": mean_of(l_pos, has_pos), "hinge_neg": mean_of(h_neg, has_neg),
-        "w_pos": mean_of(w_pos, has_pos), "w_neg": mean_of(w_neg, has_neg),
+        "l_pos": mean_of(l_pos, has_pos),
+        "hinge_neg": mean_of(h_neg, has_neg),
+        "w_pos": mean_of(w_pos, has_pos),
+        "w_neg": mean_of(w_neg, has_neg),
         "questions": float(n_questions),
         "neg_active": float((negative_term.detach() != 0).sum()),
         "neg_used": float(acting.sum()),
@@ -275,8 +315,15 @@ class NegativeStatistics:
     def summary(self) -> dict:
         c = self.counts
         share = lambda a, b: a / b if b else None  # noqa: E731
-        quantiles = {source: ({f"p{q}": round(float(torch.quantile(torch.tensor(v), q / 100)), 4) for q in (10, 50, 90)}
-                              | {"count": len(v)}) if v else None for source, v in self.losses.items()}
+        quantiles = {
+            source: (
+                {f"p{q}": round(float(torch.quantile(torch.tensor(v), q / 100)), 4) for q in (10, 50, 90)}
+                | {"count": len(v)}
+            )
+            if v
+            else None
+            for source, v in self.losses.items()
+        }
         return {
             "neg_active_share": share(c["neg_active"], c["questions"]),
             "neg_student_share": share(c["neg_used_student"], c["neg_used"]),
@@ -339,7 +386,11 @@ class QCRD(Method):
         rationales, owner, positive, from_student = [], [], [], []
         for q, ex in enumerate(batch):
             llm, student = self.negative_sets(ex)
-            members = [(r, True, False) for r in ex.positives] + [(r, False, False) for r in llm] + [(r, False, True) for r in student]
+            members = (
+                [(r, True, False) for r in ex.positives]
+                + [(r, False, False) for r in llm]
+                + [(r, False, True) for r in student]
+            )
             for r, is_pos, sampled_by_student in members:
                 rationales.append(r), owner.append(q), positive.append(is_pos), from_student.append(sampled_by_student)
         return rationales, owner, positive, from_student
@@ -383,12 +434,23 @@ class QCRD(Method):
 
         scores = None
         if self.judge is not None:
-            scores = all_scores.detach() if all_scores is not None else self._scores(batch, rationales, owner, grad=False)
+            scores = (
+                all_scores.detach() if all_scores is not None else self._scores(batch, rationales, owner, grad=False)
+            )
 
         l_cl, parts = contrastive_loss(
-            losses[is_pos], group[is_pos], None if scores is None else scores[is_pos],
-            losses[~is_pos], group[~is_pos], None if scores is None else scores[~is_pos],
-            len(batch), cfg.method.beta, cfg.method.delta, cfg.method.set_reduction, self.generator, is_student[~is_pos],
+            losses[is_pos],
+            group[is_pos],
+            None if scores is None else scores[is_pos],
+            losses[~is_pos],
+            group[~is_pos],
+            None if scores is None else scores[~is_pos],
+            len(batch),
+            cfg.method.beta,
+            cfg.method.delta,
+            cfg.method.set_reduction,
+            self.generator,
+            is_student[~is_pos],
         )
         self.negative_stats.add(parts, negative_losses, negative_sources)
         m = cfg.method
@@ -406,7 +468,9 @@ class QCRD(Method):
         with torch.set_grad_enabled(grad):
             return score(self.judge, inputs, self.tokenizer.pad_token_id, self.device)
 
-    def _selected_losses(self, batch, rationales, owner, group, is_pos, encoded) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
+    def _selected_losses(
+        self, batch, rationales, owner, group, is_pos, encoded
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
         """Under min/max reductions: L_pred, the losses of the rationale each set selects, their
         indices, and every rationale's loss (detached; for the statistics).
 
@@ -429,16 +493,23 @@ class QCRD(Method):
         no_grad_losses = torch.full((len(rationales),), float("nan"), device=device)
         if scored:
             with torch.no_grad():
-                no_grad_losses[scored] = rationale_losses(self.student, batch, [rationales[i] for i in scored], [owner[i] for i in scored],
-                                                          device, bucket_size=self.bucket_size,
-                                                          encoded=None if explain is None else (explain[0].detach(), explain[1]))
+                no_grad_losses[scored] = rationale_losses(
+                    self.student,
+                    batch,
+                    [rationales[i] for i in scored],
+                    [owner[i] for i in scored],
+                    device,
+                    bucket_size=self.bucket_size,
+                    encoded=None if explain is None else (explain[0].detach(), explain[1]),
+                )
         # Singletons are their set's pick whatever their loss (NaN never wins an argmin/argmax here).
         keep = self._selected(no_grad_losses.nan_to_num(0.0), group, is_pos, n)
         # A negative above delta is flat; a singleton's NaN never is (NaN > delta is False).
         flat = (~is_pos & (no_grad_losses > delta)).tolist()
         graph = [k for k, i in enumerate(keep) if not flat[i]]  # positions in `keep` that need a graph
-        l_pred, with_grad = label_and_rationale_losses(self.student, batch, [rationales[keep[k]] for k in graph],
-                                                       [owner[keep[k]] for k in graph], device, encoded)
+        l_pred, with_grad = label_and_rationale_losses(
+            self.student, batch, [rationales[keep[k]] for k in graph], [owner[keep[k]] for k in graph], device, encoded
+        )
         losses = no_grad_losses[keep].clone()
         if graph:
             losses = losses.index_put((torch.tensor(graph, device=device),), with_grad)
@@ -448,7 +519,10 @@ class QCRD(Method):
     def _selected(self, losses: torch.Tensor, group: torch.Tensor, is_pos: torch.Tensor, n: int) -> list[int]:
         """Indices of the rationale each set's min/max picks (the argmin positive, the argmax negative under minmax)."""
         keep = []
-        for side, pick_max in ((is_pos, self.cfg.method.set_reduction == "maxmin"), (~is_pos, self.cfg.method.set_reduction != "maxmin")):
+        for side, pick_max in (
+            (is_pos, self.cfg.method.set_reduction == "maxmin"),
+            (~is_pos, self.cfg.method.set_reduction != "maxmin"),
+        ):
             index = torch.nonzero(side).squeeze(1)
             if len(index) == 0:
                 continue

@@ -31,6 +31,8 @@ class SingleTask(Method):
         return self._targets[ex.id]
 
     def loss(self, batch: list[TrainExample]) -> LossOutput:
-        losses = rationale_losses(self.student, batch, [self.target(ex) for ex in batch], list(range(len(batch))), self.device)
+        losses = rationale_losses(
+            self.student, batch, [self.target(ex) for ex in batch], list(range(len(batch))), self.device
+        )
         total = losses.mean()
         return LossOutput(total, {"l_rationale": total.item(), "loss": total.item()})

@@ -11,9 +11,21 @@ from fractions import Fraction
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from qcrd_plugin.answers import (ANSWER_TYPES, CHOICE_LETTERS, MAX_EXPRESSION_CHARS, NLI_LABELS, answers_match, canonical_text,
-                                 format_number, normalize_answer, parse_steps, predicted_answer, safe_eval, stated_answer,
-                                 step_validity)
+from qcrd_plugin.answers import (
+    ANSWER_TYPES,
+    CHOICE_LETTERS,
+    MAX_EXPRESSION_CHARS,
+    NLI_LABELS,
+    answers_match,
+    canonical_text,
+    format_number,
+    normalize_answer,
+    parse_steps,
+    predicted_answer,
+    safe_eval,
+    stated_answer,
+    step_validity,
+)
 
 PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -23,8 +35,14 @@ any_text = st.text(max_size=80)
 arithmetic_text = st.text(alphabet=ARITHMETIC_CHARS, max_size=60)
 choices_lists = st.none() | st.lists(st.text(max_size=12), max_size=12)
 answer_types = st.sampled_from(ANSWER_TYPES)
-raw_answers = (any_text | st.integers() | st.floats() | st.booleans() | st.none()
-               | st.integers(min_value=10**300, max_value=10**400))
+raw_answers = (
+    any_text
+    | st.integers()
+    | st.floats()
+    | st.booleans()
+    | st.none()
+    | st.integers(min_value=10**300, max_value=10**400)
+)
 
 
 def is_canonical(value, answer_type: str, choices) -> bool:
@@ -45,6 +63,7 @@ def is_canonical(value, answer_type: str, choices) -> bool:
 
 # ---- safe_eval ------------------------------------------------------------------------------
 
+
 @PROPERTY
 @given(any_text | arithmetic_text)
 @example("-" * 100000 + "1")  # Python's parser: MemoryError
@@ -62,9 +81,36 @@ def test_safe_eval_never_raises_and_gives_none_or_a_finite_float(text):
         assert value is None
 
 
-HOSTILE = ["a", "os", "print", "open('f')", "__import__('os')", "os.system('true')", "(1).real", "[1][0]", "{1: 2}[1]",
-           "lambda: 1", "'7'", "b'7'", "True", "None", "...", "1 if 1 else 2", "(y := 3)", "f'{1}'", "[1, 2]", "{1}",
-           "1 < 2", "not 1", "~1", "1 and 2", "qcrd_probe()", "globals()", "().__class__", "1j"]
+HOSTILE = [
+    "a",
+    "os",
+    "print",
+    "open('f')",
+    "__import__('os')",
+    "os.system('true')",
+    "(1).real",
+    "[1][0]",
+    "{1: 2}[1]",
+    "lambda: 1",
+    "'7'",
+    "b'7'",
+    "True",
+    "None",
+    "...",
+    "1 if 1 else 2",
+    "(y := 3)",
+    "f'{1}'",
+    "[1, 2]",
+    "{1}",
+    "1 < 2",
+    "not 1",
+    "~1",
+    "1 and 2",
+    "qcrd_probe()",
+    "globals()",
+    "().__class__",
+    "1j",
+]
 
 
 @st.composite
@@ -118,7 +164,11 @@ def test_safe_eval_never_runs_names_calls_or_attributes(case, hostile, where):
     calls = []
     builtins.qcrd_probe = lambda: calls.append(1) or 1
     try:
-        for candidate in (f"{text} + {hostile}", f"{hostile} * ({text})", f"{text[:cut]} + ({hostile}) + 0 * {text[cut:] or '1'}"):
+        for candidate in (
+            f"{text} + {hostile}",
+            f"{hostile} * ({text})",
+            f"{text[:cut]} + ({hostile}) + 0 * {text[cut:] or '1'}",
+        ):
             assert safe_eval(candidate) is None, candidate
     finally:
         del builtins.qcrd_probe
@@ -126,6 +176,7 @@ def test_safe_eval_never_runs_names_calls_or_attributes(case, hostile, where):
 
 
 # ---- normalize_answer -------------------------------------------------------------------------
+
 
 @PROPERTY
 @given(raw_answers, answer_types, choices_lists)
@@ -145,14 +196,17 @@ def test_normalize_answer_is_canonical_and_idempotent(raw, answer_type, choices)
 
 # ---- stated_answer / predicted_answer on arbitrary text ---------------------------------------
 
+
 @PROPERTY
 @given(any_text, answer_types, choices_lists, st.booleans())
 @example("The answer is " + "9" * 400, "number", None, False)
 @example("Tom had " + "9" * 400 + " apples", "number", None, False)
 @example("The answer is (" * 50, "number", None, True)
 def test_stated_and_predicted_answers_never_raise_and_round_trip(text, answer_type, choices, require_phrase):
-    for value in (stated_answer(text, answer_type, choices, require_phrase=require_phrase),
-                  predicted_answer(text, answer_type, choices)):
+    for value in (
+        stated_answer(text, answer_type, choices, require_phrase=require_phrase),
+        predicted_answer(text, answer_type, choices),
+    ):
         assert is_canonical(value, answer_type, choices), value
         if value is not None:
             assert normalize_answer(canonical_text(value), answer_type, choices) == value
@@ -161,19 +215,28 @@ def test_stated_and_predicted_answers_never_raise_and_round_trip(text, answer_ty
 
 
 @PROPERTY
-@given(st.text(alphabet="0123456789 .,+-*/()$", max_size=40), st.sampled_from(["The answer is ", "So the answer is ", "Answer: ", "#### "]))
+@given(
+    st.text(alphabet="0123456789 .,+-*/()$", max_size=40),
+    st.sampled_from(["The answer is ", "So the answer is ", "Answer: ", "#### "]),
+)
 def test_number_readers_on_number_like_text(tail, phrase):
     value = stated_answer(f"Some steps. 3 + 4 = 7. {phrase}{tail}")
     assert value is None or (type(value) is float and math.isfinite(value))
     assert predicted_answer(tail) is None or math.isfinite(predicted_answer(tail))
 
 
-finite_floats = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10**12, 10**12).map(float) \
-    | st.decimals(min_value=-10**6, max_value=10**6, places=4, allow_nan=False).map(float)
+finite_floats = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(10**12), 10**12).map(float)
+    | st.decimals(min_value=-(10**6), max_value=10**6, places=4, allow_nan=False).map(float)
+)
 
 
 @PROPERTY
-@given(finite_floats, st.sampled_from(["The answer is {}.", "So the answer is {}", "Answer: {}", "#### {}", "The answer is ({})."]))
+@given(
+    finite_floats,
+    st.sampled_from(["The answer is {}.", "So the answer is {}", "Answer: {}", "#### {}", "The answer is ({})."]),
+)
 @example(1e-05, "The answer is {}.")  # %g would write "1e-05", read back as 1
 @example(1234567.5, "The answer is {}.")  # %g would write "1.23457e+06"
 @example(1234.5678, "Answer: {}")  # %g would keep 6 digits: "1234.57"
@@ -189,8 +252,11 @@ def test_numbers_round_trip_through_their_canonical_text(x, template):
     assert answers_match(x, text) and answers_match(text, x)
 
 
-words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ", min_size=2, max_size=15).map(str.strip).filter(
-    lambda w: len(w) >= 2 and " " not in w[:2])
+words = (
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz ", min_size=2, max_size=15)
+    .map(str.strip)
+    .filter(lambda w: len(w) >= 2 and " " not in w[:2])
+)
 
 
 @PROPERTY
@@ -205,12 +271,18 @@ def test_choices_round_trip(choices, data):
     assert normalize_answer(choices[i], "choice", choices) == letter  # the choice's own text
     beyond = CHOICE_LETTERS[len(choices)] if len(choices) < len(CHOICE_LETTERS) else None
     if beyond:  # a letter past the last choice is no answer
-        assert normalize_answer(f"({beyond})", "choice", choices) is None or normalize_answer(f"({beyond})", "choice", choices) != beyond
+        assert (
+            normalize_answer(f"({beyond})", "choice", choices) is None
+            or normalize_answer(f"({beyond})", "choice", choices) != beyond
+        )
 
 
 @PROPERTY
-@given(st.sampled_from(NLI_LABELS + ("yes", "no")), st.text(alphabet="abcdefghijklmnopqrstuvwxyz ,", max_size=40),
-       st.sampled_from(["{}", "{}.", " {} ", "{}!", "{}".upper()]))
+@given(
+    st.sampled_from(NLI_LABELS + ("yes", "no")),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz ,", max_size=40),
+    st.sampled_from(["{}", "{}.", " {} ", "{}!", "{}".upper()]),
+)
 def test_labels_and_yes_no_round_trip(word, prefix, form):
     answer_type = "label" if word in NLI_LABELS else "yesno"
     spelled = form.format(word)
@@ -228,6 +300,7 @@ def test_label_ids_and_booleans():
 
 
 # ---- answers_match and the step checker ---------------------------------------------------------
+
 
 @PROPERTY
 @given(raw_answers, raw_answers)
@@ -250,7 +323,13 @@ def test_step_checker_never_raises(text):
 
 
 @PROPERTY
-@given(st.lists(st.tuples(st.integers(0, 999), st.sampled_from("+-*"), st.integers(0, 999), st.booleans()), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 999), st.sampled_from("+-*"), st.integers(0, 999), st.booleans()),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_step_checker_counts_right_and_wrong_steps(steps):
     ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
     text = " ".join(f"Then {a} {op} {b} = {ops[op](a, b) + (0 if right else 1)}." for a, op, b, right in steps)

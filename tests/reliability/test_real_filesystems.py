@@ -24,10 +24,23 @@ import pytest
 
 CLI = str(Path(sys.executable).with_name("qcrd-bench"))
 # The test_resume.py run, on the simulated teacher: 2 rounds, a checkpoint of about 6 MB each.
-RUN = ["task.n_train=24", "task.n_valid=8", "task.n_test=12", "training.rounds=2", "training.steps_per_round=4",
-       "training.iteration_steps=2", "training.batch_size=8", "training.warmup_steps=1", "judge.pretrain_steps=3",
-       "judge.online_every=2", "negatives.j_back=1", "negatives.max_new_tokens=16", "evaluation.batch_size=32",
-       "evaluation.faithfulness_items=3", "teacher.kind=simulated"]
+RUN = [
+    "task.n_train=24",
+    "task.n_valid=8",
+    "task.n_test=12",
+    "training.rounds=2",
+    "training.steps_per_round=4",
+    "training.iteration_steps=2",
+    "training.batch_size=8",
+    "training.warmup_steps=1",
+    "judge.pretrain_steps=3",
+    "judge.online_every=2",
+    "negatives.j_back=1",
+    "negatives.max_new_tokens=16",
+    "evaluation.batch_size=32",
+    "evaluation.faithfulness_items=3",
+    "teacher.kind=simulated",
+]
 OVERRIDES = [arg for o in RUN for arg in ("-o", o)]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -36,8 +49,13 @@ def on_tmpfs(mount_point: Path, options: str, argv: list[str], then: str = "") -
     """Run ``argv`` with a fresh tmpfs (mount ``options``) at ``mount_point``, in a private mount
     namespace, then the shell command ``then`` (to copy out what the run left) before the tmpfs goes."""
     script = f'mount -t tmpfs -o {options} tmpfs "$0" || exit 97; "$@"; code=$?; {then or ":"}; exit $code'
-    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, str(mount_point), *argv],
-                          capture_output=True, text=True, env=ENV, timeout=600)
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, str(mount_point), *argv],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +82,11 @@ def test_a_read_only_folder_is_refused_before_any_work(tmp_path, tmpfs_allowed, 
     mount.mkdir()
     proc = on_tmpfs(mount, "ro", [CLI, "run", "--quiet", "--output-dir", str(mount / "runs"), *OVERRIDES])
     one_line(proc, 2, "qcrd-bench: error: output_dir", "Read-only file system")
-    proc = on_tmpfs(mount, "ro", [CLI, "teach", "--task", "synth", "--teacher", "simulated", "--quiet",
-                                  "--out", str(mount / "pool.jsonl")])
+    proc = on_tmpfs(
+        mount,
+        "ro",
+        [CLI, "teach", "--task", "synth", "--teacher", "simulated", "--quiet", "--out", str(mount / "pool.jsonl")],
+    )
     one_line(proc, 2, "qcrd-bench: error: --out", "not writable")
     figures("bad_inputs_tried", 2)
 
@@ -79,8 +100,12 @@ def test_a_full_disk_stops_with_one_line_and_keeps_every_finished_round(size, tm
     mount, kept = tmp_path / "disk", tmp_path / "kept"
     mount.mkdir()
     run_dir = mount / "runs" / "default"
-    proc = on_tmpfs(mount, f"size={size}", [CLI, "run", "--quiet", "--output-dir", str(mount / "runs"), *OVERRIDES],
-                    then=f'cp -a "{run_dir}" "{kept}"')
+    proc = on_tmpfs(
+        mount,
+        f"size={size}",
+        [CLI, "run", "--quiet", "--output-dir", str(mount / "runs"), *OVERRIDES],
+        then=f'cp -a "{run_dir}" "{kept}"',
+    )
     line = one_line(proc, 1, "qcrd-bench: stopped: could not write the round", "--resume")
     figures("faults_injected")
     assert not list(kept.glob(".round_*.partial")) and not list(kept.glob("**/*.tmp")), sorted(kept.rglob("*"))
@@ -88,8 +113,9 @@ def test_a_full_disk_stops_with_one_line_and_keeps_every_finished_round(size, tm
     assert finished == ([] if size != "13m" else ["round_1"]), (finished, line)
     if finished:  # resuming without a round is a fresh start, which test_resume.py covers
         assert "the newest intact checkpoint is round_1/" in line
-        resumed = subprocess.run([CLI, "run", "--quiet", "--resume", str(kept)], capture_output=True, text=True, env=ENV,
-                                 timeout=600)
+        resumed = subprocess.run(
+            [CLI, "run", "--quiet", "--resume", str(kept)], capture_output=True, text=True, env=ENV, timeout=600
+        )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert len((kept / "metrics.jsonl").read_text().splitlines()) == 2
     else:
@@ -101,12 +127,20 @@ def test_a_full_disk_while_writing_a_pool_stops_with_one_line(tmp_path, tmpfs_al
     """8 KB: the run stops on its first pool, teach on its output; nothing half-written stays."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    proc = on_tmpfs(mount, "size=8k", [CLI, "run", "--quiet", "--output-dir", str(mount / "runs"), *OVERRIDES],
-                    then=f'ls -A "{mount}/runs/default" > "{tmp_path}/left.txt"')
+    proc = on_tmpfs(
+        mount,
+        "size=8k",
+        [CLI, "run", "--quiet", "--output-dir", str(mount / "runs"), *OVERRIDES],
+        then=f'ls -A "{mount}/runs/default" > "{tmp_path}/left.txt"',
+    )
     one_line(proc, 1, "qcrd-bench: stopped: cannot write", "pool_train.jsonl", "No space left on device", "--resume")
     assert not [name for name in (tmp_path / "left.txt").read_text().split() if name.endswith(".tmp")]
-    proc = on_tmpfs(mount, "size=8k", [CLI, "teach", "--task", "synth", "--teacher", "simulated", "--quiet",
-                                       "--out", str(mount / "pool.jsonl")], then=f'ls -A "{mount}" > "{tmp_path}/left.txt"')
+    proc = on_tmpfs(
+        mount,
+        "size=8k",
+        [CLI, "teach", "--task", "synth", "--teacher", "simulated", "--quiet", "--out", str(mount / "pool.jsonl")],
+        then=f'ls -A "{mount}" > "{tmp_path}/left.txt"',
+    )
     one_line(proc, 1, "qcrd-bench: stopped: --out: cannot write", "No space left on device")
     assert (tmp_path / "left.txt").read_text().split() == []
     figures("faults_injected", 2)

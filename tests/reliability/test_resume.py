@@ -21,18 +21,30 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from helpers import ChatHandler, completion, invoke, serve
 
 CLI = str(Path(sys.executable).with_name("qcrd-bench"))
 
 # Small enough for CI, big enough to cross every phase twice (2 rounds, 2 iterations per round).
 RUN = [
-    "task.n_train=24", "task.n_valid=8", "task.n_test=12",
-    "training.rounds=2", "training.steps_per_round=4", "training.iteration_steps=2", "training.batch_size=8",
-    "training.warmup_steps=1", "judge.pretrain_steps=3", "judge.online_every=2", "negatives.j_back=1",
-    "negatives.max_new_tokens=16", "evaluation.batch_size=32", "evaluation.faithfulness_items=3",
-    "teacher.kind=openai", "teacher.model=local-teacher", "teacher.samples=2", "teacher.concurrency=1",
+    "task.n_train=24",
+    "task.n_valid=8",
+    "task.n_test=12",
+    "training.rounds=2",
+    "training.steps_per_round=4",
+    "training.iteration_steps=2",
+    "training.batch_size=8",
+    "training.warmup_steps=1",
+    "judge.pretrain_steps=3",
+    "judge.online_every=2",
+    "negatives.j_back=1",
+    "negatives.max_new_tokens=16",
+    "evaluation.batch_size=32",
+    "evaluation.faithfulness_items=3",
+    "teacher.kind=openai",
+    "teacher.model=local-teacher",
+    "teacher.samples=2",
+    "teacher.concurrency=1",
     "teacher.api_key_env=QCRD_TEST_TEACHER_KEY",
 ]
 # Fields that measure the machine, not the run.
@@ -81,8 +93,14 @@ def start(args: list[str], fault: str = "") -> subprocess.Popen:
     if fault:
         env["QCRD_FAULT"] = fault
     # SIGINT as in a terminal: a test runner started in the background ignores it, and its children inherit that.
-    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [CLI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def comparable(records: list[dict]) -> list[dict]:
@@ -121,12 +139,18 @@ def test_sigkill_in_every_phase_then_resume_matches_uninterrupted_run(tmp_path, 
         # which must stop the run (exit code 1, one message) with round 1 intact.
         for fault, check in [
             ("kill@training_step=3", lambda: not (run_dir / "round_1").exists()),
-            ("kill@checkpoint_write=1", lambda: not (run_dir / "round_1").exists() and any(run_dir.glob(".round_1.partial"))),
+            (
+                "kill@checkpoint_write=1",
+                lambda: not (run_dir / "round_1").exists() and any(run_dir.glob(".round_1.partial")),
+            ),
             ("sigint@training_step=6", lambda: round_1_is_newest(run_dir)),  # Ctrl-C while training round 2
             ("nan@training_step=6", lambda: round_1_is_newest(run_dir)),
             ("enospc@checkpoint_write=2", lambda: round_1_is_newest(run_dir)),
             ("devfull@checkpoint_write=2", lambda: round_1_is_newest(run_dir)),  # torch.save's own error, on /dev/full
-            ("kill@evaluation=2", lambda: len(metrics(run_dir)) == 1 and (run_dir / "round_2" / "training_state.pt").exists()),
+            (
+                "kill@evaluation=2",
+                lambda: len(metrics(run_dir)) == 1 and (run_dir / "round_2" / "training_state.pt").exists(),
+            ),
             # after the last round's metrics, before the previous state is deleted (that window: the next test)
             ("kill@metrics_written=2", lambda: len(metrics(run_dir)) == 2),
         ]:
@@ -137,13 +161,19 @@ def test_sigkill_in_every_phase_then_resume_matches_uninterrupted_run(tmp_path, 
                 figures("kills_survived")
             elif fault.startswith("sigint"):
                 assert proc.returncode == 130, f"{fault}: {err[-2000:]}"
-                assert "Traceback" not in err and err.strip().splitlines() == ["qcrd-bench: interrupted; a run continues with --resume"], err[-2000:]
+                assert "Traceback" not in err and err.strip().splitlines() == [
+                    "qcrd-bench: interrupted; a run continues with --resume"
+                ], err[-2000:]
                 figures("faults_injected")
                 figures("faults_survived")
             else:
                 assert proc.returncode == 1, f"{fault}: {err[-2000:]}"
                 assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
-                assert ("loss is nan at step 6 (round 2)" if fault.startswith("nan") else "could not write the round 2 checkpoint") in err
+                assert (
+                    "loss is nan at step 6 (round 2)"
+                    if fault.startswith("nan")
+                    else "could not write the round 2 checkpoint"
+                ) in err
                 assert "round_1/" in err and "--resume" in err
                 figures("faults_injected")
                 figures("faults_survived")
@@ -166,7 +196,10 @@ def test_sigkill_in_every_phase_then_resume_matches_uninterrupted_run(tmp_path, 
     figures("bytes_lost", lost)
     assert lost == 0
     # Only the newest round keeps its training state; no half-written checkpoint is left.
-    assert not (run_dir / "round_1" / "training_state.pt").exists() and (run_dir / "round_2" / "training_state.pt").exists()
+    assert (
+        not (run_dir / "round_1" / "training_state.pt").exists()
+        and (run_dir / "round_2" / "training_state.pt").exists()
+    )
     assert not list(run_dir.glob(".round_*.partial"))
 
 
@@ -177,8 +210,11 @@ def round_1_is_newest(run_dir: Path) -> bool:
     from qcrd_plugin.checkpoints import load_state
 
     AutoModelForSeq2SeqLM.from_pretrained(run_dir / "round_1")
-    return (load_state(run_dir / "round_1")["step"] == 4 and not (run_dir / "round_2").exists()
-            and not list(run_dir.glob(".round_*.partial")))
+    return (
+        load_state(run_dir / "round_1")["step"] == 4
+        and not (run_dir / "round_2").exists()
+        and not list(run_dir.glob(".round_*.partial"))
+    )
 
 
 def test_second_run_in_same_directory_is_refused_while_first_holds_the_lock(tmp_path, figures):
@@ -211,6 +247,7 @@ def test_damaged_checkpoints_and_an_early_kill_stop_resume_with_one_line(tmp_pat
     """A resumed run whose newest checkpoint is truncated, corrupted or empty, or a run killed
     before it saved its config, gives exit code 2 and one line saying what to do; a kill right
     after the last metrics leaves no stale training state once resumed."""
+
     def assert_one_line(proc, code, *needles):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == code and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
@@ -227,14 +264,18 @@ def test_damaged_checkpoints_and_an_early_kill_stop_resume_with_one_line(tmp_pat
     assert proc.returncode == -signal.SIGKILL and (run_dir / "round_1").is_dir(), proc.stderr[-3000:]
     model, state = run_dir / "round_1" / "model.safetensors", run_dir / "round_1" / "training_state.pt"
     good_model, good_state = model.read_bytes(), state.read_bytes()
-    for name, damage in [("model truncated", lambda: model.write_bytes(good_model[: len(good_model) // 2])),
-                         ("model corrupted", lambda: model.write_bytes(good_model[:64] + bytes(len(good_model) - 64))),
-                         ("model empty", lambda: model.write_bytes(b"")),
-                         ("state truncated", lambda: state.write_bytes(good_state[: len(good_state) // 3]))]:
+    for name, damage in [
+        ("model truncated", lambda: model.write_bytes(good_model[: len(good_model) // 2])),
+        ("model corrupted", lambda: model.write_bytes(good_model[:64] + bytes(len(good_model) - 64))),
+        ("model empty", lambda: model.write_bytes(b"")),
+        ("state truncated", lambda: state.write_bytes(good_state[: len(good_state) // 3])),
+    ]:
         model.write_bytes(good_model)
         state.write_bytes(good_state)
         damage()
-        proc = subprocess.run([CLI, "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [CLI, "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True, timeout=600
+        )
         file = "model.safetensors" if name.startswith("model") else "training_state.pt"
         assert_one_line(proc, 2, f"round_1/{file}: damaged checkpoint", "remove", "--overwrite")
         figures("bad_inputs_tried")
@@ -242,18 +283,31 @@ def test_damaged_checkpoints_and_an_early_kill_stop_resume_with_one_line(tmp_pat
     # --resume removes it, so only the newest round keeps one.
     model.write_bytes(good_model)
     state.write_bytes(good_state)
-    proc = subprocess.run([CLI, "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "QCRD_FAULT": "kill@metrics_written=2"})
-    assert proc.returncode == -signal.SIGKILL and state.exists() and (run_dir / "round_2" / "training_state.pt").exists()
+    proc = subprocess.run(
+        [CLI, "run", "--quiet", "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "QCRD_FAULT": "kill@metrics_written=2"},
+    )
+    assert (
+        proc.returncode == -signal.SIGKILL and state.exists() and (run_dir / "round_2" / "training_state.pt").exists()
+    )
     figures("kills_survived")
-    proc = subprocess.run([CLI, "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [CLI, "run", "--quiet", "--resume", str(run_dir)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0 and "nothing to resume" in proc.stdout + proc.stderr, proc.stderr[-2000:]
     assert not state.exists() and (run_dir / "round_2" / "training_state.pt").exists()
     early = tmp_path / "early"
     early.mkdir()
     (early / ".lock").write_text("123")
     proc = invoke("run", "--resume", str(early))
-    assert proc.returncode == 2 and "stopped before it saved its config.yaml" in proc.stderr and "start it again" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "stopped before it saved its config.yaml" in proc.stderr
+        and "start it again" in proc.stderr
+    )
     figures("bad_inputs_tried")
 
 
@@ -261,17 +315,43 @@ def test_a_finished_run_is_extended_with_more_rounds(tmp_path):
     """--resume RUN --rounds N continues a finished run to N rounds. With the warm-up spanning
     every step the learning-rate schedule does not depend on the total, so the extended run ends
     with the metrics of a run started with N rounds; fewer rounds or another key are refused."""
-    small = ["-o", "task.n_train=24", "-o", "task.n_valid=8", "-o", "task.n_test=12", "-o", "training.steps_per_round=3",
-             "-o", "training.warmup_steps=6", "-o", "judge.pretrain_steps=2", "-o", "evaluation.faithfulness=false",
-             "-o", "teacher.kind=simulated"]
+    small = [
+        "-o",
+        "task.n_train=24",
+        "-o",
+        "task.n_valid=8",
+        "-o",
+        "task.n_test=12",
+        "-o",
+        "training.steps_per_round=3",
+        "-o",
+        "training.warmup_steps=6",
+        "-o",
+        "judge.pretrain_steps=2",
+        "-o",
+        "evaluation.faithfulness=false",
+        "-o",
+        "teacher.kind=simulated",
+    ]
     for name, rounds in (("extended", "1"), ("fresh", "2")):
-        proc = subprocess.run([CLI, "run", "--quiet", "--output-dir", str(tmp_path), "--name", name, "--rounds", rounds, *small],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [CLI, "run", "--quiet", "--output-dir", str(tmp_path), "--name", name, "--rounds", rounds, *small],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = subprocess.run([CLI, "run", "--quiet", "--resume", str(tmp_path / "extended"), "--rounds", "2"], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [CLI, "run", "--quiet", "--resume", str(tmp_path / "extended"), "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert comparable(metrics(tmp_path / "extended")) == comparable(metrics(tmp_path / "fresh"))
-    for extra, says in ((["--rounds", "1"], "can be extended, not shortened"), (["-o", "method.beta=0.3"], "only --rounds")):
+    for extra, says in (
+        (["--rounds", "1"], "can be extended, not shortened"),
+        (["-o", "method.beta=0.3"], "only --rounds"),
+    ):
         proc = invoke("run", "--resume", str(tmp_path / "extended"), *extra)
         assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

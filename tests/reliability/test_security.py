@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import ChatHandler, completion, serve
+
 from qcrd_plugin import answers
 from qcrd_plugin.config import RunConfig, describe_fields, load_config
 
@@ -30,9 +30,17 @@ KEY_ENV = "QCRD_SECURITY_TEST_KEY"
 SOURCES = sorted([*REPO.glob("qcrd_plugin/**/*.py"), *REPO.glob("benchmarks/**/*.py"), *REPO.glob("tasks/**/*.py")])
 
 
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})})
+def cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})},
+    )
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -63,7 +71,9 @@ class EchoServer:
                 auth = self.headers.get("Authorization", "")
                 server.auth.append(auth)
                 if server.mode == "401":
-                    self.reply(401, {"error": {"message": f"Incorrect API key provided: {auth.removeprefix('Bearer ')}"}})
+                    self.reply(
+                        401, {"error": {"message": f"Incorrect API key provided: {auth.removeprefix('Bearer ')}"}}
+                    )
                 else:
                     self.reply(200, completion("A better. 1 + 2 = 3. So the answer is 3."))
 
@@ -79,13 +89,19 @@ class EchoServer:
 
 def test_no_config_key_holds_a_secret(tmp_path, figures):
     secret_like = re.compile(r"api_?key|secret|password|passwd|credential|auth|^token$|_token$|bearer", re.IGNORECASE)
-    offenders = [key for key, _, _ in describe_fields(RunConfig)
-                 if secret_like.search(key.rsplit(".", 1)[-1]) and not key.endswith("_env")]
+    offenders = [
+        key
+        for key, _, _ in describe_fields(RunConfig)
+        if secret_like.search(key.rsplit(".", 1)[-1]) and not key.endswith("_env")
+    ]
     assert offenders == []
     sentinel = f"sk-test-SENTINEL-{uuid.uuid4().hex}"
     (tmp_path / "with_key.yaml").write_text(f"teacher:\n  kind: openai\n  api_key: {sentinel}\n")
-    for args in (["config", "-o", f"teacher.api_key={sentinel}"], ["config", "--config", str(tmp_path / "with_key.yaml")],
-                 ["run", "-o", f"teacher.api_key={sentinel}", "--output-dir", str(tmp_path / "runs")]):
+    for args in (
+        ["config", "-o", f"teacher.api_key={sentinel}"],
+        ["config", "--config", str(tmp_path / "with_key.yaml")],
+        ["run", "-o", f"teacher.api_key={sentinel}", "--output-dir", str(tmp_path / "runs")],
+    ):
         result = cli(*args)
         figures("bad_inputs_tried")
         assert "unknown key 'teacher.api_key'" in one_error_line(result)
@@ -101,32 +117,117 @@ def test_api_key_reaches_the_server_and_nothing_else(tmp_path, figures):
     sentinel = f"sk-test-SENTINEL-{uuid.uuid4().hex}"
     env = {KEY_ENV: sentinel}
     server = EchoServer()
-    teacher = ["-o", "teacher.kind=openai", "-o", "teacher.model=local", "-o", f"teacher.base_url={server.url}",
-               "-o", f"teacher.api_key_env={KEY_ENV}", "-o", "teacher.samples=2", "-o", "teacher.concurrency=2"]
+    teacher = [
+        "-o",
+        "teacher.kind=openai",
+        "-o",
+        "teacher.model=local",
+        "-o",
+        f"teacher.base_url={server.url}",
+        "-o",
+        f"teacher.api_key_env={KEY_ENV}",
+        "-o",
+        "teacher.samples=2",
+        "-o",
+        "teacher.concurrency=2",
+    ]
     outputs = []
     try:
-        run = cli("run", "--output-dir", str(tmp_path / "runs"), "--name", "sec", "--quiet", *teacher,
-                  "-o", "task.n_train=6", "-o", "task.n_valid=2", "-o", "task.n_test=4", "-o", "training.rounds=1",
-                  "-o", "training.steps_per_round=2", "-o", "training.iteration_steps=2", "-o", "training.batch_size=4",
-                  "-o", "training.warmup_steps=0", "-o", "judge.pretrain_steps=1", "-o", "negatives.j_back=1",
-                  "-o", "negatives.max_new_tokens=8", "-o", "evaluation.limit=2", "-o", "evaluation.faithfulness=false",
-                  "-o", "evaluation.batch_size=8", "-o", "student.max_target_tokens=32", env=env)
+        run = cli(
+            "run",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "sec",
+            "--quiet",
+            *teacher,
+            "-o",
+            "task.n_train=6",
+            "-o",
+            "task.n_valid=2",
+            "-o",
+            "task.n_test=4",
+            "-o",
+            "training.rounds=1",
+            "-o",
+            "training.steps_per_round=2",
+            "-o",
+            "training.iteration_steps=2",
+            "-o",
+            "training.batch_size=4",
+            "-o",
+            "training.warmup_steps=0",
+            "-o",
+            "judge.pretrain_steps=1",
+            "-o",
+            "negatives.j_back=1",
+            "-o",
+            "negatives.max_new_tokens=8",
+            "-o",
+            "evaluation.limit=2",
+            "-o",
+            "evaluation.faithfulness=false",
+            "-o",
+            "evaluation.batch_size=8",
+            "-o",
+            "student.max_target_tokens=32",
+            env=env,
+        )
         outputs.append(run)
         assert run.returncode == 0, run.stdout + run.stderr
         requests_ok = len(server.auth)
         assert requests_ok == (6 + 2) * 2  # train + validation questions x 2 samples
 
         server.mode = "401"
-        refused = cli("teach", "--task", "synth", "--teacher", "openai", "--model", "local", "--base-url", server.url,
-                      "--api-key-env", KEY_ENV, "-k", "2", "--limit", "2", "--quiet", "--out", str(tmp_path / "teach" / "pool.jsonl"),
-                      "-o", "task.n_train=4", "-o", "task.n_valid=1", "-o", "task.n_test=1", env=env)
+        refused = cli(
+            "teach",
+            "--task",
+            "synth",
+            "--teacher",
+            "openai",
+            "--model",
+            "local",
+            "--base-url",
+            server.url,
+            "--api-key-env",
+            KEY_ENV,
+            "-k",
+            "2",
+            "--limit",
+            "2",
+            "--quiet",
+            "--out",
+            str(tmp_path / "teach" / "pool.jsonl"),
+            "-o",
+            "task.n_train=4",
+            "-o",
+            "task.n_valid=1",
+            "-o",
+            "task.n_test=1",
+            env=env,
+        )
         outputs.append(refused)
         figures("faults_injected")
         line = one_error_line(refused)
         assert "HTTP 401" in line and f"${KEY_ENV}" in line
-        judged = cli("judge", str(tmp_path / "runs" / "sec"), str(tmp_path / "runs" / "sec"), "--teacher", "openai",
-                     "--model", "local", "--base-url", server.url, "--api-key-env", KEY_ENV, "--items", "1",
-                     "--out", str(tmp_path / "judge.json"), env=env)
+        judged = cli(
+            "judge",
+            str(tmp_path / "runs" / "sec"),
+            str(tmp_path / "runs" / "sec"),
+            "--teacher",
+            "openai",
+            "--model",
+            "local",
+            "--base-url",
+            server.url,
+            "--api-key-env",
+            KEY_ENV,
+            "--items",
+            "1",
+            "--out",
+            str(tmp_path / "judge.json"),
+            env=env,
+        )
         outputs.append(judged)
         figures("faults_injected")
         assert "HTTP 401" in one_error_line(judged)
@@ -149,8 +250,11 @@ def test_api_key_reaches_the_server_and_nothing_else(tmp_path, figures):
 
 
 def calls_named(tree: ast.AST, names: set[str]) -> list[ast.Call]:
-    return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            and node.func.id in names]
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names
+    ]
 
 
 SAFE_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"}
@@ -159,7 +263,9 @@ SAFE_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"}
 def unsafe_yaml_loads(tree: ast.AST) -> list[ast.Call]:
     """``yaml.load``/``load_all`` calls whose Loader is not a safe loader: ``yaml.SafeLoader`` and
     the like, or a class of the same module derived from one (the config's unique-key loader)."""
-    bases = {node.name: [ast.unparse(b) for b in node.bases] for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    bases = {
+        node.name: [ast.unparse(b) for b in node.bases] for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+    }
 
     def safe(name: str, seen=()) -> bool:
         if name.removeprefix("yaml.") in SAFE_LOADERS and name.startswith("yaml."):
@@ -168,8 +274,13 @@ def unsafe_yaml_loads(tree: ast.AST) -> list[ast.Call]:
 
     bad = []
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "load_all")
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "yaml"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("load", "load_all")
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "yaml"
+        ):
             loader = [k.value for k in node.keywords if k.arg == "Loader"] + node.args[1:2]
             if not loader or not safe(ast.unparse(loader[0])):
                 bad.append(node)
@@ -187,10 +298,18 @@ def test_source_uses_safe_yaml_and_never_evals():
         found += [f"{path.relative_to(REPO)}:{c.lineno}: {ast.unparse(c)}" for c in unsafe_yaml_loads(tree)]
         # Builtins that run text as code. Method calls such as model.eval() and our own safe_eval
         # are attribute calls or other names, so they are not matched.
-        found += [f"{path.relative_to(REPO)}:{c.lineno}: {c.func.id}()" for c in calls_named(tree, {"eval", "exec", "compile", "__import__"})]
-        found += [f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}" for node in ast.walk(tree)
-                  if isinstance(node, ast.Attribute) and node.attr in ("eval", "exec") and isinstance(node.value, ast.Name)
-                  and node.value.id == "builtins"]
+        found += [
+            f"{path.relative_to(REPO)}:{c.lineno}: {c.func.id}()"
+            for c in calls_named(tree, {"eval", "exec", "compile", "__import__"})
+        ]
+        found += [
+            f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr in ("eval", "exec")
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "builtins"
+        ]
     assert found == []
 
 
@@ -200,10 +319,12 @@ def test_yaml_python_tags_are_refused(where, tmp_path, figures):
     payload = f'!!python/object/apply:os.system ["touch {marker}"]'
     evil = tmp_path / "evil.yaml"
     evil.write_text(f"name: {payload}\n" if where != "leaderboard" else f"methods: {payload}\n")
-    args = {"config": ["config", "--config", str(evil)],
-            "run": ["run", "--config", str(evil), "--output-dir", str(tmp_path / "runs")],
-            "override": ["config", "-o", f"name={payload}"],
-            "leaderboard": ["leaderboard", "--config", str(evil)]}[where]
+    args = {
+        "config": ["config", "--config", str(evil)],
+        "run": ["run", "--config", str(evil), "--output-dir", str(tmp_path / "runs")],
+        "override": ["config", "-o", f"name={payload}"],
+        "leaderboard": ["leaderboard", "--config", str(evil)],
+    }[where]
     result = cli(*args)
     figures("bad_inputs_tried")
     line = one_error_line(result)
@@ -222,13 +343,23 @@ def test_trust_remote_code_is_off_by_default_and_always_explicit():
     for path in SOURCES:
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
-            if isinstance(node, ast.keyword) and node.arg == "trust_remote_code" and not (
-                    isinstance(node.value, ast.Constant) and node.value.value is False) and not isinstance(node.value, (ast.Name, ast.Attribute)):
-                found.append(f"{path.relative_to(REPO)}:{node.value.lineno}: trust_remote_code={ast.unparse(node.value)}")
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "trust_remote_code"
+                and not (isinstance(node.value, ast.Constant) and node.value.value is False)
+                and not isinstance(node.value, (ast.Name, ast.Attribute))
+            ):
+                found.append(
+                    f"{path.relative_to(REPO)}:{node.value.lineno}: trust_remote_code={ast.unparse(node.value)}"
+                )
             # Auto* classes are the ones that can run a model's own code: they must be told explicitly.
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained"
-                    and any(isinstance(n, ast.Name) and n.id.startswith("Auto") for n in ast.walk(node.func.value))
-                    and not any(k.arg == "trust_remote_code" for k in node.keywords)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "from_pretrained"
+                and any(isinstance(n, ast.Name) and n.id.startswith("Auto") for n in ast.walk(node.func.value))
+                and not any(k.arg == "trust_remote_code" for k in node.keywords)
+            ):
                 implicit.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node.func)}")
     assert found == [] and implicit == []
 
@@ -243,11 +374,15 @@ def test_model_code_is_not_run_without_trust_remote_code(tmp_path, figures):
 
     model = tmp_path / "model"
     model.mkdir()
-    auto_map = {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.EvilModel",
-                "AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
+    auto_map = {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForCausalLM": "modeling_evil.EvilModel",
+        "AutoTokenizer": ["tokenization_evil.EvilTokenizer", None],
+    }
     (model / "config.json").write_text(json.dumps({"model_type": "qcrd_evil", "auto_map": auto_map}))
-    (model / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": auto_map["AutoTokenizer"]},
-                                                             "tokenizer_class": "EvilTokenizer"}))
+    (model / "tokenizer_config.json").write_text(
+        json.dumps({"auto_map": {"AutoTokenizer": auto_map["AutoTokenizer"]}, "tokenizer_class": "EvilTokenizer"})
+    )
     marker = tmp_path / "pwned"
     for module in ("configuration_evil", "modeling_evil", "tokenization_evil"):
         (model / f"{module}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
@@ -267,13 +402,28 @@ def test_hostile_labels_and_outputs_are_only_parsed(tmp_path):
 
     marker = tmp_path / "pwned"
     code = f"__import__('os').system('touch {marker}')"
-    hostile = [code, f"The answer is {code}", f"Answer: eval(\"{code}\")", f"#### (lambda: {code})()",
-               f"2 + {code} = 4. So the answer is {code}.", f"exec(compile({code!r}, 'x', 'exec'))",
-               "The answer is 9**9**9**9.", "#### 10**100000", f"{{{code}}}", "[c for c in ().__class__.__bases__[0].__subclasses__()]"]
+    hostile = [
+        code,
+        f"The answer is {code}",
+        f'Answer: eval("{code}")',
+        f"#### (lambda: {code})()",
+        f"2 + {code} = 4. So the answer is {code}.",
+        f"exec(compile({code!r}, 'x', 'exec'))",
+        "The answer is 9**9**9**9.",
+        "#### 10**100000",
+        f"{{{code}}}",
+        "[c for c in ().__class__.__bases__[0].__subclasses__()]",
+    ]
     start = time.perf_counter()
     for text in hostile:
         assert answers.safe_eval(text) is None or isinstance(answers.safe_eval(text), float)
-        for answer_type, choices in (("number", None), ("choice", ["a", "b"]), ("label", None), ("yesno", None), ("text", None)):
+        for answer_type, choices in (
+            ("number", None),
+            ("choice", ["a", "b"]),
+            ("label", None),
+            ("yesno", None),
+            ("text", None),
+        ):
             answers.predicted_answer(text, answer_type, choices)
             answers.stated_answer(text, answer_type, choices)
             answers.normalize_answer(text, answer_type, choices)
@@ -301,8 +451,10 @@ def test_run_name_cannot_leave_the_output_dir(name, tmp_path, figures):
     if name == "/abs":
         name = str(tmp_path / "abs")
     before = files_under(tmp_path)
-    for args in (["run", "--output-dir", str(outdir), "--name", name],
-                 ["run", "--output-dir", str(outdir), "-o", f"name={json.dumps(name)}"]):
+    for args in (
+        ["run", "--output-dir", str(outdir), "--name", name],
+        ["run", "--output-dir", str(outdir), "-o", f"name={json.dumps(name)}"],
+    ):
         result = cli(*args, cwd=outdir)
         figures("bad_inputs_tried")
         assert "key 'name'" in one_error_line(result) and "not a plain folder name" in result.stderr
@@ -318,8 +470,10 @@ def test_leaderboard_task_label_cannot_leave_the_output_dir(label, tmp_path, fig
     if label == "/abs":
         label = str(tmp_path / "abs")
     grid = tmp_path / "grid.yaml"
-    grid.write_text(f"output_dir: {json.dumps(str(tmp_path / 'lb'))}\nmethods: [dss]\nseeds: [0]\n"
-                    f"tasks:\n  {json.dumps(label)}: []\n")
+    grid.write_text(
+        f"output_dir: {json.dumps(str(tmp_path / 'lb'))}\nmethods: [dss]\nseeds: [0]\n"
+        f"tasks:\n  {json.dumps(label)}: []\n"
+    )
     before = files_under(tmp_path)
     result = cli("leaderboard", "--config", str(grid), cwd=tmp_path)
     figures("bad_inputs_tried")
@@ -329,7 +483,9 @@ def test_leaderboard_task_label_cannot_leave_the_output_dir(label, tmp_path, fig
 
 def test_data_prepare_source_cannot_leave_the_out_dir(tmp_path, figures):
     """``data prepare`` names its folders <task>-<source>: an unknown source is refused before any write."""
-    result = cli("data", "prepare", "--task", "svamp", "--source", "../../escape", "--out", str(tmp_path / "prep"), cwd=tmp_path)
+    result = cli(
+        "data", "prepare", "--task", "svamp", "--source", "../../escape", "--out", str(tmp_path / "prep"), cwd=tmp_path
+    )
     figures("bad_inputs_tried")
     assert "no source" in one_error_line(result)
     assert not (tmp_path / "prep").exists() and not (tmp_path.parent / "escape").exists()

@@ -20,21 +20,37 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from helpers import ChatHandler, completion, serve
+
 from qcrd_plugin.cli import main
 from qcrd_plugin.config import TeacherConfig
-from qcrd_plugin.questions import Question, TaskData
 from qcrd_plugin.errors import UserInputError
+from qcrd_plugin.questions import Question, TaskData
 from qcrd_plugin.teachers import OpenAITeacher, SampleCache, TeacherError, build_teacher
 
 QUESTIONS = [Question(f"q{i}", f"Ada has {i} pens and buys 2 more. How many pens?", str(i + 2)) for i in range(5)]
 TIMEOUT_S = 0.25
 
 # Faults the teacher must ride out by asking again; then the ones it must not ask again for.
-TRANSIENT = ["429", "429-retry-after", "500", "502", "503", "timeout", "truncated-json", "no-choices",
-             "empty-choices", "choices-not-a-list", "content-not-text", "not-json", "drop-before", "drop-mid",
-             "empty-content", "null-content", "trickle"]
+TRANSIENT = [
+    "429",
+    "429-retry-after",
+    "500",
+    "502",
+    "503",
+    "timeout",
+    "truncated-json",
+    "no-choices",
+    "empty-choices",
+    "choices-not-a-list",
+    "content-not-text",
+    "not-json",
+    "drop-before",
+    "drop-mid",
+    "empty-content",
+    "null-content",
+    "trickle",
+]
 REFUSALS = [400, 401, 403, 404]
 
 
@@ -99,7 +115,9 @@ class FaultServer:
                     self.reply(200, b'{"choices": [{"message": {"content": ""}}]}')
                 elif fault == "null-content":
                     self.reply(200, b'{"choices": [{"message": {"content": null}}]}')
-                elif fault == "trickle":  # headers at once, then the body a byte at a time, each well within the read timeout
+                elif (
+                    fault == "trickle"
+                ):  # headers at once, then the body a byte at a time, each well within the read timeout
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(good)))
@@ -149,8 +167,13 @@ def server():
 
 
 def make_teacher(server, cache: Path, waits: list | None = None, **cfg) -> OpenAITeacher:
-    cfg = TeacherConfig(kind="openai", model="local", base_url=server.url, timeout_s=TIMEOUT_S,
-                        **{"concurrency": 3, "max_retries": 2, **cfg})
+    cfg = TeacherConfig(
+        kind="openai",
+        model="local",
+        base_url=server.url,
+        timeout_s=TIMEOUT_S,
+        **{"concurrency": 3, "max_retries": 2, **cfg},
+    )
     teacher = build_teacher(cfg, TaskData("custom", "test", {"train": QUESTIONS}), cache)
     teacher.sleep = (lambda s: waits.append(s)) if waits is not None else (lambda s: None)
     return teacher
@@ -193,7 +216,17 @@ def test_transient_fault_is_retried_and_nothing_is_lost(fault, server, tmp_path,
     figures("faults_survived", injected)
 
 
-PERSISTENT = ["503", "429", "timeout", "truncated-json", "no-choices", "content-not-text", "not-json", "drop-before", "drop-mid"]
+PERSISTENT = [
+    "503",
+    "429",
+    "timeout",
+    "truncated-json",
+    "no-choices",
+    "content-not-text",
+    "not-json",
+    "drop-before",
+    "drop-mid",
+]
 
 
 @pytest.mark.parametrize("fault", PERSISTENT)
@@ -288,15 +321,44 @@ def test_cli_teach_prints_one_line_and_a_rerun_resumes(server, tmp_path, figures
 
     server.plan = plan
     out = tmp_path / "pool.jsonl"
-    args = ["teach", "--task", "synth", "--teacher", "openai", "--model", "local", "--base-url", server.url,
-            "--concurrency", "1", "-k", "2", "--limit", "3", "--out", str(out), "--quiet",
-            "-o", "teacher.max_retries=1", "-o", "task.n_train=8", "-o", "task.n_valid=2", "-o", "task.n_test=2"]
+    args = [
+        "teach",
+        "--task",
+        "synth",
+        "--teacher",
+        "openai",
+        "--model",
+        "local",
+        "--base-url",
+        server.url,
+        "--concurrency",
+        "1",
+        "-k",
+        "2",
+        "--limit",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+        "-o",
+        "teacher.max_retries=1",
+        "-o",
+        "task.n_train=8",
+        "-o",
+        "task.n_valid=2",
+        "-o",
+        "task.n_test=2",
+    ]
     result = CliRunner().invoke(main, args)
     figures("faults_injected", server.faulted())
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)  # _fail, not a traceback
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qcrd-bench: error: teacher endpoint") and "gave up after 2 tries" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("qcrd-bench: error: teacher endpoint")
+        and "gave up after 2 tries" in lines[0]
+    )
     assert "Traceback" not in result.output and not out.exists()
     cache = Path(str(out) + ".cache.jsonl")
     assert server.faulted() == 2 and len(SampleCache(cache).items) == 2 == len(server.delivered)
@@ -329,18 +391,48 @@ def test_ctrl_c_stops_teach_at_once_and_keeps_every_answer(tmp_path, figures):
             return None
         hanging.set()
         return "hang"
+
     server = FaultServer(plan)
     spec = tmp_path / "t.yaml"
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"id": q.id, "question": q.question, "answer": q.answer}) + "\n" for q in QUESTIONS))
+    (tmp_path / "t.jsonl").write_text(
+        "".join(json.dumps({"id": q.id, "question": q.question, "answer": q.answer}) + "\n" for q in QUESTIONS)
+    )
     (tmp_path / "test.jsonl").write_text(json.dumps({"question": "2 + 2?", "answer": 4}) + "\n")
     spec.write_text("name: t\nanswer_type: number\nfiles: {train: t.jsonl, test: test.jsonl}\n")
     cache = tmp_path / "cache.jsonl"
-    cli = [str(Path(sys.executable).with_name("qcrd-bench")), "teach", "--task", "custom", "--spec", str(spec), "--teacher", "openai",
-           "--model", "local", "--base-url", server.url, "-k", "2", "--concurrency", "1", "--cache", str(cache),
-           "--out", str(tmp_path / "p.jsonl"), "--quiet", "-o", "teacher.timeout_s=60"]
+    cli = [
+        str(Path(sys.executable).with_name("qcrd-bench")),
+        "teach",
+        "--task",
+        "custom",
+        "--spec",
+        str(spec),
+        "--teacher",
+        "openai",
+        "--model",
+        "local",
+        "--base-url",
+        server.url,
+        "-k",
+        "2",
+        "--concurrency",
+        "1",
+        "--cache",
+        str(cache),
+        "--out",
+        str(tmp_path / "p.jsonl"),
+        "--quiet",
+        "-o",
+        "teacher.timeout_s=60",
+    ]
     try:
-        proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # SIGINT as in a terminal
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            cli,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,  # SIGINT as in a terminal
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         assert hanging.wait(120), "the hanging request never came"
         time.sleep(0.5)
         started = time.monotonic()
