@@ -218,7 +218,7 @@ def answer_statements(text: str) -> list[str]:
         rest = text[match.end() :]
         line, _, after = rest.partition("\n")
         if not line.strip(" *:"):
-            line = next((l for l in after.split("\n") if l.strip()), "")
+            line = next((row for row in after.split("\n") if row.strip()), "")
         found.append(line.strip())
     return found
 

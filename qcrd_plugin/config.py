@@ -475,7 +475,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.rounds=2")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.load(raw, Loader=_SafeUniqueKeyLoader) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_SafeUniqueKeyLoader) if raw.strip() else ""  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(
             f"override {text!r}: value is not valid YAML ({getattr(err, 'problem', None) or err})"
@@ -534,7 +534,7 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     text = decode_utf8(raw, path, ConfigError)
     try:
-        return yaml.load(text, Loader=_SafeUniqueKeyLoader)
+        return yaml.load(text, Loader=_SafeUniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark else ""

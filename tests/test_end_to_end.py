@@ -17,7 +17,7 @@ def test_run_writes_every_output(tiny_run):
     run_dir, records = tiny_run
     assert (run_dir / "config.yaml").exists()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["rounds"] == 2
-    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in lines] == [1, 2]
     for record in lines:
         assert set(record["eval"]) == {"qcrd_synth", "qcrd_synth_explain"}
