@@ -71,8 +71,8 @@ def measure() -> dict:
 def main() -> None:
     result = measure()
     print(
-        f"default run: {result['wall_s']:.1f} s wall (target {TARGET_S:.0f} s, ratio {result['ratio_to_target']:.2f}), "
-        f"peak RSS {result['peak_rss_mib']} MiB; phases {result['phases_s']}"
+        f"default run: {result['wall_s']:.1f} s wall (target {TARGET_S:.0f} s, "
+        f"ratio {result['ratio_to_target']:.2f}), peak RSS {result['peak_rss_mib']} MiB; phases {result['phases_s']}"
     )
     print(f"accuracy per round: {result['acc_per_round']}")
 

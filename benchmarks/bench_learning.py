@@ -168,7 +168,8 @@ def main() -> None:
                 runs.append(run_once(setting, seed, out))
                 r = runs[-1]
                 print(
-                    f"{setting} seed {seed}: {r['wall_s']:.0f} s, acc {r['acc']:.3f}, step validity {r['step_validity']:.3f}",
+                    f"{setting} seed {seed}: {r['wall_s']:.0f} s, acc {r['acc']:.3f}, "
+                    f"step validity {r['step_validity']:.3f}",
                     flush=True,
                 )
     finally:

@@ -484,11 +484,13 @@ def main() -> None:
     (REPO / "benchmarks" / "results" / "ratios.json").write_text(json.dumps(results, indent=2))
     print(f"{'measure':<44} {'value':>8}  target")
     print(
-        f"{'(a) our DSS tokens/s / HF Seq2SeqTrainer':<44} {results['a_ours_over_seq2seq_trainer']['ratio']:>8.2f}  >= 1.2"
+        f"{'(a) our DSS tokens/s / HF Seq2SeqTrainer':<44} "
+        f"{results['a_ours_over_seq2seq_trainer']['ratio']:>8.2f}  >= 1.2"
     )
     print(f"{'(b) QCRD step / DSS step (K=5)':<44} {results['b_qcrd_over_dss_step']['ratio']:>8.2f}  <= 1.5")
     print(
-        f"{'    (b) reference: QCRD computed directly':<44} {results['b_qcrd_over_dss_step']['direct_qcrd_over_dss']:>8.2f}"
+        f"{'    (b) reference: QCRD computed directly':<44} "
+        f"{results['b_qcrd_over_dss_step']['direct_qcrd_over_dss']:>8.2f}"
     )
     print(f"{'    (b) work: QCRD model FLOPs / DSS':<44} {results['b_qcrd_over_dss_step']['work_ratio']:>8.2f}")
     parts = results["b_qcrd_step_breakdown_ms"]
@@ -498,10 +500,12 @@ def main() -> None:
     )
     print(f"{'(c) lm-eval evaluation / raw generate':<44} {results['c_lm_eval_over_generate']['ratio']:>8.2f}  <= 1.3")
     print(
-        f"{'(d) openai teacher / ideal, 50 ms latency':<44} {results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9"
+        f"{'(d) openai teacher / ideal, 50 ms latency':<44} "
+        f"{results['d_openai_teacher_throughput']['ratio']:>8.2f}  >= 0.9"
     )
     print(
-        f"{'(d) openai teacher / ideal, 200 ms latency':<44} {results['d_openai_teacher_throughput_200ms']['ratio']:>8.2f}  >= 0.9"
+        f"{'(d) openai teacher / ideal, 200 ms latency':<44} "
+        f"{results['d_openai_teacher_throughput_200ms']['ratio']:>8.2f}  >= 0.9"
     )
     for k, v in scaling.items():
         print(f"{f'(e) step s at K={k}: dss / qcrd':<44} {v['dss']:>8.3f}  {v['qcrd']:.3f}")

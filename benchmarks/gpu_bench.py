@@ -200,8 +200,8 @@ class TokenCounter:
 
     @contextmanager
     def installed(self):
-        """Wrap encode_prompts / label_loss / rationale_losses / label_and_rationale_losses / score where dss.py and qcrd.py look
-        them up. A step encodes its prompts once (encode_prompts) and the loss helpers then decode
+        """Wrap encode_prompts / label_loss / rationale_losses / label_and_rationale_losses / score where dss.py and
+        qcrd.py look them up. A step encodes its prompts once (encode_prompts) and the loss helpers then decode
         against that encoding; a helper called without one encodes its prompts itself."""
         originals = {}
 
@@ -467,8 +467,9 @@ def main(argv: list[str] | None = None) -> dict:
         "definitions": {
             "tokens_per_s": "non-pad input + target tokens of every student and judge forward pass of a step "
             "(with or without grad) / s_per_step",
-            "model_flops": "6 x params x tokens per pass with backward, 2 x params x tokens per no-grad pass; per stack "
-            "(encoder, decoder + LM head, judge); embedding lookups, attention scores and padding not counted",
+            "model_flops": "6 x params x tokens per pass with backward, 2 x params x tokens per no-grad pass; "
+            "per stack (encoder, decoder + LM head, judge); "
+            "embedding lookups, attention scores and padding not counted",
             "mfu": "achieved model FLOP/s / peak dense bf16 FLOP/s of the GPU",
         },
         "results": results,
@@ -482,8 +483,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     gpu = report["machine"].get("gpu", "cpu")
     print(
-        f"{gpu} | torch {torch.__version__} | {report['settings']['shape']} | batch {args.batch_size} | bf16 {args.bf16} | "
-        f"tf32 {args.tf32} | compile {args.compile} | {args.steps} steps after {args.warmup} warm-up"
+        f"{gpu} | torch {torch.__version__} | {report['settings']['shape']} | batch {args.batch_size} | "
+        f"bf16 {args.bf16} | tf32 {args.tf32} | compile {args.compile} | "
+        f"{args.steps} steps after {args.warmup} warm-up"
     )
     print(
         f"{'method':<6} {'s/step':>8} {'questions/s':>12} {'tokens/s':>11} {'TFLOP/s':>9} {'MFU':>7} {'peak GiB':>9}"

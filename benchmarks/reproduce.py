@@ -41,14 +41,14 @@ sys.path.insert(0, str(REPO))
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from qcrd_plugin.leaderboard import (
+from qcrd_plugin.leaderboard import (  # noqa: E402
     RunResult,
     config_hash,
     figure,
     identity_hash,
     is_finished,
     mean_ci,
-    metric_value,  # noqa: E402
+    metric_value,
     read_run,
     run_cost,
     strict_json,
@@ -322,10 +322,11 @@ def main() -> None:
     header = [
         "# The paper's tables in miniature",
         "",
-        f"Command: `{report['command']}`. Synthetic task, simulated teacher with step_error_rate {args.noise} per unit of "
-        f"temperature, the default students and budget (`harness_configs/default.yaml`), {args.seeds} seeds per row. The "
-        "paper's column is SVAMP with T5-base, single runs: compare directions, not levels. Differences are paired over "
-        "seeds; p is the paired t-test's, Holm-corrected across the rows of each table.",
+        f"Command: `{report['command']}`. Synthetic task, simulated teacher with step_error_rate {args.noise} "
+        "per unit of temperature, the default students and budget (`harness_configs/default.yaml`), "
+        f"{args.seeds} seeds per row. The paper's column is SVAMP with T5-base, single runs: compare directions, "
+        "not levels. Differences are paired over seeds; p is the paired t-test's, Holm-corrected across the rows of "
+        "each table.",
         "",
     ]
     (out / "report.md").write_text("\n".join(header) + "\n".join(sections))

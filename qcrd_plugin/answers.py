@@ -161,7 +161,8 @@ _VERIFICATION = re.compile(
 _ASIDE = re.compile(r"^\W*(?:note that|it'?s also worth|also note|alternatively|however, note)\b", re.IGNORECASE)
 # A concluding sentence that declines to answer ("Therefore, the problem has no solution.").
 _DECLINED = re.compile(
-    r"\bno solution\b|\bcannot (?:be )?(?:calculate|determine|solve|answer)|\b(?:not enough|need more|more) information\b"
+    r"\bno solution\b|\bcannot (?:be )?(?:calculate|determine|solve|answer)"
+    r"|\b(?:not enough|need more|more) information\b"
     r"|\berror in the problem\b|\bask for clarification\b|\bimpossible to (?:calculate|determine|answer)",
     re.IGNORECASE,
 )

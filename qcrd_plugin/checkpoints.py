@@ -28,7 +28,8 @@ STATE_FILE = "training_state.pt"
 DEEPSPEED_STAGING = ".deepspeed.partial"
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "optimizer"  # DeepSpeed's name for the one checkpoint in a round's deepspeed/ folder
-STATE_FORMAT = "qcrd-training-state/3"  # 2: separate student and judge optimizers, launch kind; 3: per-round loss counts and negative statistics
+# 2: separate student and judge optimizers, launch kind; 3: per-round loss counts and negative statistics
+STATE_FORMAT = "qcrd-training-state/3"
 
 
 class RunLock:

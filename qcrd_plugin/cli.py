@@ -290,7 +290,10 @@ def _resume_config(resume_dir: Path, config_path, every: list[str], overwrite: b
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Run config YAML, or the name of a shipped one (default, svamp_mcckd; see harness_configs/). Without it, built-in defaults are used.",
+    help=(
+        "Run config YAML, or the name of a shipped one (default, svamp_mcckd; see harness_configs/). "
+        "Without it, built-in defaults are used."
+    ),
 )
 @config_options(RUN_FLAGS)
 @click.option(
@@ -386,8 +389,8 @@ def data_prepare(family, source, data_dir, out, check) -> None:
 
     families = list(real_families()) if family == "all" else [family]
     header = (
-        f"{'task':<11} {'source':<10} {'split':<10} {'questions':>9} {'pooled':>7} {'samples':>8} {'per_q':>6} {'teacher_acc':>11} "
-        f"{'maj=gold':>9} {'unread':>7}"
+        f"{'task':<11} {'source':<10} {'split':<10} {'questions':>9} {'pooled':>7} {'samples':>8} {'per_q':>6} "
+        f"{'teacher_acc':>11} {'maj=gold':>9} {'unread':>7}"
     )
     click.echo(header)
     click.echo("-" * len(header))
@@ -409,7 +412,8 @@ def data_prepare(family, source, data_dir, out, check) -> None:
                 unread = f"{sum(x.answer is None for e in pool for x in e.samples) / samples:.3f}" if samples else "-"
                 click.echo(
                     f"{fam:<11} {src:<10} {split:<10} {len(questions):>9} {len(pool):>7} {samples:>8} "
-                    f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} {majority if pool else '-':>9} {unread:>7}"
+                    f"{(samples / len(pool) if pool else 0):>6.2f} {acc:>11} "
+                    f"{majority if pool else '-':>9} {unread:>7}"
                 )
                 if pool:
                     for warning in pool_warnings(pool, pool_statistics(pool, selections), 0):

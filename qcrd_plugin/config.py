@@ -167,7 +167,8 @@ class StudentConfig:
     )
     family: str = _opt(
         "seq2seq",
-        "tiny preset: seq2seq (T5-style) or causal (decoder-only, Llama-style); a pretrained model's own config decides",
+        "tiny preset: seq2seq (T5-style) or causal (decoder-only, Llama-style); "
+        "a pretrained model's own config decides",
         choices=("seq2seq", "causal"),
     )
     vocab_size: int = _opt(600, "tiny preset: tokenizer vocabulary size", min=64)
@@ -225,7 +226,8 @@ class NegativesConfig:
     before_j: str = _opt(
         "llm",
         "until a snapshot j_back iterations old exists: llm = S_neg is the LLM minority alone; "
-        "oldest = the oldest snapshot kept (at first the initial model) samples them (ablation: the earlier behaviour)",
+        "oldest = the oldest snapshot kept (at first the initial model) samples them "
+        "(ablation: the earlier behaviour)",
         choices=("llm", "oldest"),
     )
     temperature: float = _opt(1.5, "sampling temperature of student negatives", min=0.0, max=5.0)
@@ -457,7 +459,8 @@ def _validate_across(cfg: RunConfig, source: str) -> None:
         )
     if cfg.teacher.kind == "simulated" and cfg.task.name != "synth":
         raise ConfigError(
-            f"{source}: key 'teacher.kind': the simulated teacher only writes synth rationales; use {_or_list(k for k in TEACHERS if k != 'simulated')} for task {cfg.task.name!r}"
+            f"{source}: key 'teacher.kind': the simulated teacher only writes synth rationales; "
+            f"use {_or_list(k for k in TEACHERS if k != 'simulated')} for task {cfg.task.name!r}"
         )
     if cfg.task.name == "custom" and not cfg.task.spec:
         raise ConfigError(

@@ -388,7 +388,8 @@ def deepspeed_stage(env) -> int:
     for key in ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE"):
         if env.get(key, "none").lower() not in ("none", ""):
             raise UserInputError(
-                f"{profile}: {key.removeprefix('ACCELERATE_DEEPSPEED_').lower()} {env[key]} is not supported; set it to none"
+                f"{profile}: {key.removeprefix('ACCELERATE_DEEPSPEED_').lower()} {env[key]} "
+                "is not supported; set it to none"
             )
     if importlib.util.find_spec("deepspeed") is None:
         raise UserInputError(f"{profile}: the deepspeed package is not installed: pip install 'qcrd-bench[deepspeed]'")

@@ -354,7 +354,10 @@ def to_markdown(board: dict) -> str:
         "",
         "Final-round accuracy and rationale quality, mean ± 95% CI (t) over seeds.",
         "",
-        "| task | method | config | seeds | acc | rationale_acc | step_validity | consistency | words | ROUGE-L | BLEU | distinct-2 | wall s | tokens/s |",
+        (
+            "| task | method | config | seeds | acc | rationale_acc | step_validity | consistency | words | ROUGE-L "
+            "| BLEU | distinct-2 | wall s | tokens/s |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in board["rows"]:
@@ -386,7 +389,8 @@ def to_markdown(board: dict) -> str:
         ]
         for d in board["paired"]:
             lines.append(
-                f"| {d['task']} | {d['contender']} − {d['baseline']} | {_fmt(d['diff'], d['diff_ci95'])} | {d['n_pairs']} |"
+                f"| {d['task']} | {d['contender']} − {d['baseline']} | "
+                f"{_fmt(d['diff'], d['diff_ci95'])} | {d['n_pairs']} |"
             )
     return "\n".join(lines) + "\n"
 

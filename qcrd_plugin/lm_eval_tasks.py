@@ -4,8 +4,9 @@ from ``qcrd_plugin.tasks`` and scoring from ``qcrd_plugin.metrics``, exactly as 
 
 Task metadata (YAML ``metadata:``, ``--metadata`` on the CLI, or the run's task config in the
 training loop under ``run_task``) chooses the data: ``family`` (set by each YAML), ``source``,
-``source`` may also map families to sources (``{"svamp": "mcc_kd"}``), ``data_dir`` (else ``$QCRD_DATA_DIR``), ``spec`` (custom tasks, else ``$QCRD_TASK_SPEC``) and the
-synthetic generator's keys.
+``source`` may also map families to sources (``{"svamp": "mcc_kd"}``), ``data_dir`` (else
+``$QCRD_DATA_DIR``), ``spec`` (custom tasks, else ``$QCRD_TASK_SPEC``) and the synthetic
+generator's keys.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def load_dataset(**metadata) -> DatasetDict:
     cfg = _task_config(metadata)
     if cfg.name == "custom" and not cfg.spec:
         _stop(
-            f'qcrd_custom tasks need a task spec: --metadata \'{{"spec": "harness_configs/tasks/<name>.yaml"}}\' or ${SPEC_ENV}'
+            "qcrd_custom tasks need a task spec: "
+            f'--metadata \'{{"spec": "harness_configs/tasks/<name>.yaml"}}\' or ${SPEC_ENV}'
         )
     try:
         data = load_task(cfg)

@@ -73,7 +73,8 @@ class PoolEntry:
         gold = _check(record["gold"], (str, int, float), f"{where}: key 'gold'")
         if not isinstance(record["samples"], list):
             raise PoolError(
-                f"{where}: key 'samples': expected a list of objects with a 'rationale', got {_short(record['samples'])}"
+                f"{where}: key 'samples': expected a list of objects with a 'rationale', "
+                f"got {_short(record['samples'])}"
             )
         samples = []
         for i, sample in enumerate(record["samples"]):

@@ -121,7 +121,8 @@ def pool_warnings(pool: list[PoolEntry], stats: dict, k: int) -> list[str]:
     empty = [entry.id for entry in pool if not entry.samples]
     if empty:
         warnings.append(
-            f"{len(empty)} of {len(pool)} questions have no teacher sample (first: {empty[0]!r}); they train without rationales"
+            f"{len(empty)} of {len(pool)} questions have no teacher sample (first: {empty[0]!r}); "
+            "they train without rationales"
         )
     short = [c for c in counts if 0 < c < k]
     if short:

@@ -16,8 +16,8 @@ def inactive_negatives_warning(cfg, record: dict) -> str | None:
     if share is None or share >= 0.01 or not cfg.negatives.enabled:
         return None
     return (
-        f"warning: round {record['round']}: the negative term (Eq. 7) was non-zero for {100 * share:.2f}% of questions: "
-        f"their negatives sit beyond delta = {cfg.method.delta} or they have none "
+        f"warning: round {record['round']}: the negative term (Eq. 7) was non-zero for {100 * share:.2f}% "
+        f"of questions: their negatives sit beyond delta = {cfg.method.delta} or they have none "
         "(the round's negatives.neg_loss_quantiles in metrics.jsonl show which)"
     )
 
@@ -39,15 +39,20 @@ def round_summary(record: dict) -> str:
 
 def summary_table(records: list[dict]) -> str:
     """The end-of-run table: one row per round."""
-    header = f"{'round':>5} {'acc':>6} {'rat_acc':>8} {'step_ok':>8} {'consist':>8} {'words':>6} {'judge_s':>8} {'judge_auc':>9} {'train_s':>8} {'eval_s':>7}"
+    header = (
+        f"{'round':>5} {'acc':>6} {'rat_acc':>8} {'step_ok':>8} {'consist':>8} {'words':>6} "
+        f"{'judge_s':>8} {'judge_auc':>9} {'train_s':>8} {'eval_s':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in records:
         label = r["eval"].get(r["label_task"], {})
         rat = r["eval"].get(r["explain_task"], {})
         fmt = lambda v, w: f"{v:>{w}.3f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
         lines.append(
-            f"{r['round']:>5} {fmt(label.get('acc'), 6)} {fmt(rat.get('rationale_acc'), 8)} {fmt(rat.get('step_validity'), 8)} "
-            f"{fmt(rat.get('consistency'), 8)} {fmt(rat.get('rationale_words'), 6)} {fmt(r.get('judge_score_student'), 8)} "
-            f"{fmt(r.get('judge_auc_heldout'), 9)} {fmt(r['time_s'].get('training'), 8)} {fmt(r['time_s'].get('evaluation'), 7)}"
+            f"{r['round']:>5} {fmt(label.get('acc'), 6)} {fmt(rat.get('rationale_acc'), 8)} "
+            f"{fmt(rat.get('step_validity'), 8)} {fmt(rat.get('consistency'), 8)} "
+            f"{fmt(rat.get('rationale_words'), 6)} {fmt(r.get('judge_score_student'), 8)} "
+            f"{fmt(r.get('judge_auc_heldout'), 9)} {fmt(r['time_s'].get('training'), 8)} "
+            f"{fmt(r['time_s'].get('evaluation'), 7)}"
         )
     return "\n".join(lines)

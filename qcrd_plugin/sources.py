@@ -340,7 +340,8 @@ def _eit_cqa_text(instruction: str) -> tuple[str, list[str]]:
     ]
     if len(choices) > len(CHOICE_LETTERS):
         raise ValueError(
-            f"key 'instruction': {len(choices)} answer choices, more than the {len(CHOICE_LETTERS)} a question can have"
+            f"key 'instruction': {len(choices)} answer choices, "
+            f"more than the {len(CHOICE_LETTERS)} a question can have"
         )
     return head.strip() + "\n" + choices_block(choices), choices
 

@@ -90,7 +90,8 @@ def _fields(value, path: Path, key: str = "fields", base: Fields | None = None) 
         return base or Fields()
     if not isinstance(value, dict):
         raise TaskSpecError(
-            f"{path}: key '{key}': expected a mapping of field (question, answer, ...) to JSON key, got {_short(value)}"
+            f"{path}: key '{key}': expected a mapping of field (question, answer, ...) to JSON key, "
+            f"got {_short(value)}"
         )
     allowed = [f.name for f in dataclasses.fields(Fields)]
     for name, json_key in value.items():
@@ -147,7 +148,8 @@ def read_spec(path: str | Path) -> TaskSpec:
             raise TaskSpecError(f"{path}: missing key '{key}'")
     if data.get("task_spec", SPEC_FORMAT) != SPEC_FORMAT:
         raise TaskSpecError(
-            f"{path}: key 'task_spec': version {_short(data['task_spec'])} is not supported (this version reads {SPEC_FORMAT})"
+            f"{path}: key 'task_spec': version {_short(data['task_spec'])} is not supported "
+            f"(this version reads {SPEC_FORMAT})"
         )
     if not isinstance(data["name"], str) or not data["name"].strip():
         raise TaskSpecError(f"{path}: key 'name': expected a non-empty string, got {_short(data['name'])}")
@@ -284,7 +286,8 @@ def _question(spec: TaskSpec, fields: Fields, split: str, line: int, record: dic
     uid = record.get(fields.id, f"{spec.name}-{split}-{line}")
     if isinstance(uid, bool) or not isinstance(uid, (str, int)) or not str(uid).strip():
         raise TaskSpecError(
-            f"{where}: key '{fields.id}': expected a non-empty string or an integer, got {type(uid).__name__} {_short(uid)}"
+            f"{where}: key '{fields.id}': expected a non-empty string or an integer, "
+            f"got {type(uid).__name__} {_short(uid)}"
         )
     return Question(
         str(uid),
@@ -308,7 +311,8 @@ def _samples(fields: Fields, record: dict, where: str) -> list[str] | None:
     if fields.sample:
         if not isinstance(value, str):
             raise TaskSpecError(
-                f"{where}: key '{key}': expected one rationale string (the flat layout), got {type(value).__name__} {_short(value)}"
+                f"{where}: key '{key}': expected one rationale string (the flat layout), "
+                f"got {type(value).__name__} {_short(value)}"
             )
         return [value] if value.strip() else []
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
@@ -335,8 +339,9 @@ def _split_questions(
         if group and (group[0][1].answer != q.answer or group[0][1].question != q.question):
             what = "gold answer" if group[0][1].answer != q.answer else "question text"
             raise TaskSpecError(
-                f"{where}: key '{fields.answer if what == 'gold answer' else fields.question}': the {what} differs from "
-                f"{group[0][0]}, an earlier row of the same question (group_by: {spec.group_by})"
+                f"{where}: key '{fields.answer if what == 'gold answer' else fields.question}': "
+                f"the {what} differs from {group[0][0]}, an earlier row of the same question "
+                f"(group_by: {spec.group_by})"
             )
         group.append((where, q, _samples(fields, record, where)))
     questions, entries, empty = [], [], []

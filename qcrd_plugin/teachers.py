@@ -142,7 +142,8 @@ class PoolTeacher:
                     else "question text"
                 )
                 raise UserInputError(
-                    f"{entry.where or self.where}: key '{'gold' if what == 'gold answer' else 'question'}': the {what} of "
+                    f"{entry.where or self.where}: "
+                    f"key '{'gold' if what == 'gold answer' else 'question'}': the {what} of "
                     f"{q.id!r} differs from the task's: a pool made for another version of the task? "
                     "make it again with `qcrd-bench teach`"
                 )
@@ -162,9 +163,9 @@ class SampleCache:
 
     Every answer is written as one whole line as soon as it arrives (fsynced in groups, at least
     every ``SYNC_EVERY_S`` and when a sampling call ends), so an interrupted run (a crash, a kill,
-    a teacher endpoint that gives up) asks only for what is missing when it starts again. Unreadable lines (a write cut by a kill) are skipped and counted
-    in ``skipped``, with one notice; the next answer starts on a fresh line so it cannot be glued
-    to the torn one.
+    a teacher endpoint that gives up) asks only for what is missing when it starts again.
+    Unreadable lines (a write cut by a kill) are skipped and counted in ``skipped``, with one
+    notice; the next answer starts on a fresh line so it cannot be glued to the torn one.
     """
 
     SYNC_EVERY_S = 0.5
@@ -201,7 +202,8 @@ class SampleCache:
                 skipped += 1  # a line cut by a kill mid-write
         if skipped:
             logging.getLogger(__name__).warning(
-                "teacher cache %s: skipped %d unreadable line(s) (a write cut by a kill?); those samples are asked again",
+                "teacher cache %s: skipped %d unreadable line(s) (a write cut by a kill?); "
+                "those samples are asked again",
                 path,
                 skipped,
             )

@@ -506,8 +506,9 @@ def build_student_and_examples(
     cut = long_prompts(tokenizer, splits["train"] + splits["validation"], limits[0])
     if cut:
         log(
-            f"warning: {cut} of {len(splits['train']) + len(splits['validation'])} prompts are longer than student.max_input_tokens="
-            f"{limits[0]} tokens and lose their middle (their end, with any choices, is kept); raise student.max_input_tokens"
+            f"warning: {cut} of {len(splits['train']) + len(splits['validation'])} prompts are longer than "
+            f"student.max_input_tokens={limits[0]} tokens and lose their middle "
+            "(their end, with any choices, is kept); raise student.max_input_tokens"
         )
     examples = build_examples(splits["train"], selections["train"], tokenizer, *limits)
     heldout = build_examples(splits["validation"], selections["validation"], tokenizer, *limits)
@@ -538,7 +539,8 @@ def build_judge(
     if losses:
         head, tail = losses[:10], losses[-10:]
         log(
-            f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} over {len(losses)} steps"
+            f"judge pre-training: L_D {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f} "
+            f"over {len(losses)} steps"
         )
     return judge
 

@@ -66,7 +66,10 @@ def test_listing_and_checking_names_imports_nothing():
 
 def test_config_and_cli_stay_light():
     """config.py (and the CLI module) list and check every name without importing torch."""
-    code = "import sys, qcrd_plugin.config, qcrd_plugin.cli; print(sorted(m for m in ('torch', 'transformers', 'lm_eval') if m in sys.modules))"
+    code = (
+        "import sys, qcrd_plugin.config, qcrd_plugin.cli; "
+        "print(sorted(m for m in ('torch', 'transformers', 'lm_eval') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -1,4 +1,5 @@
-"""Student set-up for training: the fused tanh-GELU swap changes speed, not the model; the tiny presets start near a uniform guess."""
+"""Student set-up for training: the fused tanh-GELU swap changes speed, not the model; the tiny
+presets start near a uniform guess."""
 
 from __future__ import annotations
 

@@ -40,7 +40,10 @@ def jsonl(rows: list[dict]) -> str:
 
 
 def test_a_json_array_reads_like_jsonl_and_names_lines(tmp_path):
-    body = "name: t\nanswer_type: number\nfiles: {train: train.json, test: test.jsonl}\nfields: {question: q, answer: a, samples: s}\n"
+    body = (
+        "name: t\nanswer_type: number\nfiles: {train: train.json, test: test.jsonl}\n"
+        "fields: {question: q, answer: a, samples: s}\n"
+    )
     array = "[\n" + ",\n".join(json.dumps(r) for r in ROWS) + "\n]\n"
     data = _custom(read_spec(spec(tmp_path, body, {"train.json": array, "test.jsonl": jsonl(ROWS)})))
     assert (
@@ -74,7 +77,10 @@ def test_each_split_may_name_its_own_keys(tmp_path):
     data = _custom(read_spec(spec(tmp_path, body, {"train.jsonl": jsonl(ROWS), "test.jsonl": jsonl(test_rows)})))
     assert [q.question for q in data.questions["test"]] == [r["q"] for r in ROWS]
     # the top-level map alone would not read the test file
-    plain = "name: t\nanswer_type: number\nfields: {question: q, answer: a}\nfiles: {train: train.jsonl, test: test.jsonl}\n"
+    plain = (
+        "name: t\nanswer_type: number\nfields: {question: q, answer: a}\n"
+        "files: {train: train.jsonl, test: test.jsonl}\n"
+    )
     proc = invoke(
         "teach",
         "--task",
@@ -93,7 +99,10 @@ def test_the_flat_layout_groups_rows_into_questions(tmp_path):
     flat = [{"q": r["q"], "a": r["a"], "chain": s} for r in ROWS for s in r["s"]] + [
         {"q": ROWS[0]["q"], "a": 3, "chain": ""}
     ]
-    body = "name: t\nanswer_type: number\nfiles: {train: flat.jsonl, test: flat.jsonl}\nfields: {question: q, answer: a, sample: chain}\n"
+    body = (
+        "name: t\nanswer_type: number\nfiles: {train: flat.jsonl, test: flat.jsonl}\n"
+        "fields: {question: q, answer: a, sample: chain}\n"
+    )
     data = _custom(
         read_spec(
             spec(
@@ -133,7 +142,10 @@ def test_the_flat_layout_groups_rows_into_questions(tmp_path):
 def test_choice_letters_go_as_far_as_the_choices(tmp_path):
     choices = [f"place {i}" for i in range(8)]
     rows = [{"q": "Where?", "options": choices, "a": "h", "s": ["Of these, the correct answer is (H) place 7."]}]
-    body = "name: t\nanswer_type: choice\nfiles: {train: t.jsonl, test: t.jsonl}\nfields: {question: q, answer: a, choices: options, samples: s}\n"
+    body = (
+        "name: t\nanswer_type: choice\nfiles: {train: t.jsonl, test: t.jsonl}\n"
+        "fields: {question: q, answer: a, choices: options, samples: s}\n"
+    )
     data = _custom(read_spec(spec(tmp_path, body, {"t.jsonl": jsonl(rows)})))
     assert data.questions["test"][0].answer == "h" and data.pools["train"][0].samples[0].answer == "h"
     # without a choices list any letter is a letter; the error says which letters a list allows
@@ -157,7 +169,10 @@ def test_choice_letters_go_as_far_as_the_choices(tmp_path):
 def test_empty_sample_lists_are_counted_by_file_and_line_and_k_beyond_the_pool_warns(tmp_path):
     rows = [dict(r) for r in ROWS]
     rows[2]["s"] = []
-    body = "name: t\nanswer_type: number\nfiles: {train: train.jsonl, test: train.jsonl}\nfields: {question: q, answer: a, samples: s}\n"
+    body = (
+        "name: t\nanswer_type: number\nfiles: {train: train.jsonl, test: train.jsonl}\n"
+        "fields: {question: q, answer: a, samples: s}\n"
+    )
     path = spec(tmp_path, body, {"train.jsonl": jsonl(rows)})
     proc = invoke(
         "teach",
@@ -193,7 +208,8 @@ def test_a_spec_answer_pattern_reads_the_teachers_format(tmp_path):
         for r in ROWS
     ]
     body = (
-        "name: t\nanswer_type: number\nfiles: {train: t.jsonl, test: t.jsonl}\nfields: {question: q, answer: a, samples: s}\n"
+        "name: t\nanswer_type: number\nfiles: {train: t.jsonl, test: t.jsonl}\n"
+        "fields: {question: q, answer: a, samples: s}\n"
         "answer_pattern: 'final: <<(.+?)>>'\n"
     )
     path = spec(tmp_path, body, {"t.jsonl": jsonl(rows)})
@@ -241,7 +257,10 @@ def test_text_answers_on_choice_data_warn_and_data_inspect_shows_the_reading(tmp
         {"q": f"Pick one {i}", "a": "red", "s": ["It is warm. So the answer is (a) red.", "The answer is (b) blue."]}
         for i in range(4)
     ]
-    body = "name: t\nanswer_type: text\nfiles: {train: t.jsonl, test: t.jsonl}\nfields: {question: q, answer: a, samples: s}\n"
+    body = (
+        "name: t\nanswer_type: text\nfiles: {train: t.jsonl, test: t.jsonl}\n"
+        "fields: {question: q, answer: a, samples: s}\n"
+    )
     pool = tmp_path / "p.jsonl"
     proc = invoke(
         "teach",

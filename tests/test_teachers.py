@@ -44,7 +44,8 @@ class ChatServer:
                 self.reply(
                     200,
                     completion(
-                        f"Ada has {number} pens, so {number} + 2 = {number + 2}. So the answer is {number + 2}.\n\nQ: made up"
+                        f"Ada has {number} pens, so {number} + 2 = {number + 2}. "
+                        f"So the answer is {number + 2}.\n\nQ: made up"
                     ),
                 )
 

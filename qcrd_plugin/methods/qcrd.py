@@ -239,8 +239,9 @@ def contrastive_loss(
     ``w_neg``) and counts the round sums up (:data:`NEGATIVE_COUNTS`), each with one meaning
     under every reduction: ``questions``; ``neg_active`` questions whose negative term is non-zero;
     ``neg_used`` negatives that push, i.e. that the reduction reads (the pick, or every member for
-    the means) and whose loss is below delta, and ``neg_used_student`` those of them from the student; ``pos_term_abs`` / ``neg_term_abs``, the
-    summed |positive term| and |beta x negative term|.
+    the means) and whose loss is below delta, and ``neg_used_student`` those of them from the
+    student; ``pos_term_abs`` / ``neg_term_abs``, the summed |positive term| and |beta x negative
+    term|.
     """
     # Reductions with "max" on the positive side pair with "min" on the negative side.
     pos_pick_max = reduction == "maxmin"
@@ -517,7 +518,8 @@ class QCRD(Method):
         return l_pred, losses, keep, every_loss
 
     def _selected(self, losses: torch.Tensor, group: torch.Tensor, is_pos: torch.Tensor, n: int) -> list[int]:
-        """Indices of the rationale each set's min/max picks (the argmin positive, the argmax negative under minmax)."""
+        """Indices of the rationale each set's min/max picks (the argmin positive, the argmax negative
+        under minmax)."""
         keep = []
         for side, pick_max in (
             (is_pos, self.cfg.method.set_reduction == "maxmin"),
