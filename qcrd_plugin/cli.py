@@ -270,8 +270,8 @@ def _resume_config(resume_dir: Path, config_path, every: list[str], overwrite: b
     if not saved.is_file():
         started = resume_dir.is_dir() and (resume_dir / ".lock").exists()
         _fail(
-            f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): start it again "
-            "with the command that began it"
+            f"{resume_dir}: the run was stopped before it saved its config.yaml (nothing was trained yet): "
+            "start it again with the command that began it"
             if started
             else f"{resume_dir}: not a run directory (no config.yaml)"
         )

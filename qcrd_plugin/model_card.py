@@ -79,7 +79,8 @@ tags:
 
 # {record["run"]}, round {record["round"]}
 
-A student distilled with qcrd-bench (method `{record["method"]}`; QCRD is arXiv:2405.13014) on task `{family}` from source `{source}`.
+A student distilled with qcrd-bench (method `{record["method"]}`; QCRD is arXiv:2405.13014)
+on task `{family}` from source `{source}`.
 
 - Teacher: {teacher_text}, {teacher["samples"]} rationales per question at temperature {teacher["temperature"]}
 - Student: `{cfg["student"]["family"]}` trained from scratch ({cfg["training"]["rounds"]} rounds of
@@ -156,6 +157,9 @@ def export_round(run_dir: Path, which: str, out: Path) -> Path:
         metrics = next(r for _, r in read_jsonl(run_dir / "metrics.jsonl") if r["round"] == round_index)
         card = model_card(record, metrics, Path("."))
         if which == "best":
-            card += "\nThis round was chosen as the best of the run by its test-split score (a choice made on the test set).\n"
+            card += (
+                "\nThis round was chosen as the best of the run by its test-split score "
+                "(a choice made on the test set).\n"
+            )
         atomic_write_text(out / "README.md", card)
     return source
