@@ -1,0 +1,541 @@
+"""Answer and rationale parsing shared by training, self-consistency and the lm-eval tasks.
+
+Everything that turns model or teacher text into a number lives here, so the task utilities in
+``tasks/`` and the training code can never disagree about what an answer is.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+import operator
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Sequence
+
+NUMBER = r"-?\d+(?:\.\d+)?"
+_FIRST_NUMBER = re.compile(NUMBER)
+# One arithmetic step as written in a rationale: "a op b = c".
+_STEP = re.compile(rf"({NUMBER})\s*([-+*/x×])\s*({NUMBER})\s*=\s*({NUMBER})")
+
+_OPS = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "x": lambda a, b: a * b,
+    "×": lambda a, b: a * b,
+    "/": lambda a, b: a / b if b != 0 else math.nan,
+}
+
+
+def parse_stated_answer(rationale: str) -> float | None:
+    """The number a rationale states ("... The answer is 7."), or None if it states none (the
+    synthetic task's strict reading; see :func:`stated_answer` for every answer type)."""
+    value = stated_answer(rationale, "number", require_phrase=True)
+    return None if value is None else float(value)
+
+
+def parse_label(prediction: str) -> float | None:
+    """The number a ``predict:`` generation gives (an equation is evaluated), or None."""
+    value = predicted_answer(prediction, "number")
+    return None if value is None else float(value)
+
+
+def format_number(value: float) -> str:
+    """Canonical text of a number: integers without a decimal point ("7", not "7.0"), other
+    numbers in the shortest positional form that reads back as the same float ("2.5",
+    "1234.5678", "0.00001"). Never ``%g``'s 6 significant digits or exponent: "1.23457e+06" would
+    lose a gold answer's digits, and every reader here would take "1e-05" for 1."""
+    if math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    if not math.isfinite(value):
+        return f"{value:g}"
+    return format(Decimal(repr(float(value))), "f")
+
+
+def canonical_text(value: float | str) -> str:
+    """A canonical answer as stored in question records: numbers via :func:`format_number`."""
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
+def answers_match(predicted: float | str | None, gold: float | str | None, tol: float = 1e-6) -> bool:
+    """True when both answers exist and agree: numerically when both are numbers, else as
+    canonical strings (choice letters, NLI labels, yes/no)."""
+    if predicted is None or gold is None:
+        return False
+    try:
+        a, b = float(predicted), float(gold)
+    except (TypeError, ValueError, OverflowError):
+        a = b = math.nan
+    if math.isfinite(a) and math.isfinite(b):
+        return abs(a - b) <= tol
+    # Not two finite numbers: a text answer "nan" or "infinity" must still equal itself.
+    return str(predicted).strip().lower() == str(gold).strip().lower()
+
+
+# ---- safe arithmetic (DSS's SVAMP labels are equations such as "( 84.0 / 2.0 )") -----------
+
+_AST_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_AST_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+# No answer or label is longer; the cap also keeps Python's parser away from inputs it cannot
+# handle ("-" * 100000 + "1" raises MemoryError, a long "1+1+..." RecursionError).
+MAX_EXPRESSION_CHARS = 1000
+
+
+def safe_eval(expression: str) -> float | None:
+    """Value of an arithmetic expression (numbers, + - * / // % **, parentheses), or None.
+
+    Parsed with :mod:`ast` and evaluated over a whitelist of node types: no names, calls or
+    attributes ever reach Python's ``eval``. Huge powers, division by zero, results that are not
+    finite and expressions over :data:`MAX_EXPRESSION_CHARS` give None; it never raises.
+    """
+    text = (expression or "").replace("×", "*").replace("x", "*").replace("^", "**").replace(",", "")
+    if len(text) > MAX_EXPRESSION_CHARS:
+        return None
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):  # MemoryError: the parser's own stack limit
+        return None
+
+    def value(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in _AST_BINARY:
+            left, right = value(node.left), value(node.right)
+            if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6):
+                raise ValueError("power too large")
+            return _AST_BINARY[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _AST_UNARY:
+            return _AST_UNARY[type(node.op)](value(node.operand))
+        raise ValueError(f"not arithmetic: {type(node).__name__}")
+
+    try:
+        result = value(tree)
+    except (ValueError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _finite(text: str) -> float | None:
+    """float(text), or None when it is not finite ("9" * 400 reads as inf)."""
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+# ---- typed answers: number, choice, label, yes/no, free text --------------------------------
+#
+# How LLMs state answers, as measured on the hand-labelled fixture (tests/fixtures/
+# answer_labels.jsonl, docs/data.md): an explicit statement ("The correct answer is (F)", "Final
+# answer: 42", "#### 42", "\boxed{42}") is what a reader trusts, and the last one wins because
+# teachers correct themselves ("The answer is 3, but ... so the correct answer is 2"). A statement
+# inside a verification ("To check our answer: ...") is not one. Without any statement, a number
+# answer is the concluding sentence's result, a choice the letter the last sentence names, a
+# yes/no a sentence that opens with it; anything else is unanswered (None), never a guess.
+
+ANSWER_TYPES = ("number", "choice", "label", "yesno", "text")
+NLI_LABELS = ("entailment", "neutral", "contradiction")  # ANLI / e-SNLI ids 0, 1, 2
+CHOICE_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_ANSWER_STATEMENT = re.compile(
+    r"(?:(?:the[\s.-]+)?(?:(?:correct|final|right|best)\s+)?answer[\s.-]*(?:is|would\s+be|will\s+be|should\s+be|=|:)"
+    r"|\b(?:the\s+)?final\s+result\s*(?:is|:|=)|####|\\boxed\s*\{)",
+    re.IGNORECASE,
+)
+# A clause that checks an answer rather than stating one ("To check our answer: 40 + 2 = 42").
+_VERIFICATION = re.compile(
+    r"\b(?:check(?:ing|ed)?|verif(?:y|ied|ication)|confirm\w*)\b|\b(?:plug|substitut)\w*\b[^.\n]*\bback\b",
+    re.IGNORECASE,
+)
+# Sentences that are asides, not conclusions ("Note that ... about 20.4 nails each").
+_ASIDE = re.compile(r"^\W*(?:note that|it'?s also worth|also note|alternatively|however, note)\b", re.IGNORECASE)
+# A concluding sentence that declines to answer ("Therefore, the problem has no solution.").
+_DECLINED = re.compile(
+    r"\bno solution\b|\bcannot (?:be )?(?:calculate|determine|solve|answer)"
+    r"|\b(?:not enough|need more|more) information\b"
+    r"|\berror in the problem\b|\bask for clarification\b|\bimpossible to (?:calculate|determine|answer)",
+    re.IGNORECASE,
+)
+_CONCLUSION = re.compile(
+    r"^\W*(?:therefore|thus|so|hence|in total|altogether|in conclusion|overall|finally|in all)\b", re.IGNORECASE
+)
+# An answer given first and then justified ("Jake has 25 apples. To see why, ...").
+_JUSTIFICATION = re.compile(
+    r"^\W*(?:to see why|to get this answer|to arrive at this|to solve (?:this|the problem)|here'?s how|here is how"
+    r"|this is because|explanation\b)",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_ARITHMETIC_PREFIX = re.compile(r"^[\s$]*([-+*/×().\d\s,]*\d[-+*/×().\d\s,]*)")
+_MARKUP = "*_`$ \t\"'“”‘’"
+_YES = ("yes", "true")
+_NO = ("no", "false")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text or "") if s.strip()]
+
+
+def _clause_before(text: str, position: int, width: int = 40) -> str:
+    """The clause before ``position``: back to the last sentence mark or line break, at most
+    ``width`` characters (GSM8K-style text runs sentences together without a space)."""
+    start = max([text.rfind(mark, 0, position) + 1 for mark in ".!?;\n"] + [position - width, 0])
+    return text[start:position]
+
+
+def _balanced(text: str, open_at: int, opening: str = "{", closing: str = "}") -> str | None:
+    """The text inside the bracket opened at ``open_at`` (nested brackets kept), or None."""
+    depth = 0
+    for i in range(open_at, len(text)):
+        depth += {opening: 1, closing: -1}.get(text[i], 0)
+        if depth == 0:
+            return text[open_at + 1 : i]
+    return None
+
+
+def answer_statements(text: str) -> list[str]:
+    """What follows each explicit answer statement of ``text``, in order: the rest of its line (or
+    the next non-empty line when the statement ends its line: "the final answer:\\n42"), or the
+    inside of ``\\boxed{...}``. Statements inside a verification clause are left out."""
+    found = []
+    for match in _ANSWER_STATEMENT.finditer(text or ""):
+        if _VERIFICATION.search(_clause_before(text, match.start())):
+            continue
+        if match.group(0).lower().startswith("\\boxed"):
+            inside = _balanced(text, match.end() - 1)
+            if inside is not None:
+                found.append(inside)
+            continue
+        rest = text[match.end() :]
+        line, _, after = rest.partition("\n")
+        if not line.strip(" *:"):
+            line = next((row for row in after.split("\n") if row.strip()), "")
+        found.append(line.strip())
+    return found
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!?])\s+", text.strip(), maxsplit=1)[0] if text else ""
+
+
+def _number(text: str) -> float | None:
+    """The number an answer statement gives: a parenthesised expression is evaluated (DSS states
+    "(84 / 2)"; one that does not evaluate, "((28 - 13) and (28 - 15))", gives None); an equation
+    chain gives its last result ("9 * 15 = 135 + 120 = 255" -> 255); else the arithmetic at its
+    start ("$1,200." -> 1200, "84 / 2" -> 42) or its first number ("about 7 apples" -> 7)."""
+    text = _first_sentence((text or "").strip().lstrip(_MARKUP + "="))
+    if text.startswith("(") and re.search(r"[a-zA-Z]", _balanced(text, 0, "(", ")") or ""):
+        return None  # "(some - 563 - 558)": an expression with an unknown in it states no number
+    if "=" in text:
+        text = text.rsplit("=", 1)[1]
+    match = _ARITHMETIC_PREFIX.match(text)
+    if match:
+        candidate = match.group(1).strip().rstrip(".").strip()
+        while candidate.count("(") < candidate.count(")") and candidate.endswith(")"):
+            candidate = candidate[:-1]  # "7)" from "(7)." after the phrase's own "("
+        while candidate.count("(") > candidate.count(")") and candidate.startswith("("):
+            candidate = candidate[1:]
+        value = safe_eval(candidate)
+        if value is not None:
+            return value
+    first = _FIRST_NUMBER.search(text.replace(",", ""))
+    return _finite(first.group(0)) if first else None
+
+
+def _concluding_number(text: str, question: str = "") -> float | None:
+    """A number answer stated without an answer phrase (raw LLM samples such as MCC-KD's): the
+    result of the last sentence with a number, or of the first when the rest only justifies it
+    ("Jake has 29 apples. To solve the problem, ..." with no "So ..." after). A verification
+    ("We can check this by plugging x = 4 ...") and what follows it, asides ("Note that ..."),
+    and parenthesised remarks ("50 candies (15 chewing gums ...)") do not count. In a sentence
+    with an equation the result after its last "=" counts; otherwise a number some step of the
+    rationale computed, else its first ("So Dave made 48 dollars in those 2 days" -> 48)."""
+    sentences = _sentences(text)
+    checked = next((i for i, s in enumerate(sentences) if i and _VERIFICATION.search(s)), len(sentences))
+    sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
+    if any(_DECLINED.search(s) for s in sentences[-2:]):
+        return None
+    candidates = [re.sub(r"\([^()]*\)", " ", s).replace(",", "") for s in sentences]
+    numbered = [s for s in candidates if _FIRST_NUMBER.search(s)]
+    if not numbered:
+        return None
+    sentence = numbered[-1]
+    if (
+        len(candidates) > 1
+        and candidates[0] in numbered
+        and _JUSTIFICATION.search(candidates[1])
+        and not any(_CONCLUSION.search(s) for s in numbered[1:])
+    ):
+        sentence = candidates[0]
+    if "=" in sentence:
+        after = _FIRST_NUMBER.search(sentence.rsplit("=", 1)[1])
+        if after:
+            return _finite(after.group(0))
+    # The answer is a quantity the rationale found, not one the question gave: prefer a number
+    # absent from the question ("Debby's 12 bottles would last her 2 days" -> 2), then one some
+    # step computed ("... = 2080. Therefore, after 26 days, they will have 2080 sacks" -> 2080).
+    results = {float(r) for r in re.findall(rf"=\s*\$?({NUMBER})", (text or "").replace(",", ""))}
+    givens = {float(n) for n in _FIRST_NUMBER.findall((question or "").replace(",", ""))}
+    numbers = [float(n) for n in _FIRST_NUMBER.findall(sentence)]
+    return _finite(str(max(numbers, key=lambda n: 2 * (n not in givens) + (n in results))))
+
+
+def _letters(choices: Sequence[str] | None) -> str:
+    """The letters a question offers: as many as its choices, any letter without a choices list."""
+    return CHOICE_LETTERS[: len(choices)] if choices else CHOICE_LETTERS
+
+
+# A letter stated as a choice: "(d)", "d)", "**B**", "B:", "B." or "B" (upper case, or at the end):
+# never the article in "a shallow pool".
+_LETTER_AT_START = re.compile(
+    r"^[\s*_`\"'“”]*(?:\(([a-zA-Z])\)|([a-zA-Z])\)|([A-Z])(?![\w'])|([a-z])(?=\s*[.:,*]|\s*$))"
+)
+_LETTER_IN_SENTENCE = re.compile(
+    r"\(([a-zA-Z])\)|\*\*\(?([A-Z])\)?[*:.)\s]|\b(?:option|choice)\s+\(?([a-zA-Z])\b|\b([A-Z])\W*$"
+)
+
+
+def _choice(text: str, choices: Sequence[str] | None) -> str | None:
+    """A choice letter from an answer statement: a stated letter ("(D) 12/31/2014" -> d, even when
+    another choice's text is 12/31/2014), else the longest choice whose text it contains."""
+    text = _first_sentence((text or "").strip())
+    letters = _letters(choices)
+    match = _LETTER_AT_START.match(text)
+    if match:
+        letter = next(g for g in match.groups() if g).lower()
+        if letter in letters:
+            return letter
+    return _choice_text(text, choices)
+
+
+def _choice_text(text: str, choices: Sequence[str] | None) -> str | None:
+    lowered = text.lower()
+    found = [(len(c), i) for i, c in enumerate((choices or [])[: len(CHOICE_LETTERS)]) if c and c.lower() in lowered]
+    return CHOICE_LETTERS[max(found)[1]] if found else None
+
+
+def _concluding_choice(text: str, choices: Sequence[str] | None) -> str | None:
+    """A choice stated without an answer phrase: the last sentence naming a letter ("(A) Lolita",
+    "**B**", "option C", "... it was C"), else the last sentence's choice text."""
+    sentences = _sentences(text)
+    for sentence in reversed(sentences):
+        hits = [next(g for g in m.groups() if g).lower() for m in _LETTER_IN_SENTENCE.finditer(sentence)]
+        hits = [h for h in hits if h in _letters(choices)]
+        if hits:
+            return hits[-1]
+    return _choice_text(sentences[-1], choices) if sentences else None
+
+
+_NLI_WORDS = (
+    ("entail", "entailment"),
+    ("neutral", "neutral"),
+    ("contradict", "contradiction"),
+    ("not possible to tell", "neutral"),
+    ("cannot be determined", "neutral"),
+)
+
+
+def _nli_label(text: str) -> str | None:
+    lowered = (text or "").lower()
+    hits = [(lowered.find(stem), label) for stem, label in _NLI_WORDS if stem in lowered]
+    if hits:
+        return min(hits)[1]
+    word = _yes_no(_first_sentence(lowered), first_word_only=True)  # "Answer: yes" in an NLI few-shot prompt
+    return {"yes": "entailment", "no": "contradiction"}.get(word)
+
+
+def _yes_no(text: str, first_word_only: bool = False) -> str | None:
+    words = re.findall(r"[a-z]+", (text or "").lower())
+    for word in words[:1] if first_word_only else words:
+        if word in _YES:
+            return "yes"
+        if word in _NO:
+            return "no"
+    return None
+
+
+def _opening_yes_no(text: str) -> str | None:
+    """A yes/no stated without an answer phrase: the last sentence that opens with it, or says it
+    between commas ("No, Rahul Dravid is a cricketer ...", "So, no, seasons of Survivor are not
+    ..."); a conclusion that only implies it counts as unanswered."""
+    for sentence in reversed(_sentences(text)):
+        match = re.search(
+            r"(?:^[\s*_\"']*|[,;:]\s*)(yes|no|true|false)\b(?=\s*[,.!:;*]|\s*$)", sentence, re.IGNORECASE
+        )
+        if match:
+            return _yes_no(match.group(1))
+    return None
+
+
+def _text(text: str, case_fold: bool = True) -> str | None:
+    """A free-text answer: the last quoted string of the statement ('so the result is "yeha"' ->
+    yeha), else the statement up to its sentence end, without markup and trailing dots."""
+    quoted = re.findall(r"\"([^\"]+)\"|“([^”]+)”|'([^']+)'(?!\w)", text or "")
+    value = next(g for g in quoted[-1] if g) if quoted else _first_sentence(text or "")
+    value = re.sub(r"[\s.]+$", "", value.strip().strip(_MARKUP)).strip()
+    return (value.lower() if case_fold else value) or None
+
+
+def normalize_answer(
+    text: str | float | int | bool | None,
+    answer_type: str,
+    choices: Sequence[str] | None = None,
+    case_fold: bool = True,
+) -> float | str | None:
+    """The canonical form of an answer of ``answer_type``: a finite float for numbers, a letter
+    for choices, an NLI label, "yes"/"no", or (lower-cased unless not ``case_fold``) text. None
+    when nothing parses. Normalizing a canonical form gives it back (idempotent)."""
+    if text is None:
+        return None
+    if answer_type == "number":
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            try:
+                value = float(text)
+            except OverflowError:  # an int beyond float range
+                return None
+            return value if math.isfinite(value) else None
+        return _number(str(text))
+    if answer_type == "choice":
+        return _choice(str(text), choices)
+    if answer_type == "label":
+        if isinstance(text, int) and not isinstance(text, bool) and 0 <= text < len(NLI_LABELS):
+            return NLI_LABELS[text]
+        return _nli_label(str(text))
+    if answer_type == "yesno":
+        if isinstance(text, bool):
+            return "yes" if text else "no"
+        return _yes_no(str(text))
+    if answer_type == "text":
+        # Trailing dots and spaces in any order ("a. ." -> "a"), so that a second pass is a no-op.
+        cleaned = re.sub(r"[\s.]+$", "", str(text) if not case_fold else str(text).lower()).strip()
+        return cleaned or None
+    raise ValueError(f"unknown answer type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
+
+
+def _statement_value(
+    statement: str, answer_type: str, choices: Sequence[str] | None, case_fold: bool
+) -> float | str | None:
+    if answer_type == "text":
+        return _text(statement, case_fold)
+    if answer_type == "number" and "\\" in statement:
+        latex = latex_number(statement)
+        if latex is not None:
+            return latex
+    return normalize_answer(statement, answer_type, choices)
+
+
+def _attempts_answer(statement: str, answer_type: str) -> bool:
+    """Whether an unreadable statement still tried to give an answer (then the sample is
+    unanswered): a number statement with a digit in it ("(some - 563 - 558)"), any non-empty text
+    statement. "The answer is simply the difference of ..." or "so our answer is correct" did not
+    try, and an earlier statement (or the concluding sentence) speaks instead."""
+    if answer_type == "number":
+        return bool(re.search(r"\d", _first_sentence(statement)))
+    return answer_type == "text" and bool(statement.strip())
+
+
+def latex_number(text: str) -> float | None:
+    """The value of a LaTeX answer ("\\frac{3}{4}", "\\dfrac{1}{2}", "2\\sqrt{4}") read by Hugging
+    Face's ``math-verify`` (latex2sympy), or None when it is not a finite real number."""
+    from math_verify import LatexExtractionConfig, parse
+
+    # No timeout: math-verify's own uses SIGALRM, which only works in the main thread (lm-eval
+    # scores in others); the statement is one short \\boxed{} body. Silence its warning about that.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        parsed = parse(f"${text}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+        return _finite(str(float(parsed[0]))) if parsed else None
+    except Exception:  # noqa: BLE001 - sympy raises many types (TypeError for a set, ...): all mean "not a number"
+        return None
+
+
+def stated_answer(
+    rationale: str,
+    answer_type: str = "number",
+    choices: Sequence[str] | None = None,
+    require_phrase: bool = False,
+    pattern: str = "",
+    case_fold: bool = True,
+    question: str = "",
+) -> float | str | None:
+    """The answer a rationale states (see the notes above this section): the last explicit
+    statement's answer; without one, and unless ``require_phrase``, the concluding sentence's
+    (numbers, choices, yes/no; None for labels and text that state nothing). ``pattern``, a
+    task's own ``answer_pattern`` regex, replaces all of this: its last match's first group.
+    ``question``: the question's text, whose numbers are givens rather than answers."""
+    if pattern:
+        matches = [m for m in re.finditer(pattern, rationale or "")]
+        return normalize_answer(matches[-1].group(1), answer_type, choices, case_fold) if matches else None
+    for statement in reversed(answer_statements(rationale)):
+        value = _statement_value(statement, answer_type, choices, case_fold)
+        if value is not None or _attempts_answer(statement, answer_type):
+            return value
+    if require_phrase or not (rationale or "").strip():
+        return None
+    if answer_type == "number":
+        return _concluding_number(rationale, question)
+    if answer_type == "choice":
+        return _concluding_choice(rationale, choices)
+    if answer_type == "yesno":
+        return _opening_yes_no(rationale)
+    if answer_type == "label":
+        sentences = _sentences(rationale)
+        return _nli_label(sentences[-1]) if sentences else None
+    quoted = re.findall(r"\"([^\"]+)\"|“([^”]+)”", _sentences(rationale)[-1])
+    return _text(f'"{next(g for g in quoted[-1] if g)}"', case_fold) if quoted else None
+
+
+def predicted_answer(
+    generation: str,
+    answer_type: str = "number",
+    choices: Sequence[str] | None = None,
+    pattern: str = "",
+    case_fold: bool = True,
+) -> float | str | None:
+    """The answer a ``predict:`` generation gives (a whole answer statement is accepted too)."""
+    if pattern:
+        return stated_answer(generation, answer_type, choices, pattern=pattern, case_fold=case_fold)
+    for statement in reversed(answer_statements(generation)):
+        value = _statement_value(statement, answer_type, choices, case_fold)
+        if value is not None or _attempts_answer(statement, answer_type):
+            return value
+    return normalize_answer(generation, answer_type, choices, case_fold)
+
+
+@dataclass(frozen=True)
+class WrittenStep:
+    """One ``a op b = c`` step as written in a rationale."""
+
+    a: float
+    op: str
+    b: float
+    c: float
+
+    @property
+    def is_valid(self) -> bool:
+        """True when the stated result is arithmetically right."""
+        value = _OPS[self.op](self.a, self.b)
+        return math.isfinite(value) and abs(value - self.c) <= 1e-6
+
+
+def parse_steps(rationale: str) -> list[WrittenStep]:
+    """All ``a op b = c`` steps of a rationale, in order."""
+    return [WrittenStep(float(a), op, float(b), float(c)) for a, op, b, c in _STEP.findall(rationale or "")]
+
+
+def step_validity(rationale: str) -> float | None:
+    """Fraction of written steps that are arithmetically right; None if there are no steps."""
+    steps = parse_steps(rationale)
+    if not steps:
+        return None
+    return sum(step.is_valid for step in steps) / len(steps)
