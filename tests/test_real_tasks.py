@@ -133,9 +133,9 @@ def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tm
     assert not (exported / "training_state.pt").exists() and "test-split score" in (exported / "README.md").read_text()
     bad = cli("qcrd-bench", "export", str(tmp_path / "svamp_mcckd"), "--round", "9", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "--round 9" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert (exported / "qcrd_run.json").read_bytes() == (folder / "qcrd_run.json").read_bytes()  # the record travels
     for model, metadata, source in (
         (folder, None, "mcc_kd"),
-        (exported, None, "mcc_kd"),
         (folder, {"source": "dsbs"}, "dsbs"),
     ):
         extra = ["--limit", "2"] + (["--metadata", json.dumps(metadata)] if metadata else [])
