@@ -58,7 +58,7 @@ class DirectQCRD(QCRD):
     def _selected_losses(self, batch, rationales, owner, group, is_pos, encoded):
         l_pred, losses = label_and_rationale_losses(self.student, batch, rationales, owner, self.device, encoded)
         keep = self._selected(losses.detach(), group, is_pos, len(batch))
-        return l_pred, losses[keep], keep
+        return l_pred, losses[keep], keep, losses.detach()  # as QCRD's: ..., every rationale's loss for the statistics
 
 
 def step_times(k: int, steps: int, direct: bool = False) -> dict[str, float]:

@@ -565,8 +565,14 @@ def teach(config_path, config_flags, split, limit, out, overrides, quiet) -> Non
     show_default=True,
     help="Also write every run's per-round scalars as TensorBoard event files (needs `pip install tensorboard`).",
 )
+@click.option(
+    "--print-commands",
+    is_flag=True,
+    help="Train nothing: print one `qcrd-bench run` line per unfinished cell (for a SLURM array or any scheduler); "
+    "aggregate them afterwards with --from-runs <the grid's output_dir>.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
+def leaderboard(config_path, from_runs, out, report_to, print_commands, quiet) -> None:
     """Compare methods on the same data, student and budget, with error bars.
 
     \b
@@ -583,6 +589,12 @@ def leaderboard(config_path, from_runs, out, report_to, quiet) -> None:
     cfg = None
     if config_path:
         cfg = lb.load_leaderboard_config(config_path)
+    if print_commands:
+        if cfg is None:
+            _fail("--print-commands needs --config (the grid whose cells to print)")
+        for line in lb.cell_commands(cfg):
+            click.echo(line)
+        return
     if cfg and not from_runs:
         _quiet_libraries(no_progress_bars=quiet)
         from .training import run as run_training

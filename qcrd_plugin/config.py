@@ -78,6 +78,12 @@ class TaskConfig:
         "", "split to train on; empty = train (validation for anli1/esnli, whose train inputs are not released)"
     )
     max_train: int = _opt(0, "use only the first N training questions (0 = all)", min=0)
+    label_source: str = _opt(
+        "gold",
+        "the label the student trains on: gold, or teacher_majority (the teacher's self-consistent answer, as "
+        "DSS's --label_type llm and the paper's Table 3; questions without a majority are dropped)",
+        choices=("gold", "teacher_majority"),
+    )
     heldout: int = _opt(
         50,
         "real tasks: training questions held out for the judge's ROC-AUC when the source has no validation pool",

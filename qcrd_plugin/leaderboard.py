@@ -108,11 +108,20 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Keys added after grids were trained, with the default they had implicitly before: at that
+# default they are left out of the identity, so the cells trained before keep their hash.
+ADDED_KEYS = {"task.label_source": "gold"}
+
+
 def config_identity(config: dict) -> dict[str, Any]:
     """The resolved run config that defines a leaderboard cell: every key but the seed and the
     run's location. Runs with equal identities are seeds of one cell; any other difference (an
     ablation, a budget, a data setting) is another cell."""
-    return {k: v for k, v in flatten(config).items() if k not in NOT_IDENTITY}
+    return {
+        k: v
+        for k, v in flatten(config).items()
+        if k not in NOT_IDENTITY and not (k in ADDED_KEYS and ADDED_KEYS[k] == v)
+    }
 
 
 def identity_hash(identity: dict) -> str:
@@ -151,6 +160,36 @@ def is_finished(run_dir: Path, expected_hash: str | None = None) -> bool:
     rounds = resolved["training"]["rounds"]
     lines = [line for line in metrics.read_text().splitlines() if line.strip()]
     return len(lines) >= rounds
+
+
+def cell_commands(cfg: LeaderboardConfig) -> list[str]:
+    """One ``qcrd-bench run`` command line per unfinished cell of the grid, for a SLURM array or
+    any scheduler: each trains exactly the cell :func:`run_grid` would, into the same folder, so
+    ``qcrd-bench leaderboard --from-runs <output_dir>`` aggregates them afterwards."""
+    import shlex
+
+    lines = []
+    for task_label, method, seed in [(t, m, s) for t in cfg.tasks for m in cfg.methods for s in cfg.seeds]:
+        run_cfg = cell_config(cfg, task_label, method, seed)
+        if is_finished(Path(run_cfg.output_dir) / run_cfg.name, config_hash(run_cfg.to_dict())):
+            continue
+        overrides = (
+            list(cfg.overrides) + list(cfg.tasks[task_label]) + [f"method.name={method}", f"training.seed={seed}"]
+        )
+        argv = [
+            "qcrd-bench",
+            "run",
+            "--config",
+            str(cfg.base_config),
+            *[a for o in overrides for a in ("-o", o)],
+            "--output-dir",
+            run_cfg.output_dir,
+            "--name",
+            run_cfg.name,
+            "--quiet",
+        ]
+        lines.append(shlex.join(argv))
+    return lines
 
 
 def run_grid(cfg: LeaderboardConfig, train: Callable, log: Callable[[str], None] = print) -> list[Path]:

@@ -10,6 +10,7 @@ at any moment resumes with ``--resume`` and ends with the metrics of an uninterr
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -28,6 +29,7 @@ from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from . import checkpoints, evaluation, faults
+from .answers import format_number
 from .checkpoints import STATE_FILE, RunLock, damaged, drop_partials, drop_stale_states, has_run_data, load_state
 from .config import RunConfig
 from .data import TrainExample, build_examples, long_prompts
@@ -386,6 +388,9 @@ def setup(
     with timer("self_consistency"):
         selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
         pool_stats = pool_statistics(pools["train"], selections["train"])
+    if cfg.task.label_source == "teacher_majority":
+        splits["train"], dropped = teacher_labels(splits["train"], selections["train"])
+        log(f"labels: the teacher's majority answer ({dropped} questions without one dropped)")
     log("teacher pool (train): " + format_statistics(pool_stats))
     for warning in pool_warnings(pools["train"], pool_stats, cfg.teacher.samples):
         log(f"warning: teacher pool (train): {warning}")
@@ -473,6 +478,21 @@ def sample_teacher(
         if not launcher.is_main:
             pools = {split: read_pool(run_dir / f"pool_{split}.jsonl") for split in ("train", "validation")}
     return task, splits, teacher, pools
+
+
+def teacher_labels(questions: list[Question], selections: list) -> tuple[list[Question], int]:
+    """``questions`` labelled with the teacher's self-consistent (majority) answer instead of gold,
+    as DSS's ``--label_type llm`` (the paper's Table 3 setting); gold is not used in training. A
+    question whose samples give no majority is dropped. Returns (questions, how many dropped)."""
+    majority = {sel.id: sel.majority for sel in selections}
+    kept = []
+    for q in questions:
+        answer = majority.get(q.id)
+        if answer is None:
+            continue
+        text = format_number(answer) if q.answer_type == "number" and isinstance(answer, float) else str(answer)
+        kept.append(dataclasses.replace(q, answer=text))
+    return kept, len(questions) - len(kept)
 
 
 def build_student_and_examples(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -253,3 +254,37 @@ def test_a_changed_config_trains_its_cell_again_instead_of_reusing_the_old_runs(
     assert (changed[0] / "metrics.jsonl").exists() and (first[0] / "metrics.jsonl").exists()
     results = collect([tmp_path / "grid"])
     assert len(aggregate(results)["rows"]) == 2  # two configs: two cells, never one cell of two seeds
+    # --print-commands: a finished cell prints nothing; an unfinished one prints the command that
+    # trains exactly that cell (after it, the cell counts as finished and the grid collects it).
+    from qcrd_plugin.leaderboard import cell_commands
+
+    grid([])  # rewrite lb.yaml for the finished config
+    assert cell_commands(load_leaderboard_config(tmp_path / "lb.yaml")) == []
+    spec = yaml.safe_load((tmp_path / "lb.yaml").read_text())
+    spec["tasks"]["synth"] = TINY_OVERRIDES + ["training.learning_rate=0.002"]
+    (tmp_path / "lb.yaml").write_text(yaml.safe_dump(spec))
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("qcrd-bench")),
+            "leaderboard",
+            "--config",
+            str(tmp_path / "lb.yaml"),
+            "--print-commands",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and len(lines) == 1 and lines[0].startswith("qcrd-bench run --config "), proc.stderr
+    argv = shlex.split(lines[0])
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("qcrd-bench")), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert cell_commands(load_leaderboard_config(tmp_path / "lb.yaml")) == []
+    assert len(aggregate(collect([tmp_path / "grid"]))["rows"]) == 3

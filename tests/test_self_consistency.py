@@ -66,3 +66,25 @@ def test_simulated_teacher_pool_matches_the_documented_noise():
             if s.answer is not None and "no_answer" not in s.error and "skip" not in s.error:
                 last = s.rationale.split(" = ")[-1].split(".")[0].split()[0]
                 assert float(last) == s.answer
+
+
+def test_teacher_labels_replace_gold_with_the_majority_and_drop_questions_without_one():
+    """task.label_source: teacher_majority (the paper's Table 3): the label is the teacher's
+    self-consistent answer, written as a gold answer is; a question without a majority is dropped."""
+    from qcrd_plugin.questions import Question
+    from qcrd_plugin.rationales import Selection
+    from qcrd_plugin.training import teacher_labels
+
+    questions = [
+        Question("a", "3 + 4?", "7"),
+        Question("b", "2 + 2?", "4"),
+        Question("c", "Where?", "a", answer_type="choice", choices=["x", "y"]),
+    ]
+    selections = [
+        Selection("a", "7", majority=8.0),
+        Selection("b", "4", majority=None),
+        Selection("c", "a", majority="b"),
+    ]
+    labelled, dropped = teacher_labels(questions, selections)
+    assert [(q.id, q.answer) for q in labelled] == [("a", "8"), ("c", "b")] and dropped == 1
+    assert questions[0].answer == "7"  # the task's own questions are not changed
