@@ -278,8 +278,12 @@ def metric_value(record: dict, key: str) -> float | None:
 def run_cost(run: RunResult) -> tuple[float, float]:
     """(wall seconds of setup and every phase, mean training tokens/s) of one run."""
     wall = sum(run.rounds[0].get("setup_time_s", {}).values()) + sum(sum(r["time_s"].values()) for r in run.rounds)
-    speed = sum(r.get("train_tokens_per_s", 0.0) for r in run.rounds) / len(run.rounds)
-    return wall, speed
+    # Rounds that trained in the process that logged them (a round trained before a kill and only
+    # evaluated after the resume has no training time of its own).
+    measured = [
+        r["train_tokens_per_s"] for r in run.rounds if r.get("train_tokens_per_s") and r["time_s"].get("training")
+    ]
+    return wall, (sum(measured) / len(measured) if measured else 0.0)
 
 
 def cell_labels(results: list[RunResult]) -> dict[tuple[str, str], str]:

@@ -700,7 +700,10 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
                 "pool": run.pool_stats,
                 "time_s": round_times,
                 "setup_time_s": run.setup_times,
-                "train_tokens_per_s": state.log.tokens / max(1e-9, round_times.get("training", 0.0)),
+                # None for a round trained before a kill and only evaluated here: no training time to divide by.
+                "train_tokens_per_s": state.log.tokens / round_times["training"]
+                if round_times.get("training")
+                else None,
                 "world_size": run.launcher.world_size,
                 "checkpoint": str(run.run_dir / f"round_{round_index}"),
             }

@@ -33,12 +33,13 @@ RUN = [
     "training.iteration_steps=2",
     "training.batch_size=8",
     "training.warmup_steps=1",
-    "judge.pretrain_steps=3",
+    "judge.pretrain_steps=1",
     "judge.online_every=2",
     "negatives.j_back=1",
     "negatives.max_new_tokens=16",
     "evaluation.batch_size=32",
-    "evaluation.faithfulness_items=3",
+    "evaluation.faithfulness=false",
+    "evaluation.overlap=false",
     "teacher.kind=simulated",
 ]
 OVERRIDES = [arg for o in RUN for arg in ("-o", o)]

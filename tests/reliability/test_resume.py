@@ -331,6 +331,8 @@ def test_a_finished_run_is_extended_with_more_rounds(tmp_path):
         "-o",
         "evaluation.faithfulness=false",
         "-o",
+        "evaluation.overlap=false",
+        "-o",
         "teacher.kind=simulated",
     ]
     for name, rounds in (("extended", "1"), ("fresh", "2")):
