@@ -371,29 +371,10 @@ def setup(
     if len(records) >= cfg.training.rounds:
         log(f"{run_dir}: all {cfg.training.rounds} rounds are done; nothing to resume")
         return records
-    torch.manual_seed(cfg.training.seed)
-    if cfg.training.threads:
-        torch.set_num_threads(cfg.training.threads)
-    configure_cuda(launcher.device)
+    start_process(cfg, run_dir, launcher, records, log)
     timer = PhaseTimer()
-    world = f" x {launcher.world_size} processes" if launcher.world_size > 1 else ""
-    log(
-        f"run directory: {run_dir}   device: {launcher.device}{world}   method: {cfg.method.name}"
-        + (f"   resuming after round {len(records)}" if records else "")
-    )
-    evaluation.check_task_names(cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name))
-    check_trackers(cfg.training.report_to)
-    check_pretrained(cfg.student)
     task, splits, teacher, pools = sample_teacher(cfg, run_dir, launcher, progress, log, timer)
-    with timer("self_consistency"):
-        selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
-        pool_stats = pool_statistics(pools["train"], selections["train"])
-    if cfg.task.label_source == "teacher_majority":
-        splits["train"], dropped = teacher_labels(splits["train"], selections["train"])
-        log(f"labels: the teacher's majority answer ({dropped} questions without one dropped)")
-    log("teacher pool (train): " + format_statistics(pool_stats))
-    for warning in pool_warnings(pools["train"], pool_stats, cfg.teacher.samples):
-        log(f"warning: teacher pool (train): {warning}")
+    selections, pool_stats = select_rationales(cfg, splits, pools, log, timer)
     saved = load_state(restore_from) if restore_from else None
     student, tokenizer, examples, heldout = build_student_and_examples(
         cfg, splits, pools, selections, saved, restore_from, launcher.device, log
@@ -440,6 +421,42 @@ def setup(
         autocast_dtype(launcher.device, cfg.training.precision),
         trackers,
     )
+
+
+def start_process(
+    cfg: RunConfig, run_dir: Path, launcher: Launcher, records: list[dict], log: Callable[[str], None]
+) -> None:
+    """Seed, threads and CUDA settings; the run's first line; the checks that must pass before
+    any teacher sampling (evaluation tasks, trackers, the pretrained student)."""
+    torch.manual_seed(cfg.training.seed)
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    configure_cuda(launcher.device)
+    world = f" x {launcher.world_size} processes" if launcher.world_size > 1 else ""
+    log(
+        f"run directory: {run_dir}   device: {launcher.device}{world}   method: {cfg.method.name}"
+        + (f"   resuming after round {len(records)}" if records else "")
+    )
+    evaluation.check_task_names(cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name))
+    check_trackers(cfg.training.report_to)
+    check_pretrained(cfg.student)
+
+
+def select_rationales(
+    cfg: RunConfig, splits: dict, pools: dict, log: Callable[[str], None], timer: PhaseTimer
+) -> tuple:
+    """(selections per split, the train pool's statistics): self-consistency over the pools, and
+    with ``task.label_source: teacher_majority`` the train questions relabelled (in ``splits``)."""
+    with timer("self_consistency"):
+        selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
+        pool_stats = pool_statistics(pools["train"], selections["train"])
+    if cfg.task.label_source == "teacher_majority":
+        splits["train"], dropped = teacher_labels(splits["train"], selections["train"])
+        log(f"labels: the teacher's majority answer ({dropped} questions without one dropped)")
+    log("teacher pool (train): " + format_statistics(pool_stats))
+    for warning in pool_warnings(pools["train"], pool_stats, cfg.teacher.samples):
+        log(f"warning: teacher pool (train): {warning}")
+    return selections, pool_stats
 
 
 def sample_teacher(

@@ -228,7 +228,7 @@ def packed_losses(
     call of its own gives (tests/test_methods.py checks values and gradients).
     """
     (predict_states, predict_mask), (explain_states, explain_mask) = encoded["predict"], encoded["explain"]
-    n, start = len(batch), student.config.decoder_start_token_id
+    start = student.config.decoder_start_token_id
     rows: list[list[tuple[int, list[int]]]] = [
         [(0, ex.label_ids)] for ex in batch
     ]  # (prompt: 0 predict, 1 explain; target)
@@ -256,9 +256,7 @@ def packed_losses(
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
     # Padding positions (segment 0) see the padding before them: never an empty row, never in the loss.
     attend_self = (segment[:, :, None] == segment[:, None, :]) & causal
-    key_prompt = torch.cat(
-        [predict_mask - 1, 2 * explain_mask - 1], dim=1
-    )  # 0 predict token, 1 explain token, -1 padding
+    key_prompt = torch.cat([predict_mask - 1, 2 * explain_mask - 1], dim=1)  # 0 predict, 1 explain token, -1 padding
     attend_prompt = (prompt[:, :, None] == key_prompt[:, None, :]) | (segment == 0)[:, :, None]
     states = torch.cat([predict_states, explain_states], dim=1)
 
@@ -280,17 +278,19 @@ def packed_losses(
     scored = labels != -100
     is_label = scored & (prompt == 0)
     l_pred = (token_loss * is_label).sum() / is_label.sum().clamp(min=1)
-    # Token-mean loss of every (row, segment), then each rationale's own.
-    width = segment.shape[1] + 1
+    return l_pred, _segment_means(token_loss, scored, segment, place, device)
+
+
+def _segment_means(token_loss, scored, segment, place: list[tuple[int, int]], device) -> torch.Tensor:
+    """The token-mean loss of every (row, segment) of a packed call, then of each rationale at its
+    ``place`` (row, segment number): [number of rationales]."""
+    n, width = segment.shape[0], segment.shape[1] + 1
     key = (torch.arange(n, device=device)[:, None] * width + segment).reshape(-1)
-    sums = torch.zeros(n * width, dtype=token_loss.dtype, device=device).index_add(
-        0, key, (token_loss * scored).reshape(-1)
-    )
-    counts = torch.zeros(n * width, dtype=token_loss.dtype, device=device).index_add(
-        0, key, scored.reshape(-1).to(token_loss.dtype)
-    )
+    zeros = torch.zeros(n * width, dtype=token_loss.dtype, device=device)
+    sums = zeros.index_add(0, key, (token_loss * scored).reshape(-1))
+    counts = zeros.index_add(0, key, scored.reshape(-1).to(token_loss.dtype))
     index = torch.tensor([q * width + number for q, number in place], device=device)
-    return l_pred, sums[index] / counts[index].clamp(min=1)
+    return sums[index] / counts[index].clamp(min=1)
 
 
 def sequence_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

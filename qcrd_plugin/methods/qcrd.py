@@ -46,21 +46,19 @@ def reference_loss(
 
     Arguments (N questions in the batch, R rationales in all their sets together):
 
-    - ``cfg``: the run's config; reads ``cfg.method`` (alpha1, alpha2, beta, delta, set_reduction)
-      and ``cfg.judge.loss`` (the form of L_D).
+    - ``cfg``: reads ``cfg.method`` (alpha1, alpha2, beta, delta, set_reduction), ``cfg.judge.loss``.
     - ``student``, ``tokenizer``: the student f, and its tokenizer (pad and EOS ids for the judge).
     - ``batch``: the N questions x_i; ``batch[i].positives`` is S_pos^i (token-id lists) and
       ``batch[i].label_ids`` the gold label that L_pred trains.
     - ``negatives``: S_neg^i of each question, N lists of token-id lists (:meth:`QCRD.negatives_of`).
     - ``alpha3``: the current weight of L_D (it decays every iteration).
-    - ``judge``: the quality judge D, or None (no judge: every weight s is 1 and L_D is 0).
-    - ``update_judge``: this step trains D (its online update): L_D enters the total, with a graph.
+    - ``judge``: the quality judge D, or None (every weight 1, L_D 0); ``update_judge``: D's online
+      update step, L_D enters the total with a graph.
     - ``generator``: the random source of the ``sampling`` reduction.
 
-    Tensors: ``losses``, ``s`` and the weights are [R]; one set's slice of them is [|S|]; L_pred,
-    L_cl, L_D and the total are scalars. Returns ``LossOutput(total, components)`` with the components
-    :meth:`QCRD.loss` logs (``l_pos``, ``w_pos``, ``hinge_neg``, ``w_neg``: means over the
-    questions whose set is not empty).
+    Tensors: ``losses``, ``s`` and the weights are [R], a set's slice [|S|]; the losses are scalars.
+    Returns ``LossOutput(total, components)`` with :meth:`QCRD.loss`'s components (``l_pos``,
+    ``w_pos``, ``hinge_neg``, ``w_neg``: means over the questions whose set is not empty).
     """
     m = cfg.method
     rationales, owner, is_pos = [], [], []
@@ -68,23 +66,12 @@ def reference_loss(
         rationales += ex.positives + neg
         owner += [i] * (len(ex.positives) + len(neg))
         is_pos += [True] * len(ex.positives) + [False] * len(neg)
-    l_pred = label_loss(student, batch, device)  # L_pred: cross-entropy of the gold label given `predict:`, scalar
-    losses = rationale_losses(
-        student, batch, rationales, owner, device
-    )  # l(f(x), r): per-token mean CE, [R], with a graph
-    # The weight of each rationale: s for a positive (Eq. 6), 1 - s for a negative (Eq. 7); [R].
-    pos_weight = neg_weight = torch.ones(len(rationales), device=device)  # no judge: every weight is 1
-    l_d = torch.zeros((), device=device)
-    if judge is not None and rationales:
-        inputs = [judge_input(batch[o].explain_ids, r, tokenizer.eos_token_id) for r, o in zip(rationales, owner)]
-        with torch.set_grad_enabled(update_judge):
-            s = score(judge, inputs, tokenizer.pad_token_id, device)  # s = D(x, r), [R]  (Eq. 1)
-        if update_judge:  # L_D  (Eq. 2, in the form cfg.judge.loss names)
-            l_d = judge_loss(
-                s, torch.tensor(owner, device=device), torch.tensor(is_pos, device=device), len(batch), cfg.judge.loss
-            )
-        # Detached: no gradient reaches D through the weights; D learns through alpha3 * L_D alone.
-        pos_weight, neg_weight = s.detach(), 1.0 - s.detach()
+    # L_pred: the gold label's cross-entropy given `predict:`; l(f(x), r): per-token mean CE, [R], with a graph
+    l_pred = label_loss(student, batch, device)
+    losses = rationale_losses(student, batch, rationales, owner, device)
+    pos_weight, neg_weight, l_d = _judge_weights(
+        cfg, judge, tokenizer, batch, rationales, owner, is_pos, update_judge, device
+    )
     pos_pick = neg_pick = [None] * len(batch)
     if m.set_reduction == "sampling":  # one uniform member per set: the positive sets' draw, then the negative sets'
         pos_pick = _uniform_picks([len(ex.positives) for ex in batch], generator)
@@ -102,17 +89,15 @@ def reference_loss(
             l_pos, w_pos = _reduce_one_set(
                 losses[pos], pos_weight[pos], losses[pos], m.set_reduction, pos_max, pos_pick[i]
             )
-            positive_term = w_pos * l_pos  # l(f(x), S_pos) = s_pos * min_{r in S_pos} l(f(x), r)  (Eq. 6; min: minmax)
+            # l(f(x), S_pos) = s_pos * min_{r in S_pos} l(f(x), r)  (Eq. 6; min under minmax)
+            positive_term = w_pos * l_pos
             parts["l_pos"].append(l_pos)
             parts["w_pos"].append(w_pos)
         if negatives[i]:
-            hinged = torch.clamp(
-                losses[neg] - m.delta, max=0.0
-            )  # min(l(f(x), r) - delta, 0) on each negative  (Eq. 7)
+            hinged = torch.clamp(losses[neg] - m.delta, max=0.0)  # min(l(f(x), r) - delta, 0) on each negative (Eq. 7)
             h_neg, w_neg = _reduce_one_set(hinged, neg_weight[neg], losses[neg], m.set_reduction, neg_max, neg_pick[i])
-            negative_term = (
-                w_neg * h_neg
-            )  # l(f(x), S_neg) = (1 - s_neg) * max_{r in S_neg} min(l(f(x), r) - delta, 0)  (Eq. 7; max: minmax)
+            # l(f(x), S_neg) = (1 - s_neg) * max_{r in S_neg} min(l(f(x), r) - delta, 0)  (Eq. 7; max under minmax)
+            negative_term = w_neg * h_neg
             parts["hinge_neg"].append(h_neg)
             parts["w_neg"].append(w_neg)
         terms.append(positive_term - m.beta * negative_term)  # question i's summand of Eq. 3
@@ -146,6 +131,23 @@ def _reduce_one_set(
         raise ValueError(f"unknown set reduction {how!r}")
     j = losses.argmax() if pick_max else losses.argmin()
     return values[j], weights[j]
+
+
+def _judge_weights(cfg, judge, tokenizer, batch, rationales, owner, is_pos, update_judge: bool, device) -> tuple:
+    """(positive weights, negative weights, L_D) of :func:`reference_loss`: s for a positive
+    (Eq. 6) and 1 - s for a negative (Eq. 7), each [R], with s = D(x, r) (Eq. 1); L_D (Eq. 2, in
+    the form ``cfg.judge.loss`` names) when the judge updates. Without a judge every weight is 1."""
+    ones, l_d = torch.ones(len(rationales), device=device), torch.zeros((), device=device)
+    if judge is None or not rationales:
+        return ones, ones, l_d
+    inputs = [judge_input(batch[o].explain_ids, r, tokenizer.eos_token_id) for r, o in zip(rationales, owner)]
+    with torch.set_grad_enabled(update_judge):
+        s = score(judge, inputs, tokenizer.pad_token_id, device)
+    if update_judge:
+        group, positive = torch.tensor(owner, device=device), torch.tensor(is_pos, device=device)
+        l_d = judge_loss(s, group, positive, len(batch), cfg.judge.loss)
+    # Detached: no gradient reaches D through the weights; D learns through alpha3 * L_D alone.
+    return s.detach(), 1.0 - s.detach(), l_d
 
 
 def _uniform_picks(sizes: list[int], generator: torch.Generator | None) -> list[int]:
