@@ -2,7 +2,7 @@
 configs are package data, `qcrd-bench` finds them, and the plain lm-eval CLI scores a student
 with `--include_path $(qcrd-bench tasks-path)`.
 
-The wheel is built from this checkout (`pip wheel --no-deps --no-build-isolation`, no network)
+The wheel is built from a copy of this checkout (`pip wheel --no-deps --no-build-isolation`, no network)
 and installed without dependencies into a fresh virtual environment, which borrows the
 dependencies (torch, transformers, lm-eval, ...) of the test environment through a .pth line, so
 nothing is downloaded. Every command runs from an empty folder outside the repository, so the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -41,6 +42,12 @@ TINY = [
 def wheel_env(tmp_path_factory):
     """(python, qcrd-bench, lm_eval, a clean working folder) of a fresh venv holding only the wheel."""
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools writes build/ beside the sources, which must not land in the checkout.
+    source = root / "src"
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"
+    )
+    shutil.copytree(REPO, source, symlinks=True, ignore=skip)
     built = subprocess.run(
         [
             sys.executable,
@@ -52,7 +59,7 @@ def wheel_env(tmp_path_factory):
             "-q",
             "-w",
             str(root / "dist"),
-            str(REPO),
+            str(source),
         ],
         capture_output=True,
         text=True,
