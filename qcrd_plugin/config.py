@@ -291,7 +291,13 @@ class TrainingConfig:
     rounds: int = _opt(3, "training rounds; lm-eval evaluates after each", min=1)
     steps_per_round: int = _opt(270, "optimizer steps per round", min=1)
     iteration_steps: int = _opt(20, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
-    batch_size: int = _opt(16, "questions per step", min=1)
+    batch_size: int = _opt(16, "questions per optimizer step", min=1)
+    grad_accum_steps: int = _opt(
+        1,
+        "micro-batches each step's batch is cut into, their gradients accumulated before the one optimizer "
+        "step: the same update with 1/k of the activation memory (batch_size stays the questions per step)",
+        min=1,
+    )
     learning_rate: float = _opt(3e-3, "AdamW learning rate of the student", min=0.0)
     weight_decay: float = _opt(0.0, "AdamW weight decay", min=0.0)
     warmup_steps: int = _opt(30, "linear learning-rate warm-up steps", min=0)
@@ -301,8 +307,9 @@ class TrainingConfig:
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
     precision: str = _opt(
         "auto",
-        "CUDA autocast dtype: auto (bf16 where supported), bf16 or fp32; CPU always trains in fp32",
-        choices=("auto", "bf16", "fp32"),
+        "autocast dtype: auto (CUDA: bf16 where supported, else fp32; CPU: fp32), bf16, fp32, or fp16 "
+        "with a dynamic loss scaler (GradScaler; for GPUs without bf16, single process or DDP)",
+        choices=("auto", "bf16", "fp16", "fp32"),
     )
     compile: bool = _opt(
         False, "torch.compile every transformer block of the student and judge (pays a one-off compile time)"
@@ -320,8 +327,11 @@ class EvaluationConfig:
     """lm-eval evaluation after every round, in memory."""
 
     tasks: list = _opt(
-        [], "lm-eval tasks (from tasks/) evaluated after every round; empty = qcrd_<task> and qcrd_<task>_explain"
+        [],
+        "lm-eval tasks evaluated after every round: ours (qcrd_*), lm-eval's registry names, groups, tags or "
+        "globs, as a list or lm-eval's comma list; empty = qcrd_<task> and qcrd_<task>_explain",
     )
+    include_path: list = _opt([], "extra folders of lm-eval task YAMLs, as lm-eval's --include_path")
     limit: int = _opt(0, "evaluate only the first N test items (0 = all)", min=0)
     overlap: bool = _opt(
         True, "log ROUGE-L / BLEU of test rationales against the gold rationale and teacher positives, and distinct-n"
@@ -331,6 +341,12 @@ class EvaluationConfig:
         32, "probe only the first N test rationales (the probes decode one forced prefix at a time)", min=1
     )
     batch_size: int = _opt(64, "lm-eval generation batch size", min=1)
+    select: str = _opt(
+        "last",
+        "which round a run reports and exports as its result: last, or validation (the round with the best "
+        "headline accuracy on the run's validation questions, scored each round; the test split plays no part)",
+        choices=("last", "validation"),
+    )
 
 
 @dataclass
@@ -376,6 +392,10 @@ def _check_value(value: Any, expected: type, meta: dict, where: str) -> Any:
         except ValueError:
             pass
     if expected is list:
+        if isinstance(value, str):  # lm-eval's and transformers' comma lists: "qcrd_synth,gsm8k"
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = [part.strip() for v in value for part in v.split(",") if part.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {short_repr(value)}")
         problem = next((value_problem(v, meta) for v in value if value_problem(v, meta)), None)
@@ -476,6 +496,11 @@ def _validate_across(cfg: RunConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'teacher.model': teacher {cfg.teacher.kind!r} needs a model")
     if cfg.teacher.kind == "openai" and not cfg.teacher.base_url:
         raise ConfigError(f"{source}: key 'teacher.base_url': teacher 'openai' needs the endpoint's base URL")
+    if cfg.training.grad_accum_steps > cfg.training.batch_size:
+        raise ConfigError(
+            f"{source}: key 'training.grad_accum_steps': {cfg.training.grad_accum_steps} micro-batches cannot cut "
+            f"a batch of training.batch_size={cfg.training.batch_size} questions"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -72,7 +72,8 @@ class Launcher:
     """One process, the default launch mode; also the base of the multi-process modes.
 
     The interface the recipe uses, the same in every mode: :meth:`wrap` the training step,
-    :meth:`attach` its optimizers, :meth:`forward` a batch, :meth:`backward_and_step`,
+    :meth:`attach` its optimizers, then per optimizer step :meth:`zero_grad`, :meth:`forward` and
+    :meth:`backward` for each micro-batch (``training.grad_accum_steps``) and one :meth:`step`;
     :meth:`full_modules` for sampling, evaluation and checkpoints, :meth:`optimizer_state` /
     :meth:`load_optimizer_state` for checkpoints, and the few collectives (:meth:`main_only`,
     :meth:`mean`, :meth:`any`, :meth:`barrier`), which in one process are plain calls.
@@ -85,6 +86,8 @@ class Launcher:
         self.rank = state.process_index if state is not None else 0
         self.world_size = state.num_processes if state is not None else 1
         self.optimizer: torch.optim.Optimizer | None = None  # the student's
+        self.judge_optimizer: torch.optim.Optimizer | None = None
+        self.scaler: torch.amp.GradScaler | None = None  # training.precision fp16 only
         self.max_grad_norm = 0.0
 
     @property
@@ -99,23 +102,52 @@ class Launcher:
         """The training step as this mode trains it (build the optimizers after this)."""
         return step
 
-    def attach(self, step: TrainingStep, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> None:
-        """Take the student's optimizer (and the clipping norm) that :meth:`backward_and_step` applies."""
-        self.optimizer, self.max_grad_norm = optimizer, max_grad_norm
+    def attach(
+        self,
+        step: TrainingStep,
+        optimizer: torch.optim.Optimizer,
+        judge_optimizer: torch.optim.Optimizer | None,
+        max_grad_norm: float,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
+        """Take the optimizers :meth:`step` applies: the student's (clipped at ``max_grad_norm``) and
+        the judge's; ``scaler`` scales the fp16 losses (None: no scaling)."""
+        self.optimizer, self.judge_optimizer, self.max_grad_norm = optimizer, judge_optimizer, max_grad_norm
+        self.scaler = scaler
 
     def forward(self, step: TrainingStep, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
         """(total loss, components) of this rank's share of ``batch``."""
         return step(self.shard(batch))
 
-    def backward_and_step(self, total: torch.Tensor, judge_params: list) -> None:
-        """Backward, average the gradients over ranks, clip the student's, step the student's optimizer."""
-        student_params = self.optimizer.param_groups[0]["params"]
+    def zero_grad(self) -> None:
+        """Clear the gradients before an optimizer step's first micro-batch."""
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if self.judge_optimizer is not None:
+            self.judge_optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Add ``loss``'s gradients (scaled under fp16) to those of the step's earlier micro-batches."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self) -> None:
+        """Average the accumulated gradients over ranks, clip the student's, step both optimizers.
+        The judge steps only when it has gradients (its online-update steps). Under fp16 the
+        gradients are unscaled first, and a step whose gradients overflowed is skipped by the scaler."""
+        student_params = self.optimizer.param_groups[0]["params"]
+        judge_params = [] if self.judge_optimizer is None else self.judge_optimizer.param_groups[0]["params"]
         self.average_gradients([*student_params, *judge_params])  # one all-reduce for both
+        optimizers = [self.optimizer]
+        if judge_params and any(p.grad is not None for p in judge_params):
+            optimizers.append(self.judge_optimizer)
+        if self.scaler is not None:
+            for optimizer in optimizers:
+                self.scaler.unscale_(optimizer)
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(student_params, self.max_grad_norm)
-        self.optimizer.step()
+        for optimizer in optimizers:
+            self.scaler.step(optimizer) if self.scaler is not None else optimizer.step()
+        if self.scaler is not None:
+            self.scaler.update()
 
     def average_gradients(self, parameters) -> None:
         """Nothing to average in one process (see :class:`AllReduce`)."""
@@ -264,9 +296,17 @@ class DeepSpeed(AllReduce):
         super().__init__(device, state)
         self.zero_stage, self.engine, self._passes = zero_stage, None, 0
 
-    def attach(self, step: TrainingStep, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> None:
-        """Build the ZeRO engine around ``step`` that owns ``optimizer`` and clips at ``max_grad_norm``."""
-        super().attach(step, optimizer, max_grad_norm)
+    def attach(
+        self,
+        step: TrainingStep,
+        optimizer: torch.optim.Optimizer,
+        judge_optimizer: torch.optim.Optimizer | None,
+        max_grad_norm: float,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
+        """Build the ZeRO engine around ``step`` that owns ``optimizer`` and clips at ``max_grad_norm``
+        (config.py refuses fp16 and gradient accumulation under DeepSpeed)."""
+        super().attach(step, optimizer, judge_optimizer, max_grad_norm)
         if self.device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed looks for a GPU
         import deepspeed
@@ -295,13 +335,24 @@ class DeepSpeed(AllReduce):
     def forward(self, step: TrainingStep, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
         return self.engine(self.shard(batch))
 
-    def backward_and_step(self, total: torch.Tensor, judge_params: list) -> None:
-        """The engine's backward reduce-scatters the student's gradients; its step clips, applies
-        and clears them. The judge is not in the engine: averaged by hand."""
+    def zero_grad(self) -> None:
+        """The engine clears the student's gradients in its step; only the judge's are left."""
+        if self.judge_optimizer is not None:
+            self.judge_optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """The engine's backward reduce-scatters the student's gradients."""
         self.check_same_passes()
-        self.engine.backward(total)
+        self.engine.backward(loss)
+
+    def step(self) -> None:
+        """The engine's step clips, applies and clears the student's gradients. The judge is not in
+        the engine: averaged by hand, stepped when it has gradients."""
         self.engine.step()
-        self.average_gradients(judge_params)
+        if self.judge_optimizer is not None:
+            judge_params = self.judge_optimizer.param_groups[0]["params"]
+            self.average_gradients(judge_params)
+            self.judge_optimizer.step()
 
     def check_same_passes(self) -> None:
         """Before ``backward``: stop if the ranks ran different numbers of passes with gradient
@@ -413,10 +464,20 @@ def configure_cuda(device: torch.device) -> None:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype of the training forward passes: bf16 on CUDA (``auto`` where the GPU
-    supports it), None (fp32) on CPU."""
-    if device.type != "cuda" or precision == "fp32":
+    """The autocast dtype of the training forward passes (None: fp32). ``auto`` is bf16 on a CUDA
+    device that supports it and fp32 elsewhere; ``bf16`` and ``fp16`` are taken as asked on any
+    device (on the CPU they are slower than fp32: there they exist to test the code path)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
+    if precision == "fp16":
+        return torch.float16
     if precision == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """The dynamic loss scaler fp16 needs (its small range underflows small gradients): losses are
+    scaled up before ``backward``, gradients unscaled before clipping, and a step whose gradients
+    overflowed is skipped while the scale shrinks. None for the other precisions."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None

@@ -62,23 +62,60 @@ def tasks_dir() -> Path:
     return path
 
 
-def task_manager(metadata: dict[str, Any]) -> TaskManager:
-    """A TaskManager over our tasks only (indexing lm-eval's ~14k built-in YAMLs costs seconds)."""
-    return TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata)
+def task_manager(metadata: dict[str, Any], names: list[str] = (), include_path: list[str] = ()) -> TaskManager:
+    """A TaskManager over our tasks and ``include_path``'s (``evaluation.include_path``, as
+    lm-eval's ``--include_path``), and over lm-eval's own only when ``names`` asks for a task
+    outside ours: indexing lm-eval's ~14k built-in YAMLs costs seconds."""
+    extra = [str(Path(folder).resolve()) for folder in include_path]
+    return TaskManager(
+        include_path=[str(tasks_dir()), *extra],
+        include_defaults=any(not name.startswith("qcrd") for name in names),
+        metadata=metadata,
+    )
 
 
-def check_task_names(names: list[str]) -> None:
-    """UserInputError naming ``evaluation.tasks`` when a name is not one of our lm-eval tasks or
-    groups: checked before any teacher sampling or training, not after them."""
+def check_task_names(names: list[str], include_path: list[str] = ()) -> None:
+    """UserInputError naming ``evaluation.tasks`` when a name is not one of our tasks, an
+    ``include_path`` task or in lm-eval's registry (tasks, groups, tags, globs), or when a task
+    outside ours cannot load its data (offline, say): checked before any teacher sampling or
+    training, not after them; an unknown name comes with lm-eval's own close-match suggestions."""
     from .errors import UserInputError
 
-    known = set(task_manager({}).all_tasks)
-    unknown = [name for name in names if name not in known]
+    for folder in include_path:
+        if not Path(folder).is_dir():
+            raise UserInputError(f"key 'evaluation.include_path': {folder} is not a folder")
+    manager = task_manager({}, names, include_path)
+    unknown = [name for name in names if not manager.match_tasks([name])]  # a glob must match something
     if unknown:
+        hint = suggest_tasks(unknown[0], manager.all_tasks)
         raise UserInputError(
-            f"key 'evaluation.tasks': {unknown[0]!r} is not a qcrd lm-eval task "
-            f"(known: {', '.join(sorted(n for n in known if not n.endswith('_cot')))}, and each with _cot)"
+            f"key 'evaluation.tasks': {unknown[0]!r} is neither a qcrd task nor an lm-eval task, group or tag"
+            + (f"; did you mean {', '.join(hint)}?" if hint else "")
+            + " (`lm-eval ls tasks` lists lm-eval's, `qcrd-bench tasks-path` holds ours)"
         )
+    for name in (n for n in names if not n.startswith("qcrd")):
+        try:
+            manager.load(manager.match_tasks([name]))
+        except Exception as err:  # noqa: BLE001 - lm-eval and datasets raise anything; the user must see which task
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise UserInputError(
+                f"key 'evaluation.tasks': lm-eval could not load {name!r}: {first} "
+                "(its dataset comes from the Hugging Face Hub unless it is in the local datasets cache)"
+            ) from None
+
+
+def suggest_tasks(name: str, known: list[str]) -> list[str]:
+    """Up to three close matches for ``name``: difflib's nearest spellings, then lm-eval's own
+    suggestions (its registry's prefix/substring rule)."""
+    import difflib
+
+    try:
+        from lm_eval.api.registry import _suggest_similar  # private in 0.4.13: do without it if it moves
+    except ImportError:
+        _suggest_similar = None
+    hint = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
+    hint += _suggest_similar(name, sorted(known)) if _suggest_similar else []
+    return list(dict.fromkeys(hint))[:3]
 
 
 def build_tasks(names: list[str], manager: TaskManager) -> list:
@@ -89,6 +126,18 @@ def build_tasks(names: list[str], manager: TaskManager) -> list:
     children = {child for members in loaded.get("group_map", {}).values() for child in members}
     top = [group for name, group in loaded["groups"].items() if name not in children]
     return top + [task for name, task in loaded["tasks"].items() if name not in children]
+
+
+def on_questions(manager: TaskManager, name: str, questions: list):
+    """lm-eval task ``name`` scoring ``questions`` instead of its test split: the run's validation
+    questions, which ``evaluation.select: validation`` picks the best round on without a look at
+    the test set. The task object is lm-eval's own; only its documents are the run's."""
+    from datasets import Dataset
+
+    task = manager.load([name])["tasks"][name]
+    task.dataset["run_validation"] = Dataset.from_list([q.to_record() for q in questions])
+    task.config.test_split = "run_validation"
+    return task
 
 
 def default_tasks(family: str) -> list[str]:
@@ -170,7 +219,7 @@ def reference_rationales(task, teacher, cfg) -> dict[str, list[str]]:
     when they come cheap (the simulated teacher, or a source that ships test pools)."""
     refs = {q.id: [q.gold_rationale] if q.gold_rationale else [] for q in task.questions.get("test", [])}
     pool = []
-    if cfg.evaluation.overlap and cfg.teacher.kind == "simulated":
+    if cfg.evaluation.overlap and cfg.teacher.kind == "simulated" and teacher is not None:  # None: not asked
         pool = teacher.sample(task.questions["test"], cfg.teacher.samples, cfg.teacher.temperature)
     elif cfg.evaluation.overlap and "test" in task.pools:
         pool = task.pools["test"]
@@ -212,22 +261,32 @@ class Evaluator:
     objects, the reference rationales and the judge's held-out pairs are reused every round.
 
     ``heldout``: the validation questions' TrainExamples, whose positives and LLM negatives are
-    the judge's held-out pairs. ``timer``: a PhaseTimer the phases are timed on.
+    the judge's held-out pairs. ``timer``: a PhaseTimer the phases are timed on. With
+    ``evaluation.select: validation``, ``validation`` (the run's validation Questions) are scored
+    too, on the task that gives the headline accuracy (``answer_from``: label or rationale).
     """
 
-    def __init__(self, cfg, task, teacher, tokenizer, heldout: list, device, timer):
+    def __init__(
+        self, cfg, task, teacher, tokenizer, heldout: list, device, timer, validation=(), answer_from="label"
+    ):
         from .discriminator import judge_input
 
         self.cfg, self.tokenizer, self.device, self.timer = cfg, tokenizer, device, timer
         names = cfg.evaluation.tasks or default_tasks(cfg.task.name)
-        self.label_task = next((t for t in names if not t.endswith(("_explain", "_cot"))), names[0])
+        # The headline accuracy: our first label task (lm-eval's own tasks name their metrics otherwise).
+        ours = [t for t in names if t.startswith("qcrd")] or names
+        self.label_task = next((t for t in ours if not t.endswith(("_explain", "_cot"))), ours[0])
         self.explain_task = next((t for t in names if t.endswith("_explain")), "")
         eos = tokenizer.eos_token_id
         self.heldout_pos = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.positives]
         self.heldout_neg = [judge_input(ex.explain_ids, r, eos) for ex in heldout for r in ex.llm_negatives]
-        self.manager = task_manager(task_metadata(cfg.task))
+        self.manager = task_manager(task_metadata(cfg.task), names, cfg.evaluation.include_path)
         self.tasks = build_tasks(names, self.manager)
         self.references = reference_rationales(task, teacher, cfg)
+        self.validation_tasks = []
+        if cfg.evaluation.select == "validation":
+            headline_task = self.explain_task if answer_from == "rationale" else self.label_task
+            self.validation_tasks = [on_questions(self.manager, headline_task, validation)]
 
     def __call__(self, round_index: int, student, judge) -> dict:
         """The round's metrics record (the evaluation part); writes ``round_<k>/lm_eval_results.json``
@@ -240,6 +299,12 @@ class Evaluator:
             )
         samples = results.pop("samples", {})
         atomic_write_json(checkpoint / "lm_eval_results.json", to_builtin(results))
+        validation = {}
+        if self.validation_tasks:
+            with self.timer("validation"):
+                validation = task_scores(
+                    evaluate(student, self.tokenizer, self.validation_tasks, self.manager, cfg.evaluation.batch_size)
+                )
         explain_samples = samples.get(self.explain_task, [])
         write_jsonl(
             checkpoint / "rationales.jsonl",
@@ -268,6 +333,7 @@ class Evaluator:
             "label_task": self.label_task,
             "explain_task": self.explain_task,
             "eval": task_scores(results),
+            **({"validation": validation} if self.validation_tasks else {}),
             "rationale_quality": quality,
             **judged,
         }

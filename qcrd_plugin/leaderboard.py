@@ -110,7 +110,12 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 # Keys added after grids were trained, with the default they had implicitly before: at that
 # default they are left out of the identity, so the cells trained before keep their hash.
-ADDED_KEYS = {"task.label_source": "gold"}
+ADDED_KEYS = {
+    "task.label_source": "gold",
+    "training.grad_accum_steps": 1,
+    "evaluation.select": "last",
+    "evaluation.include_path": [],
+}
 
 
 def config_identity(config: dict) -> dict[str, Any]:
@@ -225,7 +230,11 @@ class RunResult:
 
     @property
     def final(self) -> dict:
-        return self.rounds[-1]
+        """The run's result: its last round, or the round ``evaluation.select: validation`` chose."""
+        chosen = self.rounds[-1].get("selected_round")
+        if chosen is None:
+            return self.rounds[-1]
+        return next((r for r in self.rounds if r.get("round") == chosen), self.rounds[-1])
 
 
 def read_run(run_dir: Path) -> RunResult:

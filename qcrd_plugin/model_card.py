@@ -107,9 +107,10 @@ student was evaluated on ({family} from {source}). Pass `--metadata` to score an
 
 
 def pick_round(run_dir: Path, which: str) -> int:
-    """The round ``which`` names in a finished run: a number, ``last``, or ``best`` (the highest
-    headline accuracy in metrics.jsonl; those are test-split scores, so ``best`` is a choice made
-    on the test set, and the exported card says so)."""
+    """The round ``which`` names in a finished run: a number, ``last``, or ``best``: the highest
+    validation accuracy when the run scored its validation questions (``evaluation.select:
+    validation``), else the highest headline accuracy in metrics.jsonl, a test-split score, so
+    then ``best`` is a choice made on the test set, and the exported card says so."""
     from .errors import UserInputError
     from .files import read_jsonl
 
@@ -123,10 +124,9 @@ def pick_round(run_dir: Path, which: str) -> int:
     if which == "last":
         return rounds[-1]
     if which == "best":
+        key = "validation_acc" if any("validation_acc" in r for r in records) else "headline_acc"
         scored = [
-            (r.get("headline_acc") if r.get("headline_acc") is not None else -1.0, r["round"])
-            for r in records
-            if r["round"] in rounds
+            (r.get(key) if r.get(key) is not None else -1.0, r["round"]) for r in records if r["round"] in rounds
         ]
         return max(scored, key=lambda pair: (pair[0], -pair[1]))[1]  # the earliest of equals
     if not which.isdigit() or int(which) not in rounds:
@@ -156,10 +156,14 @@ def export_round(run_dir: Path, which: str, out: Path) -> Path:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         metrics = next(r for _, r in read_jsonl(run_dir / "metrics.jsonl") if r["round"] == round_index)
         card = model_card(record, metrics, Path("."))
-        if which == "best":
+        if which == "best" and "validation_acc" in metrics:
+            card += (
+                "\nThis round was chosen as the best of the run by its accuracy on the run's validation questions.\n"
+            )
+        elif which == "best":
             card += (
                 "\nThis round was chosen as the best of the run by its test-split score "
-                "(a choice made on the test set).\n"
+                "(a choice made on the test set; `evaluation.select: validation` makes it on validation questions).\n"
             )
         atomic_write_text(out / "README.md", card)
     return source

@@ -110,7 +110,8 @@ class Registry(Mapping):
 
 # The order is the leaderboard's row order: from the plainest baseline to QCRD.
 METHODS = Registry("method")
-METHODS.register("finetune", ".methods.finetune:Finetune", help="label only")
+# rationales=False: trains on labels alone, so the teacher is asked only for its labels (task.label_source).
+METHODS.register("finetune", ".methods.finetune:Finetune", help="label only", rationales=False)
 METHODS.register("single_task", ".methods.single_task:SingleTask", help="rationale then answer as one target")
 METHODS.register("dss", ".methods.dss:DSS", help="distilling step-by-step: label and rationale as two tasks")
 METHODS.register("mi", ".methods.mi:MI", help="dss + a mutual-information term")

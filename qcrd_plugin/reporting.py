@@ -30,6 +30,8 @@ def round_summary(record: dict) -> str:
     for key in ("rationale_acc", "step_validity", "consistency"):
         if key in rat:
             parts.append(f"{key} {rat[key]:.3f}")
+    if record.get("validation_acc") is not None:
+        parts.append(f"validation acc {record['validation_acc']:.3f} (selected: round {record['selected_round']})")
     if record.get("judge_auc_heldout") is not None:
         parts.append(f"judge AUC {record['judge_auc_heldout']:.3f}")
     if (record.get("negatives") or {}).get("neg_active_share") is not None:
@@ -55,4 +57,6 @@ def summary_table(records: list[dict]) -> str:
             f"{fmt(r.get('judge_auc_heldout'), 9)} {fmt(r['time_s'].get('training'), 8)} "
             f"{fmt(r['time_s'].get('evaluation'), 7)}"
         )
+    if records and records[-1].get("selected_round"):
+        lines.append(f"selected round (best validation accuracy): {records[-1]['selected_round']}")
     return "\n".join(lines)

@@ -34,15 +34,16 @@ from .checkpoints import STATE_FILE, RunLock, damaged, drop_partials, drop_stale
 from .config import RunConfig
 from .data import TrainExample, build_examples, long_prompts
 from .discriminator import QualityJudge, follow_alpha3, pretrain
-from .distributed import Launcher, TrainingStep, autocast_dtype, configure_cuda, launcher_for
+from .distributed import Launcher, TrainingStep, autocast_dtype, configure_cuda, grad_scaler, launcher_for
 from .errors import RunAborted, UserInputError, WriteFailed
 from .files import atomic_write_text, read_jsonl, write_jsonl
 from .methods import Method, build_method
 from .model_card import RUN_RECORD, model_card, run_record
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
-from .pools import read_pool, write_pool
+from .pools import PoolEntry, read_pool, write_pool
 from .questions import Question, TaskData
 from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
+from .registry import METHODS
 from .reporting import headline_accuracy, inactive_negatives_warning, round_summary, summary_table
 from .sources import heldout_split
 from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, check_pretrained, judge_config, use_fused_gelu
@@ -191,6 +192,7 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     snapshots: SnapshotRing  # earlier student weights, the generators of student negatives
     examples: list[TrainExample]  # whose current student negatives are part of the state
+    scaler: torch.amp.GradScaler | None = None  # training.precision fp16: the loss scale goes on with the run
     step: int = 0
     iteration: int = 0
     log: RoundLog = field(default_factory=RoundLog)
@@ -216,6 +218,7 @@ class TrainState:
             "round_stats": self.log.stats,
             "tokens": self.log.tokens,
             "loss_curve": self.log.loss_curve,
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict, launcher: Launcher, step_module: TrainingStep, checkpoint: Path) -> None:
@@ -237,6 +240,8 @@ class TrainState:
         self.log = RoundLog(
             state["loss_sums"], state["loss_counts"], state["tokens"], state["loss_curve"], state["round_stats"]
         )
+        if self.scaler is not None and state.get("scaler"):  # absent in states written before fp16 existed
+            self.scaler.load_state_dict(state["scaler"])
 
 
 @dataclass
@@ -261,10 +266,6 @@ class Run:
     setup_times: dict[str, float]
     amp_dtype: torch.dtype | None
     trackers: Trackers | None  # training.report_to, rank 0 only
-
-    @property
-    def judge_params(self) -> list:
-        return [p for module in self.state.method.extra_modules() for p in module.parameters()]
 
 
 def run(
@@ -394,7 +395,9 @@ def setup(
     # continues the same sequence of batches.
     schedule = list(itertools.islice(batches(examples, cfg.training.batch_size, cfg.training.seed), total_steps))
     evaluator = launcher.main_only(
-        lambda: evaluation.Evaluator(cfg, task, teacher, tokenizer, heldout, launcher.device, timer)
+        lambda: evaluation.Evaluator(
+            cfg, task, teacher, tokenizer, heldout, launcher.device, timer, splits["validation"], method.answer_from
+        )
     )
     trackers = launcher.main_only(
         lambda: Trackers(cfg.training.report_to, run_dir, cfg.to_dict()) if cfg.training.report_to else None
@@ -437,9 +440,28 @@ def start_process(
         f"run directory: {run_dir}   device: {launcher.device}{world}   method: {cfg.method.name}"
         + (f"   resuming after round {len(records)}" if records else "")
     )
-    evaluation.check_task_names(cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name))
+    evaluation.check_task_names(
+        cfg.evaluation.tasks or evaluation.default_tasks(cfg.task.name), cfg.evaluation.include_path
+    )
     check_trackers(cfg.training.report_to)
     check_pretrained(cfg.student)
+    check_launch_mode(cfg, launcher)
+
+
+def check_launch_mode(cfg: RunConfig, launcher: Launcher) -> None:
+    """What the multi-process modes do not take: DeepSpeed's engine accumulates and scales by its
+    own config, which the loop does not build, and FSDP's sharded gradients would need a sharded
+    scaler (each rank must agree on a skipped step)."""
+    if launcher.launch_kind == "deepspeed" and cfg.training.grad_accum_steps > 1:
+        raise UserInputError(
+            "key 'training.grad_accum_steps': not supported under the DeepSpeed profile; "
+            "launch with harness_configs/accelerate/ddp.yaml or fsdp.yaml"
+        )
+    if launcher.launch_kind and cfg.training.precision == "fp16":
+        raise UserInputError(
+            f"key 'training.precision': fp16 is not supported under the {launcher.launch_kind} profile; "
+            "use bf16 there, or fp16 in one process or with harness_configs/accelerate/ddp.yaml"
+        )
 
 
 def select_rationales(
@@ -453,6 +475,8 @@ def select_rationales(
     if cfg.task.label_source == "teacher_majority":
         splits["train"], dropped = teacher_labels(splits["train"], selections["train"])
         log(f"labels: the teacher's majority answer ({dropped} questions without one dropped)")
+    if not needs_teacher(cfg):
+        return selections, {}
     log("teacher pool (train): " + format_statistics(pool_stats))
     for warning in pool_warnings(pools["train"], pool_stats, cfg.teacher.samples):
         log(f"warning: teacher pool (train): {warning}")
@@ -473,6 +497,15 @@ def sample_teacher(
         + " questions"
         + "".join(f"; note: {n}" for n in task.notes)
     )
+
+    if not needs_teacher(cfg):
+        log(f"teacher: not asked (method {cfg.method.name} trains on the gold labels alone)")
+        return (
+            task,
+            splits,
+            None,
+            {split: [PoolEntry(q.id, q.question, q.answer) for q in splits[split]] for split in splits},
+        )
 
     def ask():
         teacher = build_teacher(cfg.teacher, task, run_dir / "teacher_cache.jsonl", progress, str(launcher.device))
@@ -495,6 +528,11 @@ def sample_teacher(
         if not launcher.is_main:
             pools = {split: read_pool(run_dir / f"pool_{split}.jsonl") for split in ("train", "validation")}
     return task, splits, teacher, pools
+
+
+def needs_teacher(cfg: RunConfig) -> bool:
+    """False for a method that trains on labels alone (finetune) on gold labels: no teacher call, no pool."""
+    return cfg.method.name not in METHODS.names(rationales=False) or cfg.task.label_source != "gold"
 
 
 def teacher_labels(questions: list[Question], selections: list) -> tuple[list[Question], int]:
@@ -597,10 +635,11 @@ def build_train_state(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_then_linear(cfg.training.warmup_steps, total_steps)
     )
-    launcher.attach(
-        step_module, optimizer, cfg.training.max_grad_norm
-    )  # DeepSpeed: the engine takes the student's optimizer
-    return TrainState(method, optimizer, judge_optimizer, scheduler, SnapshotRing(cfg.negatives.j_back), examples)
+    scaler = grad_scaler(launcher.device, cfg.training.precision)
+    # DeepSpeed: the engine takes the student's optimizer.
+    launcher.attach(step_module, optimizer, judge_optimizer, cfg.training.max_grad_norm, scaler)
+    snapshots = SnapshotRing(cfg.negatives.j_back)
+    return TrainState(method, optimizer, judge_optimizer, scheduler, snapshots, examples, scaler)
 
 
 def train_round(run: Run, round_index: int) -> None:
@@ -620,12 +659,11 @@ def train_round(run: Run, round_index: int) -> None:
             start_iteration(run)
         with run.timer("training"):
             batch = run.schedule[state.step]
-            with torch.autocast(
-                launcher.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None
-            ):
-                total, components = launcher.forward(run.step_module, batch)
-            total = total * float("nan") if inject_nan else total
-            loss = launcher.mean(float(total.detach()))
+            state.method.new_step()
+            launcher.zero_grad()
+            loss, components = accumulate_gradients(
+                launcher, run.step_module, batch, cfg.training.grad_accum_steps, run.amp_dtype, inject_nan
+            )
             if not math.isfinite(loss):
                 kept = f"round_{round_index - 1}/" if round_index > 1 else "no checkpoint yet (none was written)"
                 raise RunAborted(
@@ -633,11 +671,7 @@ def train_round(run: Run, round_index: int) -> None:
                     f"The newest good checkpoint is {kept}. Lower training.learning_rate or "
                     f"check the teacher pool, then resume with `qcrd-bench run --resume {run.run_dir}`"
                 )
-            if state.judge_optimizer is not None:
-                state.judge_optimizer.zero_grad(set_to_none=True)
-            launcher.backward_and_step(total, run.judge_params)
-            if state.judge_optimizer is not None:
-                state.judge_optimizer.step()
+            launcher.step()
             state.scheduler.step()
         state.step += 1
         state.log.add(loss, components, batch)
@@ -645,6 +679,34 @@ def train_round(run: Run, round_index: int) -> None:
             run.trackers.log_step(state.step, loss, components, state.scheduler.get_last_lr()[0])
         bar.set_postfix(loss=f"{loss:.3f}")
     state.log.stats = state.method.pop_round_statistics()
+
+
+def micro_batches(batch: list, count: int) -> list[list]:
+    """``batch`` cut into ``count`` consecutive parts of (nearly) equal size."""
+    bounds = [round(i * len(batch) / count) for i in range(count + 1)]
+    return [batch[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def accumulate_gradients(
+    launcher: Launcher, step_module: TrainingStep, batch: list, count: int, amp_dtype, inject_nan: bool = False
+) -> tuple[float, dict]:
+    """Forward and backward ``batch`` in ``count`` micro-batches (``training.grad_accum_steps``),
+    each loss weighted by its share of the questions, so the accumulated gradient is the whole
+    batch's (exactly so where the loss is a mean over micro-batches holding equal shares of its
+    terms). Returns the step's (loss, components), weighted the same way; the loss is not finite
+    when any micro-batch's is, and the caller stops before the optimizer applies anything."""
+    loss, sums, shares = 0.0, {}, {}
+    for micro in micro_batches(batch, count):
+        share = len(micro) / len(batch)
+        with torch.autocast(launcher.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            total, parts = launcher.forward(step_module, micro)
+        total = total * float("nan") if inject_nan else total
+        launcher.backward(total * share)
+        loss += share * launcher.mean(float(total.detach()))
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + share * value
+            shares[key] = shares.get(key, 0.0) + share
+    return loss, {key: sums[key] / shares[key] for key in sums}
 
 
 def start_iteration(run: Run) -> None:
@@ -728,6 +790,11 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
         record["headline_acc"] = headline_accuracy(
             record["eval"], record["label_task"], record["explain_task"], state.method.answer_from
         )
+        if "validation" in record:
+            record["validation_acc"] = headline_accuracy(
+                record["validation"], record["label_task"], record["explain_task"], state.method.answer_from
+            )
+            record["selected_round"] = selected_round(run.records + [record])
         run.records.append(record)
         folder = run.run_dir / f"round_{round_index}"
         atomic_write_text(folder / "README.md", model_card(run_record(cfg, round_index), record, folder.resolve()))
@@ -744,6 +811,13 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
             run.log(warning)
 
     run.launcher.main_only(evaluate_and_record)
+
+
+def selected_round(records: list[dict]) -> int:
+    """``evaluation.select: validation``: the round with the best validation accuracy so far (the
+    earliest of equals; a round without a score counts as the worst)."""
+    scored = [(r["validation_acc"] if r.get("validation_acc") is not None else -1.0, -r["round"]) for r in records]
+    return -max(scored)[1]
 
 
 def refresh_negatives(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pytest
 
@@ -60,3 +61,62 @@ def tiny_run(tmp_path_factory):
     cfg = load_config(None, TINY_OVERRIDES + [f"output_dir={out}", "name=tiny"])
     records = run(cfg, progress=False, log=lambda _: None)
     return out / "tiny", records
+
+
+# The reliability suite's figures (tests/reliability, issue 6): every test there records what it
+# tried through the ``figures`` fixture; the session ends by printing kills survived, faults
+# injected and survived, bad inputs tried, and bytes of data lost (asserted to be zero). They live
+# in the top-level conftest because under pytest-xdist only this one is loaded by the controller,
+# which adds up the workers' counts.
+
+FIGURES: Counter = Counter()
+FIGURE_LABELS = {
+    "kills_survived": "kills survived (SIGKILL, then --resume, same final metrics)",
+    "faults_injected": "faults injected",
+    "faults_survived": "faults survived (retried, or stopped cleanly with nothing lost)",
+    "bad_inputs_tried": "bad inputs tried (exit code 2 + one message, or a counted skip)",
+    "bytes_lost": "bytes of data lost",
+}
+
+
+def record(figure: str, count: int = 1) -> None:
+    """Add ``count`` to one of the suite's figures (keys of FIGURE_LABELS)."""
+    if figure not in FIGURE_LABELS:
+        raise KeyError(figure)
+    FIGURES[figure] += count
+
+
+@pytest.fixture
+def figures():
+    """The :func:`record` function, for tests that prefer a fixture to an import."""
+    return record
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist (``make test`` runs two workers) each worker counts its own tests: it
+    hands its figures to the controller, which adds them up in :func:`pytest_testnodedown`."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reliability_figures"] = dict(FIGURES)
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_WorkerFigures())
+
+
+class _WorkerFigures:
+    """The controller's side of :func:`pytest_sessionfinish` (a class, so pytest does not check
+    the xdist-only hook where xdist is not installed)."""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        FIGURES.update(getattr(node, "workeroutput", {}).get("reliability_figures", {}))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not any(FIGURES.values()):
+        return
+    terminalreporter.section("reliability figures")
+    for key, label in FIGURE_LABELS.items():
+        terminalreporter.write_line(f"{label:<70} {FIGURES[key]:>8}")

@@ -44,6 +44,9 @@ class Method(ABC):
     def loss(self, batch: list[TrainExample]) -> LossOutput:
         """The loss of one batch (with a graph to the student's parameters)."""
 
+    def new_step(self) -> None:
+        """The training loop starts an optimizer step (before its micro-batches' :meth:`loss` calls)."""
+
     def start_iteration(self, iteration: int) -> None:
         """Called by the loop when iteration ``iteration`` (1-based) begins."""
 

@@ -343,7 +343,8 @@ class QCRD(Method):
     def __init__(self, cfg, student, tokenizer, device, judge: QualityJudge | None = None):
         super().__init__(cfg, student, tokenizer, device, judge=judge if cfg.judge.enabled else None)
         self.alpha3 = cfg.method.alpha3
-        self.steps = 0
+        self.steps = 0  # optimizer steps: the judge's online update comes every judge.online_every
+        self.loop_counts_steps = False  # True once the loop calls new_step: then loss() is one micro-batch
         # On the training device: torch.multinomial refuses a CPU generator for a CUDA tensor.
         self.generator = torch.Generator(device=device).manual_seed(cfg.training.seed)
         neg = cfg.negatives
@@ -355,6 +356,10 @@ class QCRD(Method):
         # GPU. The measurement: docs/performance.md.
         self.bucket_size = 32
         self.negative_stats = NegativeStatistics()
+
+    def new_step(self) -> None:
+        self.steps += 1
+        self.loop_counts_steps = True
 
     def start_iteration(self, iteration: int) -> None:
         if iteration > 1:
@@ -404,7 +409,8 @@ class QCRD(Method):
 
     def loss(self, batch: list[TrainExample]) -> LossOutput:
         cfg, device = self.cfg, self.device
-        self.steps += 1
+        if not self.loop_counts_steps:  # called directly (tests, benchmarks): each call is one step
+            self.steps += 1
         rationales, owner, positive, from_student = self.gather(batch)
         # One encoder pass for both prompts; every decoding below reads it.
         encoded = encode_prompts(self.student, batch, device, ("predict", "explain") if rationales else ("predict",))

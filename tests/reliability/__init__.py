@@ -1,3 +1,3 @@
-"""Reliability suite (issue 6). A package, so that its conftest is imported as
-``reliability.conftest`` and never replaces ``tests/conftest.py`` as the module ``conftest``
-(which ``from conftest import ...`` in the top-level tests needs)."""
+"""Reliability suite (issue 6). A package, so that its test modules import as
+``reliability.test_*`` and never clash with the top-level tests' module names. The suite's
+figures (``figures`` fixture) live in ``tests/conftest.py``."""

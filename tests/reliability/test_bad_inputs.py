@@ -978,8 +978,8 @@ EARLY_CASES = [
     ),
     (
         "unknown-evaluation-task",
-        ["run", "-o", "evaluation.tasks=[qcrd_nonexistent]", *RUNS],
-        ["key 'evaluation.tasks'", "qcrd_nonexistent"],
+        ["run", "-o", "evaluation.tasks=qcrd_synth,gsm8kk", *RUNS],  # lm-eval's comma list, a misspelt registry name
+        ["key 'evaluation.tasks'", "'gsm8kk'", "did you mean gsm8k"],
     ),
     (
         "pretrained-folder-missing",
