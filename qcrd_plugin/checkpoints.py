@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 
 from . import faults
-from .errors import RunAborted, UserInputError
+from .errors import RunAborted, UserInputError, WriteFailed
 from .files import fsync_dir
 
 STATE_FILE = "training_state.pt"
@@ -61,6 +61,22 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
+
+
+def save_base_model(folder: Path, model, tokenizer) -> None:
+    """A LoRA run's frozen base weights and tokenizer (lora.py), written once before training,
+    atomically: a kill or a full disk leaves no half-written base for a resume to build on."""
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier run's, under --overwrite
+        os.replace(partial, folder)
+        fsync_dir(folder.parent)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise WriteFailed(f"cannot write {folder} ({getattr(err, 'strerror', None) or err})") from err
 
 
 def save_round(

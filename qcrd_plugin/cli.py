@@ -560,10 +560,10 @@ def teach(config_path, config_flags, split, limit, out, overrides, quiet) -> Non
 )
 @click.option(
     "--report-to",
-    type=click.Choice(["none", "tensorboard"]),
     default="none",
     show_default=True,
-    help="Also write every run's per-round scalars as TensorBoard event files (needs `pip install tensorboard`).",
+    help="Comma-separated tensorboard,wandb: every cell trained now logs live (as run --report-to), and "
+    "tensorboard also gets every run's per-round scalars afterwards (extras: pip install 'qcrd-bench[tensorboard]').",
 )
 @click.option(
     "--print-commands",
@@ -584,6 +584,12 @@ def leaderboard(config_path, from_runs, out, report_to, print_commands, quiet) -
     """
     from . import leaderboard as lb
 
+    trackers = [name.strip() for name in report_to.split(",") if name.strip() and name.strip() != "none"]
+    unknown = [name for name in trackers if name not in ("tensorboard", "wandb")]
+    if unknown:
+        _fail(f"--report-to: {unknown[0]!r} is not a tracker (tensorboard, wandb)")
+    if "wandb" in trackers and not (config_path and not from_runs):
+        _fail("--report-to wandb logs runs while they train: it needs --config (no --from-runs)")
     if not config_path and not from_runs:
         _fail("give --config (train the grid) or --from-runs DIR (tables from finished runs)")
     cfg = None
@@ -603,7 +609,10 @@ def leaderboard(config_path, from_runs, out, report_to, print_commands, quiet) -
             # An unfinished cell continues from its newest checkpoint (a fresh cell starts at round 1).
             return run_training(run_cfg, progress=not quiet, log=click.echo, resume=True)
 
-        run_dirs = lb.run_grid(cfg, train, log=click.echo)
+        from .trackers import check_available
+
+        check_available(trackers)
+        run_dirs = lb.run_grid(cfg, train, log=click.echo, report_to=trackers)
         results = [lb.read_run(d) for d in run_dirs if lb.is_finished(d)]
     else:
         results = lb.collect(list(from_runs))
@@ -612,7 +621,7 @@ def leaderboard(config_path, from_runs, out, report_to, print_commands, quiet) -
     board = lb.aggregate(results, cfg.baseline if cfg else "dss", cfg.contender if cfg else "qcrd")
     target = out or (Path(cfg.output_dir) if cfg else Path(from_runs[0]))
     written = lb.write(board, results, target)
-    if report_to == "tensorboard":
+    if "tensorboard" in trackers:
         try:
             lb.write_tensorboard(results, target / "tensorboard")
         except ImportError:

@@ -191,6 +191,17 @@ class StudentConfig:
         min=8,
     )
     max_target_tokens: int = _opt(96, "targets (labels, rationales) are truncated to this many tokens", min=4)
+    lora_rank: int = _opt(
+        0,
+        "LoRA adapters of this rank through peft, the base weights frozen (0 = off: every weight trains); "
+        "a round then saves the adapter, scored by lm-eval with pretrained=<base>,peft=<round>",
+        min=0,
+    )
+    lora_alpha: float = _opt(16.0, "LoRA alpha: the adapters' output is scaled by alpha / rank", min=0.0)
+    lora_dropout: float = _opt(0.0, "LoRA dropout on the adapters' input", min=0.0, max=0.9)
+    lora_target_modules: list = _opt(
+        [], "module names that get adapters; empty = the attention projections (T5: q,k,v,o; Llama: q_proj,...)"
+    )
 
 
 @dataclass

@@ -115,18 +115,29 @@ ADDED_KEYS = {
     "training.grad_accum_steps": 1,
     "evaluation.select": "last",
     "evaluation.include_path": [],
+    "student.lora_rank": 0,
+    "student.lora_alpha": 16.0,
+    "student.lora_dropout": 0.0,
+    "student.lora_target_modules": [],
 }
 
 
 def config_identity(config: dict) -> dict[str, Any]:
     """The resolved run config that defines a leaderboard cell: every key but the seed and the
     run's location. Runs with equal identities are seeds of one cell; any other difference (an
-    ablation, a budget, a data setting) is another cell."""
-    return {
-        k: v
-        for k, v in flatten(config).items()
-        if k not in NOT_IDENTITY and not (k in ADDED_KEYS and ADDED_KEYS[k] == v)
+    ablation, a budget, a data setting) is another cell.
+
+    A finetune run on gold labels asks no teacher (since 2026-11-30; before, its pool's rationales
+    were part of the tokenizer's corpus): its teacher and self-consistency keys are replaced by
+    one marker, so its cells never mix with those of earlier finetune runs."""
+    flat = flatten(config)
+    identity = {
+        k: v for k, v in flat.items() if k not in NOT_IDENTITY and not (k in ADDED_KEYS and ADDED_KEYS[k] == v)
     }
+    if flat.get("method.name") == "finetune" and flat.get("task.label_source", "gold") == "gold":
+        identity = {k: v for k, v in identity.items() if not k.startswith(("teacher.", "self_consistency."))}
+        identity["teacher"] = "not asked"
+    return identity
 
 
 def identity_hash(identity: dict) -> str:
@@ -197,8 +208,12 @@ def cell_commands(cfg: LeaderboardConfig) -> list[str]:
     return lines
 
 
-def run_grid(cfg: LeaderboardConfig, train: Callable, log: Callable[[str], None] = print) -> list[Path]:
-    """Train every unfinished cell (finished ones are skipped, so a killed grid resumes)."""
+def run_grid(
+    cfg: LeaderboardConfig, train: Callable, log: Callable[[str], None] = print, report_to: list[str] = ()
+) -> list[Path]:
+    """Train every unfinished cell (finished ones are skipped, so a killed grid resumes).
+    ``report_to``: trackers every trained cell logs to live (``training.report_to``; not part of
+    a cell's identity, so it never retrains a finished cell)."""
     run_dirs = []
     cells = [(t, m, s) for t in cfg.tasks for m in cfg.methods for s in cfg.seeds]
     for n, (task_label, method, seed) in enumerate(cells, 1):
@@ -209,6 +224,8 @@ def run_grid(cfg: LeaderboardConfig, train: Callable, log: Callable[[str], None]
             log(f"[{n}/{len(cells)}] {task_label} {method} seed {seed}: finished, skipped")
             continue
         log(f"[{n}/{len(cells)}] {task_label} {method} seed {seed}: training")
+        if report_to:
+            run_cfg.training.report_to = list(report_to)
         train(run_cfg)
     return run_dirs
 

@@ -33,12 +33,13 @@ SPEC_ENV = "QCRD_TASK_SPEC"
 
 def _task_config(metadata: dict) -> TaskConfig:
     """The task settings: the run's (``run_task``, in the training loop), else ``--metadata``'s,
-    else those recorded in the round folder lm-eval scores (``pretrained=``; model_card.py)."""
+    else those recorded in the round folder lm-eval scores (``pretrained=``, or ``peft=`` for a LoRA
+    round; model_card.py)."""
     family = metadata.get("family", "synth")
     fields = {f.name for f in dataclasses.fields(TaskConfig)}
     run_task = metadata.get("run_task") or {}
     if not run_task and not any(key in fields for key in metadata):
-        run_task = recorded_task(metadata.get("pretrained")) or {}
+        run_task = recorded_task(metadata.get("peft") or metadata.get("pretrained")) or {}  # peft=: a LoRA round
     options = run_task if run_task.get("name") == family else metadata
     values = {k: v for k, v in options.items() if k in fields and k != "name" and v not in (None, "")}
     if isinstance(values.get("source"), dict):  # --metadata '{"source": {"svamp": "mcc_kd"}}': per family

@@ -20,6 +20,7 @@ RECORD_FORMAT = "qcrd-run-record/1"
 def run_record(cfg, round_index: int) -> dict:
     """The record written into ``round_<k>/``: method, teacher, task metadata and the whole config."""
     from .evaluation import default_tasks, task_metadata
+    from .lora import base_reference
 
     return {
         "format": RECORD_FORMAT,
@@ -32,6 +33,8 @@ def run_record(cfg, round_index: int) -> dict:
             "samples": cfg.teacher.samples,
             "temperature": cfg.teacher.temperature,
         },
+        # A LoRA round holds the adapter alone: lm-eval loads the base from here (pretrained=) and it (peft=).
+        "base_model": base_reference(cfg, Path(cfg.output_dir) / cfg.name) if cfg.student.lora_rank else None,
         "evaluation_tasks": list(cfg.evaluation.tasks or default_tasks(cfg.task.name)),
         "task_metadata": task_metadata(cfg.task),
         "config": cfg.to_dict(),
@@ -68,7 +71,14 @@ def model_card(record: dict, metrics: dict, folder: Path) -> str:
         if isinstance(value, (int, float))
     )
     tasks = ",".join(record["evaluation_tasks"])
-    backend = "causal" if cfg["student"]["family"] in ("llama", "gpt2") else "seq2seq"
+    backend = "causal" if cfg["student"]["family"] == "causal" else "seq2seq"
+    base = record.get("base_model")
+    model_args = f"pretrained={base},peft={folder}" if base else f"pretrained={folder}"
+    origin = (
+        f"fine-tuned from `{cfg['student']['pretrained']}`" if cfg["student"]["pretrained"] else "trained from scratch"
+    )
+    if base:
+        origin += f"; LoRA adapters of rank {cfg['student']['lora_rank']} on the frozen base `{base}`"
     return f"""---
 library_name: transformers
 tags:
@@ -83,7 +93,7 @@ A student distilled with qcrd-bench (method `{record["method"]}`; QCRD is arXiv:
 on task `{family}` from source `{source}`.
 
 - Teacher: {teacher_text}, {teacher["samples"]} rationales per question at temperature {teacher["temperature"]}
-- Student: `{cfg["student"]["family"]}` trained from scratch ({cfg["training"]["rounds"]} rounds of
+- Student: `{cfg["student"]["family"]}` {origin} ({cfg["training"]["rounds"]} rounds of
   {cfg["training"]["steps_per_round"]} steps, batch {cfg["training"]["batch_size"]}, seed {cfg["training"]["seed"]})
 - The whole configuration is in `qcrd_run.json` (`config`), with the task settings the
   `qcrd_*` lm-eval tasks read from it.
@@ -97,7 +107,7 @@ on task `{family}` from source `{source}`.
 ## Evaluate it
 
 ```bash
-lm_eval --model hf --model_args pretrained={folder},backend={backend} \\
+lm_eval --model hf --model_args {model_args},backend={backend} \\
         --tasks {tasks} --include_path "$(qcrd-bench tasks-path)"
 ```
 

@@ -37,6 +37,7 @@ from .discriminator import QualityJudge, follow_alpha3, pretrain
 from .distributed import Launcher, TrainingStep, autocast_dtype, configure_cuda, grad_scaler, launcher_for
 from .errors import RunAborted, UserInputError, WriteFailed
 from .files import atomic_write_text, read_jsonl, write_jsonl
+from .lora import lora_student
 from .methods import Method, build_method
 from .model_card import RUN_RECORD, model_card, run_record
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
@@ -378,7 +379,7 @@ def setup(
     selections, pool_stats = select_rationales(cfg, splits, pools, log, timer)
     saved = load_state(restore_from) if restore_from else None
     student, tokenizer, examples, heldout = build_student_and_examples(
-        cfg, splits, pools, selections, saved, restore_from, launcher.device, log
+        cfg, splits, pools, selections, saved, restore_from, launcher.device, log, run_dir, launcher.is_main
     )
     judge = build_judge(cfg, student, tokenizer, examples, saved, launcher.device, progress, log, timer)
     method = build_method(cfg, student, tokenizer, launcher.device, judge=judge)
@@ -456,6 +457,11 @@ def check_launch_mode(cfg: RunConfig, launcher: Launcher) -> None:
         raise UserInputError(
             "key 'training.grad_accum_steps': not supported under the DeepSpeed profile; "
             "launch with harness_configs/accelerate/ddp.yaml or fsdp.yaml"
+        )
+    if launcher.launch_kind and cfg.student.lora_rank:
+        raise UserInputError(
+            f"key 'student.lora_rank': LoRA students are not supported under the {launcher.launch_kind} profile; "
+            "train them in one process or with harness_configs/accelerate/ddp.yaml"
         )
     if launcher.launch_kind and cfg.training.precision == "fp16":
         raise UserInputError(
@@ -559,14 +565,19 @@ def build_student_and_examples(
     restore_from: Path | None,
     device,
     log: Callable[[str], None],
+    run_dir: Path,
+    is_main: bool,
 ) -> tuple:
     """(student, tokenizer, train examples, held-out examples). The student's weights are those of
-    ``restore_from`` on a resume, else a fresh initialisation."""
+    ``restore_from`` on a resume, else a fresh initialisation; with ``student.lora_rank`` it is a
+    peft model whose adapters alone train (lora.py)."""
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]
     corpus += [s.rationale for entry in pools["train"] for s in entry.samples]
     student, tokenizer = build_student(cfg.student, corpus)
     use_fused_gelu(student)
-    if saved is not None:
+    if cfg.student.lora_rank:
+        student = lora_student(cfg, student, tokenizer, run_dir, restore_from, is_main, log)
+    elif saved is not None:
         try:
             student.load_state_dict(type(student).from_pretrained(restore_from).state_dict())
         except (
@@ -628,7 +639,8 @@ def build_train_state(
     the engine owns the student's alone while the judge steps only when it has gradients (its
     online-update steps), as in one process. Fused AdamW: one kernel for all tensors (docs/performance.md)."""
     adamw = dict(weight_decay=cfg.training.weight_decay, fused=True)
-    optimizer = torch.optim.AdamW(method.student.parameters(), lr=cfg.training.learning_rate, **adamw)
+    trainable = [p for p in method.student.parameters() if p.requires_grad]  # a LoRA student: its adapters
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.training.learning_rate, **adamw)
     judge_params = [p for module in method.extra_modules() for p in module.parameters()]
     judge_optimizer = torch.optim.AdamW(judge_params, lr=cfg.judge.learning_rate, **adamw) if judge_params else None
     total_steps = cfg.training.rounds * cfg.training.steps_per_round

@@ -225,7 +225,7 @@ def test_a_changed_config_trains_its_cell_again_instead_of_reusing_the_old_runs(
     from qcrd_plugin.leaderboard import run_grid
     from qcrd_plugin.training import run as run_training
 
-    def grid(extra: list[str]):
+    def grid(extra: list[str], report_to: list[str] = ()):
         spec = tmp_path / "lb.yaml"
         spec.write_text(
             yaml.safe_dump(
@@ -243,14 +243,18 @@ def test_a_changed_config_trains_its_cell_again_instead_of_reusing_the_old_runs(
             load_leaderboard_config(spec),
             lambda cfg: run_training(cfg, progress=False, log=lambda _: None, resume=True),
             log=logged.append,
+            report_to=report_to,
         )
         return dirs, logged
 
     first, log1 = grid([])
     again, log2 = grid([])
-    changed, log3 = grid(["training.learning_rate=0.001"])
+    changed, log3 = grid(["training.learning_rate=0.001"], report_to=["tensorboard"])
     assert "training" in log1[0] and "finished, skipped" in log2[0] and "training" in log3[0]
     assert first == again and changed != first
+    # A cell trained with report_to logs live into its run folder; report_to is not part of the identity.
+    assert list((changed[0] / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (first[0] / "tensorboard").exists()
     assert (changed[0] / "metrics.jsonl").exists() and (first[0] / "metrics.jsonl").exists()
     results = collect([tmp_path / "grid"])
     assert len(aggregate(results)["rows"]) == 2  # two configs: two cells, never one cell of two seeds

@@ -47,7 +47,6 @@ def test_finetune_asks_no_teacher_selects_on_validation_and_scores_a_plain_lm_ev
         "evaluation.select=validation",
         "evaluation.tasks=qcrd_synth,qcrd_synth_explain,local_sums",  # lm-eval's comma list
         f"evaluation.include_path=[{tasks}]",
-        "training.rounds=3",
         f"output_dir={tmp_path}",
         "name=ft",
     ]
