@@ -50,6 +50,34 @@ def add_lora(model, cfg):
         raise ConfigError(f"key 'student.lora_target_modules': {str(err).splitlines()[0][:200]}") from None
 
 
+def check_targets(cfg) -> None:
+    """ConfigError now, before any teacher sampling, when ``cfg.lora_target_modules`` names no
+    module of the student: the adapters are added to a weightless copy (meta device) of the preset
+    or of ``cfg.pretrained``'s architecture."""
+    if not cfg.lora_rank:
+        return
+    import torch
+
+    from .students import tiny_causal_config, tiny_t5_config, train_tokenizer
+
+    with torch.device("meta"):
+        if cfg.pretrained:
+            from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+            config = AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=cfg.trust_remote_code)
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            model = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        else:
+            from transformers import LlamaForCausalLM, T5ForConditionalGeneration
+
+            tokenizer = train_tokenizer(["a b c"], 64, append_eos=cfg.family == "seq2seq")  # sizes do not matter
+            if cfg.family == "causal":
+                model = LlamaForCausalLM(tiny_causal_config(cfg, tokenizer))
+            else:
+                model = T5ForConditionalGeneration(tiny_t5_config(cfg, tokenizer))
+        add_lora(model, cfg)
+
+
 def lora_student(cfg, student, tokenizer, run_dir: Path, restore_from: Path | None, writes: bool, log):
     """The LoRA student of a run: adapters on ``student`` (a fresh run; ``writes``: this process
     saves the base), or on the run's saved base with the adapter of ``restore_from`` (a resume)."""

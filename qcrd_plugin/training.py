@@ -37,7 +37,7 @@ from .discriminator import QualityJudge, follow_alpha3, pretrain
 from .distributed import Launcher, TrainingStep, autocast_dtype, configure_cuda, grad_scaler, launcher_for
 from .errors import RunAborted, UserInputError, WriteFailed
 from .files import atomic_write_text, read_jsonl, write_jsonl
-from .lora import lora_student
+from .lora import check_targets, lora_student
 from .methods import Method, build_method
 from .model_card import RUN_RECORD, model_card, run_record
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
@@ -446,6 +446,7 @@ def start_process(
     )
     check_trackers(cfg.training.report_to)
     check_pretrained(cfg.student)
+    check_targets(cfg.student)
     check_launch_mode(cfg, launcher)
 
 

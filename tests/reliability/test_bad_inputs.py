@@ -977,6 +977,11 @@ EARLY_CASES = [
         ["--cache", "is a folder"],
     ),
     (
+        "lora-target-not-in-the-student",
+        ["run", "-o", "student.lora_rank=4", "-o", "student.lora_target_modules=[nope]", *RUNS],
+        ["key 'student.lora_target_modules'", "nope"],
+    ),
+    (
         "unknown-evaluation-task",
         ["run", "-o", "evaluation.tasks=qcrd_synth,gsm8kk", *RUNS],  # lm-eval's comma list, a misspelt registry name
         ["key 'evaluation.tasks'", "'gsm8kk'", "did you mean gsm8k"],
