@@ -170,6 +170,20 @@ def load_state(checkpoint: Path) -> dict:
     return state
 
 
+def check_weights(checkpoint: Path) -> None:
+    """UserInputError (worded by :func:`damaged`) when a weights file of the round is truncated,
+    corrupted or empty: safetensors' header check finds each, so a resume stops before any
+    teacher sampling or model building rather than after them."""
+    from safetensors import safe_open
+
+    for path in sorted(checkpoint.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise UserInputError(damaged(path, err)) from None
+
+
 def damaged(path: Path, err: BaseException) -> str:
     """The message for a checkpoint file that cannot be read back (truncated, corrupted, empty)."""
     return (

@@ -30,7 +30,16 @@ from tqdm.auto import tqdm
 
 from . import checkpoints, evaluation, faults
 from .answers import format_number
-from .checkpoints import STATE_FILE, RunLock, damaged, drop_partials, drop_stale_states, has_run_data, load_state
+from .checkpoints import (
+    STATE_FILE,
+    RunLock,
+    check_weights,
+    damaged,
+    drop_partials,
+    drop_stale_states,
+    has_run_data,
+    load_state,
+)
 from .config import RunConfig
 from .data import TrainExample, build_examples, long_prompts
 from .discriminator import QualityJudge, follow_alpha3, pretrain
@@ -374,10 +383,12 @@ def setup(
         log(f"{run_dir}: all {cfg.training.rounds} rounds are done; nothing to resume")
         return records
     start_process(cfg, run_dir, launcher, records, log)
+    if restore_from is not None:  # a damaged checkpoint stops here, before any teacher sampling
+        check_weights(restore_from)
+    saved = load_state(restore_from) if restore_from else None
     timer = PhaseTimer()
     task, splits, teacher, pools = sample_teacher(cfg, run_dir, launcher, progress, log, timer)
     selections, pool_stats = select_rationales(cfg, splits, pools, log, timer)
-    saved = load_state(restore_from) if restore_from else None
     student, tokenizer, examples, heldout = build_student_and_examples(
         cfg, splits, pools, selections, saved, restore_from, launcher.device, log, run_dir, launcher.is_main
     )

@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N` by hand: one thread per worker, as `make test` sets
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # A run small enough for CI: 2 rounds of a few steps on a few questions.
 TINY_OVERRIDES = [
