@@ -306,7 +306,7 @@ class TrainingConfig:
     grad_accum_steps: int = _opt(
         1,
         "micro-batches each step's batch is cut into, their gradients accumulated before the one optimizer "
-        "step: the same update with 1/k of the activation memory (batch_size stays the questions per step)",
+        "step: the same update with less activation memory (batch_size stays the questions per step)",
         min=1,
     )
     learning_rate: float = _opt(3e-3, "AdamW learning rate of the student", min=0.0)
