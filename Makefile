@@ -37,6 +37,8 @@ test: lint
 bench: install
 	# One table: every ratio, step time against K, and the default run's wall time and peak RSS.
 	$(OFFLINE) $(PY) benchmarks/bench_ratios.py --rss
+	# What gradient accumulation and LoRA save per step (memory and time, one process per setting).
+	$(OFFLINE) $(PY) benchmarks/bench_memory.py
 	# The GPU benchmark only where there is a GPU (benchmarks/gpu_bench.py --device cpu --tiny is its smoke test).
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(OFFLINE) $(PY) benchmarks/gpu_bench.py; fi
 
