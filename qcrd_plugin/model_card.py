@@ -17,8 +17,10 @@ RUN_RECORD = "qcrd_run.json"
 RECORD_FORMAT = "qcrd-run-record/1"
 
 
-def run_record(cfg, round_index: int) -> dict:
-    """The record written into ``round_<k>/``: method, teacher, task metadata and the whole config."""
+def run_record(cfg, round_index: int, seq2seq: bool) -> dict:
+    """The record written into ``round_<k>/``: method, teacher, task metadata, the student's
+    lm-eval backend (``seq2seq``: read from the model, since a pretrained one decides its family)
+    and the whole config."""
     from .evaluation import default_tasks, task_metadata
     from .lora import base_reference
 
@@ -33,6 +35,7 @@ def run_record(cfg, round_index: int) -> dict:
             "samples": cfg.teacher.samples,
             "temperature": cfg.teacher.temperature,
         },
+        "backend": "seq2seq" if seq2seq else "causal",
         # A LoRA round holds the adapter alone: lm-eval loads the base from here (pretrained=) and it (peft=).
         "base_model": base_reference(cfg, Path(cfg.output_dir) / cfg.name) if cfg.student.lora_rank else None,
         "evaluation_tasks": list(cfg.evaluation.tasks or default_tasks(cfg.task.name)),
@@ -71,7 +74,7 @@ def model_card(record: dict, metrics: dict, folder: Path) -> str:
         if isinstance(value, (int, float))
     )
     tasks = ",".join(record["evaluation_tasks"])
-    backend = "causal" if cfg["student"]["family"] == "causal" else "seq2seq"
+    backend = record.get("backend") or ("causal" if cfg["student"]["family"] == "causal" else "seq2seq")
     base = record.get("base_model")
     model_args = f"pretrained={base},peft={folder}" if base else f"pretrained={folder}"
     origin = (

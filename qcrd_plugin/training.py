@@ -56,7 +56,15 @@ from .rationales import format_statistics, pool_statistics, pool_warnings, selec
 from .registry import METHODS
 from .reporting import headline_accuracy, inactive_negatives_warning, round_summary, summary_table
 from .sources import heldout_split
-from .students import EXPLAIN_PREFIX, PREDICT_PREFIX, build_student, check_pretrained, judge_config, use_fused_gelu
+from .students import (
+    EXPLAIN_PREFIX,
+    PREDICT_PREFIX,
+    build_student,
+    check_pretrained,
+    is_seq2seq,
+    judge_config,
+    use_fused_gelu,
+)
 from .tasks import default_train_split, load_task
 from .teachers import build_teacher
 from .trackers import Trackers
@@ -765,7 +773,7 @@ def save_round(run: Run, round_index: int, student, judge) -> None:
         state = run.state.state_dict(launcher, run.step_module, run.run_dir)
         state |= {"round": round_index, "judge": judge.state_dict() if judge is not None else None}
         record = json.dumps(
-            run_record(run.cfg, round_index), indent=2
+            run_record(run.cfg, round_index, is_seq2seq(student)), indent=2
         )  # what lm-eval reads to score the right test set
         launcher.main_only(
             lambda: checkpoints.save_round(
@@ -821,7 +829,10 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
             record["selected_round"] = selected_round(run.records + [record])
         run.records.append(record)
         folder = run.run_dir / f"round_{round_index}"
-        atomic_write_text(folder / "README.md", model_card(run_record(cfg, round_index), record, folder.resolve()))
+        atomic_write_text(
+            folder / "README.md",
+            model_card(run_record(cfg, round_index, is_seq2seq(student)), record, folder.resolve()),
+        )
         write_jsonl(run.run_dir / "metrics.jsonl", run.records)
         faults.point("metrics_written", round_index)
         # The previous round's training state is no longer the newest: only its weights stay

@@ -95,3 +95,29 @@ def test_a_lora_run_resumes_onto_its_base_and_lm_eval_scores_the_adapter(tmp_pat
     results = json.loads(sorted(out.rglob("results_*.json"))[-1].read_text())
     assert results["n-samples"]["qcrd_synth"]["effective"] == 12  # the run's task.n_test
     assert results["results"]["qcrd_synth"]["acc,none"] == pytest.approx(fresh[1]["eval"]["qcrd_synth"]["acc"])
+
+
+def test_lora_on_a_local_pretrained_causal_student(tmp_path):
+    """``student.pretrained`` as a local folder (no network needed): the base is that folder, so no
+    ``base_model/`` is written; the record and the card name it with the causal backend read from
+    the model; a target module the model lacks stops before the teacher is asked."""
+    from qcrd_plugin.errors import ConfigError
+
+    _, model, tok, _ = setup("causal")
+    pretrained = tmp_path / "pretrained"
+    model.save_pretrained(pretrained)
+    tok.save_pretrained(pretrained)
+    lora = TINY_OVERRIDES + [f"student.pretrained={pretrained}", "student.lora_rank=4", "method.name=dss"]
+    lora += ["training.rounds=1", "evaluation.faithfulness=false", f"output_dir={tmp_path}"]
+    records = run(load_config(None, lora + ["name=lora"]), progress=False, log=lambda _: None)
+    assert records[0]["eval"]["qcrd_synth"]["acc"] is not None
+    run_dir = tmp_path / "lora"
+    assert not (run_dir / "base_model").exists()
+    record = json.loads((run_dir / "round_1" / "qcrd_run.json").read_text())
+    assert record["base_model"] == str(pretrained) and record["backend"] == "causal"
+    card = (run_dir / "round_1" / "README.md").read_text()
+    assert f"pretrained={pretrained},peft={(run_dir / 'round_1').resolve()},backend=causal" in card
+
+    with pytest.raises(ConfigError, match="lora_target_modules"):  # Llama has q_proj, not T5's q
+        run(load_config(None, lora + ["name=bad", "student.lora_target_modules=[q]"]), progress=False, log=print)
+    assert not (tmp_path / "bad" / "pool_train.jsonl").exists()
