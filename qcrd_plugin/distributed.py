@@ -144,10 +144,13 @@ class Launcher:
                 self.scaler.unscale_(optimizer)
         if self.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(student_params, self.max_grad_norm)
+        if self.scaler is None:
+            for optimizer in optimizers:
+                optimizer.step()
+            return
         for optimizer in optimizers:
-            self.scaler.step(optimizer) if self.scaler is not None else optimizer.step()
-        if self.scaler is not None:
-            self.scaler.update()
+            self.scaler.step(optimizer)
+        self.scaler.update()
 
     def average_gradients(self, parameters) -> None:
         """Nothing to average in one process (see :class:`AllReduce`)."""
@@ -305,7 +308,7 @@ class DeepSpeed(AllReduce):
         scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         """Build the ZeRO engine around ``step`` that owns ``optimizer`` and clips at ``max_grad_norm``
-        (config.py refuses fp16 and gradient accumulation under DeepSpeed)."""
+        (training.check_launch_mode refuses fp16, gradient accumulation and LoRA under DeepSpeed)."""
         super().attach(step, optimizer, judge_optimizer, max_grad_norm)
         if self.device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed looks for a GPU

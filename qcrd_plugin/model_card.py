@@ -119,6 +119,14 @@ student was evaluated on ({family} from {source}). Pass `--metadata` to score an
 """
 
 
+def best_round(records: list[dict], key: str) -> int:
+    """The round whose ``key`` (``validation_acc``, ``headline_acc``) is highest: the earliest of
+    equals, a round without the score counting as the worst. ``evaluation.select: validation``
+    records it as ``selected_round``; ``export --round best`` picks with it."""
+    scored = [(r[key] if r.get(key) is not None else -1.0, -r["round"]) for r in records]
+    return -max(scored)[1]
+
+
 def pick_round(run_dir: Path, which: str) -> int:
     """The round ``which`` names in a finished run: a number, ``last``, or ``best``: the highest
     validation accuracy when the run scored its validation questions (``evaluation.select:
@@ -138,10 +146,7 @@ def pick_round(run_dir: Path, which: str) -> int:
         return rounds[-1]
     if which == "best":
         key = "validation_acc" if any("validation_acc" in r for r in records) else "headline_acc"
-        scored = [
-            (r.get(key) if r.get(key) is not None else -1.0, r["round"]) for r in records if r["round"] in rounds
-        ]
-        return max(scored, key=lambda pair: (pair[0], -pair[1]))[1]  # the earliest of equals
+        return best_round([r for r in records if r["round"] in rounds], key)
     if not which.isdigit() or int(which) not in rounds:
         raise UserInputError(
             f"--round {which}: expected best, last or one of the rounds {', '.join(map(str, rounds))}"

@@ -48,7 +48,7 @@ from .errors import RunAborted, UserInputError, WriteFailed
 from .files import atomic_write_text, read_jsonl, write_jsonl
 from .lora import check_targets, lora_student
 from .methods import Method, build_method
-from .model_card import RUN_RECORD, model_card, run_record
+from .model_card import RUN_RECORD, best_round, model_card, run_record
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
 from .pools import PoolEntry, read_pool, write_pool
 from .questions import Question, TaskData
@@ -497,12 +497,12 @@ def select_rationales(
     with ``task.label_source: teacher_majority`` the train questions relabelled (in ``splits``)."""
     with timer("self_consistency"):
         selections = {split: select_pool(pool, cfg.self_consistency) for split, pool in pools.items()}
-        pool_stats = pool_statistics(pools["train"], selections["train"])
+    if not needs_teacher(cfg):  # finetune on gold labels: empty pools, nothing to report
+        return selections, {}
+    pool_stats = pool_statistics(pools["train"], selections["train"])
     if cfg.task.label_source == "teacher_majority":
         splits["train"], dropped = teacher_labels(splits["train"], selections["train"])
         log(f"labels: the teacher's majority answer ({dropped} questions without one dropped)")
-    if not needs_teacher(cfg):
-        return selections, {}
     log("teacher pool (train): " + format_statistics(pool_stats))
     for warning in pool_warnings(pools["train"], pool_stats, cfg.teacher.samples):
         log(f"warning: teacher pool (train): {warning}")
@@ -727,18 +727,19 @@ def accumulate_gradients(
     batch's (exactly so where the loss is a mean over micro-batches holding equal shares of its
     terms). Returns the step's (loss, components), weighted the same way; the loss is not finite
     when any micro-batch's is, and the caller stops before the optimizer applies anything."""
-    loss, sums, shares = 0.0, {}, {}
+    local_loss, sums, shares = 0.0, {}, {}
     for micro in micro_batches(batch, count):
         share = len(micro) / len(batch)
         with torch.autocast(launcher.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             total, parts = launcher.forward(step_module, micro)
         total = total * float("nan") if inject_nan else total
         launcher.backward(total * share)
-        loss += share * launcher.mean(float(total.detach()))
+        local_loss += share * float(total.detach())
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + share * value
             shares[key] = shares.get(key, 0.0) + share
-    return loss, {key: sums[key] / shares[key] for key in sums}
+    # The mean over ranks is linear: one all-reduce per step gives the weighted mean of every rank's micro-batches.
+    return launcher.mean(local_loss), {key: sums[key] / shares[key] for key in sums}
 
 
 def start_iteration(run: Run) -> None:
@@ -826,7 +827,7 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
             record["validation_acc"] = headline_accuracy(
                 record["validation"], record["label_task"], record["explain_task"], state.method.answer_from
             )
-            record["selected_round"] = selected_round(run.records + [record])
+            record["selected_round"] = best_round(run.records + [record], "validation_acc")
         run.records.append(record)
         folder = run.run_dir / f"round_{round_index}"
         atomic_write_text(
@@ -846,13 +847,6 @@ def evaluate_round(run: Run, round_index: int, student, judge) -> None:
             run.log(warning)
 
     run.launcher.main_only(evaluate_and_record)
-
-
-def selected_round(records: list[dict]) -> int:
-    """``evaluation.select: validation``: the round with the best validation accuracy so far (the
-    earliest of equals; a round without a score counts as the worst)."""
-    scored = [(r["validation_acc"] if r.get("validation_acc") is not None else -1.0, -r["round"]) for r in records]
-    return -max(scored)[1]
 
 
 def refresh_negatives(
