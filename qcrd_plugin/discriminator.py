@@ -1,7 +1,10 @@
 """The quality judge D (paper §1.5, Eqs. 1 and 2).
 
-D is a separate network of the student's family: a T5 encoder, max-pooling over tokens, two
-linear layers and a sigmoid, scoring a (question, rationale) pair in [0, 1] (Eq. 1). It is
+D is a separate network: an encoder, max-pooling over tokens, two linear layers and a sigmoid,
+scoring a (question, rationale) pair in [0, 1] (Eq. 1). The encoder is either a T5 encoder of
+the student's width trained from scratch on the student's token ids (:class:`QualityJudge`), or a
+pretrained encoder that reads the pair as text with its own tokenizer (:class:`PretrainedJudge`,
+``judge.pretrained``; the paper's is a pretrained T5-base encoder). It is
 pre-trained on teacher positives vs negatives, where negatives are topped up by masking or
 replacing words of positives so the classes balance, and then updated online during training
 through ``alpha3 * L_D``. Its scores weight the student's contrastive terms only as detached
@@ -40,6 +43,69 @@ class QualityJudge(nn.Module):
         pooled = hidden.max(dim=1).values
         return torch.sigmoid(self.head(pooled)).squeeze(-1)
 
+    def encode(self, inputs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of judge inputs given as the student's token ids: D reads them as they are."""
+        return pad(inputs, pad_id, device)
+
+    def param_groups(self, cfg: JudgeConfig) -> list[dict]:
+        """AdamW parameter groups: every weight at ``judge.learning_rate``."""
+        return [{"params": list(self.parameters()), "lr": cfg.learning_rate, "base_lr": cfg.learning_rate}]
+
+
+class PretrainedJudge(QualityJudge):
+    """D(x, r) with a pretrained encoder (a BERT-style ``AutoModel`` folder such as all-MiniLM-L6-v2):
+    the same max-pool and two-layer head over its last hidden states, but it reads the (question,
+    rationale) pair as *text* with its own tokenizer. Judge inputs arrive as student token ids
+    (the loss and the evaluator build them), so :meth:`encode` decodes them with the student's
+    tokenizer first; D therefore works with any student vocabulary."""
+
+    def __init__(self, folder: str, student_tokenizer, max_tokens: int = 512):
+        nn.Module.__init__(self)
+        from transformers import AutoModel, AutoTokenizer
+
+        # A local encoder folder (a shipped extra or the user's): its code is never run.
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        self.encoder = AutoModel.from_pretrained(folder, trust_remote_code=False, dtype=torch.float32)
+        self.student_tokenizer = student_tokenizer
+        self.max_tokens = min(max_tokens, getattr(self.encoder.config, "max_position_embeddings", max_tokens))
+        width = self.encoder.config.hidden_size
+        self.head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1))
+
+    def texts(self, inputs: list[list[int]]) -> list[str]:
+        """The judge inputs as text (the student's special tokens, such as EOS, dropped)."""
+        return self.student_tokenizer.batch_decode(inputs, skip_special_tokens=True)
+
+    def encode(self, inputs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) in the judge's own vocabulary; ``pad_id`` (the student's) is not used."""
+        enc = self.tokenizer(
+            self.texts(inputs), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+    def param_groups(self, cfg: JudgeConfig) -> list[dict]:
+        """The pretrained encoder at ``judge.encoder_learning_rate`` (a from-scratch rate would wipe
+        out what it knows), the fresh head at ``judge.learning_rate``."""
+        return [
+            {
+                "params": list(self.encoder.parameters()),
+                "lr": cfg.encoder_learning_rate,
+                "base_lr": cfg.encoder_learning_rate,
+            },
+            {"params": list(self.head.parameters()), "lr": cfg.learning_rate, "base_lr": cfg.learning_rate},
+        ]
+
+
+def build_judge_model(cfg: JudgeConfig, student, student_tokenizer) -> QualityJudge:
+    """D for a run: ``judge.pretrained`` (a folder or a short name such as ``minilm-l6``), else a
+    from-scratch T5 encoder of the student's width (:func:`students.judge_config`)."""
+    if cfg.pretrained:
+        from .pretrained import resolve
+
+        return PretrainedJudge(resolve(cfg.pretrained, "judge.pretrained").name, student_tokenizer, cfg.max_tokens)
+    from .students import judge_config
+
+    return QualityJudge(judge_config(student), cfg.num_layers)
+
 
 def judge_input(explain_ids: list[int], rationale_ids: list[int], eos_id: int) -> list[int]:
     """The judge reads the question prompt then the rationale, in one sequence."""
@@ -48,8 +114,8 @@ def judge_input(explain_ids: list[int], rationale_ids: list[int], eos_id: int) -
 
 
 def score(judge: QualityJudge, inputs: list[list[int]], pad_id: int, device) -> torch.Tensor:
-    """Scores of many judge inputs in one padded batch."""
-    ids, mask = pad(inputs, pad_id, device)
+    """Scores of many judge inputs (student token ids) in one padded batch."""
+    ids, mask = judge.encode(inputs, pad_id, device)
     return judge(ids, mask)
 
 
@@ -179,9 +245,9 @@ def pretrain(
     vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]
     by_id = {ex.id: ex for ex in examples}
     numbers = number_tokens(tokenizer) if cfg.augment == "numbers" else None
-    sets = pretraining_pairs(examples, rng, vocab, tokenizer.mask_token_id, cfg.mask_prob, numbers)
+    sets = pretraining_pairs(examples, rng, vocab, mask_token_id(tokenizer), cfg.mask_prob, numbers)
     ids = [ex.id for ex in examples if ex.positives]
-    optimizer = torch.optim.AdamW(judge.parameters(), lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(judge.param_groups(cfg))
     judge.train()
     losses = []
     for _ in tqdm(range(cfg.pretrain_steps), desc="judge pre-training", disable=not progress, leave=False):
@@ -202,8 +268,18 @@ def pretrain(
     return losses
 
 
+def mask_token_id(tokenizer) -> int:
+    """The student's mask token for augmentation; a causal LM's tokenizer often has none, and then
+    its unknown (else EOS) token stands in: a pretrained judge decodes either as a dropped word."""
+    for token_id in (tokenizer.mask_token_id, tokenizer.unk_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    raise ValueError("the student's tokenizer has no mask, unknown or EOS token")
+
+
 def follow_alpha3(optimizer: torch.optim.Optimizer, base_lr: float, alpha3: float, alpha3_initial: float) -> None:
-    """Set D's learning rate to ``base_lr * alpha3 / alpha3_initial`` (``judge.lr_follows_alpha3``).
+    """Set D's learning rates to ``lr_0 * alpha3 / alpha3_initial`` (``judge.lr_follows_alpha3``),
+    where ``lr_0`` is each parameter group's own starting rate (``base_lr`` for a group without one).
 
     D's only loss is ``alpha3 * L_D`` and it has its own AdamW, whose update m / sqrt(v) does not
     change when the loss is scaled: decaying alpha3 alone leaves D's step size where it was, and
@@ -211,7 +287,7 @@ def follow_alpha3(optimizer: torch.optim.Optimizer, base_lr: float, alpha3: floa
     """
     factor = alpha3 / alpha3_initial if alpha3_initial > 0 else 0.0
     for group in optimizer.param_groups:
-        group["lr"] = base_lr * factor
+        group["lr"] = group.get("base_lr", base_lr) * factor
 
 
 @torch.no_grad()

@@ -119,6 +119,9 @@ ADDED_KEYS = {
     "student.lora_alpha": 16.0,
     "student.lora_dropout": 0.0,
     "student.lora_target_modules": [],
+    "judge.pretrained": "",
+    "judge.encoder_learning_rate": 5e-5,
+    "judge.max_tokens": 512,
 }
 
 

@@ -62,9 +62,11 @@ def check_targets(cfg) -> None:
 
     with torch.device("meta"):
         if cfg.pretrained:
-            from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+            from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-            config = AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=cfg.trust_remote_code)
+            from .pretrained import load_config, resolve
+
+            config = load_config(resolve(cfg.pretrained, "student.pretrained"), "student.pretrained")
             auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
             model = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
         else:
@@ -115,8 +117,13 @@ def quiet_peft():
 
 
 def base_reference(cfg, run_dir: Path) -> str:
-    """Where a LoRA round's base weights are: ``student.pretrained``, else ``<run>/base_model``."""
-    return cfg.student.pretrained or str((run_dir / BASE_DIR).resolve())
+    """Where a LoRA round's base weights are: ``student.pretrained``, else ``<run>/base_model``
+    (the preset's initialisation, or the de-quantised copy of a GGUF ``student.pretrained``)."""
+    from .pretrained import is_gguf
+
+    if cfg.student.pretrained and not is_gguf(cfg.student.pretrained):
+        return cfg.student.pretrained
+    return str((run_dir / BASE_DIR).resolve())
 
 
 def count_parameters(model) -> tuple[int, int]:

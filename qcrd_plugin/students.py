@@ -102,62 +102,54 @@ def is_seq2seq(model) -> bool:
 
 def check_pretrained(cfg: StudentConfig) -> None:
     """UserInputError now, before any teacher sampling, when ``cfg.pretrained`` cannot be loaded
-    (a hub id without a network, a folder without a model config)."""
-    if not cfg.pretrained:
-        return
-    from transformers import AutoConfig
+    (a hub id without a network, a folder without a model config, a short name whose extra is not
+    installed, a GGUF of an architecture transformers cannot read)."""
+    from .pretrained import check_loadable
 
-    try:
-        AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=cfg.trust_remote_code)
-    except OSError as err:
-        raise UserInputError(
-            f"key 'student.pretrained': cannot load {cfg.pretrained!r} ({str(err).splitlines()[0][:160]}); "
-            "a hub id needs a network (HF_HUB_OFFLINE is set when nothing needs the hub)"
-        ) from None
-    except ValueError:
-        pass  # remote code: build_student says what to do
+    check_loadable(cfg.pretrained, "student.pretrained", cfg.trust_remote_code)
 
 
-def build_student(cfg: StudentConfig, corpus: Iterable[str]):
+def build_student(cfg: StudentConfig, corpus: Iterable[str], source: str | None = None):
     """The student and its tokenizer: the tiny preset of ``cfg.family`` trained on ``corpus``, or
-    ``cfg.pretrained`` (seq2seq or decoder-only, read from its config).
+    the pretrained model ``source`` (default ``cfg.pretrained``; seq2seq or decoder-only, read from
+    its config).
 
-    ``pretrained`` may be a local folder (works offline) or a hub id (needs a network; never used
-    by the tests or the default run).
+    ``source`` may be a local folder (works offline) or a hub id (needs a network; never used by
+    the tests or the default run). A GGUF ``cfg.pretrained`` arrives here as the run's de-quantised
+    copy (:func:`pretrained.dequantised_copy`).
     """
-    if cfg.pretrained:
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-        # Explicit, never transformers' default: code shipped with a model runs only when the user says so.
-        trust = cfg.trust_remote_code
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(cfg.pretrained, trust_remote_code=trust)
-            seq2seq = getattr(
-                AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=trust), "is_encoder_decoder", False
-            )
-            model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(
-                cfg.pretrained, trust_remote_code=trust
-            )
-        except OSError as err:  # no such folder, no network for a hub id, a folder without a model
-            raise UserInputError(
-                f"key 'student.pretrained': cannot load {cfg.pretrained!r} ({str(err).splitlines()[0][:160]}); "
-                "a hub id needs a network (HF_HUB_OFFLINE is set when nothing needs the hub)"
-            ) from None
-        except ValueError as err:
-            if "trust_remote_code" not in str(err):
-                raise
-            raise UserInputError(
-                f"student.pretrained {cfg.pretrained}: the model ships its own Python code, which is not run "
-                "unless you set student.trust_remote_code=true (only for a model you trust)"
-            ) from None
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
+    source = cfg.pretrained if source is None else source
+    if source:
+        return load_pretrained_student(source, cfg.trust_remote_code)
     tokenizer = train_tokenizer(corpus, cfg.vocab_size, append_eos=cfg.family == "seq2seq")
     if cfg.family == "causal":
         return LlamaForCausalLM(tiny_causal_config(cfg, tokenizer)), tokenizer
     model = T5ForConditionalGeneration(tiny_t5_config(cfg, tokenizer))
     init_output_layer(model)
+    return model, tokenizer
+
+
+def load_pretrained_student(source: str, trust_remote_code: bool):
+    """(model, tokenizer) of a Hugging Face folder or hub id; its pad token is its EOS when it has none."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from .pretrained import ModelRef, load_config
+
+    # Explicit, never transformers' default: code shipped with a model runs only when the user says so.
+    seq2seq = getattr(load_config(ModelRef(source), "student.pretrained", trust_remote_code), "is_encoder_decoder", 0)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(
+            source, trust_remote_code=trust_remote_code
+        )
+    except OSError as err:  # a folder without weights or tokenizer files
+        raise UserInputError(
+            f"key 'student.pretrained': cannot load {source!r} ({str(err).splitlines()[0][:160]})"
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:  # the loss pads with the config's id (methods/base.py)
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 

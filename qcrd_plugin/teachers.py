@@ -278,15 +278,18 @@ class HFTeacher:
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from .pretrained import load_gguf_causal_lm, resolve
+
         self.cfg, self.exemplars, self.cache, self.device, self.progress = cfg, exemplars, cache, device, progress
+        ref = resolve(cfg.model, "teacher.model")  # a GGUF file or short name (smollm2-135m) is de-quantised
         # Explicit, never transformers' default: code shipped with a model runs only when the user says so.
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-            self.model = (
-                AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-                .to(device)
-                .eval()
-            )
+            if ref.gguf_file:
+                self.model, self.tokenizer = load_gguf_causal_lm(ref)
+            else:
+                self.tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+                self.model = AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+            self.model = self.model.to(device).eval()
         except ValueError as err:
             if "trust_remote_code" not in str(err):
                 raise

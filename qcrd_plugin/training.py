@@ -42,15 +42,16 @@ from .checkpoints import (
 )
 from .config import RunConfig
 from .data import TrainExample, build_examples, long_prompts
-from .discriminator import QualityJudge, follow_alpha3, pretrain
+from .discriminator import QualityJudge, build_judge_model, follow_alpha3, pretrain
 from .distributed import Launcher, TrainingStep, autocast_dtype, configure_cuda, grad_scaler, launcher_for
 from .errors import RunAborted, UserInputError, WriteFailed
 from .files import atomic_write_text, read_jsonl, write_jsonl
-from .lora import check_targets, lora_student
+from .lora import BASE_DIR, check_targets, lora_student
 from .methods import Method, build_method
 from .model_card import RUN_RECORD, best_round, model_card, run_record
 from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
 from .pools import PoolEntry, read_pool, write_pool
+from .pretrained import check_loadable, dequantised_copy, is_gguf
 from .questions import Question, TaskData
 from .rationales import format_statistics, pool_statistics, pool_warnings, select_pool
 from .registry import METHODS
@@ -62,7 +63,6 @@ from .students import (
     build_student,
     check_pretrained,
     is_seq2seq,
-    judge_config,
     use_fused_gelu,
 )
 from .tasks import default_train_split, load_task
@@ -391,6 +391,7 @@ def setup(
         log(f"{run_dir}: all {cfg.training.rounds} rounds are done; nothing to resume")
         return records
     start_process(cfg, run_dir, launcher, records, log)
+    source = student_source(cfg, run_dir, launcher, log)
     if restore_from is not None:  # a damaged checkpoint stops here, before any teacher sampling
         check_weights(restore_from)
     saved = load_state(restore_from) if restore_from else None
@@ -398,7 +399,7 @@ def setup(
     task, splits, teacher, pools = sample_teacher(cfg, run_dir, launcher, progress, log, timer)
     selections, pool_stats = select_rationales(cfg, splits, pools, log, timer)
     student, tokenizer, examples, heldout = build_student_and_examples(
-        cfg, splits, pools, selections, saved, restore_from, launcher.device, log, run_dir, launcher.is_main
+        cfg, splits, pools, selections, saved, restore_from, launcher.device, log, run_dir, launcher.is_main, source
     )
     judge = build_judge(cfg, student, tokenizer, examples, saved, launcher.device, progress, log, timer)
     method = build_method(cfg, student, tokenizer, launcher.device, judge=judge)
@@ -465,8 +466,25 @@ def start_process(
     )
     check_trackers(cfg.training.report_to)
     check_pretrained(cfg.student)
+    if cfg.method.name == "qcrd" and cfg.judge.enabled:
+        check_loadable(cfg.judge.pretrained, "judge.pretrained")
     check_targets(cfg.student)
     check_launch_mode(cfg, launcher)
+
+
+def student_source(cfg: RunConfig, run_dir: Path, launcher: Launcher, log: Callable[[str], None]) -> str:
+    """The folder or hub id the pretrained student loads from ("" for the tiny preset). A GGUF
+    ``student.pretrained`` (a file or a short name such as ``smollm2-135m``) is de-quantised once
+    into ``<run>/base_model/``, an ordinary Hugging Face folder that a resume, a LoRA round's
+    ``pretrained=`` and lm-eval read without the GGUF file."""
+    if not is_gguf(cfg.student.pretrained):
+        return cfg.student.pretrained
+    folder = run_dir / BASE_DIR
+    if not (folder / "config.json").is_file():
+        log(f"student: de-quantising {cfg.student.pretrained} into {folder} (once per run)")
+    launcher.main_only(lambda: dequantised_copy(cfg.student.pretrained, folder, "student.pretrained"))
+    launcher.barrier()
+    return str(folder)
 
 
 def check_launch_mode(cfg: RunConfig, launcher: Launcher) -> None:
@@ -587,13 +605,15 @@ def build_student_and_examples(
     log: Callable[[str], None],
     run_dir: Path,
     is_main: bool,
+    source: str = "",
 ) -> tuple:
     """(student, tokenizer, train examples, held-out examples). The student's weights are those of
-    ``restore_from`` on a resume, else a fresh initialisation; with ``student.lora_rank`` it is a
-    peft model whose adapters alone train (lora.py)."""
+    ``restore_from`` on a resume, else ``source`` (a pretrained folder, :func:`student_source`) or a
+    fresh initialisation; with ``student.lora_rank`` it is a peft model whose adapters alone train
+    (lora.py)."""
     corpus = [PREDICT_PREFIX + EXPLAIN_PREFIX] + [q.question for q in splits["train"]]
     corpus += [s.rationale for entry in pools["train"] for s in entry.samples]
-    student, tokenizer = build_student(cfg.student, corpus)
+    student, tokenizer = build_student(cfg.student, corpus, source)
     use_fused_gelu(student)
     if cfg.student.lora_rank:
         student = lora_student(cfg, student, tokenizer, run_dir, restore_from, is_main, log)
@@ -635,7 +655,7 @@ def build_judge(
     """QCRD's quality judge: pre-trained on the pool's positives and negatives, or restored."""
     if cfg.method.name != "qcrd" or not cfg.judge.enabled:
         return None
-    judge = QualityJudge(judge_config(student), cfg.judge.num_layers).to(device)
+    judge = build_judge_model(cfg.judge, student, tokenizer).to(device)
     use_fused_gelu(judge)
     if saved is not None:
         judge.load_state_dict(saved["judge"])  # its weights, saved with the round's state
@@ -661,8 +681,8 @@ def build_train_state(
     adamw = dict(weight_decay=cfg.training.weight_decay, fused=True)
     trainable = [p for p in method.student.parameters() if p.requires_grad]  # a LoRA student: its adapters
     optimizer = torch.optim.AdamW(trainable, lr=cfg.training.learning_rate, **adamw)
-    judge_params = [p for module in method.extra_modules() for p in module.parameters()]
-    judge_optimizer = torch.optim.AdamW(judge_params, lr=cfg.judge.learning_rate, **adamw) if judge_params else None
+    judge_groups = [group for module in method.extra_modules() for group in module.param_groups(cfg.judge)]
+    judge_optimizer = torch.optim.AdamW(judge_groups, **adamw) if judge_groups else None
     total_steps = cfg.training.rounds * cfg.training.steps_per_round
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_then_linear(cfg.training.warmup_steps, total_steps)
