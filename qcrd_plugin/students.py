@@ -136,7 +136,9 @@ def load_pretrained_student(source: str, trust_remote_code: bool):
     from .pretrained import ModelRef, load_config
 
     # Explicit, never transformers' default: code shipped with a model runs only when the user says so.
-    seq2seq = getattr(load_config(ModelRef(source), "student.pretrained", trust_remote_code), "is_encoder_decoder", 0)
+    seq2seq = getattr(
+        load_config(ModelRef(source), "student.pretrained", trust_remote_code), "is_encoder_decoder", False
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(
