@@ -45,9 +45,12 @@ PYTEST_WORKERS ?= 2
 test: lint
 	$(OFFLINE) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-bench: install
+bench: install-test
 	# One table: every ratio, step time against K, and the default run's wall time and peak RSS.
 	$(OFFLINE) $(PY) benchmarks/bench_ratios.py --rss
+	# The same ratios on the real student (SmolLM2-135M from the smollm2 extra): our DSS loop against HF
+	# Trainer, and a QCRD step against a DSS step, with the work ratio beside it.
+	$(OFFLINE) $(PY) benchmarks/bench_real_student_speed.py
 	# What gradient accumulation and LoRA save per step (memory and time, one process per setting).
 	$(OFFLINE) $(PY) benchmarks/bench_memory.py
 	# The GPU benchmark only where there is a GPU (benchmarks/gpu_bench.py --device cpu --tiny is its smoke test).

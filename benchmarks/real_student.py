@@ -58,7 +58,11 @@ def sizes(args) -> dict:
             "seeds": [0, 1, 2, 3, 4],
             "limit": 0,
         }
-    return {"max_train": 240, "steps": 60, "batch": 4, "rounds": 1, "lora": 16, "seeds": [0, 1, 2], "limit": 0}
+    if args.smoke:  # the whole pipeline in a few minutes: nothing to read in its numbers
+        return {"max_train": 8, "steps": 2, "batch": 4, "rounds": 1, "lora": 16, "seeds": [0], "limit": 4}
+    # Sized to the 2 cores (about 80 minutes for the table, measured): every training question is seen
+    # once; a QCRD step costs ~3.7x a DSS step (benchmarks/results/real_student_speed.json).
+    return {"max_train": 128, "steps": 32, "batch": 4, "rounds": 1, "lora": 16, "seeds": [0, 1, 2], "limit": 0}
 
 
 def run_overrides(args, budget: dict, method: str, seed: int, base: Path) -> list[str]:
@@ -118,13 +122,14 @@ def distil(args, budget: dict, method: str, seed: int, base: Path) -> dict:
         "seed": seed,
         "acc": last["eval"]["qcrd_svamp"]["acc"],
         "rationale_acc": last["eval"]["qcrd_svamp_explain"]["acc"],
-        "wall_s": sum(r.get("time_s", 0) for r in records) + records[0].get("setup_time_s", 0),
+        # training, checkpoints, evaluation and setup (judge pre-training, negatives): the run's own clocks
+        "wall_s": sum(sum(r["time_s"].values()) + sum(r.get("setup_time_s", {}).values()) for r in records),
         "train_tokens_per_s": mean([r["train_tokens_per_s"] for r in records if r.get("train_tokens_per_s")]),
         "rounds": [{k: r["eval"][k]["acc"] for k in ("qcrd_svamp", "qcrd_svamp_explain")} for r in records],
     }
 
 
-def lm_eval_base(args, base: Path, tasks: str, tag: str, extra: list[str] = ()) -> dict:
+def lm_eval_base(args, base: Path, tasks: str, tag: str, limit: int = 0) -> dict:
     """Plain ``lm_eval`` on the base model (reused when done): {task: acc}, and the wall time."""
     out = args.work / "base" / tag
     found = sorted(out.rglob("results_*.json"))
@@ -132,7 +137,8 @@ def lm_eval_base(args, base: Path, tasks: str, tag: str, extra: list[str] = ()) 
     if not found:
         cmd = [str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={base},backend=causal"]
         cmd += ["--tasks", tasks, "--include_path", str(REPO / "tasks"), "--device", args.device]
-        cmd += ["--batch_size", str(args.eval_batch), "--output_path", str(out), *extra]
+        cmd += ["--batch_size", str(args.eval_batch), "--output_path", str(out)]
+        cmd += ["--limit", str(limit)] if limit else []
         cmd += ["--metadata", json.dumps({"source": {"svamp": "mcc_kd"}})]
         subprocess.run(cmd, check=True, env={**os.environ, "QCRD_DATA_DIR": DATA})
         found = sorted(out.rglob("results_*.json"))
@@ -193,14 +199,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--full", action="store_true", help="every training question, full fine-tuning, 5 seeds")
+    parser.add_argument("--smoke", action="store_true", help="2 steps, 4 test questions, one seed (a pipeline check)")
     parser.add_argument("--methods", nargs="+", default=["finetune", "dss", "qcrd"])
     parser.add_argument("--seeds", nargs="+", type=int, help="override the budget's seeds")
     parser.add_argument("--finetune-seeds", type=int, default=1, help="seeds of the finetune row (a reference row)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--judge", default="minilm-l6", help="judge.pretrained of the QCRD runs ('' = from scratch)")
-    parser.add_argument("--judge-steps", type=int, default=60)
+    parser.add_argument("--judge-steps", type=int, default=16)
     parser.add_argument("--j-back", type=int, default=1)
-    parser.add_argument("--iteration-steps", type=int, default=10)
+    parser.add_argument("--iteration-steps", type=int, default=8)
     parser.add_argument("--max-input-tokens", type=int, default=160)
     parser.add_argument("--max-target-tokens", type=int, default=96)
     parser.add_argument("--eval-batch", type=int, default=32)
@@ -217,8 +224,12 @@ def main() -> None:
     base = dequantised_copy("smollm2-135m", args.work / "smollm2_base", "student.pretrained")
     base_rows = {}
     if not args.skip_base:
-        base_rows["base few-shot CoT (qcrd_svamp_cot)"] = lm_eval_base(args, base, "qcrd_svamp_cot", "cot")
-        base_rows["base, student prompt"] = lm_eval_base(args, base, "qcrd_svamp,qcrd_svamp_explain", "student")
+        base_rows["base few-shot CoT (qcrd_svamp_cot)"] = lm_eval_base(
+            args, base, "qcrd_svamp_cot", "cot", budget["limit"]
+        )
+        base_rows["base, student prompt"] = lm_eval_base(
+            args, base, "qcrd_svamp,qcrd_svamp_explain", "student", budget["limit"]
+        )
         print(base_rows, flush=True)
     runs = []
     for method in args.methods:

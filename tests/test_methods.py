@@ -139,6 +139,27 @@ def test_causal_loss_scores_only_the_target_tokens():
     assert other[1].item() != pytest.approx(base.item(), rel=1e-4)
 
 
+def test_causal_losses_at_target_positions_equal_full_logits():
+    """The vocabulary projection at the target positions alone gives the values and gradients of
+    scoring every position's logits (rows of unequal prompt and target lengths, right padding)."""
+    from qcrd_plugin.methods.base import causal_logits, causal_losses, sequence_losses
+
+    cfg, model, tok, examples = setup("causal")
+    prompts = [ex.explain_ids for ex in examples[:3]]
+    targets = [examples[0].positives[0], examples[1].positives[0][:3], examples[2].label_ids]
+    assert len({len(p) + len(t) for p, t in zip(prompts, targets)}) == 3
+    fast = causal_losses(model, prompts, targets, "cpu")
+    (fast_grad,) = torch.autograd.grad(fast.sum(), model.get_output_embeddings().weight)
+    full = sequence_losses(*causal_logits(model, prompts, targets, "cpu"))
+    (full_grad,) = torch.autograd.grad(full.sum(), model.get_output_embeddings().weight)
+    assert torch.allclose(fast, full, atol=1e-5)
+    assert torch.allclose(fast_grad, full_grad, atol=1e-6)
+    assert fast_grad.abs().max() > 1e-4  # the gradient is not trivially zero on both sides
+    batch_mean = causal_losses(model, prompts, targets, "cpu", per_sequence=False)
+    weights = torch.tensor([float(len(t)) for t in targets])
+    assert batch_mean.item() == pytest.approx((full * weights).sum().item() / weights.sum().item(), rel=1e-5)
+
+
 def qcrd_parts(**switches):
     cfg, model, tok, examples = setup("seq2seq", method__name="qcrd", **switches)
     for ex in examples:
