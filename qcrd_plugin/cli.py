@@ -194,6 +194,9 @@ class OneLineErrors(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+PROGRESS_INTERVAL_S = 15  # seconds between progress-bar refreshes when stderr is not a terminal
+
+
 def _quiet_libraries(no_progress_bars: bool = False) -> None:
     """Keep lm-eval's and transformers' per-call notices out of the progress output.
 
@@ -203,6 +206,11 @@ def _quiet_libraries(no_progress_bars: bool = False) -> None:
     """
     if no_progress_bars:
         os.environ["TQDM_DISABLE"] = "1"
+    elif not sys.stderr.isatty():
+        # A log file or a pipe keeps every refresh of a bar (tqdm's default: every 0.1 s), which buries
+        # the round results; refresh at most every PROGRESS_INTERVAL_S there, and at each bar's end.
+        # TQDM_MININTERVAL reaches lm-eval's and transformers' bars too; a value set by the user wins.
+        os.environ.setdefault("TQDM_MININTERVAL", str(PROGRESS_INTERVAL_S))
     for name in ("lm_eval", "transformers", "datasets", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -13,6 +13,7 @@ numbers, so D never learns from the student's loss.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import T5Config, T5EncoderModel
 
-from .config import JudgeConfig
+from .config import JudgeConfig, auto_judge
 from .data import TrainExample, pad
 
 
@@ -97,7 +98,10 @@ class PretrainedJudge(QualityJudge):
 
 def build_judge_model(cfg: JudgeConfig, student, student_tokenizer) -> QualityJudge:
     """D for a run: ``judge.pretrained`` (a folder or a short name such as ``minilm-l6``), else a
-    from-scratch T5 encoder of the student's width (:func:`students.judge_config`)."""
+    from-scratch T5 encoder of the student's width (:func:`students.judge_config`). ``auto`` is
+    resolved when a run's config is loaded; a config built in code resolves it here the same way."""
+    if cfg.pretrained == "auto":
+        cfg = dataclasses.replace(cfg, pretrained=auto_judge(getattr(student.config, "_name_or_path", "")))
     if cfg.pretrained:
         from .pretrained import resolve
 

