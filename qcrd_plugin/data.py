@@ -68,13 +68,24 @@ def explain_prompt(question: str) -> str:
     return EXPLAIN_PREFIX + question
 
 
+def one_line(rationale: str) -> str:
+    """A teacher rationale as the student is taught to write it: its lines joined by single spaces.
+
+    Every ``qcrd_*_explain`` task stops the student's generation at the first newline (``until:
+    ["\\n"]``, as lm-eval's generate_until tasks do), so a student trained on an LLM's multi-line
+    chain (MCC-KD's gpt-3.5 chains put one step per line) would be scored on its first step alone.
+    """
+    return re.sub(r"\s*\n\s*", " ", rationale.strip())
+
+
 def build_examples(
     problems: list[Question], selections: list[Selection], tokenizer, max_input: int, max_target: int
 ) -> list[TrainExample]:
     """Tokenize every prompt, label and rationale of the training set once.
 
     Prompts are encoded as lm-eval encodes a context (:func:`prompt_ids`), targets as
-    :func:`target_ids` (ending with EOS), so the student trains on exactly what it is scored on;
+    :func:`target_ids` (ending with EOS), rationales as one line (:func:`one_line`), so the student
+    trains on exactly what it is scored on;
     the tokenizer itself says what a prompt carries, for both student families.
     """
     by_id = {s.id: s for s in selections}
@@ -87,8 +98,8 @@ def build_examples(
                 predict_ids=prompt_ids(tokenizer, [predict_prompt(problem.question)], max_input)[0],
                 explain_ids=prompt_ids(tokenizer, [explain_prompt(problem.question)], max_input)[0],
                 label_ids=target_ids(tokenizer, [problem.answer], max_target)[0],
-                positives=target_ids(tokenizer, sel.positives, max_target),
-                llm_negatives=target_ids(tokenizer, sel.negatives, max_target),
+                positives=target_ids(tokenizer, [one_line(r) for r in sel.positives], max_target),
+                llm_negatives=target_ids(tokenizer, [one_line(r) for r in sel.negatives], max_target),
                 answer_type=problem.answer_type,
                 choices=problem.choices,
                 answer_text=answer_text(problem),
