@@ -190,6 +190,30 @@ def test_the_pretrained_judge_reads_text_with_its_own_tokenizer_and_learns_onlin
     assert after[labels].mean() - after[~labels].mean() > before[labels].mean() - before[~labels].mean()
 
 
+def test_the_hf_teacher_runs_smollm2_instruct_in_process_with_its_chat_template(lora_run, tmp_path):
+    """teacher.kind=hf on SmolLM2-135M-Instruct (the run's de-quantised folder): prompts go through
+    the model's own chat template, K samples per question come back, and a rerun reads the cache."""
+    from qcrd_plugin.config import TeacherConfig
+    from qcrd_plugin.tasks import load_task
+    from qcrd_plugin.teachers import build_teacher
+
+    cfg = load_config(None, RUN + ["method.name=dss"])
+    task = load_task(cfg.task)
+    questions = task.questions["train"][:2]
+    teacher_cfg = TeacherConfig(kind="hf", model=str(lora_run[0] / "base_model"), max_new_tokens=24, batch_size=4)
+    cache = tmp_path / "cache.jsonl"
+    teacher = build_teacher(teacher_cfg, task, cache)
+    prompt = teacher.prompt(questions[0])
+    assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
+    assert questions[0].question in prompt
+    pool = teacher.sample(questions, 2, 0.7)
+    assert [len(entry.samples) for entry in pool] == [2, 2]
+    assert all(s.rationale.strip() and "<|im_end|>" not in s.rationale for e in pool for s in e.samples)
+    assert len(cache.read_text().splitlines()) == 4
+    again = build_teacher(teacher_cfg, task, cache).sample(questions, 2, 0.7)
+    assert [e.to_record() for e in again] == [e.to_record() for e in pool]
+
+
 # ---- bad input: exit code 2 and one line, before any teacher sampling ------------------------
 
 
