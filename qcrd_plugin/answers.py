@@ -36,9 +36,16 @@ _WORD_NUMBER = re.compile(
     + "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
     + r")(?:[\s-]+("
     + "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
-    + r"))?(?:\s+("
+    + r"))?(?:[\s-]+("
     + "|".join(_ORDINAL_PARTS)
     + r")s?)?\b",
+    re.IGNORECASE,
+)
+# "one" as a pronoun, not a count: "no one", "each one gets", "one of the boys", "the only one"
+_NOT_A_COUNT = re.compile(r"\b(?:no|each|every|any|some|only|this|that|which)\s+$", re.IGNORECASE)
+_SCALE_WORD = re.compile(
+    r"^[\s-]*(?:hundred|thousand|million|billion|dozen|of\b|another\b|first|second|third|fourth|fifth|sixth|seventh"
+    r"|eighth|ninth|tenth)",
     re.IGNORECASE,
 )
 
@@ -60,11 +67,18 @@ def quantities(text: str) -> list[float]:
 
 
 def word_number(text: str) -> float | None:
-    """The first number written in words ("one more bird" -> 1, "twenty-five" -> 25, "two thirds" -> 2/3),
-    or None."""
-    match = _WORD_NUMBER.search(text or "")
-    if not match:
+    """The last number written in words ("so each one gets five" -> 5, "one more bird" -> 1,
+    "twenty-five" -> 25, "two thirds" -> 2/3), or None: "no one", "one of", a count of hundreds
+    or dozens ("two hundred", read by no rule here) and pronoun uses do not count."""
+    text = text or ""
+    matches = [
+        m
+        for m in _WORD_NUMBER.finditer(text)
+        if not _NOT_A_COUNT.search(text[: m.start()]) and not _SCALE_WORD.match(text[m.end() :])
+    ]
+    if not matches:
         return None
+    match = matches[-1]
     first, second, part = (g.lower() if g else None for g in match.groups())
     value = float(_WORD_NUMBERS[first] + (_WORD_NUMBERS[second] if second and _WORD_NUMBERS[first] >= 20 else 0))
     return value / _ORDINAL_PARTS[part.rstrip("s") if part.rstrip("s") in _ORDINAL_PARTS else part] if part else value
@@ -124,10 +138,8 @@ def answers_match(predicted: float | str | None, gold: float | str | None, tol: 
         a = b = math.nan
     if math.isfinite(a) and math.isfinite(b):
         return abs(a - b) <= tol
-    # Not two finite numbers: a text answer "nan" or "infinity" must still equal itself. Spacing
-    # inside a text answer does not count ("nya y" states nyay), as in the usual scoring of
-    # letter-concatenation tasks (zero-shot CoT's answer cleansing drops all whitespace).
-    return re.sub(r"\s+", "", str(predicted).lower()) == re.sub(r"\s+", "", str(gold).lower())
+    # Not two finite numbers: a text answer "nan" or "infinity" must still equal itself.
+    return str(predicted).strip().lower() == str(gold).strip().lower()
 
 
 # ---- safe arithmetic (DSS's SVAMP labels are equations such as "( 84.0 / 2.0 )") -----------
@@ -233,7 +245,7 @@ _JUSTIFICATION = re.compile(
 # A chain cut off mid-sentence (a teacher's length limit): it ends on an operator, a comma, an open
 # bracket or a word that cannot end a sentence ("To find out how much she spent in").
 _TRUNCATED = re.compile(
-    r"(?:[-+*/=,(:]|\b(?:in|on|at|by|of|to|for|with|from|up|and|or|the|a|an|is|are|was|were|than|that|which))$",
+    r"(?:[-+*/=,(:]|\b(?:in|on|at|by|of|to|for|with|from|and|or|the|a|an|than|that|which))$",
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -300,8 +312,9 @@ def _number(text: str) -> float | None:
     if "=" in text:
         text = text.rsplit("=", 1)[1]
     mixed = re.match(r"^[\s$]*(-?\d+\s+(?:and\s+)?\d+/\d+)(?![\d/])", text)
-    if mixed:  # "1 1/2 bags": one and a half, not 1
-        return quantities(mixed.group(1))[0]
+    value = quantities(mixed.group(1)) if mixed else []
+    if value:  # "1 1/2 bags": one and a half, not 1
+        return value[0]
     match = _ARITHMETIC_PREFIX.match(text)
     if match:
         candidate = match.group(1).strip().rstrip(".").strip()
@@ -324,7 +337,9 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     and parenthesised remarks ("50 candies (15 chewing gums ...)") do not count. In a sentence
     with an equation the result after its last "=" counts; otherwise a number some step of the
     rationale computed, else its first ("So Dave made 48 dollars in those 2 days" -> 48)."""
-    last_line = (text or "").rstrip().rsplit("\n", 1)[-1]
+    lines = [row.strip(_MARKUP) for row in (text or "").split("\n")]
+    lines = [row for row in lines if row.strip("-*=_#~ ")]  # rules ("---") and emphasis are no text
+    last_line = lines[-1] if lines else ""
     if _TRUNCATED.search(last_line) or last_line.count("(") > last_line.count(")"):
         return None  # cut off mid-sentence (a length limit): whatever came before is not the answer
     sentences = _sentences(text)
@@ -344,7 +359,10 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     # not the conclusion when an earlier one found something; one that concludes ("Therefore, Jack
     # received 3 emails") is, whatever its number.
     givens = set(quantities(question or ""))
+    results = {r for part in re.findall(r"=\s*\$?([^=\n]*)", text or "") for r in quantities(part)[:1]}
     found = [s for s in numbered if _CONCLUSION.search(s) or not set(quantities(s)) <= givens]
+    if found and found[-1] != numbered[-1] and not set(quantities(found[-1])) & results:
+        found = []  # the earlier sentence found nothing a step computed: the last one stands
     sentence = found[-1] if found else numbered[-1]
     if (
         len(candidates) > 1
@@ -360,7 +378,6 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     # The answer is a quantity the rationale found, not one the question gave: prefer a number
     # absent from the question ("Debby's 12 bottles would last her 2 days" -> 2), then one some
     # step computed ("... = 2080. Therefore, after 26 days, they will have 2080 sacks" -> 2080).
-    results = {r for part in re.findall(r"=\s*\$?([^=\n]*)", text or "") for r in quantities(part)[:1]}
     numbers = quantities(sentence)
     return max(numbers, key=lambda n: 2 * (n not in givens) + (n in results)) if numbers else None
 
@@ -460,31 +477,51 @@ TEXT_ENDINGS = (
     r"\*\*([^*]+)\*\*",  # **yajc**
     r"\"([^\"]+)\"|“([^”]+)”",  # "yajc"
     r"(?<![\w'])'([^']+)'(?!\w)",  # 'yajc' (never the apostrophe of "Rob's")
-    r"(?:→|=>)\s*([^→]+?)\s*$",  # l, e, y, y → leyy
+    r"(?:→|=>)[ \t]*([^→\s][^→]*)$",  # l, e, y, y → leyy
     r"\b(?:we get|you get|it becomes|they form|gives(?: you)?|results? in|is|are|becomes|was)"
-    r"\s*[:\-–—]?\s+(\S+)\W*$",  # ... we get yajc.
-    r"[:\-–—]\s*([^:\-–—]+?)\s*$",  # Putting them all together, we get: yajc
+    r"[ \t]*[:–—]?[ \t]+(\S+)$",  # ... we get yajc.
+    r"[:–—][ \t]*([^:–—\s][^:–—]*)$",  # Putting them all together, we get: yajc
 )
+# The endings are matched against a sentence's last characters, without its closing punctuation,
+# so that no pattern scans a long reply (a 20,000-character line took seconds).
+_TAIL = 300
+# A closing remark after the answer ("This is correct.", "I hope this helps."): the sentence before speaks.
+_REMARK = re.compile(r"^\W*(?:this|that|it|i|hope|let me|note)\b", re.IGNORECASE)
 _SPACED_LETTERS = re.compile(
     r"^[^\W\d_](?:\s*[,\-–]\s*|\s+)(?:and\s+)?[^\W\d_](?:(?:\s*[,\-–]\s*|\s+)(?:and\s+)?[^\W\d_])*$"
 )
 
 
+def _strip_ends(value: str, characters: str) -> str:
+    """``value`` without ``characters`` at either end (a loop, never a backtracking regex)."""
+    start, end = 0, len(value)
+    while start < end and (value[start].isspace() or value[start] in characters):
+        start += 1
+    while end > start and (value[end - 1].isspace() or value[end - 1] in characters):
+        end -= 1
+    return value[start:end]
+
+
 def _clean_text(value: str, case_fold: bool) -> str | None:
     """A free-text answer without markup, surrounding punctuation and spacing between single letters
-    ("s, c, a, n" and "s-e-y-y" -> "scan", "seyy"), lower-cased when ``case_fold``."""
-    value = re.sub(r"^[\W_]+|[\W_]+$", "", value.strip())
-    if _SPACED_LETTERS.match(value):
+    ("s, c, a, n" and "s-e-y-y" -> "scan", "seyy"), lower-cased when ``case_fold``. Symbols that
+    belong to the answer stay ("C++", "-3/4", ".NET")."""
+    value = (value or "").lower() if case_fold else value or ""
+    value = _strip_ends(value, _MARKUP + ",;:!?")
+    value = value[:-1] if value.endswith(".") and not value.startswith(".") else value
+    if len(value) > 1 and value[0] + value[-1] in ("()", "[]", "{}") and value.count(value[0]) == 1:
+        value = value[1:-1].strip()
+    if len(value) < 200 and _SPACED_LETTERS.match(value):
         value = re.sub(r"[\s,\-–]+|\band\b", "", value)
-    value = re.sub(r"\s+", " ", value)
-    return (value.lower() if case_fold else value) or None
+    return " ".join(value.split()) or None
 
 
 def _text(text: str, case_fold: bool = True) -> str | None:
     """A free-text answer from an answer statement: its last quoted or bolded string ('so the result
     is "yeha"' -> yeha), or after an arrow, else the statement up to its sentence end."""
+    tail = _strip_ends((text or "")[-_TAIL:], ".!?")
     for ending in TEXT_ENDINGS[:4]:
-        found = [next(g for g in m.groups() if g) for m in re.finditer(ending, text or "") if any(m.groups())]
+        found = [next(g for g in m.groups() if g) for m in re.finditer(ending, tail) if any(m.groups())]
         if found:
             return _clean_text(found[-1], case_fold)
     return _clean_text(_first_sentence(text or ""), case_fold)
@@ -498,9 +535,13 @@ def _concluding_text(text: str, case_fold: bool = True) -> str | None:
     sentences = _sentences(text)
     if len(sentences) == 1 and len(sentences[0].split()) <= 2:
         return _clean_text(sentences[0], case_fold)
-    for sentence in reversed(sentences[-2:]):
+    last = sentences[-2:]
+    if len(last) == 2 and _REMARK.search(last[1]):
+        last = last[:1]
+    for sentence in reversed(last):
+        tail = _strip_ends(sentence[-_TAIL:], ".!?")
         for ending in TEXT_ENDINGS:
-            found = [next(g for g in m.groups() if g) for m in re.finditer(ending, sentence) if any(m.groups())]
+            found = [next(g for g in m.groups() if g) for m in re.finditer(ending, tail) if any(m.groups())]
             if found:
                 return _clean_text(found[-1], case_fold)
     return None

@@ -1,5 +1,7 @@
 """Answer parsing and step checking (qcrd_plugin.answers)."""
 
+import time
+
 import pytest
 
 from qcrd_plugin.answers import (
@@ -119,6 +121,16 @@ def test_free_text_answers_at_the_end_of_a_chain(chain, want):
     assert stated_answer(chain, "text") == want
 
 
+def test_free_text_answers_keep_their_symbols_and_ignore_closing_remarks():
+    assert stated_answer("So the language we get is: C++.", "text") == "c++"
+    assert stated_answer("So we get nyay. This is correct.", "text") == "nyay"
+    assert stated_answer("Putting them together, we get: self-driving", "text") == "self-driving"
+    assert not answers_match("ice cream", "icecream")
+    started = time.perf_counter()
+    stated_answer("Result: a" + " " * 20000 + "b", "text")
+    assert time.perf_counter() - started < 0.5  # endings read a sentence's tail, never backtrack over it
+
+
 def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable():
     assert stated_answer("Putting them together: Berl.", "text") == "berl"
     assert stated_answer("Putting them together: Berl.", "text", case_fold=False) == "Berl"
@@ -148,13 +160,16 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
         ("Jake had one more balloon than Allan in the park.", "Allan brought 2 balloons and Jake brought 3", 1.0),
         # the conclusion wins over a restatement of the question's numbers after it (MCC-KD)
         (
-            "This means the ring toss game made $14 per day. We also know that together with the other games at "
-            "the carnival, they earned $22.",
+            "Solving for x, we get: x = 420 / 30 = 14. This means the ring toss game made $14 per day. We also "
+            "know that together with the other games at the carnival, they earned $22.",
             "In total in 30 days they earned 420 dollars. Together with game they earned 22 dollars.",
             14.0,
         ),  # fmt: skip
         # cut off mid-sentence by the teacher's length limit: no answer
         ("Finally, she paid $9.31 for peaches.\n\nTo find out how much money Mary spent in", "", None),
+        ("She has 12 apples.\n---", "", 12.0),  # a closing rule is not a cut
+        ("10 / 2 = 5. So each one gets five.", "", 5.0),  # the last number word, not the pronoun
+        ("Therefore, no one is left out.", "", None),
         ("2/3 of a mile.\n\nIn total, she walked 1/9 +", "", None),
         ("We want to know what x is equal to.\n\n4000 = (3/4", "", None),
     ],
