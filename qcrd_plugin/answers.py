@@ -17,6 +17,73 @@ from typing import Sequence
 
 NUMBER = r"-?\d+(?:\.\d+)?"
 _FIRST_NUMBER = re.compile(NUMBER)
+# A quantity as a chain writes it: a mixed number ("1 1/2", "3 and 1/4"), a fraction ("3/4", never
+# part of a date such as 12/31/2014) or a decimal.
+_QUANTITY = re.compile(
+    r"(?<![\d/.])(-?\d+)\s+(?:and\s+)?(\d+)/(\d+)(?![\d/])|(?<![\d/.])(-?\d+)/(\d+)(?![\d/])|(" + NUMBER + ")"
+)
+_WORD_NUMBERS = {
+    word: value
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty".split()
+    )
+} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_ORDINAL_PARTS = {"half": 2, "halves": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6,
+                  "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10}  # fmt: skip
+_WORD_NUMBER = re.compile(
+    r"\b("
+    + "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
+    + r")(?:[\s-]+("
+    + "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
+    + r"))?(?:[\s-]+("
+    + "|".join(_ORDINAL_PARTS)
+    + r")s?)?\b",
+    re.IGNORECASE,
+)
+# "one" as a pronoun, not a count: "no one", "each one gets", "one of the boys", "the only one"
+_NOT_A_COUNT = re.compile(r"\b(?:no|each|every|any|some|only|this|that|which)\s+$", re.IGNORECASE)
+_SCALE_WORD = re.compile(
+    r"^[\s-]*(?:hundred|thousand|million|billion|dozen|of\b|another\b|first|second|third|fourth|fifth|sixth|seventh"
+    r"|eighth|ninth|tenth)",
+    re.IGNORECASE,
+)
+
+
+def quantities(text: str) -> list[float]:
+    """Every quantity of ``text`` in order, fractions and mixed numbers as their values
+    ("1/4 + 1/2 = 3/4" -> [0.25, 0.5, 0.75], "3 and 1/4 laps" -> [3.25]); commas in numbers are read
+    as thousands separators."""
+    found = []
+    for match in _QUANTITY.finditer((text or "").replace(",", "")):
+        whole, numerator, denominator, top, bottom, plain = match.groups()
+        if plain is not None:
+            found.append(float(plain))
+        elif top is not None:
+            found.append(float(top) / float(bottom) if float(bottom) else math.nan)
+        elif float(denominator):
+            found.append(float(whole) + math.copysign(float(numerator) / float(denominator), float(whole) or 1.0))
+    return [value for value in found if math.isfinite(value)]
+
+
+def word_number(text: str) -> float | None:
+    """The last number written in words ("so each one gets five" -> 5, "one more bird" -> 1,
+    "twenty-five" -> 25, "two thirds" -> 2/3), or None: "no one", "one of", a count of hundreds
+    or dozens ("two hundred", read by no rule here) and pronoun uses do not count."""
+    text = text or ""
+    matches = [
+        m
+        for m in _WORD_NUMBER.finditer(text)
+        if not _NOT_A_COUNT.search(text[: m.start()]) and not _SCALE_WORD.match(text[m.end() :])
+    ]
+    if not matches:
+        return None
+    match = matches[-1]
+    first, second, part = (g.lower() if g else None for g in match.groups())
+    value = float(_WORD_NUMBERS[first] + (_WORD_NUMBERS[second] if second and _WORD_NUMBERS[first] >= 20 else 0))
+    return value / _ORDINAL_PARTS[part.rstrip("s") if part.rstrip("s") in _ORDINAL_PARTS else part] if part else value
+
+
 # One arithmetic step as written in a rationale: "a op b = c".
 _STEP = re.compile(rf"({NUMBER})\s*([-+*/x×])\s*({NUMBER})\s*=\s*({NUMBER})")
 
@@ -175,6 +242,12 @@ _JUSTIFICATION = re.compile(
     r"|this is because|explanation\b)",
     re.IGNORECASE,
 )
+# A chain cut off mid-sentence (a teacher's length limit): it ends on an operator, a comma, an open
+# bracket or a word that cannot end a sentence ("To find out how much she spent in").
+_TRUNCATED = re.compile(
+    r"(?:[-+*/=,(:]|\b(?:in|on|at|by|of|to|for|with|from|and|or|the|a|an|than|that|which))$",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _ARITHMETIC_PREFIX = re.compile(r"^[\s$]*([-+*/×().\d\s,]*\d[-+*/×().\d\s,]*)")
 _MARKUP = "*_`$ \t\"'“”‘’"
@@ -238,6 +311,10 @@ def _number(text: str) -> float | None:
         return None  # "(some - 563 - 558)": an expression with an unknown in it states no number
     if "=" in text:
         text = text.rsplit("=", 1)[1]
+    mixed = re.match(r"^[\s$]*(-?\d+\s+(?:and\s+)?\d+/\d+)(?![\d/])", text)
+    value = quantities(mixed.group(1)) if mixed else []
+    if value:  # "1 1/2 bags": one and a half, not 1
+        return value[0]
     match = _ARITHMETIC_PREFIX.match(text)
     if match:
         candidate = match.group(1).strip().rstrip(".").strip()
@@ -249,7 +326,7 @@ def _number(text: str) -> float | None:
         if value is not None:
             return value
     first = _FIRST_NUMBER.search(text.replace(",", ""))
-    return _finite(first.group(0)) if first else None
+    return _finite(first.group(0)) if first else word_number(text)
 
 
 def _concluding_number(text: str, question: str = "") -> float | None:
@@ -260,6 +337,11 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     and parenthesised remarks ("50 candies (15 chewing gums ...)") do not count. In a sentence
     with an equation the result after its last "=" counts; otherwise a number some step of the
     rationale computed, else its first ("So Dave made 48 dollars in those 2 days" -> 48)."""
+    lines = [row.strip(_MARKUP) for row in (text or "").split("\n")]
+    lines = [row for row in lines if row.strip("-*=_#~ ")]  # rules ("---") and emphasis are no text
+    last_line = lines[-1] if lines else ""
+    if _TRUNCATED.search(last_line) or last_line.count("(") > last_line.count(")"):
+        return None  # cut off mid-sentence (a length limit): whatever came before is not the answer
     sentences = _sentences(text)
     checked = next((i for i, s in enumerate(sentences) if i and _VERIFICATION.search(s)), len(sentences))
     sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
@@ -267,9 +349,21 @@ def _concluding_number(text: str, question: str = "") -> float | None:
         return None
     candidates = [re.sub(r"\([^()]*\)", " ", s).replace(",", "") for s in sentences]
     numbered = [s for s in candidates if _FIRST_NUMBER.search(s)]
+    if candidates and candidates[-1] not in numbered and (len(candidates) == 1 or _CONCLUSION.search(candidates[-1])):
+        spelled = word_number(candidates[-1])  # "Therefore, there is one more bird than storks."
+        if spelled is not None:
+            return spelled
     if not numbered:
         return None
-    sentence = numbered[-1]
+    # A sentence that only restates numbers the question gave ("We also know they earned $22.") is
+    # not the conclusion when an earlier one found something; one that concludes ("Therefore, Jack
+    # received 3 emails") is, whatever its number.
+    givens = set(quantities(question or ""))
+    results = {r for part in re.findall(r"=\s*\$?([^=\n]*)", text or "") for r in quantities(part)[:1]}
+    found = [s for s in numbered if _CONCLUSION.search(s) or not set(quantities(s)) <= givens]
+    if found and found[-1] != numbered[-1] and not set(quantities(found[-1])) & results:
+        found = []  # the earlier sentence found nothing a step computed: the last one stands
+    sentence = found[-1] if found else numbered[-1]
     if (
         len(candidates) > 1
         and candidates[0] in numbered
@@ -278,16 +372,14 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     ):
         sentence = candidates[0]
     if "=" in sentence:
-        after = _FIRST_NUMBER.search(sentence.rsplit("=", 1)[1])
+        after = quantities(sentence.rsplit("=", 1)[1])
         if after:
-            return _finite(after.group(0))
+            return after[0]
     # The answer is a quantity the rationale found, not one the question gave: prefer a number
     # absent from the question ("Debby's 12 bottles would last her 2 days" -> 2), then one some
     # step computed ("... = 2080. Therefore, after 26 days, they will have 2080 sacks" -> 2080).
-    results = {float(r) for r in re.findall(rf"=\s*\$?({NUMBER})", (text or "").replace(",", ""))}
-    givens = {float(n) for n in _FIRST_NUMBER.findall((question or "").replace(",", ""))}
-    numbers = [float(n) for n in _FIRST_NUMBER.findall(sentence)]
-    return _finite(str(max(numbers, key=lambda n: 2 * (n not in givens) + (n in results))))
+    numbers = quantities(sentence)
+    return max(numbers, key=lambda n: 2 * (n not in givens) + (n in results)) if numbers else None
 
 
 def _letters(choices: Sequence[str] | None) -> str:
@@ -377,13 +469,82 @@ def _opening_yes_no(text: str) -> str | None:
     return None
 
 
+# Where a free-text answer follows at the end of a chain when no answer statement precedes it, in
+# the order they are tried on the chain's last sentence (an entry's group 1 is the answer): a
+# quoted or bolded string, then what follows the last of these phrasings. Extend it here; a task's
+# own ``answer_pattern`` still overrides every rule. Measured on tests/fixtures/answer_labels_text.jsonl.
+TEXT_ENDINGS = (
+    r"\*\*([^*]+)\*\*",  # **yajc**
+    r"\"([^\"]+)\"|“([^”]+)”",  # "yajc"
+    r"(?<![\w'])'([^']+)'(?!\w)",  # 'yajc' (never the apostrophe of "Rob's")
+    r"(?:→|=>)[ \t]*([^→\s][^→]*)$",  # l, e, y, y → leyy
+    r"\b(?:we get|you get|it becomes|they form|gives(?: you)?|results? in|is|are|becomes|was)"
+    r"[ \t]*[:–—]?[ \t]+(\S+)$",  # ... we get yajc.
+    r"[:–—][ \t]*([^:–—\s][^:–—]*)$",  # Putting them all together, we get: yajc
+)
+# The endings are matched against a sentence's last characters, without its closing punctuation,
+# so that no pattern scans a long reply (a 20,000-character line took seconds).
+_TAIL = 300
+# A closing remark after the answer ("This is correct.", "I hope this helps."): the sentence before speaks.
+_REMARK = re.compile(r"^\W*(?:this|that|it|i|hope|let me|note)\b", re.IGNORECASE)
+_SPACED_LETTERS = re.compile(
+    r"^[^\W\d_](?:\s*[,\-–]\s*|\s+)(?:and\s+)?[^\W\d_](?:(?:\s*[,\-–]\s*|\s+)(?:and\s+)?[^\W\d_])*$"
+)
+
+
+def _strip_ends(value: str, characters: str) -> str:
+    """``value`` without ``characters`` at either end (a loop, never a backtracking regex)."""
+    start, end = 0, len(value)
+    while start < end and (value[start].isspace() or value[start] in characters):
+        start += 1
+    while end > start and (value[end - 1].isspace() or value[end - 1] in characters):
+        end -= 1
+    return value[start:end]
+
+
+def _clean_text(value: str, case_fold: bool) -> str | None:
+    """A free-text answer without markup, surrounding punctuation and spacing between single letters
+    ("s, c, a, n" and "s-e-y-y" -> "scan", "seyy"), lower-cased when ``case_fold``. Symbols that
+    belong to the answer stay ("C++", "-3/4", ".NET")."""
+    value = (value or "").lower() if case_fold else value or ""
+    value = _strip_ends(value, _MARKUP + ",;:!?")
+    value = value[:-1] if value.endswith(".") and not value.startswith(".") else value
+    if len(value) > 1 and value[0] + value[-1] in ("()", "[]", "{}") and value.count(value[0]) == 1:
+        value = value[1:-1].strip()
+    if len(value) < 200 and _SPACED_LETTERS.match(value):
+        value = re.sub(r"[\s,\-–]+|\band\b", "", value)
+    return " ".join(value.split()) or None
+
+
 def _text(text: str, case_fold: bool = True) -> str | None:
-    """A free-text answer: the last quoted string of the statement ('so the result is "yeha"' ->
-    yeha), else the statement up to its sentence end, without markup and trailing dots."""
-    quoted = re.findall(r"\"([^\"]+)\"|“([^”]+)”|'([^']+)'(?!\w)", text or "")
-    value = next(g for g in quoted[-1] if g) if quoted else _first_sentence(text or "")
-    value = re.sub(r"[\s.]+$", "", value.strip().strip(_MARKUP)).strip()
-    return (value.lower() if case_fold else value) or None
+    """A free-text answer from an answer statement: its last quoted or bolded string ('so the result
+    is "yeha"' -> yeha), or after an arrow, else the statement up to its sentence end."""
+    tail = _strip_ends((text or "")[-_TAIL:], ".!?")
+    for ending in TEXT_ENDINGS[:4]:
+        found = [next(g for g in m.groups() if g) for m in re.finditer(ending, tail) if any(m.groups())]
+        if found:
+            return _clean_text(found[-1], case_fold)
+    return _clean_text(_first_sentence(text or ""), case_fold)
+
+
+def _concluding_text(text: str, case_fold: bool = True) -> str | None:
+    """A free-text answer stated without an answer phrase: the first :data:`TEXT_ENDINGS` entry that
+    matches the chain's last sentence (or, failing that, the one before it: "..., the resultant
+    string is "ycan". Thus, the question asks for this string."), its last match; a chain of one
+    short line is its own answer ("an"). Anything else states no answer."""
+    sentences = _sentences(text)
+    if len(sentences) == 1 and len(sentences[0].split()) <= 2:
+        return _clean_text(sentences[0], case_fold)
+    last = sentences[-2:]
+    if len(last) == 2 and _REMARK.search(last[1]):
+        last = last[:1]
+    for sentence in reversed(last):
+        tail = _strip_ends(sentence[-_TAIL:], ".!?")
+        for ending in TEXT_ENDINGS:
+            found = [next(g for g in m.groups() if g) for m in re.finditer(ending, tail) if any(m.groups())]
+            if found:
+                return _clean_text(found[-1], case_fold)
+    return None
 
 
 def normalize_answer(
@@ -416,9 +577,7 @@ def normalize_answer(
             return "yes" if text else "no"
         return _yes_no(str(text))
     if answer_type == "text":
-        # Trailing dots and spaces in any order ("a. ." -> "a"), so that a second pass is a no-op.
-        cleaned = re.sub(r"[\s.]+$", "", str(text) if not case_fold else str(text).lower()).strip()
-        return cleaned or None
+        return _clean_text(str(text), case_fold)
     raise ValueError(f"unknown answer type {answer_type!r}; expected one of {', '.join(ANSWER_TYPES)}")
 
 
@@ -491,8 +650,7 @@ def stated_answer(
     if answer_type == "label":
         sentences = _sentences(rationale)
         return _nli_label(sentences[-1]) if sentences else None
-    quoted = re.findall(r"\"([^\"]+)\"|“([^”]+)”", _sentences(rationale)[-1])
-    return _text(f'"{next(g for g in quoted[-1] if g)}"', case_fold) if quoted else None
+    return _concluding_text(rationale, case_fold)
 
 
 def predicted_answer(

@@ -2,6 +2,9 @@
 and answer type under the shared data, each labelled by hand with the answer it states.
 
 ``fixtures/answer_labels.jsonl`` (344 samples) is the fixture the rules were developed against;
+``fixtures/answer_labels_text.jsonl`` (131 free-text chains) and ``answer_labels_numbers2.jsonl``
+(158 more number chains: fractions, number words, cut-off chains, public zero-shot-CoT and
+Plan-and-Solve logs; issue 25) extend it, each with a held-out part;
 ``fixtures/answer_labels_heldout.jsonl`` (120 more, drawn and labelled afterwards, never tuned
 on) says how well they carry over. ``fixtures/draw_answer_candidates.py`` drew the samples;
 docs/data.md gives the figures and the confusions. A label of null means the text states no
@@ -86,3 +89,30 @@ def test_numbers_the_question_gave_are_not_answers():
 )
 def test_issue_phrasings(text, answer_type, choices, expected):
     assert stated_answer(text, answer_type, choices) == expected
+
+
+def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
+    text, numbers = _rows("answer_labels_text.jsonl"), _rows("answer_labels_numbers2.jsonl")
+    assert len(text) + len(_rows("answer_labels_text_heldout.jsonl")) >= 150
+    assert len(numbers) + len(_rows("answer_labels_numbers2_heldout.jsonl")) >= 150
+    assert {r["answer_type"] for r in text} == {"text"} and {r["answer_type"] for r in numbers} == {"number"}
+    assert {"we_get", "after_colon", "answer_colon", "spaced", "bare", "none"} <= {r["kind"] for r in text}
+    assert {"fraction", "word_number", "restated_after", "none"} <= {r["kind"] for r in numbers}
+    old = {r["id"] for name in ("answer_labels.jsonl", "answer_labels_heldout.jsonl") for r in _rows(name)}
+    assert not old & {r["id"] for r in text + numbers}
+
+
+def test_issue25_fixture_agreement_per_answer_type():
+    # Free text: the issue's >= 0.95; numbers: measured 149/158 after the rules were fixed (docs/data.md).
+    ((text_ok, text_total),) = agreement(_rows("answer_labels_text.jsonl")).values()
+    ((number_ok, number_total),) = agreement(_rows("answer_labels_numbers2.jsonl")).values()
+    assert text_ok / text_total >= 0.95, f"text {text_ok}/{text_total}"
+    assert number_ok >= 149, f"numbers {number_ok}/{number_total}"
+
+
+def test_issue25_heldout_agreement_stays_at_its_measured_level():
+    # Measured, never tuned on (docs/data.md): free text 63/66 (0.955, the issue's target is 0.95);
+    # numbers 68/80 (0.850, short of the issue's 0.97: the misses are listed there).
+    ((text_ok, _),) = agreement(_rows("answer_labels_text_heldout.jsonl")).values()
+    ((number_ok, _),) = agreement(_rows("answer_labels_numbers2_heldout.jsonl")).values()
+    assert text_ok >= 63 and number_ok >= 68, (text_ok, number_ok)
