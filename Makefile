@@ -43,7 +43,7 @@ lint: install-test
 PYTEST_WORKERS ?= 2
 
 test: lint
-	$(OFFLINE) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(OFFLINE) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 bench: install-test
 	# One table: every ratio, step time against K, and the default run's wall time and peak RSS.
@@ -61,7 +61,7 @@ bench-learning: install
 	$(OFFLINE) $(PY) benchmarks/bench_learning.py
 
 bench-real-student: install-test
-	# SmolLM2-135M distilled on SVAMP (finetune, DSS, QCRD; base rows through plain lm_eval), about 2 h on 2 cores.
+	# SmolLM2-135M distilled on SVAMP (finetune, DSS, QCRD; base rows through plain lm_eval), about 65 min on 2 cores.
 	$(OFFLINE) $(PY) benchmarks/real_student.py
 	# The judge's held-out AUC, from scratch against minilm-l6, on MCC-KD's SVAMP chains and the synthetic task.
 	$(OFFLINE) $(PY) benchmarks/judge_auc.py --steps 60 --batch 4
