@@ -205,7 +205,7 @@ def main() -> None:
         "qcrd_over_dss_time": qcrd_s / dss_s,
         "qcrd_over_dss_target_tokens": work,
         "negatives_s_per_question": negatives_s / len(examples),
-        "settings": {k: str(v) for k, v in vars(args).items()},
+        "settings": {k: os.path.relpath(v, REPO) if isinstance(v, Path) else str(v) for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
     }
     out = REPO / "benchmarks" / "results" / "real_student_speed.json"

@@ -241,7 +241,9 @@ def main() -> None:
     results = REPO / "benchmarks" / "results" / ("real_student" + (f"_{args.tag}" if args.tag else ""))
     results.mkdir(parents=True, exist_ok=True)
     (results / "report.md").write_text(text)
-    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "budget": budget, "base": base_rows, "runs": runs}
+    # Paths relative to the checkout: a results file names no machine's folders.
+    shown = {k: os.path.relpath(v, REPO) if isinstance(v, Path) else str(v) for k, v in vars(args).items()}
+    payload = {"args": shown, "budget": budget, "base": base_rows, "runs": runs}
     payload["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     (results / "report.json").write_text(json.dumps(payload, indent=1) + "\n")
     print(text)
