@@ -519,15 +519,21 @@ def _clean_text(value: str, case_fold: bool) -> str | None:
     return " ".join(value.split()) or None
 
 
-def _text(text: str, case_fold: bool = True) -> str | None:
-    """A free-text answer from an answer statement: its last quoted or bolded string ('so the result
-    is "yeha"' -> yeha), or after an arrow, else the statement up to its sentence end."""
-    tail = _strip_ends((text or "")[-_TAIL:], ".!?")
-    for ending in TEXT_ENDINGS[:4]:
+def _ending_answer(sentence: str, endings: Sequence[str], case_fold: bool) -> str | None:
+    """The last match of the first of ``endings`` that matches ``sentence``'s tail, cleaned; or None."""
+    tail = _strip_ends(sentence[-_TAIL:], ".!?")
+    for ending in endings:
         found = [next(g for g in m.groups() if g) for m in re.finditer(ending, tail) if any(m.groups())]
         if found:
             return _clean_text(found[-1], case_fold)
-    return _clean_text(_first_sentence(text or ""), case_fold)
+    return None
+
+
+def _text(text: str, case_fold: bool = True) -> str | None:
+    """A free-text answer from an answer statement: its last quoted or bolded string ('so the result
+    is "yeha"' -> yeha), or after an arrow, else the statement up to its sentence end."""
+    found = _ending_answer(text or "", TEXT_ENDINGS[:4], case_fold)  # quoted, bolded, after an arrow
+    return found if found is not None else _clean_text(_first_sentence(text or ""), case_fold)
 
 
 def _concluding_text(text: str, case_fold: bool = True) -> str | None:
@@ -542,11 +548,9 @@ def _concluding_text(text: str, case_fold: bool = True) -> str | None:
     if len(last) == 2 and _REMARK.search(last[1]):
         last = last[:1]
     for sentence in reversed(last):
-        tail = _strip_ends(sentence[-_TAIL:], ".!?")
-        for ending in TEXT_ENDINGS:
-            found = [next(g for g in m.groups() if g) for m in re.finditer(ending, tail) if any(m.groups())]
-            if found:
-                return _clean_text(found[-1], case_fold)
+        found = _ending_answer(sentence, TEXT_ENDINGS, case_fold)
+        if found is not None:
+            return found
     return None
 
 
