@@ -44,7 +44,7 @@ from qcrd_plugin.methods.qcrd import QCRD  # noqa: E402
 from qcrd_plugin.negatives import sample_negatives  # noqa: E402
 from qcrd_plugin.questions import Question, TaskData  # noqa: E402
 from qcrd_plugin.rationales import select_pool  # noqa: E402
-from qcrd_plugin.students import build_student, judge_config, use_fused_gelu  # noqa: E402
+from qcrd_plugin.students import build_student, judge_config, use_eager_attention, use_fused_gelu  # noqa: E402
 from qcrd_plugin.tasks import load_task  # noqa: E402
 from qcrd_plugin.teachers import SampleCache, build_teacher  # noqa: E402
 from qcrd_plugin.training import batches  # noqa: E402
@@ -75,6 +75,7 @@ def step_times(k: int, steps: int, direct: bool = False) -> dict[str, float]:
         for module in (model, judge):  # as training._run sets them up
             if module is not None:
                 use_fused_gelu(module)
+                use_eager_attention(module if module is model else module.encoder)
         if name == "qcrd_direct":
             method = DirectQCRD(copy.deepcopy(cfg), model, tok, "cpu", judge=judge)
         else:
@@ -121,6 +122,7 @@ def qcrd_step_breakdown(k: int = 5, steps: int = 20) -> dict[str, float]:
     cfg.method.name = "qcrd"
     judge = QualityJudge(judge_config(student), cfg.judge.num_layers)
     use_fused_gelu(student), use_fused_gelu(judge)  # as training._run sets them up
+    use_eager_attention(student), use_eager_attention(judge.encoder)
     method = build_method(cfg, student, tok, "cpu", judge=judge)
     optimizer = torch.optim.AdamW(list(student.parameters()) + list(judge.parameters()), lr=1e-3, fused=True)
     spent: dict[str, float] = {}

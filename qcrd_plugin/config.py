@@ -278,7 +278,7 @@ class JudgeConfig:
         choices=("printed", "infonce", "bce"),
     )
     pretrain_steps: int = _opt(
-        300, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500
+        100, "pre-training steps on teacher positives vs negatives (paper: <= 500)", min=0, max=500
     )
     pretrain_batch_size: int = _opt(16, "questions per pre-training step", min=1)
     learning_rate: float = _opt(2e-3, "AdamW learning rate of D (pre-training and online)", min=0.0)
@@ -318,7 +318,7 @@ class TrainingConfig:
     """The loop: rounds x steps; an iteration is ``iteration_steps`` optimizer steps."""
 
     rounds: int = _opt(3, "training rounds; lm-eval evaluates after each", min=1)
-    steps_per_round: int = _opt(270, "optimizer steps per round", min=1)
+    steps_per_round: int = _opt(360, "optimizer steps per round", min=1)
     iteration_steps: int = _opt(20, "optimizer steps per iteration (snapshots, alpha3 decay, negative refresh)", min=1)
     batch_size: int = _opt(16, "questions per optimizer step", min=1)
     grad_accum_steps: int = _opt(

@@ -186,6 +186,19 @@ def use_fused_gelu(model: nn.Module) -> int:
     return len(swaps)
 
 
+def use_eager_attention(model) -> None:
+    """Run the tiny T5 preset (student, or the from-scratch judge) with transformers' eager
+    attention, not SDPA.
+
+    At the preset's width (4 heads of 16) SDPA's fused kernel saves nothing, and T5's relative
+    position bias must first be merged into a float mask (one ``torch.where`` per layer and call,
+    and its backward); eager adds the bias to the scores directly. The Llama preset, which has no
+    such bias, measured slightly faster with SDPA and keeps it, as pretrained models keep their
+    own choice. Measurements: docs/performance.md. Not saved with the model: lm-eval loads a
+    round's folder with transformers' default."""
+    model.set_attn_implementation("eager")
+
+
 def judge_config(student) -> T5Config:
     """The judge's encoder config, of the student's width: the student's own T5 config, or for a
     decoder-only student a T5 encoder of the same hidden size and vocabulary."""

@@ -63,6 +63,7 @@ from .students import (
     build_student,
     check_pretrained,
     is_seq2seq,
+    use_eager_attention,
     use_fused_gelu,
 )
 from .tasks import default_train_split, load_task
@@ -615,6 +616,8 @@ def build_student_and_examples(
     corpus += [s.rationale for entry in pools["train"] for s in entry.samples]
     student, tokenizer = build_student(cfg.student, corpus, source)
     use_fused_gelu(student)
+    if not source and cfg.student.family == "seq2seq":
+        use_eager_attention(student)  # the tiny T5 preset (the Llama preset is faster with SDPA)
     if cfg.student.lora_rank:
         student = lora_student(cfg, student, tokenizer, run_dir, restore_from, is_main, log)
     elif saved is not None:
@@ -657,6 +660,8 @@ def build_judge(
         return None
     judge = build_judge_model(cfg.judge, student, tokenizer).to(device)
     use_fused_gelu(judge)
+    if isinstance(judge, QualityJudge) and not cfg.student.pretrained:
+        use_eager_attention(judge.encoder)  # the from-scratch judge of a tiny preset
     if saved is not None:
         judge.load_state_dict(saved["judge"])  # its weights, saved with the round's state
         return judge

@@ -9,7 +9,7 @@ from transformers import T5ForConditionalGeneration
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from qcrd_plugin.config import StudentConfig
-from qcrd_plugin.students import build_student, use_fused_gelu
+from qcrd_plugin.students import build_student, use_eager_attention, use_fused_gelu
 
 
 def test_fused_gelu_gives_the_same_outputs_and_saves_as_gelu_new(tmp_path):
@@ -28,6 +28,31 @@ def test_fused_gelu_gives_the_same_outputs_and_saves_as_gelu_new(tmp_path):
     reloaded = T5ForConditionalGeneration.from_pretrained(tmp_path)
     assert reloaded.config.dense_act_fn == "gelu_new" and any(type(m) is NewGELUActivation for m in reloaded.modules())
     assert torch.allclose(reloaded(input_ids=ids, decoder_input_ids=decoder_ids).logits, after, atol=1e-5, rtol=1e-5)
+
+
+def test_eager_attention_gives_the_same_loss_and_gradient_as_sdpa():
+    """Training runs the tiny T5 preset with eager attention (faster at its width); the switch
+    must change speed only: same loss and gradients, padding masks and T5's position bias included."""
+    torch.manual_seed(0)
+    student, tok = build_student(StudentConfig(), ["predict: explain: the cat sat on 12 mats"] * 4)
+    ids = torch.randint(4, len(tok), (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0  # one padded row
+    labels = torch.randint(4, len(tok), (3, 7))
+
+    def loss_and_grads():
+        student.zero_grad()
+        loss = student(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in student.parameters()]
+
+    assert student.config._attn_implementation == "sdpa"
+    before, grads_before = loss_and_grads()
+    use_eager_attention(student)
+    assert student.config._attn_implementation == "eager"
+    after, grads_after = loss_and_grads()
+    assert torch.allclose(before, after, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(grads_before, grads_after))
 
 
 @pytest.mark.parametrize("family", ["seq2seq", "causal"])
