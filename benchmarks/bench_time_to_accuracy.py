@@ -141,6 +141,17 @@ def markdown(table: dict, seeds: list[int]) -> str:
             f"| {method} | {row['final_acc']:.3f} | {row['seconds_per_step']:.3f} | " + " | ".join(cells) + " |"
         )
     lines += ["", f"DSS's final accuracy (mean): {table['dss_final_acc']:.3f}", ""]
+    lines += [
+        "Accuracy at equal wall time (each method read at the other's evaluation times, same seed; mean over seeds):",
+        "",
+    ]
+    for method in METHODS:
+        other = "qcrd" if method == "dss" else "dss"
+        per_seed = list(table[method]["acc_at_other_times"].values())
+        if per_seed:
+            at = [mean([run[i] for run in per_seed]) for i in range(min(len(run) for run in per_seed))]
+            lines.append(f"- {method} at {other}'s times: " + ", ".join(f"{a:.3f}" for a in at))
+    lines.append("")
     lines += ["Accuracy at equal steps:", "", "| step | " + " | ".join(METHODS) + " |", "|---|---|---|"]
     for i, step in enumerate(table["steps"]):
         lines.append(f"| {step} | " + " | ".join(f"{table['acc_at_equal_steps'][m][i]:.3f}" for m in METHODS) + " |")
@@ -181,7 +192,9 @@ def main() -> None:
         curves = {m: {s: train(m, s, args, work) for s in args.seeds} for m in METHODS}
     table = summarise(curves)
     args.out.mkdir(parents=True, exist_ok=True)
-    payload = {"command": " ".join(sys.argv), "seeds": args.seeds, "every": args.every, "set": args.set}
+    # The command as run, less --work's folder (a machine's path; it holds the runs, not the result).
+    argv = [("<work>" if prev == "--work" else a) for prev, a in zip([""] + sys.argv, sys.argv)]
+    payload = {"command": " ".join(argv), "seeds": args.seeds, "every": args.every, "set": args.set}
     payload |= {
         "curves": curves,
         "table": table,
