@@ -3,6 +3,7 @@ the fast path (QCRD.loss) against the plain reference_loss, and against the full
 
 import copy
 import dataclasses
+import io
 import random
 
 import pytest
@@ -268,3 +269,9 @@ def test_last_seen_selection_is_off_by_default_and_picks_by_the_remembered_losse
     stale = method.loss(batch)
     assert stale.components["l_pos"] == pytest.approx(float(current[worst].mean()), rel=1e-5)
     assert exact_out.components["l_pos"] < stale.components["l_pos"]  # the exact step takes each set's min
+    # The memory is part of the method's state: a resumed run picks as the killed one would have.
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    resumed = QCRD(cfg, model, tok, "cpu")
+    resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    assert resumed.last_seen == method.last_seen and len(resumed.last_seen) == len(keys)
