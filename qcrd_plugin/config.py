@@ -227,6 +227,14 @@ class MethodConfig:
         "qcrd: how a set of rationales becomes one loss: minmax (paper), maxmin, mean, weighted_mean, sampling",
         choices=("minmax", "maxmin", "mean", "weighted_mean", "sampling"),
     )
+    selection: str = _opt(
+        "every_step",
+        "qcrd, minmax/maxmin: how the min/max picks are found. every_step (exact): each step scores every "
+        "member of every set; last_seen (approximate, off by default): a teacher rationale keeps the loss of "
+        "the last step that scored it, so only rationales never scored (first visits, fresh student "
+        "negatives) are scored (docs/method.md)",
+        choices=("every_step", "last_seen"),
+    )
 
 
 @dataclass
@@ -539,6 +547,11 @@ def _validate_across(cfg: RunConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'teacher.model': teacher {cfg.teacher.kind!r} needs a model")
     if cfg.teacher.kind == "openai" and not cfg.teacher.base_url:
         raise ConfigError(f"{source}: key 'teacher.base_url': teacher 'openai' needs the endpoint's base URL")
+    if cfg.method.selection == "last_seen" and cfg.method.set_reduction not in ("minmax", "maxmin"):
+        raise ConfigError(
+            f"{source}: key 'method.selection': last_seen remembers the losses that pick a set's min or max; "
+            f"method.set_reduction={cfg.method.set_reduction!r} picks none (use minmax or maxmin)"
+        )
     if cfg.training.grad_accum_steps > cfg.training.batch_size:
         raise ConfigError(
             f"{source}: key 'training.grad_accum_steps': {cfg.training.grad_accum_steps} micro-batches cannot cut "

@@ -122,6 +122,7 @@ ADDED_KEYS = {
     "judge.pretrained": "",
     "judge.encoder_learning_rate": 5e-5,
     "judge.max_tokens": 512,
+    "method.selection": "every_step",
 }
 
 

@@ -502,6 +502,11 @@ def check_launch_mode(cfg: RunConfig, launcher: Launcher) -> None:
             f"key 'student.lora_rank': LoRA students are not supported under the {launcher.launch_kind} profile; "
             "train them in one process or with harness_configs/accelerate/ddp.yaml"
         )
+    if launcher.launch_kind and cfg.method.selection == "last_seen":
+        raise UserInputError(
+            f"key 'method.selection': last_seen is not supported under the {launcher.launch_kind} profile "
+            "(each process would remember only its own questions); train in one process"
+        )
     if launcher.launch_kind and cfg.training.precision == "fp16":
         raise UserInputError(
             f"key 'training.precision': fp16 is not supported under the {launcher.launch_kind} profile; "

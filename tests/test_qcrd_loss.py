@@ -3,6 +3,7 @@ the fast path (QCRD.loss) against the plain reference_loss, and against the full
 
 import copy
 import dataclasses
+import io
 import random
 
 import pytest
@@ -236,3 +237,41 @@ def test_fast_path_equals_reference_loss(tiny_setup, reduction, judging, source)
             assert fast.components[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
         for a, b in zip(fast_grad, ref_grad):
             assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_last_seen_selection_is_off_by_default_and_picks_by_the_remembered_losses(tiny_setup):
+    """``method.selection=last_seen`` (approximate): a batch nothing is remembered of gets the exact
+    step; afterwards each set's pick follows the remembered losses, not the current ones."""
+    from qcrd_plugin.config import load_config
+    from qcrd_plugin.errors import ConfigError
+
+    assert RunConfig().method.selection == "every_step"
+    with pytest.raises(ConfigError, match="key 'method.selection'"):
+        load_config(None, ["method.selection=last_seen", "method.set_reduction=mean"])
+    cfg, model, tok, examples = copy.deepcopy(tiny_setup)
+    cfg.judge.enabled, cfg.negatives.enabled = False, False  # positive sets only: unit weights, one min each
+    batch = [ex for ex in examples if len(ex.positives) > 1][:4]
+    exact = QCRD(cfg, model, tok, "cpu")
+    exact_out = exact.loss(batch)
+    assert exact.last_seen == {}  # the exact default remembers nothing
+
+    cfg.method.selection = "last_seen"
+    method = QCRD(cfg, model, tok, "cpu")
+    assert method.loss(batch).total.item() == pytest.approx(exact_out.total.item(), rel=1e-6)
+    keys = method.memory_keys(batch)
+    assert set(method.last_seen) == set(keys)  # every member scored once is remembered
+    rationales, owner, _, _ = method.gather(batch)
+    with torch.no_grad():
+        current = rationale_losses(model, batch, rationales, owner, "cpu")
+    worst = [max((i for i, o in enumerate(owner) if o == q), key=lambda i: current[i]) for q in range(len(batch))]
+    for i in worst:  # remembered as the easiest member: last_seen now picks the hardest positive
+        method.last_seen[keys[i]] = -1.0
+    stale = method.loss(batch)
+    assert stale.components["l_pos"] == pytest.approx(float(current[worst].mean()), rel=1e-5)
+    assert exact_out.components["l_pos"] < stale.components["l_pos"]  # the exact step takes each set's min
+    # The memory is part of the method's state: a resumed run picks as the killed one would have.
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    resumed = QCRD(cfg, model, tok, "cpu")
+    resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    assert resumed.last_seen == method.last_seen and len(resumed.last_seen) == len(keys)

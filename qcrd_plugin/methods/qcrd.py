@@ -356,6 +356,9 @@ class QCRD(Method):
         # GPU. The measurement: docs/performance.md.
         self.bucket_size = 32
         self.negative_stats = NegativeStatistics()
+        # method.selection=last_seen: each teacher rationale's loss from the last step that scored it,
+        # keyed "<question id>#<index among its positives and LLM negatives>" (an approximation, off by default).
+        self.last_seen: dict[str, float] = {}
 
     def new_step(self) -> None:
         self.steps += 1
@@ -369,11 +372,17 @@ class QCRD(Method):
         return {"alpha3": self.alpha3}
 
     def state_dict(self) -> dict:
-        return {"alpha3": self.alpha3, "steps": self.steps, "generator": self.generator.get_state()}
+        return {
+            "alpha3": self.alpha3,
+            "steps": self.steps,
+            "generator": self.generator.get_state(),
+            "last_seen": dict(self.last_seen),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.alpha3, self.steps = state["alpha3"], state["steps"]
         self.generator.set_state(state["generator"])
+        self.last_seen = dict(state.get("last_seen", {}))
 
     def negative_sets(self, ex: TrainExample) -> tuple[list[list[int]], list[list[int]]]:
         """S_neg of one question under ``negatives.source``, as (LLM minority, student samples)."""
@@ -403,6 +412,16 @@ class QCRD(Method):
                 rationales.append(r), owner.append(q), positive.append(is_pos), from_student.append(sampled_by_student)
         return rationales, owner, positive, from_student
 
+    def memory_keys(self, batch: list[TrainExample]) -> list[str | None]:
+        """:meth:`gather`'s rationales, in its order, as ``method.selection=last_seen`` remembers them:
+        a teacher rationale by its question and place, a student negative not at all (each refresh
+        samples new ones)."""
+        keys: list[str | None] = []
+        for ex in batch:
+            llm, student = self.negative_sets(ex)
+            keys += [f"{ex.id}#{k}" for k in range(len(ex.positives) + len(llm))] + [None] * len(student)
+        return keys
+
     def pop_round_statistics(self) -> dict:
         stats, self.negative_stats = self.negative_stats.summary(), NegativeStatistics()
         return stats
@@ -430,7 +449,9 @@ class QCRD(Method):
             l_d = judge_loss(all_scores, group, is_pos, len(batch), cfg.judge.loss)
 
         if cfg.method.set_reduction in ("minmax", "maxmin"):
-            l_pred, losses, keep, every_loss = self._selected_losses(batch, rationales, owner, group, is_pos, encoded)
+            l_pred, losses, keep, every_loss = self._selected_losses(
+                batch, rationales, owner, group, is_pos, encoded, self._remembered(batch)
+            )
             negative_losses = every_loss[~is_pos]
             negative_sources = is_student[~is_pos]
             rationales = [rationales[i] for i in keep]
@@ -477,8 +498,16 @@ class QCRD(Method):
         with torch.set_grad_enabled(grad):
             return score(self.judge, inputs, self.tokenizer.pad_token_id, self.device)
 
+    def _remembered(self, batch) -> tuple[list[str | None], dict[int, float]] | None:
+        """Under ``method.selection=last_seen``: the batch's memory keys and the remembered losses
+        (by position in :meth:`gather`'s order); None under the exact ``every_step``."""
+        if self.cfg.method.selection != "last_seen":
+            return None
+        keys = self.memory_keys(batch)
+        return keys, {i: self.last_seen[k] for i, k in enumerate(keys) if k in self.last_seen}
+
     def _selected_losses(
-        self, batch, rationales, owner, group, is_pos, encoded
+        self, batch, rationales, owner, group, is_pos, encoded, remembered=None
     ) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
         """Under min/max reductions: L_pred, the losses of the rationale each set selects, their
         indices, and every rationale's loss (detached; for the statistics).
@@ -492,14 +521,21 @@ class QCRD(Method):
         Both passes read the step's one encoding of the prompts (``encoded``), the no-grad pass a
         detached view of it; the picks are decoded together with the labels (L_pred), in one
         decoder call where the student allows it (``label_and_rationale_losses``).
+
+        ``remembered`` (``method.selection=last_seen``, approximate): (keys, losses by position) from
+        :meth:`_remembered`. A remembered rationale is not scored; its last loss stands in for the
+        picks and the flat test, and every scored or picked rationale's loss is remembered.
         """
         device, delta = self.device, self.cfg.method.delta
         explain = encoded["explain"]
         n = len(batch)
         sizes = torch.bincount(group * 2 + is_pos.long(), minlength=2 * n)  # members per (question, side)
         crowded = (sizes[group * 2 + is_pos.long()] > 1).tolist()
-        scored = [i for i, c in enumerate(crowded) if c]
+        keys, known = remembered or (None, {})
+        scored = [i for i, c in enumerate(crowded) if c and i not in known]
         no_grad_losses = torch.full((len(rationales),), float("nan"), device=device)
+        if known:
+            no_grad_losses[list(known)] = torch.tensor(list(known.values()), device=device)
         if scored:
             with torch.no_grad():
                 no_grad_losses[scored] = rationale_losses(
@@ -523,6 +559,10 @@ class QCRD(Method):
         if graph:
             losses = losses.index_put((torch.tensor(graph, device=device),), with_grad)
         every_loss = no_grad_losses.index_put((torch.tensor(keep, device=device),), losses.detach())
+        if keys is not None:
+            self.last_seen.update(
+                (k, v) for k, v in zip(keys, every_loss.tolist()) if k is not None and v == v
+            )  # v == v: not NaN (a singleton neither scored nor picked)
         return l_pred, losses, keep, every_loss
 
     def _selected(self, losses: torch.Tensor, group: torch.Tensor, is_pos: torch.Tensor, n: int) -> list[int]:
