@@ -59,7 +59,7 @@ bench: install-test
 bench-learning: install
 	# Do the students learn? qcrd, dss and causal dss on the default budget, 3 seeds (~15 min on 2 cores).
 	$(OFFLINE) $(PY) benchmarks/bench_learning.py
-	# Time to accuracy: DSS and QCRD evaluated every 120 steps of the default job, 3 seeds (~20 min).
+	# Time to accuracy: DSS and QCRD evaluated every 120 steps of the default job, 3 seeds (~15 min).
 	$(OFFLINE) $(PY) benchmarks/bench_time_to_accuracy.py --every 120
 
 bench-real-student: install-test

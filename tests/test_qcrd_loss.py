@@ -258,9 +258,9 @@ def test_last_seen_selection_is_off_by_default_and_picks_by_the_remembered_losse
     cfg.method.selection = "last_seen"
     method = QCRD(cfg, model, tok, "cpu")
     assert method.loss(batch).total.item() == pytest.approx(exact_out.total.item(), rel=1e-6)
-    keys = method.memory_keys(batch)
+    rationales, owner, _, from_student = method.gather(batch)
+    keys = method.memory_keys(batch, owner, from_student)
     assert set(method.last_seen) == set(keys)  # every member scored once is remembered
-    rationales, owner, _, _ = method.gather(batch)
     with torch.no_grad():
         current = rationale_losses(model, batch, rationales, owner, "cpu")
     worst = [max((i for i, o in enumerate(owner) if o == q), key=lambda i: current[i]) for q in range(len(batch))]

@@ -21,6 +21,8 @@ tests/test_qcrd_loss.py holds it equal to :func:`reference_loss`.
 
 from __future__ import annotations
 
+import collections
+
 import torch
 
 from ..data import TrainExample
@@ -412,14 +414,16 @@ class QCRD(Method):
                 rationales.append(r), owner.append(q), positive.append(is_pos), from_student.append(sampled_by_student)
         return rationales, owner, positive, from_student
 
-    def memory_keys(self, batch: list[TrainExample]) -> list[str | None]:
-        """:meth:`gather`'s rationales, in its order, as ``method.selection=last_seen`` remembers them:
-        a teacher rationale by its question and place, a student negative not at all (each refresh
-        samples new ones)."""
+    @staticmethod
+    def memory_keys(batch: list[TrainExample], owner: list[int], from_student: list[bool]) -> list[str | None]:
+        """:meth:`gather`'s rationales (its ``owner`` and ``from_student``) as ``method.selection=last_seen``
+        remembers them: a teacher rationale by its question and its place among that question's
+        teacher rationales, a student negative not at all (each refresh samples new ones)."""
+        places = collections.Counter()
         keys: list[str | None] = []
-        for ex in batch:
-            llm, student = self.negative_sets(ex)
-            keys += [f"{ex.id}#{k}" for k in range(len(ex.positives) + len(llm))] + [None] * len(student)
+        for q, sampled_by_student in zip(owner, from_student):
+            keys.append(None if sampled_by_student else f"{batch[q].id}#{places[q]}")
+            places[q] += not sampled_by_student
         return keys
 
     def pop_round_statistics(self) -> dict:
@@ -450,7 +454,7 @@ class QCRD(Method):
 
         if cfg.method.set_reduction in ("minmax", "maxmin"):
             l_pred, losses, keep, every_loss = self._selected_losses(
-                batch, rationales, owner, group, is_pos, encoded, self._remembered(batch)
+                batch, rationales, owner, group, is_pos, encoded, self._remembered(batch, owner, from_student)
             )
             negative_losses = every_loss[~is_pos]
             negative_sources = is_student[~is_pos]
@@ -498,12 +502,12 @@ class QCRD(Method):
         with torch.set_grad_enabled(grad):
             return score(self.judge, inputs, self.tokenizer.pad_token_id, self.device)
 
-    def _remembered(self, batch) -> tuple[list[str | None], dict[int, float]] | None:
+    def _remembered(self, batch, owner, from_student) -> tuple[list[str | None], dict[int, float]] | None:
         """Under ``method.selection=last_seen``: the batch's memory keys and the remembered losses
         (by position in :meth:`gather`'s order); None under the exact ``every_step``."""
         if self.cfg.method.selection != "last_seen":
             return None
-        keys = self.memory_keys(batch)
+        keys = self.memory_keys(batch, owner, from_student)
         return keys, {i: self.last_seen[k] for i, k in enumerate(keys) if k in self.last_seen}
 
     def _selected_losses(
