@@ -238,7 +238,8 @@ _CONCLUSION = re.compile(
 )
 # An answer given first and then justified ("Jake has 25 apples. To see why, ...").
 _JUSTIFICATION = re.compile(
-    r"^\W*(?:to see why|to get this answer|to arrive at this|to solve (?:this|the problem)|here'?s how|here is how"
+    r"^\W*(?:to see why|to get this answer|to arrive at this|to (?:solve|figure out|work out) (?:this|the problem)|to (?:figure|work) (?:this|it) out"
+    r"|here'?s how|here is how"
     r"|this is because|explanation\b)",
     re.IGNORECASE,
 )
@@ -247,6 +248,28 @@ _JUSTIFICATION = re.compile(
 _TRUNCATED = re.compile(
     r"(?:[-+*/=,(:]|\b(?:in|on|at|by|of|to|for|with|from|and|or|the|a|an|than|that|which))$",
     re.IGNORECASE,
+)
+# A chain that ends announcing a step it never takes ("Cross multiply to solve for x.", "Now we
+# need to add them up."): what came before are intermediate results.
+_PLAN = re.compile(
+    r"\b(?:we|let'?s|i)\s+(?:(?:now|then|just|first)\s+)*(?:need to|can|will|have to|must|should)\b"
+    r"|\bto (?:solve|find|calculate|work out|figure out)\b",
+    re.IGNORECASE,
+)
+# Two answers offered as alternatives ("she played with 18 or grindingly 20", "320 action figures,
+# or 400 cabinets"): a hedge.
+_ALTERNATIVES = re.compile(rf"({NUMBER})(?:\s+[a-z]+){{0,3}},?\s+or\s+(?:[a-z]+\s+)?({NUMBER})", re.IGNORECASE)
+# What a question asks for: the words after its last "how many"/"how much", up to its verb.
+_ASKED = re.compile(r"\bhow\s+(?:many|much)\s+([^?.,;]*)", re.IGNORECASE)
+_ASKED_END = re.compile(
+    r"\b(?:do|does|did|are|is|was|were|will|would|can|could|should|has|have|had|must|in|on|at|for)\b", re.IGNORECASE
+)
+# Words that end a number's unit ("21.7 seconds to reach", "8 apples and").
+_UNIT_END = frozenset("to and or it is are was were in on at for that which with by from left per each".split())
+# Words of a question's asked phrase that name no unit ("how many more", "in total").
+_NOT_A_UNIT = frozenset(
+    "a an the in on at of for to and or by per each more less left total altogether now then so this that is are was"
+    " were".split()
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _ARITHMETIC_PREFIX = re.compile(r"^[\s$]*([-+*/×().\d\s,]*\d[-+*/×().\d\s,]*)")
@@ -329,57 +352,163 @@ def _number(text: str) -> float | None:
     return _finite(first.group(0)) if first else word_number(text)
 
 
-def _concluding_number(text: str, question: str = "") -> float | None:
-    """A number answer stated without an answer phrase (raw LLM samples such as MCC-KD's): the
-    result of the last sentence with a number, or of the first when the rest only justifies it
-    ("Jake has 29 apples. To solve the problem, ..." with no "So ..." after). A verification
-    ("We can check this by plugging x = 4 ...") and what follows it, asides ("Note that ..."),
-    and parenthesised remarks ("50 candies (15 chewing gums ...)") do not count. In a sentence
-    with an equation the result after its last "=" counts; otherwise a number some step of the
-    rationale computed, else its first ("So Dave made 48 dollars in those 2 days" -> 48)."""
+def _cut_off(text: str) -> bool:
+    """Whether a chain was cut off mid-sentence (a teacher's length limit): its last line ends on
+    an operator, a comma, an open bracket or a word that cannot end a sentence ("To find out how
+    much she spent in"); or it stops on a word without a full stop, computing nothing and
+    concluding nothing ("This will give us the total dollar amount in a stack that contains two
+    thirds"). A one-sentence chain ("Jake has 25 apples") stands."""
     lines = [row.strip(_MARKUP) for row in (text or "").split("\n")]
     lines = [row for row in lines if row.strip("-*=_#~ ")]  # rules ("---") and emphasis are no text
-    last_line = lines[-1] if lines else ""
-    if _TRUNCATED.search(last_line) or last_line.count("(") > last_line.count(")"):
-        return None  # cut off mid-sentence (a length limit): whatever came before is not the answer
-    sentences = _sentences(text)
-    checked = next((i for i, s in enumerate(sentences) if i and _VERIFICATION.search(s)), len(sentences))
-    sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
-    if any(_DECLINED.search(s) for s in sentences[-2:]):
-        return None
-    candidates = [re.sub(r"\([^()]*\)", " ", s).replace(",", "") for s in sentences]
-    numbered = [s for s in candidates if _FIRST_NUMBER.search(s)]
-    if candidates and candidates[-1] not in numbered and (len(candidates) == 1 or _CONCLUSION.search(candidates[-1])):
-        spelled = word_number(candidates[-1])  # "Therefore, there is one more bird than storks."
-        if spelled is not None:
-            return spelled
-    if not numbered:
-        return None
-    # A sentence that only restates numbers the question gave ("We also know they earned $22.") is
-    # not the conclusion when an earlier one found something; one that concludes ("Therefore, Jack
-    # received 3 emails") is, whatever its number.
-    givens = set(quantities(question or ""))
-    results = {r for part in re.findall(r"=\s*\$?([^=\n]*)", text or "") for r in quantities(part)[:1]}
+    last = lines[-1] if lines else ""
+    if _TRUNCATED.search(last) or last.count("(") > last.count(")"):
+        return True
+    unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not _CONCLUSION.search(_sentences(last)[-1])
+    return bool(unfinished) and len(_sentences(text)) > 1
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def asked_words(question: str) -> tuple[str, ...]:
+    """The words naming what a question asks for, singular: "How many blue marbles do they have in
+    all?" -> ("blue", "marble"); () when it has no "how many" or "how much"."""
+    matches = list(_ASKED.finditer(question or ""))
+    if not matches:
+        return ()
+    phrase = _ASKED_END.split(matches[-1].group(1), maxsplit=1)[0]
+    return tuple(_singular(w) for w in re.findall(r"[a-z]+", phrase.lower()) if w not in _NOT_A_UNIT)
+
+
+def _quantities_with_units(sentence: str) -> list[tuple[float, tuple[str, ...], bool]]:
+    """Each quantity of ``sentence`` with its unit, the singular words after it up to a clause break
+    ("67 blue marbles, and" -> ("blue", "marble"); "21.7 seconds to reach" -> ("second",)), and
+    whether an "=" gives it."""
+    found = []
+    for match in _QUANTITY.finditer(sentence):
+        values = quantities(match.group(0))
+        if values:
+            tail = re.split(r"\d|[,;:]", sentence[match.end() :], maxsplit=1)[0]
+            words = []
+            for word in re.findall(r"[a-z]+", tail.lower()):
+                if word in _UNIT_END or len(words) == 4:
+                    break
+                words.append(_singular(word))
+            words = tuple(words)
+            found.append((values[0], words, bool(re.search(r"=\s*\$?\s*$", sentence[: match.start()]))))
+    return found
+
+
+def _concluding_sentence(candidates: list[str], numbered: list[str], givens: set, results: set) -> str:
+    """The sentence that states the answer: the last with a number, unless it only restates the
+    question's numbers after an earlier one found something a step computed ("This means the ring
+    toss game made $14 per day. We also know ... they earned $22."), or the chain opens with the
+    answer and only justifies it after ("Jake has 29 apples. To solve the problem, ...")."""
     found = [s for s in numbered if _CONCLUSION.search(s) or not set(quantities(s)) <= givens]
     if found and found[-1] != numbered[-1] and not set(quantities(found[-1])) & results:
         found = []  # the earlier sentence found nothing a step computed: the last one stands
-    sentence = found[-1] if found else numbered[-1]
     if (
         len(candidates) > 1
         and candidates[0] in numbered
         and _JUSTIFICATION.search(candidates[1])
         and not any(_CONCLUSION.search(s) for s in numbered[1:])
     ):
-        sentence = candidates[0]
-    if "=" in sentence:
-        after = quantities(sentence.rsplit("=", 1)[1])
-        if after:
-            return after[0]
-    # The answer is a quantity the rationale found, not one the question gave: prefer a number
-    # absent from the question ("Debby's 12 bottles would last her 2 days" -> 2), then one some
-    # step computed ("... = 2080. Therefore, after 26 days, they will have 2080 sacks" -> 2080).
-    numbers = quantities(sentence)
-    return max(numbers, key=lambda n: 2 * (n not in givens) + (n in results)) if numbers else None
+        return candidates[0]
+    return found[-1] if found else numbered[-1]
+
+
+def _recomputed_total(sentence: str, numbered: list[str], givens: set) -> float | None:
+    """The answer when the concluding equation only recomputes an earlier result from it ("There
+    are a total of 40 pictures. ... Each album has 8 pictures. So, 8 pictures x 5 albums = 40
+    pictures." -> 8): the one operand found after that result, the others being the question's;
+    else None."""
+    if "=" not in sentence:
+        return None
+    operands, result = sentence.rsplit("=", 1)
+    values = quantities(result)[:1]
+    first_seen = {}
+    for i, earlier in enumerate(numbered[:-1]):
+        for value in quantities(earlier):
+            first_seen.setdefault(value, i)
+    if not values or values[0] in givens or values[0] not in first_seen:
+        return None
+    newer = {v for v in quantities(operands) if v not in givens and first_seen.get(v, -1) > first_seen[values[0]]}
+    others = set(quantities(operands)) - newer
+    return newer.pop() if len(newer) == 1 and others <= givens else None
+
+
+def _sentence_answer(sentence: str, givens: set, results: set, asked: tuple[str, ...]) -> float | None:
+    """The answer the concluding sentence gives. With an equation, the result of the one whose unit
+    names what was asked ("43 + 24 = 67 blue marbles, and 16 + 0 = 16 red marbles" asked "blue
+    marbles" -> 67), else of the last. Without one, a number the question did not give ("Debby's 12
+    bottles would last her 2 days" -> 2), then one a step computed ("Oliver could buy 7 4 dollar
+    games" -> 7), then one whose unit names what was asked; two numbers naming different asked
+    things ("0.46 crackers and 0.54 cakes") give None."""
+    found = _quantities_with_units(sentence)
+    by_equation = [q for q in found if q[2]]
+    if by_equation:
+        return max(reversed(by_equation), key=lambda q: len(set(q[1]) & set(asked)))[0]
+    if not found:
+        return None
+    key = lambda q: (q[0] not in givens, q[0] in results, len(set(q[1]) & set(asked)))  # noqa: E731
+    best = max(found, key=key)
+    rivals = [q for q in found if key(q) == key(best) and key(q)[2] and q[0] != best[0]]
+    if any(set(q[1]) & set(asked) != set(best[1]) & set(asked) for q in rivals):
+        return None
+    return best[0]
+
+
+def _restates_question(numbered: list[str], givens: set, results: set) -> bool:
+    """Whether a chain only restates the question ("His grandmother gave Chris $25 ... This means
+    that Chris had $279 on his birthday." when the question gave 25 and 279): two or more sentences
+    with numbers, every number a given, no equation, no concluding word."""
+    return (
+        len(numbered) > 1
+        and not results
+        and all(set(quantities(s)) <= givens for s in numbered)
+        and not any(_CONCLUSION.search(s) for s in numbered)
+    )
+
+
+def _concluding_number(text: str, question: str = "") -> float | None:
+    """A number answer stated without an answer phrase (raw LLM samples such as MCC-KD's): the
+    answer of the concluding sentence (:func:`_concluding_sentence`, :func:`_sentence_answer`).
+    A verification ("We can check this by plugging x = 4 ...") and what follows it, asides ("Note
+    that ..."), and parenthesised remarks ("50 candies (15 chewing gums ...)") do not count. None
+    when the chain is cut off, declines, ends on a step it never takes ("Cross multiply to solve
+    for x."), or offers alternatives ("18 or 20")."""
+    if _cut_off(text):
+        return None
+    sentences = _sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
+    checked = next((i for i, s in enumerate(sentences) if i and _VERIFICATION.search(s)), len(sentences))
+    sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
+    if any(_DECLINED.search(s) for s in sentences[-2:]):
+        return None
+    candidates = [re.sub(r"\([^()]*\)", " ", s).replace(",", "") for s in sentences]
+    numbered = [s for s in candidates if _FIRST_NUMBER.search(s)]
+    equations = [quantities(part)[:1] for part in re.findall(r"=\s*\$?([^=\n]*)", text or "")]
+    if candidates and candidates[-1] not in numbered:
+        # In words: "Therefore, there is one more bird than storks.", "... = 4\n\nSteven has four more
+        # apples than peaches.", or a chain that writes no digit at all ("..., or thirty-four birds").
+        spelled = word_number(candidates[-1])
+        restated = equations and equations[-1] == [spelled]
+        if spelled is not None and (len(candidates) == 1 or _CONCLUSION.search(candidates[-1]) or restated or not numbered):
+            return spelled
+        if spelled is None and _PLAN.search(candidates[-1]):
+            return None
+    givens = set(quantities(question or ""))
+    results = {value for found in equations for value in found}
+    if not numbered or _restates_question(numbered, givens, results):
+        return None
+    sentence = _concluding_sentence(candidates, numbered, givens, results)
+    if any(float(a) != float(b) for a, b in _ALTERNATIVES.findall(sentence)):
+        return None
+    answer_first = len(candidates) > 1 and _JUSTIFICATION.search(candidates[1])
+    recomputed = None if answer_first else _recomputed_total(sentence, numbered, givens)
+    if recomputed is not None:
+        return recomputed
+    return _sentence_answer(sentence, givens, results, asked_words(question))
 
 
 def _letters(choices: Sequence[str] | None) -> str:
@@ -589,7 +718,7 @@ def normalize_answer(
 
 
 def _statement_value(
-    statement: str, answer_type: str, choices: Sequence[str] | None, case_fold: bool
+    statement: str, answer_type: str, choices: Sequence[str] | None, case_fold: bool, question: str = ""
 ) -> float | str | None:
     if answer_type == "text":
         return _text(statement, case_fold)
@@ -597,7 +726,23 @@ def _statement_value(
         latex = latex_number(statement)
         if latex is not None:
             return latex
+    if answer_type == "number" and question:
+        named = _named_quantity(_first_sentence(statement), asked_words(question), set(quantities(question)))
+        if named is not None:
+            return named
     return normalize_answer(statement, answer_type, choices)
+
+
+def _named_quantity(statement: str, asked: tuple[str, ...], givens: set) -> float | None:
+    """The one number of an answer statement, not given by the question, whose unit names what was
+    asked, when the statement also names others and computes nothing ("Betty will make 3 bracelets
+    for Brenda, each with 12 star-shaped stones." asked "star-shaped stones" -> 12; in "Frank can
+    buy 5 8 dollar toys" asked "8 dollar toys" the 8 is the question's); else None."""
+    found = _quantities_with_units(statement.replace(",", ""))
+    scores = [len(set(words) & set(asked)) * (value not in givens) for value, words, _ in found]
+    if len(found) < 2 or "=" in statement or not any(scores) or scores.count(max(scores)) > 1:
+        return None
+    return found[scores.index(max(scores))][0]
 
 
 def _attempts_answer(statement: str, answer_type: str) -> bool:
@@ -643,7 +788,7 @@ def stated_answer(
         matches = [m for m in re.finditer(pattern, rationale or "")]
         return normalize_answer(matches[-1].group(1), answer_type, choices, case_fold) if matches else None
     for statement in reversed(answer_statements(rationale)):
-        value = _statement_value(statement, answer_type, choices, case_fold)
+        value = _statement_value(statement, answer_type, choices, case_fold, question)
         if value is not None or _attempts_answer(statement, answer_type):
             return value
     if require_phrase or not (rationale or "").strip():

@@ -172,6 +172,101 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
         ("Therefore, no one is left out.", "", None),
         ("2/3 of a mile.\n\nIn total, she walked 1/9 +", "", None),
         ("We want to know what x is equal to.\n\n4000 = (3/4", "", None),
+        # cut off on a word, without a full stop, after computing nothing in its last line (text-davinci-002)
+        (
+            "We can multiply this by 2 to find out that there are 6,200 pennies in two thirds of the cup. \n"
+            "Now that we know how many pennies are in two thirds of the cup, we can multiply 6,200 by 0.01. \n"
+            "This will give us the total dollar amount in a stack that contains two thirds",
+            "There are 9,300 pennies in a cup. What is the total dollar amount in a stack that contains two thirds?",
+            None,
+        ),  # fmt: skip
+        ("1/4 of a pound is the same as 2/8 of a pound. \n\n2/8 of a pound plus 1/2 of an ounce", "", None),
+        # ends announcing a step it never takes
+        (
+            "This means that the second slide is 20 feet per minute faster than the first slide. \n\n"
+            "Now we can set up a proportion. \n\n$$\\frac{60}{60}=\\frac{x}{80}$$\n\nCross multiply to solve for x.",
+            "The biggest waterslide is 300 feet long ... How much longer does it take to ride the biggest slide?",
+            None,
+        ),  # fmt: skip
+        # alternatives offered, no choice made (MCC-KD)
+        ("So from the above expression, we see that she played with 18 or  grindingly 20, rounded from halfway.", "", None),
+        # a check that recomputes an earlier total from the answer (text-davinci-002)
+        (
+            "There are a total of 40 pictures. \nEach album has the same number of pictures. \nEach album has 8 "
+            "pictures. \n\nSo, 8 pictures x 5 albums = 40 pictures.",
+            "Robin uploaded 35 pictures from her phone and 5 from her camera to facebook. If she sorted the pics into 5 "
+            "different albums with the same amount of pics in each album, how many pictures were in each of the albums?",
+            8.0,
+        ),  # fmt: skip
+        # the asked quantity first, another after it, across a line that ends ", and" (text-davinci-002)
+        (
+            "That means in total, there are \n\n43 + 24 = 67 blue marbles, and \n16 + 0 = 16 red marbles.",
+            "Jason has 43 blue and 16 red marbles . Tom has 24 blue marbles . How many blue marbles do they have in all ?",
+            67.0,
+        ),  # fmt: skip
+        # two numbers naming different asked things: no single answer (MCC-KD)
+        (
+            "Crackers per person: 13 ÷ 28 = 0.46\n\nCakes per person: 15 ÷ 28 = 0.54\n\nTherefore, each person ate approximately 0.46 crackers and 0.54 cakes.",
+            "If he had 13 crackers and 15 cakes initially How many crackers and cakes did each person eat?",
+            None,
+        ),  # fmt: skip
+        (
+            "Rachel had to complete 10 pages of reading homework and 6 pages of biology homework.",
+            "Rachel had to complete 5 pages of math homework, 10 pages of reading homework and 6 more pages of "
+            "biology homework. How many pages of reading and biology homework did she have to complete?",
+            None,
+        ),  # fmt: skip
+        # an answer given first, then derived again, is not a check (MCC-KD)
+        (
+            "The tree originally had 9 apples on it. \n\nTo figure this out, we can use subtraction. Rachel picked 2 "
+            "of the apples, so that means there were originally 9 + 2 = 11 apples on the tree. Therefore, the tree "
+            "originally had 11 - 2 = 9 apples on it.",
+            "She picked 2 apples from 1 of her trees. Now the tree has 7 apples still on it.",
+            9.0,
+        ),  # fmt: skip
+        # an answer statement naming several quantities: the one whose unit is what was asked (Plan-and-Solve)
+        (
+            "Calculation: \n36 star-shaped stones / 3 = 12 star-shaped stones \n\nAnswer: \nBetty will make 3 "
+            "bracelets for Brenda, each with 12 star-shaped stones.",
+            "Brenda, Betty's sister, wanted to have 3 bracelets with star-shaped stones. She also bought 36 star-shaped "
+            "stones from the local store and gave it to Betty. How many star-shaped stones will there be in each of the "
+            "bracelet Betty makes for Brenda?",
+            12.0,
+        ),  # fmt: skip
+        (
+            "2. Number of toys = 40 / 8 = 5 toys \n\nAnswer: Frank can buy 5 8 dollar toys.",
+            "Frank had saved up 3 dollars. If he received another 37 dollars for his allowance, how many 8 dollar toys "
+            "could he buy?",
+            5.0,
+        ),  # fmt: skip
+        # alternatives with their units (text-davinci-002)
+        (
+            "His room has 4 shelves.\n\nThat means that in his room, he could fit a total of 320 action figures, or "
+            "400 cabinets.",
+            "Adam could fit 8 action figures and 10 cabinets on each shelf in his room. His room has 4 shelves. How "
+            "many total items could his shelves hold?",
+            None,
+        ),  # fmt: skip
+        # the result restated in words, and a chain with no digit at all
+        (
+            "19 apples - 15 peaches = 4\n\nSteven has four more apples than peaches.",
+            "Jake has 3 fewer peaches and 4 more apples than Steven. Steven has 19 apples and 15 peaches.",
+            4.0,
+        ),  # fmt: skip
+        (
+            "There are six birds in the bushes. Two-thirds of that number is four, so there are four birds flying "
+            "overhead. \nAdding these up, we get six + four + twenty-four, or thirty-four birds in total.",
+            "Jerry counts six birds nesting in the bushes, 2/3rd of that number of birds flying overhead.",
+            34.0,
+        ),  # fmt: skip
+        # a chain that only restates the question (text-davinci-002)
+        (
+            "His grandmother gave Chris $25 for his birthday. \n\nThis means that Chris had $25 more on his birthday. "
+            "\n\nNow Chris had $279. \n\nThis means that Chris had $279 on his birthday.",
+            "His grandmother gave Chris $25 for his birthday. Now Chris had $279. How much money did Chris have before "
+            "his birthday?",
+            None,
+        ),  # fmt: skip
     ],
 )
 def test_number_answers_as_llms_write_them(chain, question, want):
