@@ -238,7 +238,8 @@ _CONCLUSION = re.compile(
 )
 # An answer given first and then justified ("Jake has 25 apples. To see why, ...").
 _JUSTIFICATION = re.compile(
-    r"^\W*(?:to see why|to get this answer|to arrive at this|to (?:solve|figure out|work out) (?:this|the problem)|to (?:figure|work) (?:this|it) out"
+    r"^\W*(?:to see why|to get this answer|to arrive at this|to (?:solve|figure out|work out) (?:this|the problem)"
+    r"|to (?:figure|work) (?:this|it) out"
     r"|here'?s how|here is how"
     r"|this is because|explanation\b)",
     re.IGNORECASE,
@@ -493,7 +494,9 @@ def _concluding_number(text: str, question: str = "") -> float | None:
         # apples than peaches.", or a chain that writes no digit at all ("..., or thirty-four birds").
         spelled = word_number(candidates[-1])
         restated = equations and equations[-1] == [spelled]
-        if spelled is not None and (len(candidates) == 1 or _CONCLUSION.search(candidates[-1]) or restated or not numbered):
+        if spelled is not None and (
+            len(candidates) == 1 or _CONCLUSION.search(candidates[-1]) or restated or not numbered
+        ):
             return spelled
         if spelled is None and _PLAN.search(candidates[-1]):
             return None

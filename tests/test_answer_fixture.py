@@ -105,7 +105,12 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
     old = {r["id"] for name in ("answer_labels.jsonl", "answer_labels_heldout.jsonl") for r in _rows(name)}
     assert not old & {r["id"] for r in text + numbers}
     later = {r["id"] for r in _rows("answer_labels_numbers3_heldout.jsonl")}
-    earlier = {r["id"] for path in FIXTURES.glob("answer_labels*.jsonl") if "numbers3" not in path.name for r in _rows(path.name)}
+    earlier = {
+        r["id"]
+        for path in FIXTURES.glob("answer_labels*.jsonl")
+        if "numbers3" not in path.name
+        for r in _rows(path.name)
+    }
     assert not later & earlier
 
 

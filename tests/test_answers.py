@@ -189,24 +189,32 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
             None,
         ),  # fmt: skip
         # alternatives offered, no choice made (MCC-KD)
-        ("So from the above expression, we see that she played with 18 or  grindingly 20, rounded from halfway.", "", None),
+        (
+            "So from the above expression, we see that she played with 18 or  grindingly 20, rounded from halfway.",
+            "",
+            None,
+        ),
         # a check that recomputes an earlier total from the answer (text-davinci-002)
         (
             "There are a total of 40 pictures. \nEach album has the same number of pictures. \nEach album has 8 "
             "pictures. \n\nSo, 8 pictures x 5 albums = 40 pictures.",
-            "Robin uploaded 35 pictures from her phone and 5 from her camera to facebook. If she sorted the pics into 5 "
-            "different albums with the same amount of pics in each album, how many pictures were in each of the albums?",
+            "Robin uploaded 35 pictures from her phone and 5 from her camera to facebook. If she "
+            "sorted the pics into 5 "
+            "different albums with the same amount of pics in each album, how many pictures were in "
+            "each of the albums?",
             8.0,
         ),  # fmt: skip
         # the asked quantity first, another after it, across a line that ends ", and" (text-davinci-002)
         (
             "That means in total, there are \n\n43 + 24 = 67 blue marbles, and \n16 + 0 = 16 red marbles.",
-            "Jason has 43 blue and 16 red marbles . Tom has 24 blue marbles . How many blue marbles do they have in all ?",
+            "Jason has 43 blue and 16 red marbles . Tom has 24 blue marbles . How many blue marbles "
+            "do they have in all ?",
             67.0,
         ),  # fmt: skip
         # two numbers naming different asked things: no single answer (MCC-KD)
         (
-            "Crackers per person: 13 ÷ 28 = 0.46\n\nCakes per person: 15 ÷ 28 = 0.54\n\nTherefore, each person ate approximately 0.46 crackers and 0.54 cakes.",
+            "Crackers per person: 13 ÷ 28 = 0.46\n\nCakes per person: 15 ÷ 28 = 0.54\n\nTherefore, "
+            "each person ate approximately 0.46 crackers and 0.54 cakes.",
             "If he had 13 crackers and 15 cakes initially How many crackers and cakes did each person eat?",
             None,
         ),  # fmt: skip
@@ -228,14 +236,17 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
         (
             "Calculation: \n36 star-shaped stones / 3 = 12 star-shaped stones \n\nAnswer: \nBetty will make 3 "
             "bracelets for Brenda, each with 12 star-shaped stones.",
-            "Brenda, Betty's sister, wanted to have 3 bracelets with star-shaped stones. She also bought 36 star-shaped "
-            "stones from the local store and gave it to Betty. How many star-shaped stones will there be in each of the "
+            "Brenda, Betty's sister, wanted to have 3 bracelets with star-shaped stones. She also "
+            "bought 36 star-shaped "
+            "stones from the local store and gave it to Betty. How many star-shaped stones will "
+            "there be in each of the "
             "bracelet Betty makes for Brenda?",
             12.0,
         ),  # fmt: skip
         (
             "2. Number of toys = 40 / 8 = 5 toys \n\nAnswer: Frank can buy 5 8 dollar toys.",
-            "Frank had saved up 3 dollars. If he received another 37 dollars for his allowance, how many 8 dollar toys "
+            "Frank had saved up 3 dollars. If he received another 37 dollars for his allowance, how "
+            "many 8 dollar toys "
             "could he buy?",
             5.0,
         ),  # fmt: skip
@@ -263,7 +274,8 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
         (
             "His grandmother gave Chris $25 for his birthday. \n\nThis means that Chris had $25 more on his birthday. "
             "\n\nNow Chris had $279. \n\nThis means that Chris had $279 on his birthday.",
-            "His grandmother gave Chris $25 for his birthday. Now Chris had $279. How much money did Chris have before "
+            "His grandmother gave Chris $25 for his birthday. Now Chris had $279. How much money did "
+            "Chris have before "
             "his birthday?",
             None,
         ),  # fmt: skip
