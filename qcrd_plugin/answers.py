@@ -226,9 +226,12 @@ _VERIFICATION = re.compile(
 )
 # Sentences that are asides, not conclusions ("Note that ... about 20.4 nails each").
 _ASIDE = re.compile(r"^\W*(?:note that|it'?s also worth|also note|alternatively|however, note)\b", re.IGNORECASE)
+# What restates an answer given before it another way ("To put it another way, ... 1 wrapper for
+# every 0.63 bottle caps"): it and what follows do not count, as after a verification.
+_RESTATEMENT = re.compile(r"^\W*(?:to put it another way|put another way|in other words)\b", re.IGNORECASE)
 # A concluding sentence that declines to answer ("Therefore, the problem has no solution.").
 _DECLINED = re.compile(
-    r"\bno solution\b|\bcannot (?:be )?(?:calculate|determine|solve|answer)"
+    r"\bno solution\b|\b(?:cannot|can'?t|can not) (?:be )?(?:calculate|determine|solve|answer)"
     r"|\b(?:not enough|need more|more) information\b"
     r"|\berror in the problem\b|\bask for clarification\b|\bimpossible to (?:calculate|determine|answer)",
     re.IGNORECASE,
@@ -265,6 +268,9 @@ _ASKED = re.compile(r"\bhow\s+(?:many|much)\s+([^?.,;]*)", re.IGNORECASE)
 _ASKED_END = re.compile(
     r"\b(?:do|does|did|are|is|was|were|will|would|can|could|should|has|have|had|must|in|on|at|for)\b", re.IGNORECASE
 )
+# What gives a result just before a number: "=", "we get", "gives us" ("add 54 and 18 and we get 72").
+# Not "equals": "2 feet, as 7 times 2 equals 14 square feet" checks the answer 2.
+_RESULT_BEFORE = re.compile(r"(?:=|\bwe get|\bgives us)\s*\$?\s*$", re.IGNORECASE)
 # Words that end a number's unit ("21.7 seconds to reach", "8 apples and").
 _UNIT_END = frozenset("to and or it is are was were in on at for that which with by from left per each".split())
 # Words of a question's asked phrase that name no unit ("how many more", "in total").
@@ -333,6 +339,7 @@ def _number(text: str) -> float | None:
     text = _first_sentence((text or "").strip().lstrip(_MARKUP + "="))
     if text.startswith("(") and re.search(r"[a-zA-Z]", _balanced(text, 0, "(", ")") or ""):
         return None  # "(some - 563 - 558)": an expression with an unknown in it states no number
+    text = re.sub(r",?\s*which (?:equals|is equal to)\s", " = ", text)  # "246 people times 4, which equals 984"
     if "=" in text:
         text = text.rsplit("=", 1)[1]
     mixed = re.match(r"^[\s$]*(-?\d+\s+(?:and\s+)?\d+/\d+)(?![\d/])", text)
@@ -385,7 +392,7 @@ def asked_words(question: str) -> tuple[str, ...]:
 def _quantities_with_units(sentence: str) -> list[tuple[float, tuple[str, ...], bool]]:
     """Each quantity of ``sentence`` with its unit, the singular words after it up to a clause break
     ("67 blue marbles, and" -> ("blue", "marble"); "21.7 seconds to reach" -> ("second",)), and
-    whether an "=" gives it."""
+    whether an "=" or "we get" gives it."""
     found = []
     for match in _QUANTITY.finditer(sentence):
         values = quantities(match.group(0))
@@ -397,7 +404,7 @@ def _quantities_with_units(sentence: str) -> list[tuple[float, tuple[str, ...], 
                     break
                 words.append(_singular(word))
             words = tuple(words)
-            found.append((values[0], words, bool(re.search(r"=\s*\$?\s*$", sentence[: match.start()]))))
+            found.append((values[0], words, bool(_RESULT_BEFORE.search(sentence[: match.start()]))))
     return found
 
 
@@ -475,14 +482,18 @@ def _restates_question(numbered: list[str], givens: set, results: set) -> bool:
 def _concluding_number(text: str, question: str = "") -> float | None:
     """A number answer stated without an answer phrase (raw LLM samples such as MCC-KD's): the
     answer of the concluding sentence (:func:`_concluding_sentence`, :func:`_sentence_answer`).
-    A verification ("We can check this by plugging x = 4 ...") and what follows it, asides ("Note
+    A verification ("We can check this by plugging x = 4 ...") or a restatement ("To put it
+    another way, ...") and what follows it, asides ("Note
     that ..."), and parenthesised remarks ("50 candies (15 chewing gums ...)") do not count. None
     when the chain is cut off, declines, ends on a step it never takes ("Cross multiply to solve
     for x."), or offers alternatives ("18 or 20")."""
     if _cut_off(text):
         return None
     sentences = _sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
-    checked = next((i for i, s in enumerate(sentences) if i and _VERIFICATION.search(s)), len(sentences))
+    checked = next(
+        (i for i, s in enumerate(sentences) if i and (_VERIFICATION.search(s) or _RESTATEMENT.search(s))),
+        len(sentences),
+    )
     sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
     if any(_DECLINED.search(s) for s in sentences[-2:]):
         return None
@@ -730,22 +741,22 @@ def _statement_value(
         if latex is not None:
             return latex
     if answer_type == "number" and question:
-        named = _named_quantity(_first_sentence(statement), asked_words(question), set(quantities(question)))
-        if named is not None:
-            return named
+        read = _sentence_statement(statement, question)
+        if read is not None:
+            return read
     return normalize_answer(statement, answer_type, choices)
 
 
-def _named_quantity(statement: str, asked: tuple[str, ...], givens: set) -> float | None:
-    """The one number of an answer statement, not given by the question, whose unit names what was
-    asked, when the statement also names others and computes nothing ("Betty will make 3 bracelets
-    for Brenda, each with 12 star-shaped stones." asked "star-shaped stones" -> 12; in "Frank can
-    buy 5 8 dollar toys" asked "8 dollar toys" the 8 is the question's); else None."""
-    found = _quantities_with_units(statement.replace(",", ""))
-    scores = [len(set(words) & set(asked)) * (value not in givens) for value, words, _ in found]
-    if len(found) < 2 or "=" in statement or not any(scores) or scores.count(max(scores)) > 1:
+def _sentence_statement(statement: str, question: str) -> float | None:
+    """An answer statement written as a sentence with several numbers, read as a concluding
+    sentence (:func:`_sentence_answer`): "Answer: After 60 days, Cynthia will spend $16.00" -> 16,
+    "Betty will make 3 bracelets for Brenda, each with 12 star-shaped stones." -> 12, "Frank can buy
+    5 8 dollar toys" (asked "8 dollar toys") -> 5. One that opens with its number ("The answer is
+    12 apples, 3 more than Tom") or an expression ("(84 / 2)") is not one: None."""
+    sentence = _first_sentence(statement.strip().lstrip(_MARKUP)).replace(",", "")
+    if not re.match(r"[A-Za-z]", sentence) or len(quantities(sentence)) < 2:
         return None
-    return found[scores.index(max(scores))][0]
+    return _sentence_answer(sentence, set(quantities(question)), set(), asked_words(question))
 
 
 def _attempts_answer(statement: str, answer_type: str) -> bool:

@@ -279,6 +279,38 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
             "his birthday?",
             None,
         ),  # fmt: skip
+        # an answer statement written as a sentence whose first number is the question's (Plan-and-Solve)
+        (
+            "Step 2: The total cost of the ice cream is 4 cartons x $4.00 per carton = $16.00.\n\n"
+            "Answer: After 60 days, Cynthia will spend $16.00 on ice cream.",
+            "She buys cartons of ice cream with 15 servings of ice cream per carton at a cost of $4.00 per carton. "
+            "After 60 days, how much will she spend on ice cream?",
+            16.0,
+        ),  # fmt: skip
+        ("The answer is 246 people times 4 sections, which equals 984 people.", "", 984.0),
+        # a result after "we get"; a restatement after the answer (text-davinci-002, MCC-KD)
+        (
+            "There are 2 pop albums. Each album has 9 songs. So that's 18 songs. \n\n"
+            "Now we just have to add 54 and 18 and we get 72.",
+            "Isabel bought 6 country albums and 2 pop albums. Each album had 9 songs. How many songs did Isabel buy?",
+            72.0,
+        ),  # fmt: skip
+        (
+            "Therefore, Danny has 16 more wrappers than bottle caps in his collection now. \n\nTo put it another "
+            "way, if we compare the ratio of his current bottle caps to wrappers, we can say Danny has:\n\n"
+            "- 1 bottle cap for every 1.59 (62 wrappers ÷ 10 bottle caps) wrappers\n- 1 wrapper for every 0.63 (10 "
+            "bottle caps ÷ 62 wrappers) bottle caps \n\nThis means he has collected more wrappers for each bottle cap "
+            "he’s found.",
+            "He found 10 bottle caps and 62 wrappers at the park. Now he has 27 bottle caps and 43 wrappers.",
+            16.0,
+        ),  # fmt: skip
+        # declined with a contraction (text-davinci-002)
+        (
+            "That means she has 37 pictures in one album and 4 pictures in the other two albums. \nWe don't know how "
+            "many pictures are in each of the other two albums, so we can't solve this problem.",
+            "Nancy uploaded 41 pictures to Facebook. She put 37 pics into one album.",
+            None,
+        ),  # fmt: skip
     ],
 )
 def test_number_answers_as_llms_write_them(chain, question, want):
