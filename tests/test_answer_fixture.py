@@ -5,9 +5,10 @@ and answer type under the shared data, each labelled by hand with the answer it 
 ``fixtures/answer_labels_text.jsonl`` (131 free-text chains) and ``answer_labels_numbers2.jsonl``
 (158 more number chains: fractions, number words, cut-off chains, public zero-shot-CoT and
 Plan-and-Solve logs; issue 25) extend it. ``answer_labels_numbers2b.jsonl`` (80) was their
-held-out third until its misses were read for rules; ``answer_labels_numbers3_heldout.jsonl``
-(120, a fresh draw labelled by reading after those rules were frozen) and
-``answer_labels_text_heldout.jsonl`` are the issue's held-out parts;
+held-out third and ``answer_labels_numbers3.jsonl`` (120) a second draw, each opened for rules
+after it was measured once; ``answer_labels_numbers4_heldout.jsonl`` (150, a third draw labelled
+by reading after the rules were frozen) and ``answer_labels_text_heldout.jsonl`` are the issue's
+held-out parts;
 ``fixtures/answer_labels_heldout.jsonl`` (120 more, drawn and labelled afterwards, never tuned
 on) says how well they carry over. ``fixtures/draw_answer_candidates.py`` drew the samples;
 docs/data.md gives the figures and the confusions. A label of null means the text states no
@@ -98,17 +99,22 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
     text, numbers = _rows("answer_labels_text.jsonl"), _rows("answer_labels_numbers2.jsonl")
     assert len(text) + len(_rows("answer_labels_text_heldout.jsonl")) >= 150
     assert len(numbers) + len(_rows("answer_labels_numbers2b.jsonl")) >= 150
-    assert len(_rows("answer_labels_numbers3_heldout.jsonl")) == 120
+    assert len(_rows("answer_labels_numbers3.jsonl")) == 120
+    assert len(_rows("answer_labels_numbers4_heldout.jsonl")) == 150
     assert {r["answer_type"] for r in text} == {"text"} and {r["answer_type"] for r in numbers} == {"number"}
     assert {"we_get", "after_colon", "answer_colon", "spaced", "bare", "none"} <= {r["kind"] for r in text}
     assert {"fraction", "word_number", "restated_after", "none"} <= {r["kind"] for r in numbers}
     old = {r["id"] for name in ("answer_labels.jsonl", "answer_labels_heldout.jsonl") for r in _rows(name)}
     assert not old & {r["id"] for r in text + numbers}
-    later = {r["id"] for r in _rows("answer_labels_numbers3_heldout.jsonl")}
+    later = {
+        r["id"]
+        for name in ("answer_labels_numbers3.jsonl", "answer_labels_numbers4_heldout.jsonl")
+        for r in _rows(name)
+    }
     earlier = {
         r["id"]
         for path in FIXTURES.glob("answer_labels*.jsonl")
-        if "numbers3" not in path.name
+        if "numbers3" not in path.name and "numbers4" not in path.name
         for r in _rows(path.name)
     }
     assert not later & earlier
@@ -116,18 +122,18 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
 
 def test_issue25_fixture_agreement_per_answer_type():
     # Free text: the issue's >= 0.95. Numbers, measured after the rules were fixed (docs/data.md):
-    # 157/158 on the first draw and 75/80 on its third that was held out until 2026-12-07 (then 68/80).
+    # 157/158 on the first draw, 75/80 on its third held out until 2026-12-07 (68/80 then), 115/120
+    # on the second draw (110/120 when it was measured, held out).
     ((text_ok, text_total),) = agreement(_rows("answer_labels_text.jsonl")).values()
-    ((number_ok, number_total),) = agreement(_rows("answer_labels_numbers2.jsonl")).values()
-    ((opened_ok, _),) = agreement(_rows("answer_labels_numbers2b.jsonl")).values()
+    counts = [agreement(_rows(f"answer_labels_numbers{name}.jsonl"))["number"][0] for name in ("2", "2b", "3")]
     assert text_ok / text_total >= 0.95, f"text {text_ok}/{text_total}"
-    assert number_ok >= 157 and opened_ok >= 75, (number_ok, opened_ok)
+    assert counts[0] >= 157 and counts[1] >= 75 and counts[2] >= 115, counts
 
 
 def test_issue25_heldout_agreement_stays_at_its_measured_level():
     # Measured once, never tuned on (docs/data.md): free text 63/66 (0.955, the issue's target is
-    # 0.95); numbers 110/120 (0.917) on a draw labelled after the rules were frozen, short of the
-    # issue's 0.97 (the misses are listed there).
+    # 0.95); numbers 143/150 (0.953) on the third draw, labelled after the rules were frozen, short
+    # of the issue's 0.97 (the misses are listed there).
     ((text_ok, _),) = agreement(_rows("answer_labels_text_heldout.jsonl")).values()
-    ((number_ok, _),) = agreement(_rows("answer_labels_numbers3_heldout.jsonl")).values()
-    assert text_ok >= 63 and number_ok >= 110, (text_ok, number_ok)
+    ((number_ok, _),) = agreement(_rows("answer_labels_numbers4_heldout.jsonl")).values()
+    assert text_ok >= 63 and number_ok >= 143, (text_ok, number_ok)
