@@ -483,10 +483,10 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     """A number answer stated without an answer phrase (raw LLM samples such as MCC-KD's): the
     answer of the concluding sentence (:func:`_concluding_sentence`, :func:`_sentence_answer`).
     A verification ("We can check this by plugging x = 4 ...") or a restatement ("To put it
-    another way, ...") and what follows it, asides ("Note
-    that ..."), and parenthesised remarks ("50 candies (15 chewing gums ...)") do not count. None
-    when the chain is cut off, declines, ends on a step it never takes ("Cross multiply to solve
-    for x."), or offers alternatives ("18 or 20")."""
+    another way, ...") and what follows it, asides ("Note that ..."), and parenthesised remarks
+    ("50 candies (15 chewing gums ...)") do not count. None when the chain is cut off, declines,
+    ends on a step it never takes ("Cross multiply to solve for x."), offers alternatives ("18 or
+    20"), or only restates the question."""
     if _cut_off(text):
         return None
     sentences = _sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
