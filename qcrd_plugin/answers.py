@@ -339,7 +339,7 @@ def _number(text: str) -> float | None:
     text = _first_sentence((text or "").strip().lstrip(_MARKUP + "="))
     if text.startswith("(") and re.search(r"[a-zA-Z]", _balanced(text, 0, "(", ")") or ""):
         return None  # "(some - 563 - 558)": an expression with an unknown in it states no number
-    text = re.sub(r",?\s*which (?:equals|is equal to)\s", " = ", text)  # "246 people times 4, which equals 984"
+    text = re.sub(r",?\s*which (?:equals|is equal to)\s|(?<=[\d)])\s*≈", " = ", text)  # "4 sections, which equals 984"
     if "=" in text:
         text = text.rsplit("=", 1)[1]
     mixed = re.match(r"^[\s$]*(-?\d+\s+(?:and\s+)?\d+/\d+)(?![\d/])", text)
@@ -467,6 +467,16 @@ def _sentence_answer(sentence: str, givens: set, results: set, asked: tuple[str,
     return best[0]
 
 
+def _offers_alternatives(sentence: str) -> bool:
+    """Whether a sentence offers different values as alternatives ("18 or 20", "320 action
+    figures, or 400 cabinets"); an "or" after a sum means "that is" ("10 inches + 20 inches, or
+    30 inches")."""
+    return any(
+        float(match.group(1)) != float(match.group(2)) and not re.search(r"[-+*/×]\s*$", sentence[: match.start()])
+        for match in _ALTERNATIVES.finditer(sentence)
+    )
+
+
 def _restates_question(numbered: list[str], givens: set, results: set) -> bool:
     """Whether a chain only restates the question ("His grandmother gave Chris $25 ... This means
     that Chris had $279 on his birthday." when the question gave 25 and 279): two or more sentences
@@ -489,6 +499,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     20"), or only restates the question."""
     if _cut_off(text):
         return None
+    text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
     sentences = _sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
     checked = next(
         (i for i, s in enumerate(sentences) if i and (_VERIFICATION.search(s) or _RESTATEMENT.search(s))),
@@ -516,7 +527,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if not numbered or _restates_question(numbered, givens, results):
         return None
     sentence = _concluding_sentence(candidates, numbered, givens, results)
-    if any(float(a) != float(b) for a, b in _ALTERNATIVES.findall(sentence)):
+    if _offers_alternatives(sentence):
         return None
     answer_first = len(candidates) > 1 and _JUSTIFICATION.search(candidates[1])
     recomputed = None if answer_first else _recomputed_total(sentence, numbered, givens)
@@ -751,12 +762,15 @@ def _sentence_statement(statement: str, question: str) -> float | None:
     """An answer statement written as a sentence with several numbers, read as a concluding
     sentence (:func:`_sentence_answer`): "Answer: After 60 days, Cynthia will spend $16.00" -> 16,
     "Betty will make 3 bracelets for Brenda, each with 12 star-shaped stones." -> 12, "Frank can buy
-    5 8 dollar toys" (asked "8 dollar toys") -> 5. One that opens with its number ("The answer is
-    12 apples, 3 more than Tom") or an expression ("(84 / 2)") is not one: None."""
+    5 8 dollar toys" (asked "8 dollar toys") -> 5, "40 dwarves ... can mine 43,200 pounds" (40 is
+    the question's) -> 43200. One that opens with its own number ("The answer is 12 apples, 3 more
+    than Tom") or an expression ("(84 / 2)") is not one: None."""
     sentence = _first_sentence(statement.strip().lstrip(_MARKUP)).replace(",", "")
-    if not re.match(r"[A-Za-z]", sentence) or len(quantities(sentence)) < 2:
+    givens = set(quantities(question))
+    opens_with_given = quantities(sentence)[:1] and quantities(sentence)[0] in givens and sentence[:1].isdigit()
+    if not (re.match(r"[A-Za-z]", sentence) or opens_with_given) or len(quantities(sentence)) < 2:
         return None
-    return _sentence_answer(sentence, set(quantities(question)), set(), asked_words(question))
+    return _sentence_answer(sentence, givens, set(), asked_words(question))
 
 
 def _attempts_answer(statement: str, answer_type: str) -> bool:

@@ -311,6 +311,28 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
             "Nancy uploaded 41 pictures to Facebook. She put 37 pics into one album.",
             None,
         ),  # fmt: skip
+        # "or" after a sum means "that is"; a rounded result; a statement opening with the question's number
+        (
+            "We also know that his hair is now 10 inches long. \nThat means that the original length of his hair "
+            "must have been 10 inches + 20 inches, or 30 inches.",
+            "Robin cut off 20 inches of his hair. If his hair is now 10 inches long How long was his hair before "
+            "he cut?",
+            30.0,
+        ),  # fmt: skip
+        (
+            "If Frank read 40 chapters at 11 pages per day and 1 chapter at 5 pages, he read (40*11) + 5 = 445 pages "
+            "in 30 days.\nTherefore, the approximate number of pages Frank read per day is 445/30 ≈ 14.83. Rounded to "
+            "two decimal points.",
+            "It has a total of 450 pages. It took Frank 30 days to finish the book. How many pages did he read per "
+            "day?",
+            14.83,
+        ),  # fmt: skip
+        (
+            "2. Calculate the total ore mined in a month with 30 days: 1440 x 30 = 43,200 pounds.\n\nAnswer:\n\n"
+            "40 dwarves with steel pickaxes can mine 43,200 pounds of ore in a month with 30 days.",
+            "How many pounds of ore can 40 dwarves with steel pickaxes mine in a month with 30 days?",
+            43200.0,
+        ),  # fmt: skip
     ],
 )
 def test_number_answers_as_llms_write_them(chain, question, want):
