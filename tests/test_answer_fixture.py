@@ -5,10 +5,11 @@ and answer type under the shared data, each labelled by hand with the answer it 
 ``fixtures/answer_labels_text.jsonl`` (131 free-text chains) and ``answer_labels_numbers2.jsonl``
 (158 more number chains: fractions, number words, cut-off chains, public zero-shot-CoT and
 Plan-and-Solve logs; issue 25) extend it. ``answer_labels_numbers2b.jsonl`` (80) was their
-held-out third and ``answer_labels_numbers3.jsonl`` (120) a second draw, each opened for rules
-after it was measured once; ``answer_labels_numbers4_heldout.jsonl`` (150, a third draw labelled
-by reading after the rules were frozen) and ``answer_labels_text_heldout.jsonl`` are the issue's
-held-out parts;
+held-out third, ``answer_labels_numbers3.jsonl`` (120) and ``answer_labels_numbers4.jsonl`` (150)
+later draws, each opened for rules after it was measured once;
+``answer_labels_numbers5_heldout.jsonl`` (150, the last draw, labelled by reading after the rules
+were frozen) and ``answer_labels_text_heldout.jsonl`` are the issue's held-out parts, and
+``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies) a held-out source of its own;
 ``fixtures/answer_labels_heldout.jsonl`` (120 more, drawn and labelled afterwards, never tuned
 on) says how well they carry over. ``fixtures/draw_answer_candidates.py`` drew the samples;
 docs/data.md gives the figures and the confusions. A label of null means the text states no
@@ -100,43 +101,38 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
     assert len(text) + len(_rows("answer_labels_text_heldout.jsonl")) >= 150
     assert len(numbers) + len(_rows("answer_labels_numbers2b.jsonl")) >= 150
     assert len(_rows("answer_labels_numbers3.jsonl")) == 120
-    assert len(_rows("answer_labels_numbers4_heldout.jsonl")) == 150
+    assert len(_rows("answer_labels_numbers4.jsonl")) == len(_rows("answer_labels_numbers5_heldout.jsonl")) == 150
     assert {r["answer_type"] for r in text} == {"text"} and {r["answer_type"] for r in numbers} == {"number"}
     assert {"we_get", "after_colon", "answer_colon", "spaced", "bare", "none"} <= {r["kind"] for r in text}
     assert {"fraction", "word_number", "restated_after", "none"} <= {r["kind"] for r in numbers}
     old = {r["id"] for name in ("answer_labels.jsonl", "answer_labels_heldout.jsonl") for r in _rows(name)}
     assert not old & {r["id"] for r in text + numbers}
-    later = {
-        r["id"]
-        for name in ("answer_labels_numbers3.jsonl", "answer_labels_numbers4_heldout.jsonl")
-        for r in _rows(name)
-    }
+    # The later draws share no chain with each other or with anything labelled before them.
+    draws = ("answer_labels_numbers3.jsonl", "answer_labels_numbers4.jsonl", "answer_labels_numbers5_heldout.jsonl")
+    later = [r["id"] for name in draws for r in _rows(name)]
     earlier = {
-        r["id"]
-        for path in FIXTURES.glob("answer_labels*.jsonl")
-        if "numbers3" not in path.name and "numbers4" not in path.name
-        for r in _rows(path.name)
+        r["id"] for path in FIXTURES.glob("answer_labels*.jsonl") if path.name not in draws for r in _rows(path.name)
     }
-    assert not later & earlier
+    assert len(set(later)) == len(later) and not set(later) & earlier
 
 
 def test_issue25_fixture_agreement_per_answer_type():
     # Free text: the issue's >= 0.95. Numbers, measured after the rules were fixed (docs/data.md):
     # 157/158 on the first draw, 75/80 on its third held out until 2026-12-07 (68/80 then), 115/120
-    # on the second draw (110/120 when it was measured, held out).
+    # on the second draw (110/120 when it was held out), 146/150 on the third (143/150 then).
     ((text_ok, text_total),) = agreement(_rows("answer_labels_text.jsonl")).values()
-    counts = [agreement(_rows(f"answer_labels_numbers{name}.jsonl"))["number"][0] for name in ("2", "2b", "3")]
+    counts = [agreement(_rows(f"answer_labels_numbers{name}.jsonl"))["number"][0] for name in ("2", "2b", "3", "4")]
     assert text_ok / text_total >= 0.95, f"text {text_ok}/{text_total}"
-    assert counts[0] >= 157 and counts[1] >= 75 and counts[2] >= 115, counts
+    assert counts[0] >= 157 and counts[1] >= 75 and counts[2] >= 115 and counts[3] >= 146, counts
 
 
 def test_issue25_heldout_agreement_stays_at_its_measured_level():
     # Measured once, never tuned on (docs/data.md): free text 63/66 (0.955, the issue's target is
-    # 0.95); numbers 143/150 (0.953) on the third draw, labelled after the rules were frozen, short
+    # 0.95); numbers 137/150 (0.913) on the last draw, labelled after the rules were frozen, short
     # of the issue's 0.97 (the misses are listed there).
     ((text_ok, _),) = agreement(_rows("answer_labels_text_heldout.jsonl")).values()
-    ((number_ok, _),) = agreement(_rows("answer_labels_numbers4_heldout.jsonl")).values()
-    assert text_ok >= 63 and number_ok >= 143, (text_ok, number_ok)
+    ((number_ok, _),) = agreement(_rows("answer_labels_numbers5_heldout.jsonl")).values()
+    assert text_ok >= 63 and number_ok >= 137, (text_ok, number_ok)
 
 
 def test_smollm2_chains_agreement_stays_at_its_measured_level():
