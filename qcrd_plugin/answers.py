@@ -363,15 +363,17 @@ def _number(text: str) -> float | None:
 def _cut_off(text: str) -> bool:
     """Whether a chain was cut off mid-sentence (a teacher's length limit): its last line ends on
     an operator, a comma, an open bracket or a word that cannot end a sentence ("To find out how
-    much she spent in"); or it stops on a word without a full stop, computing nothing and
-    concluding nothing ("This will give us the total dollar amount in a stack that contains two
-    thirds"). A one-sentence chain ("Jake has 25 apples") stands."""
+    much she spent in"); or it stops on a word without a full stop, with no "=" and no
+    concluding word in its last line ("This will give us the total dollar amount in a stack that
+    contains two thirds"). A line that opens with its number ("1396 people", "- 16 green
+    peaches") and a one-sentence chain stand."""
     lines = [row.strip(_MARKUP) for row in (text or "").split("\n")]
     lines = [row for row in lines if row.strip("-*=_#~ ")]  # rules ("---") and emphasis are no text
     last = lines[-1] if lines else ""
     if _TRUNCATED.search(last) or last.count("(") > last.count(")"):
         return True
-    unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not _CONCLUSION.search(_sentences(last)[-1])
+    answer_line = re.match(r"[-\s]*\d", last)  # "1396 people", "- 16 green peaches": an answer line
+    unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not answer_line and not _CONCLUSION.search(last)
     return bool(unfinished) and len(_sentences(text)) > 1
 
 
@@ -424,26 +426,6 @@ def _concluding_sentence(candidates: list[str], numbered: list[str], givens: set
     ):
         return candidates[0]
     return found[-1] if found else numbered[-1]
-
-
-def _recomputed_total(sentence: str, numbered: list[str], givens: set) -> float | None:
-    """The answer when the concluding equation only recomputes an earlier result from it ("There
-    are a total of 40 pictures. ... Each album has 8 pictures. So, 8 pictures x 5 albums = 40
-    pictures." -> 8): the one operand found after that result, the others being the question's;
-    else None."""
-    if "=" not in sentence:
-        return None
-    operands, result = sentence.rsplit("=", 1)
-    values = quantities(result)[:1]
-    first_seen = {}
-    for i, earlier in enumerate(numbered[:-1]):
-        for value in quantities(earlier):
-            first_seen.setdefault(value, i)
-    if not values or values[0] in givens or values[0] not in first_seen:
-        return None
-    newer = {v for v in quantities(operands) if v not in givens and first_seen.get(v, -1) > first_seen[values[0]]}
-    others = set(quantities(operands)) - newer
-    return newer.pop() if len(newer) == 1 and others <= givens else None
 
 
 def _sentence_answer(sentence: str, givens: set, results: set, asked: tuple[str, ...]) -> float | None:
@@ -501,8 +483,13 @@ def _concluding_number(text: str, question: str = "") -> float | None:
         return None
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
     sentences = _sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
+    concluded = [i for i, s in enumerate(sentences) if _CONCLUSION.search(s) and _FIRST_NUMBER.search(s)]
     checked = next(
-        (i for i, s in enumerate(sentences) if i and (_VERIFICATION.search(s) or _RESTATEMENT.search(s))),
+        (
+            i
+            for i, s in enumerate(sentences)
+            if i and (_VERIFICATION.search(s) or _RESTATEMENT.search(s) and concluded and concluded[0] < i)
+        ),
         len(sentences),
     )
     sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
@@ -520,7 +507,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
             len(candidates) == 1 or _CONCLUSION.search(candidates[-1]) or restated or not numbered
         ):
             return spelled
-        if spelled is None and _PLAN.search(candidates[-1]):
+        if spelled is None and _PLAN.search(candidates[-1]) and not concluded:
             return None
     givens = set(quantities(question or ""))
     results = {value for found in equations for value in found}
@@ -529,10 +516,6 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     sentence = _concluding_sentence(candidates, numbered, givens, results)
     if _offers_alternatives(sentence):
         return None
-    answer_first = len(candidates) > 1 and _JUSTIFICATION.search(candidates[1])
-    recomputed = None if answer_first else _recomputed_total(sentence, numbered, givens)
-    if recomputed is not None:
-        return recomputed
     return _sentence_answer(sentence, givens, results, asked_words(question))
 
 

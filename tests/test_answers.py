@@ -180,7 +180,12 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
             "There are 9,300 pennies in a cup. What is the total dollar amount in a stack that contains two thirds?",
             None,
         ),  # fmt: skip
-        ("1/4 of a pound is the same as 2/8 of a pound. \n\n2/8 of a pound plus 1/2 of an ounce", "", None),
+        (
+            "6 pounds of butter = 3 pounds of butter + 3 pounds of butter\n\nNow, we can see a pattern. For every 1 "
+            "pound of butter, Dennis",
+            "",
+            None,
+        ),
         # ends announcing a step it never takes
         (
             "This means that the second slide is 20 feet per minute faster than the first slide. \n\n"
@@ -194,15 +199,37 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
             "",
             None,
         ),
-        # a check that recomputes an earlier total from the answer (text-davinci-002)
+        # a closing equation is the answer, also when it recomputes an earlier number: "There are a total of
+        # 40 pictures. ... Each album has 8 pictures. So, 8 pictures x 5 albums = 40 pictures." reads 40
+        # (labelled 8), because answer-first chains have the same shape and far more often (MCC-KD)
         (
-            "There are a total of 40 pictures. \nEach album has the same number of pictures. \nEach album has 8 "
-            "pictures. \n\nSo, 8 pictures x 5 albums = 40 pictures.",
-            "Robin uploaded 35 pictures from her phone and 5 from her camera to facebook. If she "
-            "sorted the pics into 5 "
-            "different albums with the same amount of pics in each album, how many pictures were in "
-            "each of the albums?",
-            8.0,
+            "Paco had 12 cookies left. \n\nTo solve: \n\nFirst, subtract the number of cookies he gave away: "
+            "\n\n36 - 14 = 22 cookies left \n\nNext, subtract the number of cookies he ate: \n\n22 - 10 = 12 "
+            "cookies left",
+            "Paco had 36 cookies. He gave 14 cookies to his friend and ate 10 cookies. How many cookies did Paco "
+            "have left?",
+            12.0,
+        ),  # fmt: skip
+        # an answer line without a full stop is no cut (MCC-KD)
+        (
+            "315 (girls) + 309 (boys) + 772 (teachers) = \n\nThe result is:\n\n1396 people",
+            "In a school there are 315 girls and 309 boys. There are also 772 teachers How many people are there?",
+            1396.0,
+        ),  # fmt: skip
+        # "In other words" restates the problem before any conclusion; a remark after the conclusion (MCC-KD)
+        (
+            "We are also given that after the apple-picking incident, the tree had 7 apples still on it. In other "
+            "words, we know that x - 2 = 7.\n\nTo find x, we can simply add 2 to both sides of this equation: x - 2 "
+            "+ 2 = 7 + 2. Simplifying this equation gives us x = 9.\n\nTherefore, the tree had 9 apples initially.",
+            "Rachel picked 2 apples from 1 of her trees. Now the tree has 7 apples still on it.",
+            9.0,
+        ),  # fmt: skip
+        (
+            "Jake has 8+3= 11 apples.\n\nTherefore, Jake has 11 apples. It wouldn't matter if he had a negative "
+            "value for the peaches as we are only asked to find apples, so long as the information regarding the "
+            "apples is still intact.",
+            "Jake has 3 more apples than Steven. Steven has 8 apples.",
+            11.0,
         ),  # fmt: skip
         # the asked quantity first, another after it, across a line that ends ", and" (text-davinci-002)
         (
