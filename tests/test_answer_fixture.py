@@ -2,18 +2,18 @@
 and answer type under the shared data, each labelled by hand with the answer it states.
 
 ``fixtures/answer_labels.jsonl`` (344 samples) is the fixture the rules were developed against;
-``fixtures/answer_labels_text.jsonl`` (131 free-text chains) and ``answer_labels_numbers2.jsonl``
-(158 more number chains: fractions, number words, cut-off chains, public zero-shot-CoT and
-Plan-and-Solve logs; issue 25) extend it. ``answer_labels_numbers2b.jsonl`` (80) was their
-held-out third, ``answer_labels_numbers3.jsonl`` (120) and ``answer_labels_numbers4.jsonl`` (150)
-later draws, each opened for rules after it was measured once;
-``answer_labels_numbers5_heldout.jsonl`` (150, the last draw, labelled by reading after the rules
-were frozen) and ``answer_labels_text_heldout.jsonl`` are the issue's held-out parts, and
-``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies) a held-out source of its own;
-``fixtures/answer_labels_heldout.jsonl`` (120 more, drawn and labelled afterwards, never tuned
-on) says how well they carry over. ``fixtures/draw_answer_candidates.py`` drew the samples;
-docs/data.md gives the figures and the confusions. A label of null means the text states no
-answer (it declines, hedges, or only implies a yes/no).
+``fixtures/answer_labels_heldout.jsonl`` (120 more, drawn and labelled afterwards) says how well
+they carry over. Issue 25 extends them: ``answer_labels_text.jsonl`` (131 free-text chains) and
+``answer_labels_numbers2.jsonl`` (158 number chains: fractions, number words, cut-off chains,
+public zero-shot-CoT and Plan-and-Solve logs); ``answer_labels_numbers2b.jsonl`` (80, the first
+draw's held-out third), ``numbers3`` (120), ``numbers4`` and ``numbers5`` (150 each), later
+draws, each opened for rules after it was measured once; ``answer_labels_mcc_kd_pool.jsonl``
+(121 MCC-KD chains the readers disagree on). The held-out parts: ``answer_labels_text_heldout.jsonl``,
+``answer_labels_numbers6_heldout.jsonl`` (150, the last draw, labelled by reading after the rules
+were frozen) and ``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies).
+``fixtures/draw_answer_candidates.py`` drew the first samples; docs/data.md gives the figures and
+the confusions. A label of null means the text states no answer (it declines, hedges, or only
+implies a yes/no).
 """
 
 from __future__ import annotations
@@ -101,14 +101,14 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
     assert len(text) + len(_rows("answer_labels_text_heldout.jsonl")) >= 150
     assert len(numbers) + len(_rows("answer_labels_numbers2b.jsonl")) >= 150
     assert len(_rows("answer_labels_numbers3.jsonl")) == 120
-    assert len(_rows("answer_labels_numbers4.jsonl")) == len(_rows("answer_labels_numbers5.jsonl")) == 150
+    assert all(len(_rows(f"answer_labels_numbers{n}.jsonl")) == 150 for n in ("4", "5", "6_heldout"))
     assert {r["answer_type"] for r in text} == {"text"} and {r["answer_type"] for r in numbers} == {"number"}
     assert {"we_get", "after_colon", "answer_colon", "spaced", "bare", "none"} <= {r["kind"] for r in text}
     assert {"fraction", "word_number", "restated_after", "none"} <= {r["kind"] for r in numbers}
     old = {r["id"] for name in ("answer_labels.jsonl", "answer_labels_heldout.jsonl") for r in _rows(name)}
     assert not old & {r["id"] for r in text + numbers}
     # The later draws share no chain with each other or with anything labelled before them.
-    draws = ("answer_labels_numbers3.jsonl", "answer_labels_numbers4.jsonl", "answer_labels_numbers5.jsonl")
+    draws = tuple(f"answer_labels_numbers{n}.jsonl" for n in ("3", "4", "5", "6_heldout"))
     later = [r["id"] for name in draws for r in _rows(name)]
     earlier = {
         r["id"] for path in FIXTURES.glob("answer_labels*.jsonl") if path.name not in draws for r in _rows(path.name)
@@ -132,11 +132,11 @@ def test_issue25_fixture_agreement_per_answer_type():
 
 def test_issue25_heldout_agreement_stays_at_its_measured_level():
     # Measured once, never tuned on (docs/data.md): free text 63/66 (0.955, the issue's target is
-    # 0.95); numbers 137/150 (0.913) on the last draw, labelled after the rules were frozen, short
+    # 0.95); numbers 139/150 (0.927) on the last draw, labelled after the rules were frozen, short
     # of the issue's 0.97 (the misses are listed there).
     ((text_ok, _),) = agreement(_rows("answer_labels_text_heldout.jsonl")).values()
-    ((number_ok, _),) = agreement(_rows("answer_labels_numbers5.jsonl")).values()
-    assert text_ok >= 63 and number_ok >= 137, (text_ok, number_ok)
+    ((number_ok, _),) = agreement(_rows("answer_labels_numbers6_heldout.jsonl")).values()
+    assert text_ok >= 63 and number_ok >= 139, (text_ok, number_ok)
 
 
 def test_smollm2_chains_agreement_stays_at_its_measured_level():
