@@ -55,7 +55,8 @@ class DirectQCRD(QCRD):
     Eq. 6's min and Eq. 7's max. Same loss and gradient as the efficient step (tests/test_qcrd_loss.py
     checks the efficient step against every rationale's loss computed with a graph); only the cost differs."""
 
-    def _selected_losses(self, batch, rationales, owner, group, is_pos, encoded):
+    def _selected_losses(self, batch, rationales, owner, group, is_pos, encoded, remembered=None):
+        # ``remembered`` (method.selection=last_seen) is unused: the reference is the exact loss.
         l_pred, losses = label_and_rationale_losses(self.student, batch, rationales, owner, self.device, encoded)
         keep = self._selected(losses.detach(), group, is_pos, len(batch))
         return l_pred, losses[keep], keep, losses.detach()  # as QCRD's: ..., every rationale's loss for the statistics

@@ -5,6 +5,8 @@ import copy
 import dataclasses
 import io
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -275,3 +277,21 @@ def test_last_seen_selection_is_off_by_default_and_picks_by_the_remembered_losse
     resumed = QCRD(cfg, model, tok, "cpu")
     resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
     assert resumed.last_seen == method.last_seen and len(resumed.last_seen) == len(keys)
+
+
+def test_the_benchmarks_direct_qcrd_reference_gives_the_efficient_steps_loss(tiny_setup):
+    """benchmarks/bench_ratios.py times a DirectQCRD (every rationale's loss with a graph) beside
+    QCRD; it overrides a method of QCRD, so a change of that method's signature or result shows
+    here, not first in `make bench`."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_ratios import DirectQCRD
+
+    cfg, model, tok, examples = tiny_setup
+    torch.manual_seed(0)
+    judge = QualityJudge(model.config, 1)
+    cfg = copy.deepcopy(cfg)
+    cfg.judge.online_every = 0
+    efficient = QCRD(cfg, model, tok, "cpu", judge=judge).loss(examples)
+    direct = DirectQCRD(cfg, model, tok, "cpu", judge=judge).loss(examples)
+    assert direct.total.item() == pytest.approx(efficient.total.item(), rel=1e-5)
+    assert direct.components["l_cl"] == pytest.approx(efficient.components["l_cl"], rel=1e-5)
