@@ -10,7 +10,8 @@ draw's held-out third), ``numbers3`` (120), ``numbers4`` and ``numbers5`` (150 e
 draws, each opened for rules after it was measured once; ``answer_labels_mcc_kd_pool.jsonl``
 (121 MCC-KD chains the readers disagree on). The held-out parts: ``answer_labels_text_heldout.jsonl``,
 ``answer_labels_numbers6_heldout.jsonl`` (150, the last draw, labelled by reading after the rules
-were frozen) and ``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies).
+were frozen), ``answer_labels_mcc_kd_random_heldout.jsonl`` (150 MCC-KD chains drawn at random) and
+``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies).
 ``fixtures/draw_answer_candidates.py`` drew the first samples; docs/data.md gives the figures and
 the confusions. A label of null means the text states no answer (it declines, hedges, or only
 implies a yes/no).
