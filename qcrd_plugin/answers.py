@@ -370,14 +370,18 @@ def _cut_off(text: str) -> bool:
     lines = [row.strip(_MARKUP) for row in (text or "").split("\n")]
     lines = [row for row in lines if row.strip("-*=_#~ ")]  # rules ("---") and emphasis are no text
     last = lines[-1] if lines else ""
-    if _TRUNCATED.search(last) or last.count("(") > last.count(")"):
-        return True
+    if _TRUNCATED.search(last) or last.count("(") > last.count(")") or (text or "").rstrip().endswith("$"):
+        return True  # ... or it stops on a currency sign ("$45/hour * x hours = $225\n\n$")
     answer_line = re.match(r"[-\s]*\d", last)  # "1396 people", "- 16 green peaches": an answer line
     unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not answer_line and not _CONCLUSION.search(last)
     return bool(unfinished) and len(_sentences(text)) > 1
 
 
 def _singular(word: str) -> str:
+    if re.search(r"(?:ch|sh|x|ss|z)es$", word):
+        return word[:-2]  # "peaches" -> "peach", "boxes" -> "box"
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"  # "candies" -> "candy"
     return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
 
 
@@ -391,7 +395,144 @@ def asked_words(question: str) -> tuple[str, ...]:
     return tuple(_singular(w) for w in re.findall(r"[a-z]+", phrase.lower()) if w not in _NOT_A_UNIT)
 
 
-def _quantities_with_units(sentence: str) -> list[tuple[float, tuple[str, ...], bool]]:
+# What the asked sentence compares ("How many more ...", "How much farther ..."): a quantity said as
+# "79 more raisin cookies than chocolate chip" answers only such a question.
+_COMPARISON = re.compile(
+    r"\b(?:more|fewer|less|farther|further|longer|shorter|taller|older|younger|difference)\b", re.IGNORECASE
+)
+_LEFT = re.compile(r"\b(?:left|remain\w*)\b", re.IGNORECASE)
+_CLAUSE_BREAK = re.compile(r",|;|\band\b|\bbut\b|\bwhile\b")
+# Capitalised words that open questions and clauses rather than name a person.
+_NOT_A_NAME = frozenset("How If What Which When Where Who Why Then After Before During In On At The A An I".split())
+
+
+@dataclass(frozen=True)
+class AskedFor:
+    """What a question asks for, as the number reader uses it (:func:`asked_for`).
+
+    ``words``: :func:`asked_words`; ``sentence``: the sentence that asks; ``compares``: whether it
+    asks a comparison; ``people``: the names the question uses; ``owners``: those in the asked
+    sentence; ``parts``: the things joined by "and" when one count of several is asked ("How many
+    tomatoes and potatoes ...?" -> ({"tomatoe"}, {"potatoe"}))."""
+
+    words: tuple[str, ...] = ()
+    sentence: str = ""
+    compares: bool = False
+    people: frozenset[str] = frozenset()
+    owners: frozenset[str] = frozenset()
+    parts: tuple[frozenset[str], ...] = ()
+
+
+def asked_for(question: str) -> AskedFor:
+    """What ``question`` asks for (:class:`AskedFor`); empty fields for an empty question."""
+    sentences = _sentences(question)
+    asking = [s for s in sentences if "?" in s or re.search(r"\bhow\b", s, re.IGNORECASE)]
+    sentence = (asking or sentences or [""])[-1]
+    people = frozenset(w for w in re.findall(r"\b[A-Z][a-z]+\b", question or "") if w not in _NOT_A_NAME)
+    matches = list(_ASKED.finditer(question or ""))
+    phrase = _ASKED_END.split(matches[-1].group(1), maxsplit=1)[0] if matches else ""
+    sides = [
+        frozenset(_singular(w) for w in re.findall(r"[a-z]+", side.lower()) if w not in _NOT_A_UNIT)
+        for side in re.split(r"\band\b", phrase, flags=re.IGNORECASE)
+    ]
+    return AskedFor(
+        words=asked_words(question),
+        sentence=sentence,
+        compares=bool(_COMPARISON.search(sentence)),
+        people=people,
+        owners=_names(sentence, people),
+        parts=tuple(side for side in sides if side) if len(sides) > 1 else (),
+    )
+
+
+def _names(text: str, people: frozenset[str]) -> frozenset[str]:
+    return frozenset(w for w in re.findall(r"\b[A-Z][a-z]+\b", text) if w in people)
+
+
+def _said_of_asked(sentence: str, asked: AskedFor) -> set | None:
+    """The quantities of ``sentence`` said of what is asked, when its clauses say different things:
+    of the one person asked about ("Steven has 19 peaches, Jill has 6 peaches, and Jake has 1
+    peach" asked Jill -> {6}), or what is left when that is asked ("he ate a total of 14 pieces of
+    candy and has 7 pieces left" -> {7}). None when that picks nothing out."""
+    clauses = [c for c in _CLAUSE_BREAK.split(sentence) if quantities(c)]
+    if len(asked.owners) == 1:
+        named = [(_names(c, asked.people), c) for c in clauses]
+        if len({n for n, _ in named if n}) > 1:
+            return {v for n, c in named if n & asked.owners for v in quantities(c)} or None
+    if _LEFT.search(asked.sentence) and len(clauses) > 1:
+        left = {v for c in clauses if _LEFT.search(c) for v in quantities(c)}
+        if left and len(left) < sum(len(quantities(c)) for c in clauses):
+            return left
+    return None
+
+
+def _fits(unit: tuple[str, ...], sentence: str, asked: AskedFor) -> bool:
+    """Whether a quantity with ``unit``, said in ``sentence``, can be what was asked: no comparison
+    nobody asked for, a unit naming every asked word, and not said of another person only."""
+    if not asked.compares and _COMPARISON.search(" ".join(unit)):
+        return False
+    if asked.words and unit and not set(asked.words) <= set(unit):
+        return False
+    named = _names(sentence, asked.people)
+    return not (asked.owners and named and not named & asked.owners)
+
+
+def _asked_before(numbered: list[str], sentence: str, value: float, known: tuple[set, set], asked: AskedFor) -> float:
+    """The answer when the concluding sentence goes past it: a result of one of the two sentences
+    before that is what was asked, when the concluding one is not (another unit, another person,
+    a comparison nobody asked): "then Adam has 11 + 5 = 16 apples. Adam therefore has 16 + 89 =
+    105 fruits." asked apples -> 16; "David = 19 + 39 = 58 push-ups\nJohn = 58 - 13 = 45
+    push-ups" asked David -> 58. Else ``value``. ``known``: the question's numbers and the
+    chain's equation results."""
+    givens, results = known
+    if sentence not in numbered:
+        return value
+    units = [unit for q, unit, _ in _quantities_with_units(sentence, 8) if q == value]
+    if not units or _fits(units[0], sentence, asked) or value in (_said_of_asked(sentence, asked) or ()):
+        return value
+    at = numbered.index(sentence)
+    for earlier in reversed(numbered[max(0, at - 2) : at]):
+        for q, unit, _ in reversed(_quantities_with_units(earlier, 8)):
+            computed = q in results or _CONCLUSION.search(earlier)
+            if q != value and q not in givens and computed and unit and _fits(unit, earlier, asked):
+                return q
+    return value
+
+
+def _parts_of_asked(sentence: str, numbered: list[str], asked: AskedFor) -> float | None | bool:
+    """When one count of several things was asked and ``sentence`` gives each part only ("he has
+    124 tomatoes and 12 potatoes left"): the total if an earlier sentence stated it ("a total of
+    53 + 14 = 67 push-ups and crunches ... Zachary did 53 push-ups and 14 crunches" -> 67), else
+    None. False when ``sentence`` is not such a list."""
+    if len(asked.parts) < 2:
+        return False
+    found = _quantities_with_units(sentence)
+    sides = [[i for i, part in enumerate(asked.parts) if part & set(unit)] for _, unit, _ in found]
+    if len(found) < 2 or any(len(hit) != 1 for hit in sides) or len({hit[0] for hit in sides}) < 2:
+        return False
+    total = sum(value for value, _, _ in found)
+    earlier = {value for s in numbered[: numbered.index(sentence)] for value in quantities(s)}
+    return total if total in earlier else None
+
+
+def _cut_after_answer(text: str, question: str) -> bool:
+    """Whether a chain cut off mid-sentence had already concluded with a number the question did
+    not give ("Therefore, Aleena paid a total of $1596 for the streaming service by")."""
+    sentences = _sentences(text)
+    last = sentences[-1] if sentences else ""
+    return bool(
+        _CONCLUSION.search(last)
+        and re.search(r"[A-Za-z]$", last)
+        and set(quantities(last)) - set(quantities(question))
+    )
+
+
+def _same_words(a: str, b: str) -> bool:
+    words = re.findall(r"[a-z0-9]+", a.lower())
+    return bool(words) and words == re.findall(r"[a-z0-9]+", b.lower())
+
+
+def _quantities_with_units(sentence: str, width: int = 4) -> list[tuple[float, tuple[str, ...], bool]]:
     """Each quantity of ``sentence`` with its unit, the singular words after it up to a clause break
     ("67 blue marbles, and" -> ("blue", "marble"); "21.7 seconds to reach" -> ("second",)), and
     whether an "=" or "we get" gives it."""
@@ -399,10 +540,12 @@ def _quantities_with_units(sentence: str) -> list[tuple[float, tuple[str, ...], 
     for match in _QUANTITY.finditer(sentence):
         values = quantities(match.group(0))
         if values:
-            tail = re.split(r"\d|[,;:]", sentence[match.end() :], maxsplit=1)[0]
+            rest = sentence[match.end() :]
+            adjacent = re.match(r"\s+\d+(?=\s+[a-zA-Z])", rest)  # "2 5 dollar toys": 2's unit is "dollar toy"
+            tail = re.split(r"\d|[,;:]", rest[adjacent.end() :] if adjacent else rest, maxsplit=1)[0]
             words = []
             for word in re.findall(r"[a-z]+", tail.lower()):
-                if word in _UNIT_END or len(words) == 4:
+                if word in _UNIT_END or len(words) == width:
                     break
                 words.append(_singular(word))
             words = tuple(words)
@@ -428,7 +571,7 @@ def _concluding_sentence(candidates: list[str], numbered: list[str], givens: set
     return found[-1] if found else numbered[-1]
 
 
-def _sentence_answer(sentence: str, givens: set, results: set, asked: tuple[str, ...]) -> float | None:
+def _sentence_answer(sentence: str, givens: set, results: set, asked: AskedFor) -> float | None:
     """The answer the concluding sentence gives. With an equation, the result of the one whose unit
     names what was asked ("43 + 24 = 67 blue marbles, and 16 + 0 = 16 red marbles" asked "blue
     marbles" -> 67), else of the last. Without one, a number the question did not give ("Debby's 12
@@ -438,13 +581,16 @@ def _sentence_answer(sentence: str, givens: set, results: set, asked: tuple[str,
     found = _quantities_with_units(sentence)
     by_equation = [q for q in found if q[2]]
     if by_equation:
-        return max(reversed(by_equation), key=lambda q: len(set(q[1]) & set(asked)))[0]
+        return max(reversed(by_equation), key=lambda q: len(set(q[1]) & set(asked.words)))[0]
     if not found:
         return None
-    key = lambda q: (q[0] not in givens, q[0] in results, len(set(q[1]) & set(asked)))  # noqa: E731
+    words = set(asked.words)
+    key = lambda q: (q[0] not in givens, q[0] in results, len(set(q[1]) & words))  # noqa: E731
+    said = _said_of_asked(sentence, asked)
+    found = [q for q in found if q[0] in said] or found if said else found
     best = max(found, key=key)
     rivals = [q for q in found if key(q) == key(best) and key(q)[2] and q[0] != best[0]]
-    if any(set(q[1]) & set(asked) != set(best[1]) & set(asked) for q in rivals):
+    if any(set(q[1]) & words != set(best[1]) & words for q in rivals):
         return None
     return best[0]
 
@@ -478,8 +624,11 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     another way, ...") and what follows it, asides ("Note that ..."), and parenthesised remarks
     ("50 candies (15 chewing gums ...)") do not count. None when the chain is cut off, declines,
     ends on a step it never takes ("Cross multiply to solve for x."), offers alternatives ("18 or
-    20"), or only restates the question."""
-    if _cut_off(text):
+    20"), only restates the question or ends repeating its asked sentence, or lists the parts of
+    one asked count without their total (:func:`_parts_of_asked`). A chain cut off after it
+    concluded keeps that answer (:func:`_cut_after_answer`); an answer the concluding sentence goes
+    past is taken from before it (:func:`_asked_before`)."""
+    if _cut_off(text) and not _cut_after_answer(text, question):
         return None
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
     sentences = _sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
@@ -495,6 +644,9 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
     if any(_DECLINED.search(s) for s in sentences[-2:]):
         return None
+    asked = asked_for(question)
+    if sentences and _same_words(sentences[-1], asked.sentence):
+        return None  # it ends repeating the question ("What was the total of the lunch bill?")
     candidates = [re.sub(r"\([^()]*\)", " ", s).replace(",", "") for s in sentences]
     numbered = [s for s in candidates if _FIRST_NUMBER.search(s)]
     equations = [quantities(part)[:1] for part in re.findall(r"=\s*\$?([^=\n]*)", text or "")]
@@ -516,7 +668,11 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     sentence = _concluding_sentence(candidates, numbered, givens, results)
     if _offers_alternatives(sentence):
         return None
-    return _sentence_answer(sentence, givens, results, asked_words(question))
+    total = _parts_of_asked(sentence, numbered, asked)
+    if total is not False:
+        return total
+    value = _sentence_answer(sentence, givens, results, asked)
+    return value if value is None else _asked_before(numbered, sentence, value, (givens, results), asked)
 
 
 def _letters(choices: Sequence[str] | None) -> str:
@@ -753,7 +909,7 @@ def _sentence_statement(statement: str, question: str) -> float | None:
     opens_with_given = quantities(sentence)[:1] and quantities(sentence)[0] in givens and sentence[:1].isdigit()
     if not (re.match(r"[A-Za-z]", sentence) or opens_with_given) or len(quantities(sentence)) < 2:
         return None
-    return _sentence_answer(sentence, givens, set(), asked_words(question))
+    return _sentence_answer(sentence, givens, set(), AskedFor(words=asked_words(question)))
 
 
 def _attempts_answer(statement: str, answer_type: str) -> bool:

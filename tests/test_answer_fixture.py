@@ -7,11 +7,11 @@ they carry over. Issue 25 extends them: ``answer_labels_text.jsonl`` (131 free-t
 ``answer_labels_numbers2.jsonl`` (158 number chains: fractions, number words, cut-off chains,
 public zero-shot-CoT and Plan-and-Solve logs); ``answer_labels_numbers2b.jsonl`` (80, the first
 draw's held-out third), ``numbers3`` (120), ``numbers4`` and ``numbers5`` (150 each), later
-draws, each opened for rules after it was measured once; ``answer_labels_mcc_kd_pool.jsonl``
-(121 MCC-KD chains the readers disagree on). The held-out parts: ``answer_labels_text_heldout.jsonl``,
-``answer_labels_numbers6_heldout.jsonl`` (150, the last draw, labelled by reading after the rules
-were frozen), ``answer_labels_mcc_kd_random_heldout.jsonl`` (150 MCC-KD chains drawn at random) and
-``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies).
+draws, and ``numbers6`` (150), each opened for rules after it was measured once;
+``answer_labels_mcc_kd_pool.jsonl`` (121 MCC-KD chains the readers disagree on). The held-out parts:
+``answer_labels_text_heldout.jsonl``, ``answer_labels_numbers7_heldout.jsonl`` (150, the last draw,
+labelled by reading after the rules were frozen), ``answer_labels_mcc_kd_random_heldout.jsonl`` (150
+MCC-KD chains drawn at random) and ``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies).
 ``fixtures/draw_answer_candidates.py`` drew the first samples; docs/data.md gives the figures and
 the confusions. A label of null means the text states no answer (it declines, hedges, or only
 implies a yes/no).
@@ -59,11 +59,24 @@ def test_agreement_with_hand_labels_is_at_least_98_percent_per_answer_type():
 
 
 def test_heldout_agreement_stays_at_its_measured_level():
-    # Measured once, after the rules were fixed (docs/data.md): numbers 75/80 (76/80 since issue
-    # 25), choices 20/20, yes/no 20/20. A reader change that loses any of them fails here.
-    measured = {"number": 76, "choice": 20, "yesno": 20}
+    # Measured once, after the rules were fixed (docs/data.md): numbers 75/80 (76/80 in issue 25's
+    # first rounds), choices 20/20, yes/no 20/20. A reader change that loses any of them fails here.
+    # Numbers are 74/80 since issue 25's asked-quantity rule: two chains state the asked count and
+    # then conclude with a total of everything ("Jerry had 4 + 6 = 10 action figures on the shelf.
+    # So overall, he had 22 + 10 = 32 things"), which this fixture labels with the last total and
+    # issue 25's convention (and the reader) with the asked count; see the next test.
+    measured = {"number": 74, "choice": 20, "yesno": 20}
     for kind, (ok, total) in agreement(_rows("answer_labels_heldout.jsonl")).items():
         assert ok >= measured[kind], f"{kind}: {ok}/{total}"
+
+
+def test_the_two_heldout_chains_labelled_by_the_older_convention():
+    rows = {r["id"]: r for r in _rows("answer_labels_heldout.jsonl")}
+    for key, asked_count, label in (("mcc_kd-svamp-any-mcc_kd-svamp-train-388-9", 10.0, "32"),
+                                    ("mentor_kd-svamp-any-mentor_kd-svamp-train-432-2", 9.0, "22")):  # fmt: skip
+        row = rows[key]
+        assert row["label"] == label and float(row["gold"]) == asked_count
+        assert stated_answer(row["rationale"], "number", question=row["question"]) == asked_count
 
 
 def test_numbers_the_question_gave_are_not_answers():
@@ -102,14 +115,14 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
     assert len(text) + len(_rows("answer_labels_text_heldout.jsonl")) >= 150
     assert len(numbers) + len(_rows("answer_labels_numbers2b.jsonl")) >= 150
     assert len(_rows("answer_labels_numbers3.jsonl")) == 120
-    assert all(len(_rows(f"answer_labels_numbers{n}.jsonl")) == 150 for n in ("4", "5", "6_heldout"))
+    assert all(len(_rows(f"answer_labels_numbers{n}.jsonl")) == 150 for n in ("4", "5", "6", "7_heldout"))
     assert {r["answer_type"] for r in text} == {"text"} and {r["answer_type"] for r in numbers} == {"number"}
     assert {"we_get", "after_colon", "answer_colon", "spaced", "bare", "none"} <= {r["kind"] for r in text}
     assert {"fraction", "word_number", "restated_after", "none"} <= {r["kind"] for r in numbers}
     old = {r["id"] for name in ("answer_labels.jsonl", "answer_labels_heldout.jsonl") for r in _rows(name)}
     assert not old & {r["id"] for r in text + numbers}
     # The later draws share no chain with each other or with anything labelled before them.
-    draws = tuple(f"answer_labels_numbers{n}.jsonl" for n in ("3", "4", "5", "6_heldout"))
+    draws = tuple(f"answer_labels_numbers{n}.jsonl" for n in ("3", "4", "5", "6", "7_heldout"))
     later = [r["id"] for name in draws for r in _rows(name)]
     earlier = {
         r["id"] for path in FIXTURES.glob("answer_labels*.jsonl") if path.name not in draws for r in _rows(path.name)
@@ -121,23 +134,24 @@ def test_issue25_fixture_agreement_per_answer_type():
     # Free text: the issue's >= 0.95. Numbers, measured after the rules were fixed (docs/data.md):
     # 157/158 on the first draw, 75/80 on its third held out until 2026-12-07 (68/80 then), 115/120
     # on the second draw (110/120 when it was held out), 146/150 on the third (143/150 then), 138/150 on
-    # the fourth (137/150 then), 65/121 on MCC-KD pool chains that the readers of 3212336 and 6ec2b6c read
-    # differently (the hard ones by construction).
+    # the fourth (137/150 then), 139/150 on the fifth (held out until 2026-12-07's second session),
+    # 65/121 on MCC-KD pool chains that the readers of 3212336 and 6ec2b6c read differently (the hard
+    # ones by construction). Since the asked-quantity rules: 77, 117, 147, 142, 146 and 70.
     ((text_ok, text_total),) = agreement(_rows("answer_labels_text.jsonl")).values()
-    names = ("numbers2", "numbers2b", "numbers3", "numbers4", "numbers5", "mcc_kd_pool")
+    names = ("numbers2", "numbers2b", "numbers3", "numbers4", "numbers5", "numbers6", "mcc_kd_pool")
     counts = [agreement(_rows(f"answer_labels_{name}.jsonl"))["number"][0] for name in names]
     assert text_ok / text_total >= 0.95, f"text {text_ok}/{text_total}"
-    measured = [155, 76, 115, 146, 138, 65]
+    measured = [155, 77, 117, 147, 142, 146, 70]
     assert all(c >= m for c, m in zip(counts, measured)), dict(zip(names, counts))
 
 
 def test_issue25_heldout_agreement_stays_at_its_measured_level():
     # Measured once, never tuned on (docs/data.md): free text 63/66 (0.955, the issue's target is
-    # 0.95); numbers 139/150 (0.927) on the last draw, labelled after the rules were frozen, short
+    # 0.95); numbers 142/150 (0.947) on the last draw, labelled after the rules were frozen, short
     # of the issue's 0.97 (the misses are listed there).
     ((text_ok, _),) = agreement(_rows("answer_labels_text_heldout.jsonl")).values()
-    ((number_ok, _),) = agreement(_rows("answer_labels_numbers6_heldout.jsonl")).values()
-    assert text_ok >= 63 and number_ok >= 139, (text_ok, number_ok)
+    ((number_ok, _),) = agreement(_rows("answer_labels_numbers7_heldout.jsonl")).values()
+    assert text_ok >= 63 and number_ok >= 142, (text_ok, number_ok)
 
 
 def test_smollm2_chains_agreement_stays_at_its_measured_level():

@@ -6,6 +6,7 @@ import pytest
 
 from qcrd_plugin.answers import (
     answers_match,
+    asked_for,
     format_number,
     parse_label,
     parse_stated_answer,
@@ -365,3 +366,102 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
 def test_number_answers_as_llms_write_them(chain, question, want):
     got = stated_answer(chain, "number", question=question)
     assert got is None if want is None else got == pytest.approx(want)
+
+
+# What the question asks, read against what the chain ends on (issue 25, second session; real MCC-KD,
+# Plan-and-Solve and zero-shot-CoT chains of the development draws, tests/fixtures/answer_labels_numbers*).
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # the concluding sentence goes past the answer: another unit, a comparison nobody asked, another person
+        (
+            "Jackie has a total of 11 + 89 = 100 fruits.\nIf Adam has five more apples than Jackie's 11 apples, then "
+            "Adam has 11 + 5 = 16 apples.\nAdam therefore has 16 + 89 = 105 fruits.",
+            "Adam has 5 more apples than Jackie. Jackie has 89 oranges and 11 apples. How many apples does Adam have?",
+            16.0,
+        ),  # fmt: skip
+        (
+            "Helen baked 397 + 85 = 482 raisin cookies in total.\nTherefore, Helen baked 482 - 403 = 79 more raisin "
+            "cookies than chocolate chip cookies.",
+            "Helen baked 144 chocolate chip cookies and 397 raisin cookies yesterday. And she baked 85 raisin cookies "
+            "and 403 chocolate chip cookies this morning. How many raisin cookies did Helen bake?",
+            482.0,
+        ),  # fmt: skip
+        (
+            "Solution:\nDavid = 19 + 39 = 58 push-ups\nJohn = 58 - 13 = 45 push-ups",
+            "Zachary did 19 push-ups in gym class today. David did 39 more push-ups than Zachary. John did 13 "
+            "push-ups less than david. How many push-ups did David do?",
+            58.0,
+        ),  # fmt: skip
+        # several people, or what is left, in one closing sentence
+        (
+            "19 - 13 = Jill's number of peaches\n6 = Jill's number of peaches\n\nTherefore, Steven has 19 peaches, "
+            "Jill has 6 peaches, and Jake has 1 peach.",
+            "Jake has 18 fewer peaches than Steven who has 13 more peaches than Jill. Steven has 19 peaches. How many "
+            "peaches does Jill have?",
+            6.0,
+        ),  # fmt: skip
+        (
+            "Then he ate 9 more pieces, leaving him with a total of 7 pieces of candy (16 - 9 = 7). Thus, he ate a "
+            "total of 14 pieces of candy (5 + 9 = 14) and has 7 pieces left.",
+            "Bobby had 21 pieces of candy. He ate 5 pieces of candy. Then he ate 9 more. How many pieces of candy "
+            "does he still have left?",
+            7.0,
+        ),  # fmt: skip
+        # one count of two things asked, and the chain ends on the parts: the total stated before, else none
+        (
+            "After picking 53 tomatoes, the farmer is left with 177 - 53 = 124 tomatoes.\nHe still has 12 potatoes."
+            "\nTherefore, he has 124 tomatoes and 12 potatoes left.",
+            "A farmer had 177 tomatoes and 12 potatoes in his garden. If he picked 53 tomatoes How many tomatoes "
+            "and potatoes does he have left?",
+            None,
+        ),  # fmt: skip
+        (
+            "Zachary did a total of 53+14 = 67 push-ups and crunches in gym class today.\nDavid did 17 more push-ups "
+            "than Zachary (53+17 = 70 push-ups)\nDavid did 10 fewer crunches than Zachary (14-10 = 4 crunches)\n"
+            "David did a total of 70+4 = 74 push-ups and crunches.\nTherefore, Zachary did 53 push-ups and 14 "
+            "crunches.",
+            "Zachary did 53 push-ups and 14 crunches in gym class today. David did 17 more push-ups but 10 less "
+            "crunches than zachary. How many push-ups and crunches did Zachary do?",
+            67.0,
+        ),  # fmt: skip
+        # "2 5 dollar toys": 2 is the count of 5-dollar toys, not the 10 dollars after it
+        (
+            "Step 2: Paul can buy 10/5 = 2 5 dollar toys with the 10 dollars he has.\n\nAnswer: Paul can buy 2 5 "
+            "dollar toys with the 10 dollars he has.",
+            "Paul had saved up 3 dollars. If he received another 7 dollars for his allowance, how many 5 dollar "
+            "toys could he buy?",
+            2.0,
+        ),  # fmt: skip
+        # cut off after the answer; cut off on a currency sign; ending on the question itself
+        (
+            "$840 + $756 = $1596\n\n\nTherefore, Aleena paid a total of $1596 for the streaming service by",
+            "If the streaming company charged her the initial amount for the first half of the year and then charged "
+            "her 10% less money on the other half of the year, calculate the total amount she had paid.",
+            1596.0,
+        ),  # fmt: skip
+        (
+            "$45/hour * x hours = $225 \n\n$45/hour * x hours/ $45/hour = $225/$45/hour \n\n$x hours = $225/$45 \n\n$",
+            "A mechanic charged 45 dollars an hour , plus 225 dollars for the parts. If the total bill was 450 "
+            "dollars , how many hours did the job take?",
+            None,
+        ),  # fmt: skip
+        (
+            "So it would be $1.08 + $4.80 = $5.88. \n\nMary paid with a 20 dollar bill. \n\nThat means she paid $20 "
+            "for the lunch. \n\nWhat was the total of the lunch bill?",
+            "Mary spent $ 1.08 on soup and $ 4.80 on a salad . Mary paid with a 20 dollar bill . What was the total "
+            "of the lunch bill ?",
+            None,
+        ),  # fmt: skip
+    ],
+)
+def test_the_asked_quantity_wins_over_what_the_chain_ends_on(chain, question, want):
+    got = stated_answer(chain, "number", question=question)
+    assert got is None if want is None else got == pytest.approx(want)
+
+
+def test_asked_for_reads_the_asked_sentence():
+    asked = asked_for("Steven has 19 peaches. How many tomatoes and potatoes does Jill have left?")
+    assert asked.sentence == "How many tomatoes and potatoes does Jill have left?"
+    assert asked.owners == {"Jill"} and asked.people == {"Steven", "Jill"} and not asked.compares
+    assert len(asked.parts) == 2 and asked_for("How many more apples than peaches?").compares
