@@ -20,7 +20,8 @@ _FIRST_NUMBER = re.compile(NUMBER)
 # A quantity as a chain writes it: a mixed number ("1 1/2", "3 and 1/4"), a fraction ("3/4", never
 # part of a date such as 12/31/2014) or a decimal.
 _QUANTITY = re.compile(
-    r"(?<![\d/.])(-?\d+)\s+(?:and\s+)?(\d+)/(\d+)(?![\d/])|(?<![\d/.])(-?\d+)/(\d+)(?![\d/])|(" + NUMBER + ")"
+    r"(?<![\d/.])(-?\d+)\s+(?:and\s+)?(\d+)/(\d+)(?![\d/])|(?<![\d/.])(-?\d+)/(\d+)(?![\d/])"
+    r"|(?<=[A-Za-z])-(\d+(?:\.\d+)?)|(" + NUMBER + ")"  # "x-21": 21 after a variable's minus, not -21
 )
 _WORD_NUMBERS = {
     word: value
@@ -56,9 +57,9 @@ def quantities(text: str) -> list[float]:
     as thousands separators."""
     found = []
     for match in _QUANTITY.finditer((text or "").replace(",", "")):
-        whole, numerator, denominator, top, bottom, plain = match.groups()
-        if plain is not None:
-            found.append(float(plain))
+        whole, numerator, denominator, top, bottom, after_minus, plain = match.groups()
+        if plain is not None or after_minus is not None:
+            found.append(float(plain if plain is not None else after_minus))
         elif top is not None:
             found.append(float(top) / float(bottom) if float(bottom) else math.nan)
         elif float(denominator):
@@ -242,7 +243,7 @@ _CONCLUSION = re.compile(
 # An answer given first and then justified ("Jake has 25 apples. To see why, ...").
 _JUSTIFICATION = re.compile(
     r"^\W*(?:to see why|to get this answer|to arrive at this|to (?:solve|figure out|work out) (?:this|the problem)"
-    r"|to (?:figure|work) (?:this|it) out"
+    r"|to (?:figure|work) (?:this|it) out|to find out(?:\s*[,:]|\s+(?:you|we|i)\b)"
     r"|here'?s how|here is how"
     r"|this is because|explanation\b)",
     re.IGNORECASE,
@@ -272,7 +273,9 @@ _ASKED_END = re.compile(
 # Not "equals": "2 feet, as 7 times 2 equals 14 square feet" checks the answer 2.
 _RESULT_BEFORE = re.compile(r"(?:=|\bwe get|\bgives us)\s*\$?\s*$", re.IGNORECASE)
 # Words that end a number's unit ("21.7 seconds to reach", "8 apples and").
-_UNIT_END = frozenset("to and or it is are was were in on at for that which with by from left per each".split())
+_UNIT_END = frozenset(
+    "to and or so then because since it is are was were in on at for that which with by from left per each".split()
+)
 # Words of a question's asked phrase that name no unit ("how many more", "in total").
 _NOT_A_UNIT = frozenset(
     "a an the in on at of for to and or by per each more less left total altogether now then so this that is are was"
@@ -356,8 +359,8 @@ def _number(text: str) -> float | None:
         value = safe_eval(candidate)
         if value is not None:
             return value
-    first = _FIRST_NUMBER.search(text.replace(",", ""))
-    return _finite(first.group(0)) if first else word_number(text)
+    found = quantities(text)  # "48/7 vacuum cleaners" -> 48/7, not 48
+    return found[0] if found else word_number(text)
 
 
 def _cut_off(text: str) -> bool:
@@ -372,6 +375,8 @@ def _cut_off(text: str) -> bool:
     last = lines[-1] if lines else ""
     if _TRUNCATED.search(last) or last.count("(") > last.count(")") or (text or "").rstrip().endswith("$"):
         return True  # ... or it stops on a currency sign ("$45/hour * x hours = $225\n\n$")
+    if "=" not in last and re.search(r"\d[\w\s$]*\s[-+*/×]\s*\$?\d+(?:\.\d+)?$", last):
+        return True  # a sum left open ("72 minutes + 2")
     answer_line = re.match(r"[-\s]*\d", last)  # "1396 people", "- 16 green peaches": an answer line
     unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not answer_line and not _CONCLUSION.search(last)
     return bool(unfinished) and len(_sentences(text)) > 1
@@ -428,6 +433,8 @@ def asked_for(question: str) -> AskedFor:
     sentences = _sentences(question)
     asking = [s for s in sentences if "?" in s or re.search(r"\bhow\b", s, re.IGNORECASE)]
     sentence = (asking or sentences or [""])[-1]
+    how = list(re.finditer(r"\bhow\b", sentence, re.IGNORECASE))
+    sentence = sentence[how[-1].start() :] if how else sentence  # "Then he bought 37 more cookies How many ...?"
     people = frozenset(w for w in re.findall(r"\b[A-Z][a-z]+\b", question or "") if w not in _NOT_A_NAME)
     matches = list(_ASKED.finditer(question or ""))
     phrase = _ASKED_END.split(matches[-1].group(1), maxsplit=1)[0] if matches else ""
@@ -459,6 +466,11 @@ def _said_of_asked(sentence: str, asked: AskedFor) -> set | None:
         named = [(_names(c, asked.people), c) for c in clauses]
         if len({n for n, _ in named if n}) > 1:
             return {v for n, c in named if n & asked.owners for v in quantities(c)} or None
+    parts = [p for c in clauses for p in re.split(r"\bso\b", c) if quantities(p)]  # "14 storks so there are 3 more"
+    if asked.compares and len(parts) > 1:
+        compared = {v for p in parts if _COMPARISON.search(p) for v in quantities(p)}
+        if compared and len(compared) < sum(len(quantities(p)) for p in parts):
+            return compared
     if _LEFT.search(asked.sentence) and len(clauses) > 1:
         left = {v for c in clauses if _LEFT.search(c) for v in quantities(c)}
         if left and len(left) < sum(len(quantities(c)) for c in clauses):
@@ -504,15 +516,21 @@ def _parts_of_asked(sentence: str, numbered: list[str], asked: AskedFor) -> floa
     124 tomatoes and 12 potatoes left"): the total if an earlier sentence stated it ("a total of
     53 + 14 = 67 push-ups and crunches ... Zachary did 53 push-ups and 14 crunches" -> 67), else
     None. False when ``sentence`` is not such a list."""
+    if not _lists_parts(sentence, asked):
+        return False
+    total = sum(value for value, _, _ in _quantities_with_units(sentence))
+    earlier = {value for s in numbered[: numbered.index(sentence)] for value in quantities(s)}
+    return total if total in earlier else None
+
+
+def _lists_parts(sentence: str, asked: AskedFor) -> bool:
+    """Whether ``sentence`` gives the parts of one asked count of several things, each part alone
+    ("124 tomatoes and 12 potatoes" asked "How many tomatoes and potatoes ...?")."""
     if len(asked.parts) < 2:
         return False
     found = _quantities_with_units(sentence)
     sides = [[i for i, part in enumerate(asked.parts) if part & set(unit)] for _, unit, _ in found]
-    if len(found) < 2 or any(len(hit) != 1 for hit in sides) or len({hit[0] for hit in sides}) < 2:
-        return False
-    total = sum(value for value, _, _ in found)
-    earlier = {value for s in numbered[: numbered.index(sentence)] for value in quantities(s)}
-    return total if total in earlier else None
+    return len(found) >= 2 and all(len(hit) == 1 for hit in sides) and len({hit[0] for hit in sides}) >= 2
 
 
 def _cut_after_answer(text: str, question: str) -> bool:
@@ -538,7 +556,7 @@ def _quantities_with_units(sentence: str, width: int = 4) -> list[tuple[float, t
     whether an "=" or "we get" gives it."""
     found = []
     for match in _QUANTITY.finditer(sentence):
-        values = quantities(match.group(0))
+        values = quantities(match.group(6) or match.group(0))  # group 6: the number after "x-"
         if values:
             rest = sentence[match.end() :]
             adjacent = re.match(r"\s+\d+(?=\s+[a-zA-Z])", rest)  # "2 5 dollar toys": 2's unit is "dollar toy"
@@ -631,6 +649,8 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if _cut_off(text) and not _cut_after_answer(text, question):
         return None
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
+    # "2.39 days, which rounds down to 2 days": the rounded number is the result
+    text = re.sub(r",?\s+(?:which|that)\s+rounds?\s+(?:down\s+|up\s+)?to\b", " =", text)
     sentences = _sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
     concluded = [i for i, s in enumerate(sentences) if _CONCLUSION.search(s) and _FIRST_NUMBER.search(s)]
     checked = next(
@@ -891,6 +911,8 @@ def _statement_value(
         if latex is not None:
             return latex
     if answer_type == "number" and question:
+        if _lists_parts(_first_sentence(statement).replace(",", ""), asked_for(question)):
+            return None  # "So the final answer is: Zachary did 53 push-ups and 14 crunches" asked their sum
         read = _sentence_statement(statement, question)
         if read is not None:
             return read

@@ -465,3 +465,77 @@ def test_asked_for_reads_the_asked_sentence():
     assert asked.sentence == "How many tomatoes and potatoes does Jill have left?"
     assert asked.owners == {"Jill"} and asked.people == {"Steven", "Jill"} and not asked.compares
     assert len(asked.parts) == 2 and asked_for("How many more apples than peaches?").compares
+
+
+# Issue 25's third round of number rules (development draw numbers7 and earlier ones, real text).
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # a fraction answer is the fraction, not its numerator (Plan-and-Solve, a wrong chain)
+        ("x = 8*6/7\n\nx = 48/7\n\nAnswer:\n\nMelanie started with 48/7 vacuum cleaners.", "", 48 / 7),
+        # "x-21" is x minus 21, not a quantity of -21; "so Dan" names no unit (zero-shot CoT)
+        (
+            "Dan now has 5 kittens. So we have $x-21$ kittens remaining.\n\nWe can set up the equation "
+            "$x-5-7-4-5=0$ and solve for $x$. We find that $x=21$, so Dan",
+            "Dan 's cat had kittens and 5 had spots . He gave 7 to Tim and 4 to Jason . He now has 5 kittens . "
+            "How many kittens did he have to start with ?",
+            21.0,
+        ),  # fmt: skip
+        # a rounded result is the result (MCC-KD)
+        (
+            "There are 54 soda + 15 water = 69 bottles in total that Debby drinks per day.\nDebby's water bottles "
+            "will last 165/69 = 2.39 days, which rounds down to 2 days.",
+            "If she drank 15 water bottles and 54 soda bottles a day How many days would the water bottles last?",
+            2.0,
+        ),  # fmt: skip
+        # an answer first, then "To find out, ..." and checks (MCC-KD)
+        (
+            "Robin's hair was 30 inches long before he cut it. \n\nTo find out, you can use subtraction: \n\n30 "
+            "(original length) - 20 (amount cut off) = 10 (current length)\n\nAlternatively, you can also subtract "
+            "the current length from the original length: \n\n30 (original length) - 10 (current length) = 20 "
+            "(amount cut off)",
+            "Robin cut off 20 inches of his hair. If his hair is now 10 inches long How long was his hair before "
+            "he cut?",
+            30.0,
+        ),  # fmt: skip
+        # a sum left open by the length limit (zero-shot CoT)
+        (
+            "This means that she spends 1.5 hours doing her makeup every week. \n\nNow let's add up all the time "
+            "that Britany spends on TikTok in a week: \n\n72 minutes + 2",
+            "How much time does Britany spend on TikTok in a month with four weeks?",
+            None,
+        ),  # fmt: skip
+        # an answer statement that gives the parts of the asked count (MCC-KD)
+        (
+            "14 - 10 = 4 crunches. \n\nZachary did not do any more push-ups or crunches than what was stated in "
+            "the problem. So the final answer is: \n\nZachary did 53 push-ups and 14 crunches in gym class today.",
+            "Zachary did 53 push-ups and 14 crunches in gym class today. David did 17 more push-ups but 10 less "
+            "crunches than zachary. How many push-ups and crunches did Zachary do?",
+            None,
+        ),  # fmt: skip
+        # a comparison asked: the quantity said as one, after "so" (zero-shot CoT)
+        (
+            "Now we can see that Raymond does 200 pounds of laundry and David does 100 pounds of laundry, so the "
+            "difference is that Raymond does 100 pounds more laundry than David.",
+            "If Raymond does half as much laundry as Sarah, and Sarah does 4 times as much laundry as David, "
+            "calculate the difference in the amount of laundry Raymond and David do if Sarah does 400 pounds of "
+            "laundry.",
+            100.0,
+        ),  # fmt: skip
+        (
+            "There are now 11 birds and 14 storks, so there are 3 more storks than birds.",
+            "3 birds were sitting on the fence. 6 more storks and 2 more birds came to join them. How many more "
+            "storks than birds are sitting on the fence?",
+            3.0,
+        ),  # fmt: skip
+    ],
+)
+def test_number_rules_of_the_third_round(chain, question, want):
+    got = stated_answer(chain, "number", question=question)
+    assert got is None if want is None else got == pytest.approx(want)
+
+
+def test_the_asked_sentence_starts_at_its_how():
+    # SVAMP runs the last statement into the question: "more" there is no comparison asked.
+    asked = asked_for("Paco had 40 cookies. Then he bought 37 more cookies How many cookies did Paco have left?")
+    assert asked.sentence == "How many cookies did Paco have left?" and not asked.compares
