@@ -21,7 +21,7 @@ _FIRST_NUMBER = re.compile(NUMBER)
 # part of a date such as 12/31/2014) or a decimal.
 _QUANTITY = re.compile(
     r"(?<![\d/.])(-?\d+)\s+(?:and\s+)?(\d+)/(\d+)(?![\d/])|(?<![\d/.])(-?\d+)/(\d+)(?![\d/])"
-    r"|(?<=[A-Za-z])-(\d+(?:\.\d+)?)|(" + NUMBER + ")"  # "x-21": 21 after a variable's minus, not -21
+    r"|(?<=[A-Za-z])-(?P<after_minus>\d+(?:\.\d+)?)|(" + NUMBER + ")"  # "x-21": x minus 21, not -21
 )
 _WORD_NUMBERS = {
     word: value
@@ -338,7 +338,8 @@ def _number(text: str) -> float | None:
     """The number an answer statement gives: a parenthesised expression is evaluated (DSS states
     "(84 / 2)"; one that does not evaluate, "((28 - 13) and (28 - 15))", gives None); an equation
     chain gives its last result ("9 * 15 = 135 + 120 = 255" -> 255); else the arithmetic at its
-    start ("$1,200." -> 1200, "84 / 2" -> 42) or its first number ("about 7 apples" -> 7)."""
+    start ("$1,200." -> 1200, "84 / 2" -> 42) or its first quantity ("about 7 apples" -> 7, "48/7
+    vacuum cleaners" -> 48/7)."""
     text = _first_sentence((text or "").strip().lstrip(_MARKUP + "="))
     if text.startswith("(") and re.search(r"[a-zA-Z]", _balanced(text, 0, "(", ")") or ""):
         return None  # "(some - 563 - 558)": an expression with an unknown in it states no number
@@ -369,34 +370,44 @@ def _cut_off(text: str) -> bool:
     much she spent in"); or it stops on a word without a full stop, with no "=" and no
     concluding word in its last line ("This will give us the total dollar amount in a stack that
     contains two thirds"). A line that opens with its number ("1396 people", "- 16 green
-    peaches") and a one-sentence chain stand."""
+    peaches") and a one-sentence chain stand. So is one that stops on a lone currency sign ("= $225/$45
+    \n\n$") or leaves a sum open ("72 minutes + 2")."""
     lines = [row.strip(_MARKUP) for row in (text or "").split("\n")]
     lines = [row for row in lines if row.strip("-*=_#~ ")]  # rules ("---") and emphasis are no text
     last = lines[-1] if lines else ""
-    if _TRUNCATED.search(last) or last.count("(") > last.count(")") or (text or "").rstrip().endswith("$"):
-        return True  # ... or it stops on a currency sign ("$45/hour * x hours = $225\n\n$")
-    if "=" not in last and re.search(r"\d[\w\s$]*\s[-+*/×]\s*\$?\d+(?:\.\d+)?$", last):
-        return True  # a sum left open ("72 minutes + 2")
+    if _TRUNCATED.search(last) or last.count("(") > last.count(")") or re.search(r"(?:^|\s)\$\s*$", text or ""):
+        return True
+    # Only the line's end is searched: the pattern is quadratic on a long line without punctuation.
+    if "=" not in last and re.search(r"\d[\w\s$]*\s[-+*/×]\s*\$?\d+(?:\.\d+)?$", last[-200:]):
+        return True
     answer_line = re.match(r"[-\s]*\d", last)  # "1396 people", "- 16 green peaches": an answer line
     unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not answer_line and not _CONCLUSION.search(last)
     return bool(unfinished) and len(_sentences(text)) > 1
 
 
 def _singular(word: str) -> str:
-    if re.search(r"(?:ch|sh|x|ss|z)es$", word):
-        return word[:-2]  # "peaches" -> "peach", "boxes" -> "box"
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"  # "candies" -> "candy"
+    """One form for a noun's singular and plural, as far as units need it: "peaches" and "peach" ->
+    "peach", "boxes" -> "box", "candies" and "candy" -> "candie", "cookies" and "cookie" -> "cookie"."""
+    if re.search(r"(?:ch|sh|x|ss)es$", word):
+        return word[:-2]
+    if re.search(r"[^aeiou]y$", word):
+        return word[:-1] + "ie"
     return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
 
 
 def asked_words(question: str) -> tuple[str, ...]:
     """The words naming what a question asks for, singular: "How many blue marbles do they have in
     all?" -> ("blue", "marble"); () when it has no "how many" or "how much"."""
+    return _unit_words(_asked_phrase(question))
+
+
+def _asked_phrase(question: str) -> str:
+    """The words after a question's last "how many"/"how much", up to its verb ("" without one)."""
     matches = list(_ASKED.finditer(question or ""))
-    if not matches:
-        return ()
-    phrase = _ASKED_END.split(matches[-1].group(1), maxsplit=1)[0]
+    return _ASKED_END.split(matches[-1].group(1), maxsplit=1)[0] if matches else ""
+
+
+def _unit_words(phrase: str) -> tuple[str, ...]:
     return tuple(_singular(w) for w in re.findall(r"[a-z]+", phrase.lower()) if w not in _NOT_A_UNIT)
 
 
@@ -406,19 +417,26 @@ _COMPARISON = re.compile(
     r"\b(?:more|fewer|less|farther|further|longer|shorter|taller|older|younger|difference)\b", re.IGNORECASE
 )
 _LEFT = re.compile(r"\b(?:left|remain\w*)\b", re.IGNORECASE)
-_CLAUSE_BREAK = re.compile(r",|;|\band\b|\bbut\b|\bwhile\b")
+_CLAUSE_BREAK = re.compile(r",(?!\d{3}\b)|;|\band\b|\bbut\b|\bwhile\b")  # never the comma of "1,200"
 # Capitalised words that open questions and clauses rather than name a person.
-_NOT_A_NAME = frozenset("How If What Which When Where Who Why Then After Before During In On At The A An I".split())
+_NOT_A_NAME = frozenset(
+    "How If What Which When Where Who Why Then After Before During In On At The A An I He She It They We You His"
+    " Her Its Their Our Your This That These Those There Each Every Some All Both Now So But And Mr Mrs Ms Dr"
+    " Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July August"
+    " September October November December".split()
+)
 
 
 @dataclass(frozen=True)
 class AskedFor:
     """What a question asks for, as the number reader uses it (:func:`asked_for`).
 
-    ``words``: :func:`asked_words`; ``sentence``: the sentence that asks; ``compares``: whether it
-    asks a comparison; ``people``: the names the question uses; ``owners``: those in the asked
-    sentence; ``parts``: the things joined by "and" when one count of several is asked ("How many
-    tomatoes and potatoes ...?" -> ({"tomatoe"}, {"potatoe"}))."""
+    ``words``: :func:`asked_words`; ``sentence``: the sentence that asks, from its last "how" (SVAMP
+    runs a statement into it: "Then he bought 37 more cookies How many ...?"); ``compares``: whether
+    it asks a comparison; ``people``: the question's capitalised words that can name someone (not
+    "How", "He", "Monday", ...); ``owners``: those in the asked sentence; ``parts``: the things
+    joined by "and" when one count of several is asked ("How many tomatoes and potatoes ...?" ->
+    ({"tomatoe"}, {"potatoe"}))."""
 
     words: tuple[str, ...] = ()
     sentence: str = ""
@@ -434,14 +452,9 @@ def asked_for(question: str) -> AskedFor:
     asking = [s for s in sentences if "?" in s or re.search(r"\bhow\b", s, re.IGNORECASE)]
     sentence = (asking or sentences or [""])[-1]
     how = list(re.finditer(r"\bhow\b", sentence, re.IGNORECASE))
-    sentence = sentence[how[-1].start() :] if how else sentence  # "Then he bought 37 more cookies How many ...?"
+    sentence = sentence[how[-1].start() :] if how else sentence
     people = frozenset(w for w in re.findall(r"\b[A-Z][a-z]+\b", question or "") if w not in _NOT_A_NAME)
-    matches = list(_ASKED.finditer(question or ""))
-    phrase = _ASKED_END.split(matches[-1].group(1), maxsplit=1)[0] if matches else ""
-    sides = [
-        frozenset(_singular(w) for w in re.findall(r"[a-z]+", side.lower()) if w not in _NOT_A_UNIT)
-        for side in re.split(r"\band\b", phrase, flags=re.IGNORECASE)
-    ]
+    sides = [frozenset(_unit_words(side)) for side in re.split(r"\band\b", _asked_phrase(question), flags=re.I)]
     return AskedFor(
         words=asked_words(question),
         sentence=sentence,
@@ -457,25 +470,32 @@ def _names(text: str, people: frozenset[str]) -> frozenset[str]:
 
 
 def _said_of_asked(sentence: str, asked: AskedFor) -> set | None:
-    """The quantities of ``sentence`` said of what is asked, when its clauses say different things:
-    of the one person asked about ("Steven has 19 peaches, Jill has 6 peaches, and Jake has 1
-    peach" asked Jill -> {6}), or what is left when that is asked ("he ate a total of 14 pieces of
-    candy and has 7 pieces left" -> {7}). None when that picks nothing out."""
+    """The quantities of ``sentence`` (with its commas) said of what is asked, when its clauses say
+    different things: of the one person asked about ("Steven has 19 peaches, Jill has 6 peaches,
+    and Jake has 1 peach" asked Jill -> {6}), as a comparison when one is asked ("..., so the
+    difference is that Raymond does 100 pounds more laundry than David" -> {100}), or as what is
+    left when that is asked ("he ate a total of 14 pieces of candy and has 7 pieces left" -> {7}).
+    None when that picks nothing out."""
     clauses = [c for c in _CLAUSE_BREAK.split(sentence) if quantities(c)]
     if len(asked.owners) == 1:
         named = [(_names(c, asked.people), c) for c in clauses]
         if len({n for n, _ in named if n}) > 1:
-            return {v for n, c in named if n & asked.owners for v in quantities(c)} or None
-    parts = [p for c in clauses for p in re.split(r"\bso\b", c) if quantities(p)]  # "14 storks so there are 3 more"
-    if asked.compares and len(parts) > 1:
-        compared = {v for p in parts if _COMPARISON.search(p) for v in quantities(p)}
-        if compared and len(compared) < sum(len(quantities(p)) for p in parts):
+            owned = {v for n, c in named if n & asked.owners for v in quantities(c)}
+            if owned:
+                return owned
+    if asked.compares:
+        compared = _fewer_said(clauses, _COMPARISON, r"\bso\b")  # "14 storks so there are 3 more"
+        if compared:
             return compared
-    if _LEFT.search(asked.sentence) and len(clauses) > 1:
-        left = {v for c in clauses if _LEFT.search(c) for v in quantities(c)}
-        if left and len(left) < sum(len(quantities(c)) for c in clauses):
-            return left
-    return None
+    asking = re.split(r"\b(?:if|so that|when|after|given)\b", asked.sentence, flags=re.IGNORECASE)[0]
+    return _fewer_said(clauses, _LEFT) if _LEFT.search(asking) else None  # not "... if she has 92 left?"
+
+
+def _fewer_said(clauses: list[str], pattern: re.Pattern, split: str = "") -> set | None:
+    """The quantities of the clauses that ``pattern`` finds, when they are not all of them."""
+    parts = [p for c in clauses for p in (re.split(split, c) if split else [c]) if quantities(p)]
+    picked = {v for p in parts if pattern.search(p) for v in quantities(p)}
+    return picked if len(parts) > 1 and picked and len(picked) < sum(len(quantities(p)) for p in parts) else None
 
 
 def _fits(unit: tuple[str, ...], sentence: str, asked: AskedFor) -> bool:
@@ -489,20 +509,16 @@ def _fits(unit: tuple[str, ...], sentence: str, asked: AskedFor) -> bool:
     return not (asked.owners and named and not named & asked.owners)
 
 
-def _asked_before(numbered: list[str], sentence: str, value: float, known: tuple[set, set], asked: AskedFor) -> float:
-    """The answer when the concluding sentence goes past it: a result of one of the two sentences
-    before that is what was asked, when the concluding one is not (another unit, another person,
-    a comparison nobody asked): "then Adam has 11 + 5 = 16 apples. Adam therefore has 16 + 89 =
-    105 fruits." asked apples -> 16; "David = 19 + 39 = 58 push-ups\nJohn = 58 - 13 = 45
-    push-ups" asked David -> 58. Else ``value``. ``known``: the question's numbers and the
-    chain's equation results."""
-    givens, results = known
-    if sentence not in numbered:
+def _asked_before(numbered: list[str], at: int, value: float, givens: set, results: set, asked: AskedFor) -> float:
+    """The answer when the concluding sentence (``numbered[at]``) goes past it: a result of one of
+    the two sentences before that is what was asked, when the concluding one's ``value`` is not
+    (another unit, another person, a comparison nobody asked): "then Adam has 11 + 5 = 16 apples.
+    Adam therefore has 16 + 89 = 105 fruits." asked apples -> 16; "David = 19 + 39 = 58 push-ups
+    / John = 58 - 13 = 45 push-ups" asked David -> 58. Else ``value``. ``givens``: the question's
+    numbers, ``results``: the chain's equation results."""
+    units = [unit for q, unit, _ in _quantities_with_units(numbered[at], 8) if q == value]
+    if not units or _fits(units[0], numbered[at], asked):
         return value
-    units = [unit for q, unit, _ in _quantities_with_units(sentence, 8) if q == value]
-    if not units or _fits(units[0], sentence, asked) or value in (_said_of_asked(sentence, asked) or ()):
-        return value
-    at = numbered.index(sentence)
     for earlier in reversed(numbered[max(0, at - 2) : at]):
         for q, unit, _ in reversed(_quantities_with_units(earlier, 8)):
             computed = q in results or _CONCLUSION.search(earlier)
@@ -511,26 +527,34 @@ def _asked_before(numbered: list[str], sentence: str, value: float, known: tuple
     return value
 
 
-def _parts_of_asked(sentence: str, numbered: list[str], asked: AskedFor) -> float | None | bool:
-    """When one count of several things was asked and ``sentence`` gives each part only ("he has
-    124 tomatoes and 12 potatoes left"): the total if an earlier sentence stated it ("a total of
-    53 + 14 = 67 push-ups and crunches ... Zachary did 53 push-ups and 14 crunches" -> 67), else
-    None. False when ``sentence`` is not such a list."""
-    if not _lists_parts(sentence, asked):
+def _parts_of_asked(numbered: list[str], at: int, asked: AskedFor) -> float | None | bool:
+    """When one count of several things was asked and the concluding sentence (``numbered[at]``)
+    gives each part only ("he has 124 tomatoes and 12 potatoes left"): the total if an earlier
+    sentence stated it ("a total of 53 + 14 = 67 push-ups and crunches ... Zachary did 53 push-ups
+    and 14 crunches" -> 67), else None. False when it is not such a list."""
+    if not _lists_parts(numbered[at], asked):
         return False
-    total = sum(value for value, _, _ in _quantities_with_units(sentence))
-    earlier = {value for s in numbered[: numbered.index(sentence)] for value in quantities(s)}
-    return total if total in earlier else None
+    total = sum(value for value, _, _ in _quantities_with_units(numbered[at]))
+    earlier = [value for s in numbered[:at] for value in quantities(s)]
+    return total if any(math.isclose(total, value, abs_tol=1e-9) for value in earlier) else None
 
 
 def _lists_parts(sentence: str, asked: AskedFor) -> bool:
     """Whether ``sentence`` gives the parts of one asked count of several things, each part alone
-    ("124 tomatoes and 12 potatoes" asked "How many tomatoes and potatoes ...?")."""
+    ("124 tomatoes and 12 potatoes" asked "How many tomatoes and potatoes ...?"); not when it also
+    gives their total ("124 tomatoes + 12 potatoes = 136 tomatoes and potatoes")."""
     if len(asked.parts) < 2:
         return False
     found = _quantities_with_units(sentence)
+    values = [value for value, _, _ in found]
+    if len(found) < 2 or any(by_equation for _, _, by_equation in found):
+        return False
+    if len(set(values)) == 1:
+        return False  # "each person ate 1 cracker and 1 cake": as many of each, which is the answer
+    if len(values) > 2 and any(math.isclose(value, sum(values) - value, abs_tol=1e-9) for value in values):
+        return False  # one of them is the others' total
     sides = [[i for i, part in enumerate(asked.parts) if part & set(unit)] for _, unit, _ in found]
-    return len(found) >= 2 and all(len(hit) == 1 for hit in sides) and len({hit[0] for hit in sides}) >= 2
+    return all(len(hit) == 1 for hit in sides) and len({hit[0] for hit in sides}) >= 2
 
 
 def _cut_after_answer(text: str, question: str) -> bool:
@@ -552,11 +576,12 @@ def _same_words(a: str, b: str) -> bool:
 
 def _quantities_with_units(sentence: str, width: int = 4) -> list[tuple[float, tuple[str, ...], bool]]:
     """Each quantity of ``sentence`` with its unit, the singular words after it up to a clause break
-    ("67 blue marbles, and" -> ("blue", "marble"); "21.7 seconds to reach" -> ("second",)), and
-    whether an "=" or "we get" gives it."""
+    ("67 blue marbles, and" -> ("blue", "marble"); "21.7 seconds to reach" -> ("second",)), at most
+    ``width`` words, and whether an "=" or "we get" gives it. A count just before another number
+    takes that number's unit ("2 5 dollar toys": 2 -> ("dollar", "toy"))."""
     found = []
     for match in _QUANTITY.finditer(sentence):
-        values = quantities(match.group(6) or match.group(0))  # group 6: the number after "x-"
+        values = quantities(match.group("after_minus") or match.group(0))
         if values:
             rest = sentence[match.end() :]
             adjacent = re.match(r"\s+\d+(?=\s+[a-zA-Z])", rest)  # "2 5 dollar toys": 2's unit is "dollar toy"
@@ -567,17 +592,19 @@ def _quantities_with_units(sentence: str, width: int = 4) -> list[tuple[float, t
                     break
                 words.append(_singular(word))
             words = tuple(words)
-            found.append((values[0], words, bool(_RESULT_BEFORE.search(sentence[: match.start()]))))
+            before = sentence[max(0, match.start() - 40) : match.start()]  # a window: searching all is quadratic
+            found.append((values[0], words, bool(_RESULT_BEFORE.search(before))))
     return found
 
 
-def _concluding_sentence(candidates: list[str], numbered: list[str], givens: set, results: set) -> str:
-    """The sentence that states the answer: the last with a number, unless it only restates the
-    question's numbers after an earlier one found something a step computed ("This means the ring
-    toss game made $14 per day. We also know ... they earned $22."), or the chain opens with the
-    answer and only justifies it after ("Jake has 29 apples. To solve the problem, ...")."""
-    found = [s for s in numbered if _CONCLUSION.search(s) or not set(quantities(s)) <= givens]
-    if found and found[-1] != numbered[-1] and not set(quantities(found[-1])) & results:
+def _concluding_at(candidates: list[str], numbered: list[str], givens: set, results: set) -> int:
+    """Where in ``numbered`` the sentence that states the answer is: the last with a number, unless
+    it only restates the question's numbers after an earlier one found something a step computed
+    ("This means the ring toss game made $14 per day. We also know ... they earned $22."), or the
+    chain opens with the answer and only justifies it after ("Jake has 29 apples. To solve the
+    problem, ...")."""
+    found = [i for i, s in enumerate(numbered) if _CONCLUSION.search(s) or not set(quantities(s)) <= givens]
+    if found and numbered[found[-1]] != numbered[-1] and not set(quantities(numbered[found[-1]])) & results:
         found = []  # the earlier sentence found nothing a step computed: the last one stands
     if (
         len(candidates) > 1
@@ -585,11 +612,13 @@ def _concluding_sentence(candidates: list[str], numbered: list[str], givens: set
         and _JUSTIFICATION.search(candidates[1])
         and not any(_CONCLUSION.search(s) for s in numbered[1:])
     ):
-        return candidates[0]
-    return found[-1] if found else numbered[-1]
+        return 0
+    return found[-1] if found else len(numbered) - 1
 
 
-def _sentence_answer(sentence: str, givens: set, results: set, asked: AskedFor) -> float | None:
+def _sentence_answer(
+    sentence: str, givens: set, results: set, asked: AskedFor, said: set | None = None
+) -> float | None:
     """The answer the concluding sentence gives. With an equation, the result of the one whose unit
     names what was asked ("43 + 24 = 67 blue marbles, and 16 + 0 = 16 red marbles" asked "blue
     marbles" -> 67), else of the last. Without one, a number the question did not give ("Debby's 12
@@ -604,8 +633,8 @@ def _sentence_answer(sentence: str, givens: set, results: set, asked: AskedFor) 
         return None
     words = set(asked.words)
     key = lambda q: (q[0] not in givens, q[0] in results, len(set(q[1]) & words))  # noqa: E731
-    said = _said_of_asked(sentence, asked)
-    found = [q for q in found if q[0] in said] or found if said else found
+    if said:  # what :func:`_said_of_asked` picked out of the sentence
+        found = [q for q in found if q[0] in said] or found
     best = max(found, key=key)
     rivals = [q for q in found if key(q) == key(best) and key(q)[2] and q[0] != best[0]]
     if any(set(q[1]) & words != set(best[1]) & words for q in rivals):
@@ -637,7 +666,7 @@ def _restates_question(numbered: list[str], givens: set, results: set) -> bool:
 
 def _concluding_number(text: str, question: str = "") -> float | None:
     """A number answer stated without an answer phrase (raw LLM samples such as MCC-KD's): the
-    answer of the concluding sentence (:func:`_concluding_sentence`, :func:`_sentence_answer`).
+    answer of the concluding sentence (:func:`_concluding_at`, :func:`_sentence_answer`).
     A verification ("We can check this by plugging x = 4 ...") or a restatement ("To put it
     another way, ...") and what follows it, asides ("Note that ..."), and parenthesised remarks
     ("50 candies (15 chewing gums ...)") do not count. None when the chain is cut off, declines,
@@ -667,8 +696,10 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     asked = asked_for(question)
     if sentences and _same_words(sentences[-1], asked.sentence):
         return None  # it ends repeating the question ("What was the total of the lunch bill?")
-    candidates = [re.sub(r"\([^()]*\)", " ", s).replace(",", "") for s in sentences]
-    numbered = [s for s in candidates if _FIRST_NUMBER.search(s)]
+    spoken = [re.sub(r"\([^()]*\)", " ", s) for s in sentences]
+    candidates = [s.replace(",", "") for s in spoken]
+    numbered_at = [i for i, s in enumerate(candidates) if _FIRST_NUMBER.search(s)]
+    numbered = [candidates[i] for i in numbered_at]
     equations = [quantities(part)[:1] for part in re.findall(r"=\s*\$?([^=\n]*)", text or "")]
     if candidates and candidates[-1] not in numbered:
         # In words: "Therefore, there is one more bird than storks.", "... = 4\n\nSteven has four more
@@ -685,14 +716,17 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     results = {value for found in equations for value in found}
     if not numbered or _restates_question(numbered, givens, results):
         return None
-    sentence = _concluding_sentence(candidates, numbered, givens, results)
-    if _offers_alternatives(sentence):
+    at = _concluding_at(candidates, numbered, givens, results)
+    if _offers_alternatives(numbered[at]):
         return None
-    total = _parts_of_asked(sentence, numbered, asked)
+    total = _parts_of_asked(numbered, at, asked)
     if total is not False:
         return total
-    value = _sentence_answer(sentence, givens, results, asked)
-    return value if value is None else _asked_before(numbered, sentence, value, (givens, results), asked)
+    said = _said_of_asked(spoken[numbered_at[at]], asked)
+    value = _sentence_answer(numbered[at], givens, results, asked, said)
+    if value is None or value in (said or ()):
+        return value
+    return _asked_before(numbered, at, value, givens, results, asked)
 
 
 def _letters(choices: Sequence[str] | None) -> str:

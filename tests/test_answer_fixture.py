@@ -137,12 +137,12 @@ def test_issue25_fixture_agreement_per_answer_type():
     # the fourth (137/150 then), 139/150 on the fifth (held out until 2026-12-07's second session),
     # 65/121 on MCC-KD pool chains that the readers of 3212336 and 6ec2b6c read differently (the hard
     # ones by construction), 142/150 on the sixth (numbers7, held out until the third round). Since the
-    # second and third rounds: 77, 117, 148, 142, 147, 148 and 70.
+    # second and third rounds: 77, 117, 148, 142, 147, 148 and 70 (73 since the review fixes).
     ((text_ok, text_total),) = agreement(_rows("answer_labels_text.jsonl")).values()
     names = ("numbers2", "numbers2b", "numbers3", "numbers4", "numbers5", "numbers6", "numbers7", "mcc_kd_pool")
     counts = [agreement(_rows(f"answer_labels_{name}.jsonl"))["number"][0] for name in names]
     assert text_ok / text_total >= 0.95, f"text {text_ok}/{text_total}"
-    measured = [155, 77, 117, 148, 142, 147, 148, 70]
+    measured = [155, 77, 117, 148, 142, 147, 148, 73]
     assert all(c >= m for c, m in zip(counts, measured)), dict(zip(names, counts))
 
 
@@ -165,6 +165,7 @@ def test_smollm2_chains_agreement_stays_at_its_measured_level():
 
 def test_a_random_draw_of_mcc_kd_chains_agrees_at_its_measured_level():
     # 150 MCC-KD SVAMP chains drawn at random, labelled after the rules were frozen, measured once
-    # (docs/data.md): 143/150, as last session's reader; the reader before issue 25 had 142/150.
+    # (docs/data.md): 143/150, as last session's reader; the reader before issue 25 had 142/150. 145/150
+    # since the fixes of a code review of the asked-quantity rules (two of its chains now read as labelled).
     ((number_ok, total),) = agreement(_rows("answer_labels_mcc_kd_random_heldout.jsonl")).values()
-    assert total == 150 and number_ok >= 143, number_ok
+    assert total == 150 and number_ok >= 145, number_ok

@@ -539,3 +539,60 @@ def test_the_asked_sentence_starts_at_its_how():
     # SVAMP runs the last statement into the question: "more" there is no comparison asked.
     asked = asked_for("Paco had 40 cookies. Then he bought 37 more cookies How many cookies did Paco have left?")
     assert asked.sentence == "How many cookies did Paco have left?" and not asked.compares
+
+
+# Found by a code review of the rules above (made-up text that reads one way to any person).
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # the clauses of a closing sentence keep their commas: the person asked about, not a computed other
+        (
+            "Steven has 4 + 9 = 13 peaches.\nTherefore, Steven has 13 peaches, Jill has 9 peaches, and Jake has "
+            "2 peaches.",
+            "Steven has 4 more peaches than Jill. Jake has 2. How many peaches does Jill have?",
+            9.0,
+        ),  # fmt: skip
+        # "$...$" maths and "45$" are no cut-off on a currency sign
+        ("First, 3 + 4 = 7.\nSo the total is $7$", "How many apples?", 7.0),
+        ("He pays 20 + 25 = 45.\nSo he pays 45$", "How much does he pay?", 45.0),
+        # parts with their total are no list of parts; parts all equal are "as many of each"
+        (
+            "He picked some.\nSo he has 124 tomatoes + 12 potatoes = 136 tomatoes and potatoes.",
+            "A farmer has 124 tomatoes and 12 potatoes. How many tomatoes and potatoes does he have in total?",
+            136.0,
+        ),  # fmt: skip
+        (
+            "He picked some.\nSo he has 124 tomatoes and 12 potatoes, which makes 136 tomatoes and potatoes in total.",
+            "A farmer has 124 tomatoes and 12 potatoes. How many tomatoes and potatoes does he have in total?",
+            136.0,
+        ),  # fmt: skip
+        (
+            "They shared 6 + 6 = 12 fruits.\nTherefore, each friend got 3 apples and 3 pears.",
+            "How many apples and pears did each friend get?",
+            3.0,
+        ),  # fmt: skip
+        # a pronoun is nobody else: "He has 20 apples" is Adam's answer
+        (
+            "Adam has 11 + 5 = 16 apples in the morning.\nHe has 16 + 4 = 20 apples.",
+            "Adam has 11 apples. He buys 5 more apples. Then he buys 4 more. How many apples does Adam have?",
+            20.0,
+        ),  # fmt: skip
+        # "left" in the question's condition is not what it asks
+        (
+            "x - 91 + 91 = 92 + 91\n\nx = 183\n\nTherefore, Kelly initially had 183 Nintendo games before giving "
+            "away 91, leaving her with 92 games remaining.",
+            "Kelly gives away 91 nintendo games. How many did she have initially if she still has 92 games left?",
+            183.0,
+        ),  # fmt: skip
+    ],
+)
+def test_reader_review_cases(chain, question, want):
+    got = stated_answer(chain, "number", question=question)
+    assert got is None if want is None else got == pytest.approx(want)
+
+
+def test_singular_and_plural_units_are_one_form():
+    assert asked_for("How many candies did she buy?").words == asked_for("How many candy did she buy?").words
+    assert asked_for("How many cookies?").words == asked_for("How many cookie?").words == ("cookie",)
+    assert asked_for("How many peaches?").words == ("peach",)
+    assert asked_for("Mary ate 2 on Monday. How many apples does Mary have on Tuesday?").owners == {"Mary"}
