@@ -1,7 +1,9 @@
 """Answer and rationale parsing shared by training, self-consistency and the lm-eval tasks.
 
-Everything that turns model or teacher text into a number lives here, so the task utilities in
-``tasks/`` and the training code can never disagree about what an answer is.
+Everything that turns model or teacher text into an answer lives here (with its two helpers:
+:mod:`qcrd_plugin.quantities`, numbers and their units in text, and :mod:`qcrd_plugin.asked`, what
+a question asks), so the task utilities in ``tasks/`` and the training code can never disagree
+about what an answer is.
 """
 
 from __future__ import annotations
@@ -15,75 +17,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
-NUMBER = r"-?\d+(?:\.\d+)?"
-_FIRST_NUMBER = re.compile(NUMBER)
-# A quantity as a chain writes it: a mixed number ("1 1/2", "3 and 1/4"), a fraction ("3/4", never
-# part of a date such as 12/31/2014) or a decimal.
-_QUANTITY = re.compile(
-    r"(?<![\d/.])(-?\d+)\s+(?:and\s+)?(\d+)/(\d+)(?![\d/])|(?<![\d/.])(-?\d+)/(\d+)(?![\d/])"
-    r"|(?<=[A-Za-z])-(?P<after_minus>\d+(?:\.\d+)?)|(" + NUMBER + ")"  # "x-21": x minus 21, not -21
-)
-_WORD_NUMBERS = {
-    word: value
-    for value, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-        "seventeen eighteen nineteen twenty".split()
-    )
-} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
-_ORDINAL_PARTS = {"half": 2, "halves": 2, "third": 3, "quarter": 4, "fourth": 4, "fifth": 5, "sixth": 6,
-                  "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10}  # fmt: skip
-_WORD_NUMBER = re.compile(
-    r"\b("
-    + "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
-    + r")(?:[\s-]+("
-    + "|".join(sorted(_WORD_NUMBERS, key=len, reverse=True))
-    + r"))?(?:[\s-]+("
-    + "|".join(_ORDINAL_PARTS)
-    + r")s?)?\b",
-    re.IGNORECASE,
-)
-# "one" as a pronoun, not a count: "no one", "each one gets", "one of the boys", "the only one"
-_NOT_A_COUNT = re.compile(r"\b(?:no|each|every|any|some|only|this|that|which)\s+$", re.IGNORECASE)
-_SCALE_WORD = re.compile(
-    r"^[\s-]*(?:hundred|thousand|million|billion|dozen|of\b|another\b|first|second|third|fourth|fifth|sixth|seventh"
-    r"|eighth|ninth|tenth)",
-    re.IGNORECASE,
-)
-
-
-def quantities(text: str) -> list[float]:
-    """Every quantity of ``text`` in order, fractions and mixed numbers as their values
-    ("1/4 + 1/2 = 3/4" -> [0.25, 0.5, 0.75], "3 and 1/4 laps" -> [3.25]); commas in numbers are read
-    as thousands separators."""
-    found = []
-    for match in _QUANTITY.finditer((text or "").replace(",", "")):
-        whole, numerator, denominator, top, bottom, after_minus, plain = match.groups()
-        if plain is not None or after_minus is not None:
-            found.append(float(plain if plain is not None else after_minus))
-        elif top is not None:
-            found.append(float(top) / float(bottom) if float(bottom) else math.nan)
-        elif float(denominator):
-            found.append(float(whole) + math.copysign(float(numerator) / float(denominator), float(whole) or 1.0))
-    return [value for value in found if math.isfinite(value)]
-
-
-def word_number(text: str) -> float | None:
-    """The last number written in words ("so each one gets five" -> 5, "one more bird" -> 1,
-    "twenty-five" -> 25, "two thirds" -> 2/3), or None: "no one", "one of", a count of hundreds
-    or dozens ("two hundred", read by no rule here) and pronoun uses do not count."""
-    text = text or ""
-    matches = [
-        m
-        for m in _WORD_NUMBER.finditer(text)
-        if not _NOT_A_COUNT.search(text[: m.start()]) and not _SCALE_WORD.match(text[m.end() :])
-    ]
-    if not matches:
-        return None
-    match = matches[-1]
-    first, second, part = (g.lower() if g else None for g in match.groups())
-    value = float(_WORD_NUMBERS[first] + (_WORD_NUMBERS[second] if second and _WORD_NUMBERS[first] >= 20 else 0))
-    return value / _ORDINAL_PARTS[part.rstrip("s") if part.rstrip("s") in _ORDINAL_PARTS else part] if part else value
-
+from .asked import AskedFor, asked_for, asked_words, fits, lists_parts, said_of_asked
+from .quantities import FIRST_NUMBER, NUMBER, quantities, split_sentences, unit_quantities, word_number
 
 # One arithmetic step as written in a rationale: "a op b = c".
 _STEP = re.compile(rf"({NUMBER})\s*([-+*/x×])\s*({NUMBER})\s*=\s*({NUMBER})")
@@ -264,32 +199,10 @@ _PLAN = re.compile(
 # Two answers offered as alternatives ("she played with 18 or grindingly 20", "320 action figures,
 # or 400 cabinets"): a hedge.
 _ALTERNATIVES = re.compile(rf"({NUMBER})(?:\s+[a-z]+){{0,3}},?\s+or\s+(?:[a-z]+\s+)?({NUMBER})", re.IGNORECASE)
-# What a question asks for: the words after its last "how many"/"how much", up to its verb.
-_ASKED = re.compile(r"\bhow\s+(?:many|much)\s+([^?.,;]*)", re.IGNORECASE)
-_ASKED_END = re.compile(
-    r"\b(?:do|does|did|are|is|was|were|will|would|can|could|should|has|have|had|must|in|on|at|for)\b", re.IGNORECASE
-)
-# What gives a result just before a number: "=", "we get", "gives us" ("add 54 and 18 and we get 72").
-# Not "equals": "2 feet, as 7 times 2 equals 14 square feet" checks the answer 2.
-_RESULT_BEFORE = re.compile(r"(?:=|\bwe get|\bgives us)\s*\$?\s*$", re.IGNORECASE)
-# Words that end a number's unit ("21.7 seconds to reach", "8 apples and").
-_UNIT_END = frozenset(
-    "to and or so then because since it is are was were in on at for that which with by from left per each".split()
-)
-# Words of a question's asked phrase that name no unit ("how many more", "in total").
-_NOT_A_UNIT = frozenset(
-    "a an the in on at of for to and or by per each more less left total altogether now then so this that is are was"
-    " were".split()
-)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _ARITHMETIC_PREFIX = re.compile(r"^[\s$]*([-+*/×().\d\s,]*\d[-+*/×().\d\s,]*)")
 _MARKUP = "*_`$ \t\"'“”‘’"
 _YES = ("yes", "true")
 _NO = ("no", "false")
-
-
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text or "") if s.strip()]
 
 
 def _clause_before(text: str, position: int, width: int = 40) -> str:
@@ -382,131 +295,7 @@ def _cut_off(text: str) -> bool:
         return True
     answer_line = re.match(r"[-\s]*\d", last)  # "1396 people", "- 16 green peaches": an answer line
     unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not answer_line and not _CONCLUSION.search(last)
-    return bool(unfinished) and len(_sentences(text)) > 1
-
-
-def _singular(word: str) -> str:
-    """One form for a noun's singular and plural, as far as units need it: "peaches" and "peach" ->
-    "peach", "boxes" -> "box", "candies" and "candy" -> "candie", "cookies" and "cookie" -> "cookie"."""
-    if re.search(r"(?:ch|sh|x|ss)es$", word):
-        return word[:-2]
-    if re.search(r"[^aeiou]y$", word):
-        return word[:-1] + "ie"
-    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-
-
-def asked_words(question: str) -> tuple[str, ...]:
-    """The words naming what a question asks for, singular: "How many blue marbles do they have in
-    all?" -> ("blue", "marble"); () when it has no "how many" or "how much"."""
-    return _unit_words(_asked_phrase(question))
-
-
-def _asked_phrase(question: str) -> str:
-    """The words after a question's last "how many"/"how much", up to its verb ("" without one)."""
-    matches = list(_ASKED.finditer(question or ""))
-    return _ASKED_END.split(matches[-1].group(1), maxsplit=1)[0] if matches else ""
-
-
-def _unit_words(phrase: str) -> tuple[str, ...]:
-    return tuple(_singular(w) for w in re.findall(r"[a-z]+", phrase.lower()) if w not in _NOT_A_UNIT)
-
-
-# What the asked sentence compares ("How many more ...", "How much farther ..."): a quantity said as
-# "79 more raisin cookies than chocolate chip" answers only such a question.
-_COMPARISON = re.compile(
-    r"\b(?:more|fewer|less|farther|further|longer|shorter|taller|older|younger|difference)\b", re.IGNORECASE
-)
-_LEFT = re.compile(r"\b(?:left|remain\w*)\b", re.IGNORECASE)
-_CLAUSE_BREAK = re.compile(r",(?!\d{3}\b)|;|\band\b|\bbut\b|\bwhile\b")  # never the comma of "1,200"
-# Capitalised words that open questions and clauses rather than name a person.
-_NOT_A_NAME = frozenset(
-    "How If What Which When Where Who Why Then After Before During In On At The A An I He She It They We You His"
-    " Her Its Their Our Your This That These Those There Each Every Some All Both Now So But And Mr Mrs Ms Dr"
-    " Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July August"
-    " September October November December".split()
-)
-
-
-@dataclass(frozen=True)
-class AskedFor:
-    """What a question asks for, as the number reader uses it (:func:`asked_for`).
-
-    ``words``: :func:`asked_words`; ``sentence``: the sentence that asks, from its last "how" (SVAMP
-    runs a statement into it: "Then he bought 37 more cookies How many ...?"); ``compares``: whether
-    it asks a comparison; ``people``: the question's capitalised words that can name someone (not
-    "How", "He", "Monday", ...); ``owners``: those in the asked sentence; ``parts``: the things
-    joined by "and" when one count of several is asked ("How many tomatoes and potatoes ...?" ->
-    ({"tomatoe"}, {"potatoe"}))."""
-
-    words: tuple[str, ...] = ()
-    sentence: str = ""
-    compares: bool = False
-    people: frozenset[str] = frozenset()
-    owners: frozenset[str] = frozenset()
-    parts: tuple[frozenset[str], ...] = ()
-
-
-def asked_for(question: str) -> AskedFor:
-    """What ``question`` asks for (:class:`AskedFor`); empty fields for an empty question."""
-    sentences = _sentences(question)
-    asking = [s for s in sentences if "?" in s or re.search(r"\bhow\b", s, re.IGNORECASE)]
-    sentence = (asking or sentences or [""])[-1]
-    how = list(re.finditer(r"\bhow\b", sentence, re.IGNORECASE))
-    sentence = sentence[how[-1].start() :] if how else sentence
-    people = frozenset(w for w in re.findall(r"\b[A-Z][a-z]+\b", question or "") if w not in _NOT_A_NAME)
-    sides = [frozenset(_unit_words(side)) for side in re.split(r"\band\b", _asked_phrase(question), flags=re.I)]
-    return AskedFor(
-        words=asked_words(question),
-        sentence=sentence,
-        compares=bool(_COMPARISON.search(sentence)),
-        people=people,
-        owners=_names(sentence, people),
-        parts=tuple(side for side in sides if side) if len(sides) > 1 else (),
-    )
-
-
-def _names(text: str, people: frozenset[str]) -> frozenset[str]:
-    return frozenset(w for w in re.findall(r"\b[A-Z][a-z]+\b", text) if w in people)
-
-
-def _said_of_asked(sentence: str, asked: AskedFor) -> set | None:
-    """The quantities of ``sentence`` (with its commas) said of what is asked, when its clauses say
-    different things: of the one person asked about ("Steven has 19 peaches, Jill has 6 peaches,
-    and Jake has 1 peach" asked Jill -> {6}), as a comparison when one is asked ("..., so the
-    difference is that Raymond does 100 pounds more laundry than David" -> {100}), or as what is
-    left when that is asked ("he ate a total of 14 pieces of candy and has 7 pieces left" -> {7}).
-    None when that picks nothing out."""
-    clauses = [c for c in _CLAUSE_BREAK.split(sentence) if quantities(c)]
-    if len(asked.owners) == 1:
-        named = [(_names(c, asked.people), c) for c in clauses]
-        if len({n for n, _ in named if n}) > 1:
-            owned = {v for n, c in named if n & asked.owners for v in quantities(c)}
-            if owned:
-                return owned
-    if asked.compares:
-        compared = _fewer_said(clauses, _COMPARISON, r"\bso\b")  # "14 storks so there are 3 more"
-        if compared:
-            return compared
-    asking = re.split(r"\b(?:if|so that|when|after|given)\b", asked.sentence, flags=re.IGNORECASE)[0]
-    return _fewer_said(clauses, _LEFT) if _LEFT.search(asking) else None  # not "... if she has 92 left?"
-
-
-def _fewer_said(clauses: list[str], pattern: re.Pattern, split: str = "") -> set | None:
-    """The quantities of the clauses that ``pattern`` finds, when they are not all of them."""
-    parts = [p for c in clauses for p in (re.split(split, c) if split else [c]) if quantities(p)]
-    picked = {v for p in parts if pattern.search(p) for v in quantities(p)}
-    return picked if len(parts) > 1 and picked and len(picked) < sum(len(quantities(p)) for p in parts) else None
-
-
-def _fits(unit: tuple[str, ...], sentence: str, asked: AskedFor) -> bool:
-    """Whether a quantity with ``unit``, said in ``sentence``, can be what was asked: no comparison
-    nobody asked for, a unit naming every asked word, and not said of another person only."""
-    if not asked.compares and _COMPARISON.search(" ".join(unit)):
-        return False
-    if asked.words and unit and not set(asked.words) <= set(unit):
-        return False
-    named = _names(sentence, asked.people)
-    return not (asked.owners and named and not named & asked.owners)
+    return bool(unfinished) and len(split_sentences(text)) > 1
 
 
 def _asked_before(numbered: list[str], at: int, value: float, givens: set, results: set, asked: AskedFor) -> float:
@@ -516,13 +305,13 @@ def _asked_before(numbered: list[str], at: int, value: float, givens: set, resul
     Adam therefore has 16 + 89 = 105 fruits." asked apples -> 16; "David = 19 + 39 = 58 push-ups
     / John = 58 - 13 = 45 push-ups" asked David -> 58. Else ``value``. ``givens``: the question's
     numbers, ``results``: the chain's equation results."""
-    units = [unit for q, unit, _ in _quantities_with_units(numbered[at], 8) if q == value]
-    if not units or _fits(units[0], numbered[at], asked):
+    units = [unit for q, unit, _ in unit_quantities(numbered[at], 8) if q == value]
+    if not units or fits(units[0], numbered[at], asked):
         return value
     for earlier in reversed(numbered[max(0, at - 2) : at]):
-        for q, unit, _ in reversed(_quantities_with_units(earlier, 8)):
+        for q, unit, _ in reversed(unit_quantities(earlier, 8)):
             computed = q in results or _CONCLUSION.search(earlier)
-            if q != value and q not in givens and computed and unit and _fits(unit, earlier, asked):
+            if q != value and q not in givens and computed and unit and fits(unit, earlier, asked):
                 return q
     return value
 
@@ -532,35 +321,17 @@ def _parts_of_asked(numbered: list[str], at: int, asked: AskedFor) -> float | No
     gives each part only ("he has 124 tomatoes and 12 potatoes left"): the total if an earlier
     sentence stated it ("a total of 53 + 14 = 67 push-ups and crunches ... Zachary did 53 push-ups
     and 14 crunches" -> 67), else None. False when it is not such a list."""
-    if not _lists_parts(numbered[at], asked):
+    if not lists_parts(numbered[at], asked):
         return False
-    total = sum(value for value, _, _ in _quantities_with_units(numbered[at]))
+    total = sum(value for value, _, _ in unit_quantities(numbered[at]))
     earlier = [value for s in numbered[:at] for value in quantities(s)]
     return total if any(math.isclose(total, value, abs_tol=1e-9) for value in earlier) else None
-
-
-def _lists_parts(sentence: str, asked: AskedFor) -> bool:
-    """Whether ``sentence`` gives the parts of one asked count of several things, each part alone
-    ("124 tomatoes and 12 potatoes" asked "How many tomatoes and potatoes ...?"); not when it also
-    gives their total ("124 tomatoes + 12 potatoes = 136 tomatoes and potatoes")."""
-    if len(asked.parts) < 2:
-        return False
-    found = _quantities_with_units(sentence)
-    values = [value for value, _, _ in found]
-    if len(found) < 2 or any(by_equation for _, _, by_equation in found):
-        return False
-    if len(set(values)) == 1:
-        return False  # "each person ate 1 cracker and 1 cake": as many of each, which is the answer
-    if len(values) > 2 and any(math.isclose(value, sum(values) - value, abs_tol=1e-9) for value in values):
-        return False  # one of them is the others' total
-    sides = [[i for i, part in enumerate(asked.parts) if part & set(unit)] for _, unit, _ in found]
-    return all(len(hit) == 1 for hit in sides) and len({hit[0] for hit in sides}) >= 2
 
 
 def _cut_after_answer(text: str, question: str) -> bool:
     """Whether a chain cut off mid-sentence had already concluded with a number the question did
     not give ("Therefore, Aleena paid a total of $1596 for the streaming service by")."""
-    sentences = _sentences(text)
+    sentences = split_sentences(text)
     last = sentences[-1] if sentences else ""
     return bool(
         _CONCLUSION.search(last)
@@ -572,29 +343,6 @@ def _cut_after_answer(text: str, question: str) -> bool:
 def _same_words(a: str, b: str) -> bool:
     words = re.findall(r"[a-z0-9]+", a.lower())
     return bool(words) and words == re.findall(r"[a-z0-9]+", b.lower())
-
-
-def _quantities_with_units(sentence: str, width: int = 4) -> list[tuple[float, tuple[str, ...], bool]]:
-    """Each quantity of ``sentence`` with its unit, the singular words after it up to a clause break
-    ("67 blue marbles, and" -> ("blue", "marble"); "21.7 seconds to reach" -> ("second",)), at most
-    ``width`` words, and whether an "=" or "we get" gives it. A count just before another number
-    takes that number's unit ("2 5 dollar toys": 2 -> ("dollar", "toy"))."""
-    found = []
-    for match in _QUANTITY.finditer(sentence):
-        values = quantities(match.group("after_minus") or match.group(0))
-        if values:
-            rest = sentence[match.end() :]
-            adjacent = re.match(r"\s+\d+(?=\s+[a-zA-Z])", rest)  # "2 5 dollar toys": 2's unit is "dollar toy"
-            tail = re.split(r"\d|[,;:]", rest[adjacent.end() :] if adjacent else rest, maxsplit=1)[0]
-            words = []
-            for word in re.findall(r"[a-z]+", tail.lower()):
-                if word in _UNIT_END or len(words) == width:
-                    break
-                words.append(_singular(word))
-            words = tuple(words)
-            before = sentence[max(0, match.start() - 40) : match.start()]  # a window: searching all is quadratic
-            found.append((values[0], words, bool(_RESULT_BEFORE.search(before))))
-    return found
 
 
 def _concluding_at(candidates: list[str], numbered: list[str], givens: set, results: set) -> int:
@@ -625,7 +373,7 @@ def _sentence_answer(
     bottles would last her 2 days" -> 2), then one a step computed ("Oliver could buy 7 4 dollar
     games" -> 7), then one whose unit names what was asked; two numbers naming different asked
     things ("0.46 crackers and 0.54 cakes") give None."""
-    found = _quantities_with_units(sentence)
+    found = unit_quantities(sentence)
     by_equation = [q for q in found if q[2]]
     if by_equation:
         return max(reversed(by_equation), key=lambda q: len(set(q[1]) & set(asked.words)))[0]
@@ -633,7 +381,7 @@ def _sentence_answer(
         return None
     words = set(asked.words)
     key = lambda q: (q[0] not in givens, q[0] in results, len(set(q[1]) & words))  # noqa: E731
-    if said:  # what :func:`_said_of_asked` picked out of the sentence
+    if said:  # what :func:`~qcrd_plugin.asked.said_of_asked` picked out of the sentence
         found = [q for q in found if q[0] in said] or found
     best = max(found, key=key)
     rivals = [q for q in found if key(q) == key(best) and key(q)[2] and q[0] != best[0]]
@@ -680,8 +428,8 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
     # "2.39 days, which rounds down to 2 days": the rounded number is the result
     text = re.sub(r",?\s+(?:which|that)\s+rounds?\s+(?:down\s+|up\s+)?to\b", " =", text)
-    sentences = _sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
-    concluded = [i for i, s in enumerate(sentences) if _CONCLUSION.search(s) and _FIRST_NUMBER.search(s)]
+    sentences = split_sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
+    concluded = [i for i, s in enumerate(sentences) if _CONCLUSION.search(s) and FIRST_NUMBER.search(s)]
     checked = next(
         (
             i
@@ -698,7 +446,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
         return None  # it ends repeating the question ("What was the total of the lunch bill?")
     spoken = [re.sub(r"\([^()]*\)", " ", s) for s in sentences]
     candidates = [s.replace(",", "") for s in spoken]
-    numbered_at = [i for i, s in enumerate(candidates) if _FIRST_NUMBER.search(s)]
+    numbered_at = [i for i, s in enumerate(candidates) if FIRST_NUMBER.search(s)]
     numbered = [candidates[i] for i in numbered_at]
     equations = [quantities(part)[:1] for part in re.findall(r"=\s*\$?([^=\n]*)", text or "")]
     if candidates and candidates[-1] not in numbered:
@@ -722,7 +470,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     total = _parts_of_asked(numbered, at, asked)
     if total is not False:
         return total
-    said = _said_of_asked(spoken[numbered_at[at]], asked)
+    said = said_of_asked(spoken[numbered_at[at]], asked)
     value = _sentence_answer(numbered[at], givens, results, asked, said)
     if value is None or value in (said or ()):
         return value
@@ -766,7 +514,7 @@ def _choice_text(text: str, choices: Sequence[str] | None) -> str | None:
 def _concluding_choice(text: str, choices: Sequence[str] | None) -> str | None:
     """A choice stated without an answer phrase: the last sentence naming a letter ("(A) Lolita",
     "**B**", "option C", "... it was C"), else the last sentence's choice text."""
-    sentences = _sentences(text)
+    sentences = split_sentences(text)
     for sentence in reversed(sentences):
         hits = [next(g for g in m.groups() if g).lower() for m in _LETTER_IN_SENTENCE.finditer(sentence)]
         hits = [h for h in hits if h in _letters(choices)]
@@ -807,7 +555,7 @@ def _opening_yes_no(text: str) -> str | None:
     """A yes/no stated without an answer phrase: the last sentence that opens with it, or says it
     between commas ("No, Rahul Dravid is a cricketer ...", "So, no, seasons of Survivor are not
     ..."); a conclusion that only implies it counts as unanswered."""
-    for sentence in reversed(_sentences(text)):
+    for sentence in reversed(split_sentences(text)):
         match = re.search(
             r"(?:^[\s*_\"']*|[,;:]\s*)(yes|no|true|false)\b(?=\s*[,.!:;*]|\s*$)", sentence, re.IGNORECASE
         )
@@ -888,7 +636,7 @@ def _concluding_text(text: str, case_fold: bool = True) -> str | None:
     matches the chain's last sentence (or, failing that, the one before it: "..., the resultant
     string is "ycan". Thus, the question asks for this string."), its last match; a chain of one
     short line is its own answer ("an"). Anything else states no answer."""
-    sentences = _sentences(text)
+    sentences = split_sentences(text)
     if len(sentences) == 1 and len(sentences[0].split()) <= 2:
         return _clean_text(sentences[0], case_fold)
     last = sentences[-2:]
@@ -945,7 +693,7 @@ def _statement_value(
         if latex is not None:
             return latex
     if answer_type == "number" and question:
-        if _lists_parts(_first_sentence(statement).replace(",", ""), asked_for(question)):
+        if lists_parts(_first_sentence(statement).replace(",", ""), asked_for(question)):
             return None  # "So the final answer is: Zachary did 53 push-ups and 14 crunches" asked their sum
         read = _sentence_statement(statement, question)
         if read is not None:
@@ -1023,7 +771,7 @@ def stated_answer(
     if answer_type == "yesno":
         return _opening_yes_no(rationale)
     if answer_type == "label":
-        sentences = _sentences(rationale)
+        sentences = split_sentences(rationale)
         return _nli_label(sentences[-1]) if sentences else None
     return _concluding_text(rationale, case_fold)
 

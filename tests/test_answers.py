@@ -6,7 +6,6 @@ import pytest
 
 from qcrd_plugin.answers import (
     answers_match,
-    asked_for,
     format_number,
     parse_label,
     parse_stated_answer,
@@ -14,6 +13,7 @@ from qcrd_plugin.answers import (
     stated_answer,
     step_validity,
 )
+from qcrd_plugin.asked import asked_for
 
 
 def test_stated_answer_takes_the_last_answer_phrase():
