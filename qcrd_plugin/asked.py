@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .quantities import quantities, singular, split_sentences, unit_quantities
 
@@ -74,6 +75,7 @@ class AskedFor:
     parts: tuple[frozenset[str], ...] = ()
 
 
+@lru_cache(maxsize=4096)  # a pool reads each question once per sample (10 for MCC-KD)
 def asked_for(question: str) -> AskedFor:
     """What ``question`` asks for (:class:`AskedFor`); empty fields for an empty question."""
     sentences = split_sentences(question)
