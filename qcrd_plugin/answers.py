@@ -628,7 +628,38 @@ def _text(text: str, case_fold: bool = True) -> str | None:
     """A free-text answer from an answer statement: its last quoted or bolded string ('so the result
     is "yeha"' -> yeha), or after an arrow, else the statement up to its sentence end."""
     found = _ending_answer(text or "", TEXT_ENDINGS[:4], case_fold)  # quoted, bolded, after an arrow
-    return found if found is not None else _clean_text(_first_sentence(text or ""), case_fold)
+    if found is not None:
+        return found
+    sentence = _first_sentence(text or "")
+    # "indeed 202, because 202 is ...", "that Ottawa is the capital city of Canada": the answer alone
+    sentence = re.split(r",?\s+(?:because|since|as)\s", sentence, maxsplit=1)[0]
+    that = re.match(r"(?:indeed|simply)?\s*that\s+(.+?)\s+(?:is|was|are)\s", sentence, re.IGNORECASE)
+    sentence = that.group(1) if that else re.sub(r"^(?:indeed|simply)\s+", "", sentence, flags=re.IGNORECASE)
+    return _clean_text(sentence, case_fold)
+
+
+# A reply that degenerates until the token limit: a short piece repeated to the end ("A-A-A-A-...",
+# "u-l-u-l-u-l-..."), or the same line started again and again ("Rosa Parks: ..." ten times).
+_REPEATED_TAIL = re.compile(r"(.{1,4}?)\1{7,}\W*$", re.DOTALL)
+# Answers that are no answer: a decline ("not possible") or a hedge ("either 2:1 or 3:1").
+_NO_TEXT_ANSWER = re.compile(r"^either\b.*\bor\b|\b(?:not possible|impossible|cannot be determined)\b", re.IGNORECASE)
+
+
+def _degenerate(text: str) -> bool:
+    """Whether a reply ran into repetition until it was cut off (see ``_REPEATED_TAIL``)."""
+    if _REPEATED_TAIL.search(text[-120:]):
+        return True
+    lines = [line.strip() for line in text.strip().split("\n") if line.strip()]
+    start = lines[-1][:12] if lines else ""
+    unfinished = not re.search(r"[.!?\"')\]*]$", lines[-1]) if lines else False
+    return len(start) >= 8 and unfinished and sum(line.startswith(start) for line in lines) >= 4
+
+
+def _no_text_answer(text: str, question: str) -> bool:
+    """Whether a free-text reply states no answer however it ends: it degenerated, or it only
+    repeats words of the question ("Grace Hopper." asked for the last letters of "Grace Hopper")."""
+    words = re.findall(r"\w+", text.lower())
+    return _degenerate(text) or (0 < len(words) <= 3 and set(words) <= set(re.findall(r"\w+", question.lower())))
 
 
 def _concluding_text(text: str, case_fold: bool = True) -> str | None:
@@ -687,7 +718,8 @@ def _statement_value(
     statement: str, answer_type: str, choices: Sequence[str] | None, case_fold: bool, question: str = ""
 ) -> float | str | None:
     if answer_type == "text":
-        return _text(statement, case_fold)
+        value = _text(statement, case_fold)
+        return None if value is not None and _NO_TEXT_ANSWER.search(value) else value
     if answer_type == "number" and "\\" in statement:
         latex = latex_number(statement)
         if latex is not None:
@@ -758,6 +790,8 @@ def stated_answer(
     if pattern:
         matches = [m for m in re.finditer(pattern, rationale or "")]
         return normalize_answer(matches[-1].group(1), answer_type, choices, case_fold) if matches else None
+    if answer_type == "text" and question and _no_text_answer(rationale or "", question):
+        return None
     for statement in reversed(answer_statements(rationale)):
         value = _statement_value(statement, answer_type, choices, case_fold, question)
         if value is not None or _attempts_answer(statement, answer_type):

@@ -156,11 +156,16 @@ def test_issue25_heldout_agreement_stays_at_its_measured_level():
 
 
 def test_smollm2_chains_agreement_stays_at_its_measured_level():
-    # Real SmolLM2-135M-Instruct replies (tests/fixtures/smollm2_chains.py), measured once and never
-    # tuned on (docs/data.md): numbers 40/50 (41/50 since the third round's open-sum cut-off), free
-    # text 34/50, far below the LLM-chain figures.
+    # Real SmolLM2-135M-Instruct replies (tests/fixtures/smollm2_chains.py), never tuned on
+    # (docs/data.md): numbers 40/50 (41/50 since the third round's open-sum cut-off), free text 34/50
+    # (36/50 since the tiny-teacher rules, written on a development draw). A second draw, labelled
+    # after those rules were frozen and measured once: numbers 46/50, free text 30/50 (29 before).
     found = agreement(_rows("answer_labels_smollm2_heldout.jsonl"))
-    assert found["number"][0] >= 41 and found["text"][0] >= 34, found
+    assert found["number"][0] >= 41 and found["text"][0] >= 36, found
+    fresh = agreement(_rows("answer_labels_smollm2_fresh_heldout.jsonl"))
+    assert fresh["number"][0] >= 46 and fresh["text"][0] >= 30, fresh
+    dev = agreement(_rows("answer_labels_smollm2_dev.jsonl"))  # the development draw: 43/50, 41/50 (32 before)
+    assert dev["number"][0] >= 43 and dev["text"][0] >= 41, dev
 
 
 def test_a_random_draw_of_mcc_kd_chains_agrees_at_its_measured_level():

@@ -596,3 +596,58 @@ def test_singular_and_plural_units_are_one_form():
     assert asked_for("How many cookies?").words == asked_for("How many cookie?").words == ("cookie",)
     assert asked_for("How many peaches?").words == ("peach",)
     assert asked_for("Mary ate 2 on Monday. How many apples does Mary have on Tuesday?").owners == {"Mary"}
+
+
+# A tiny teacher's free-text replies (real SmolLM2-135M-Instruct replies of the development draw,
+# tests/fixtures/answer_labels_smollm2_dev.jsonl): replies that state no answer however they end.
+@pytest.mark.parametrize(
+    "reply, question, want",
+    [
+        # repetition until the token limit
+        (
+            'So the answer is "A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-A-',
+            'Take the last letters of each word in "Tim Cook" and concatenate them.',
+            None,
+        ),  # fmt: skip
+        (
+            'The word "button" is "b-i-c-u-l-l-u-c-u-l-u-l-u-l-u-l-u-l-u-l-u-l-u-l-u-l-u-l-u-l-u-l-u-l-u-l-u',
+            'Spell the word "button" backwards.',
+            None,
+        ),  # fmt: skip
+        (
+            'Rosa Parks: "R-S-A-P-A-S-A"\nRosa Parks: "S-A-P-A-S-A"\nRosa Parks: "R-A-S-A-R-A"\nRosa Parks: '
+            '"S-A-P-A-R-A"\nRosa Parks: "S',
+            'Take the last letters of each word in "Rosa Parks" and concatenate them.',
+            None,
+        ),  # fmt: skip
+        # a decline, a hedge, the question's own words
+        (
+            "It's impossible to determine a specific answer to the question without further information. So, the "
+            "answer is not possible.",
+            'Take the last letters of each word in "Isaac Newton" and concatenate them.',
+            None,
+        ),  # fmt: skip
+        (
+            "The answer is either 2:1 or 3:1, but it is a simple and unambiguous answer.",
+            "Which colour do you get when you mix red and blue paint?",
+            None,
+        ),  # fmt: skip
+        ("Larry Page.", 'Take the last letters of each word in "Larry Page" and concatenate them.', None),
+        # the answer alone out of "indeed X, because ..." and "that X is ..."
+        (
+            "When you mix red and white paint, you get a shade of green.\n\nThe correct answer is indeed 202, because "
+            "202 is the final colour after the blending of red and white paints.",
+            "Which colour do you get when you mix red and white paint?",
+            "202",
+        ),  # fmt: skip
+        (
+            "4. Explain the answer: The answer is that Ottawa is the capital city of Canada.",
+            "What is the capital city of Canada?",
+            "ottawa",
+        ),  # fmt: skip
+        # and a short reply that is not the question's words is still its own answer
+        ("Paris.", "What is the capital city of France?", "paris"),
+    ],
+)
+def test_tiny_teacher_replies_that_state_no_answer(reply, question, want):
+    assert stated_answer(reply, "text", question=question) == want
