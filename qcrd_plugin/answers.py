@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
-from .asked import AskedFor, asked_for, asked_words, fits, lists_parts, said_of_asked
+from .asked import AskedFor, asked_for, fits, lists_parts, said_of_asked
 from .quantities import FIRST_NUMBER, NUMBER, quantities, split_sentences, unit_quantities, word_number
 
 # One arithmetic step as written in a rationale: "a op b = c".
@@ -328,16 +328,12 @@ def _parts_of_asked(numbered: list[str], at: int, asked: AskedFor) -> float | No
     return total if any(math.isclose(total, value, abs_tol=1e-9) for value in earlier) else None
 
 
-def _cut_after_answer(text: str, question: str) -> bool:
+def _cut_after_answer(text: str, givens: set) -> bool:
     """Whether a chain cut off mid-sentence had already concluded with a number the question did
-    not give ("Therefore, Aleena paid a total of $1596 for the streaming service by")."""
+    not give (``givens``): "Therefore, Aleena paid a total of $1596 for the streaming service by"."""
     sentences = split_sentences(text)
     last = sentences[-1] if sentences else ""
-    return bool(
-        _CONCLUSION.search(last)
-        and re.search(r"[A-Za-z]$", last)
-        and set(quantities(last)) - set(quantities(question))
-    )
+    return bool(_CONCLUSION.search(last) and re.search(r"[A-Za-z]$", last) and set(quantities(last)) - givens)
 
 
 def _same_words(a: str, b: str) -> bool:
@@ -352,7 +348,7 @@ def _concluding_at(candidates: list[str], numbered: list[str], givens: set, resu
     chain opens with the answer and only justifies it after ("Jake has 29 apples. To solve the
     problem, ...")."""
     found = [i for i, s in enumerate(numbered) if _CONCLUSION.search(s) or not set(quantities(s)) <= givens]
-    if found and numbered[found[-1]] != numbered[-1] and not set(quantities(numbered[found[-1]])) & results:
+    if found and found[-1] != len(numbered) - 1 and not set(quantities(numbered[found[-1]])) & results:
         found = []  # the earlier sentence found nothing a step computed: the last one stands
     if (
         len(candidates) > 1
@@ -423,7 +419,8 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     one asked count without their total (:func:`_parts_of_asked`). A chain cut off after it
     concluded keeps that answer (:func:`_cut_after_answer`); an answer the concluding sentence goes
     past is taken from before it (:func:`_asked_before`)."""
-    if _cut_off(text) and not _cut_after_answer(text, question):
+    givens = set(quantities(question or ""))
+    if _cut_off(text) and not _cut_after_answer(text, givens):
         return None
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
     # "2.39 days, which rounds down to 2 days": the rounded number is the result
@@ -460,7 +457,6 @@ def _concluding_number(text: str, question: str = "") -> float | None:
             return spelled
         if spelled is None and _PLAN.search(candidates[-1]) and not concluded:
             return None
-    givens = set(quantities(question or ""))
     results = {value for found in equations for value in found}
     if not numbered or _restates_question(numbered, givens, results):
         return None
@@ -641,8 +637,8 @@ def _text(text: str, case_fold: bool = True) -> str | None:
 # A reply that degenerates until the token limit: a short piece repeated to the end ("A-A-A-A-...",
 # "u-l-u-l-u-l-..."), or the same line started again and again ("Rosa Parks: ..." ten times).
 _REPEATED_TAIL = re.compile(r"(.{1,4}?)\1{7,}\W*$", re.DOTALL)
-# Answers that are no answer: a decline ("not possible") or a hedge ("either 2:1 or 3:1").
-_NO_TEXT_ANSWER = re.compile(r"^either\b.*\bor\b|\b(?:not possible|impossible|cannot be determined)\b", re.IGNORECASE)
+# Answers that are no answer besides the declines of ``_DECLINED``: "not possible", a hedge ("either 2:1 or 3:1").
+_NO_TEXT_ANSWER = re.compile(r"^either\b.*\bor\b|\bnot possible\b", re.IGNORECASE)
 
 
 def _degenerate(text: str) -> bool:
@@ -719,7 +715,8 @@ def _statement_value(
 ) -> float | str | None:
     if answer_type == "text":
         value = _text(statement, case_fold)
-        return None if value is not None and _NO_TEXT_ANSWER.search(value) else value
+        declined = value is not None and (_NO_TEXT_ANSWER.search(value) or _DECLINED.search(value))
+        return None if declined else value
     if answer_type == "number" and "\\" in statement:
         latex = latex_number(statement)
         if latex is not None:
@@ -745,7 +742,7 @@ def _sentence_statement(statement: str, question: str) -> float | None:
     opens_with_given = quantities(sentence)[:1] and quantities(sentence)[0] in givens and sentence[:1].isdigit()
     if not (re.match(r"[A-Za-z]", sentence) or opens_with_given) or len(quantities(sentence)) < 2:
         return None
-    return _sentence_answer(sentence, givens, set(), AskedFor(words=asked_words(question)))
+    return _sentence_answer(sentence, givens, set(), asked_for(question))
 
 
 def _attempts_answer(statement: str, answer_type: str) -> bool:

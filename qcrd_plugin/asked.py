@@ -62,7 +62,8 @@ class AskedFor:
 
     ``words``: :func:`asked_words`; ``sentence``: the sentence that asks, from its last "how" (SVAMP
     runs a statement into it: "Then he bought 37 more cookies How many ...?"); ``compares``: whether
-    it asks a comparison; ``people``: the question's capitalised words that can name someone (not
+    it asks a comparison; ``left``: whether it asks what is left (not in a condition: "... if she
+    still has 92 games left?" does not); ``people``: the question's capitalised words that can name someone (not
     "How", "He", "Monday", ...); ``owners``: those in the asked sentence; ``parts``: the things
     joined by "and" when one count of several is asked ("How many tomatoes and potatoes ...?" ->
     ({"tomatoe"}, {"potatoe"}))."""
@@ -70,6 +71,7 @@ class AskedFor:
     words: tuple[str, ...] = ()
     sentence: str = ""
     compares: bool = False
+    left: bool = False
     people: frozenset[str] = frozenset()
     owners: frozenset[str] = frozenset()
     parts: tuple[frozenset[str], ...] = ()
@@ -84,11 +86,14 @@ def asked_for(question: str) -> AskedFor:
     how = list(re.finditer(r"\bhow\b", sentence, re.IGNORECASE))
     sentence = sentence[how[-1].start() :] if how else sentence
     people = frozenset(w for w in re.findall(r"\b[A-Z][a-z]+\b", question or "") if w not in _NOT_A_NAME)
-    sides = [frozenset(_unit_words(side)) for side in re.split(r"\band\b", _asked_phrase(question), flags=re.I)]
+    phrase = _asked_phrase(question)
+    sides = [frozenset(_unit_words(side)) for side in re.split(r"\band\b", phrase, flags=re.IGNORECASE)]
+    asking = re.split(r"\b(?:if|so that|when|after|given)\b", sentence, flags=re.IGNORECASE)[0]
     return AskedFor(
-        words=asked_words(question),
+        words=_unit_words(phrase),
         sentence=sentence,
         compares=bool(_COMPARISON.search(sentence)),
+        left=bool(_LEFT.search(asking)),
         people=people,
         owners=_names(sentence, people),
         parts=tuple(side for side in sides if side) if len(sides) > 1 else (),
@@ -117,8 +122,7 @@ def said_of_asked(sentence: str, asked: AskedFor) -> set | None:
         compared = _fewer_said(clauses, _COMPARISON, r"\bso\b")  # "14 storks so there are 3 more"
         if compared:
             return compared
-    asking = re.split(r"\b(?:if|so that|when|after|given)\b", asked.sentence, flags=re.IGNORECASE)[0]
-    return _fewer_said(clauses, _LEFT) if _LEFT.search(asking) else None  # not "... if she has 92 left?"
+    return _fewer_said(clauses, _LEFT) if asked.left else None
 
 
 def _fewer_said(clauses: list[str], pattern: re.Pattern, split: str = "") -> set | None:

@@ -86,6 +86,12 @@ def test_typed_answers():
     assert stated_answer("She makes 9 * 2 = $18.\n#### 1,018") == 1018.0
 
 
+def _reads_number(chain: str, question: str, want: float | None) -> None:
+    """The number answer read from ``chain`` is ``want`` (None: no answer)."""
+    got = stated_answer(chain, "number", question=question)
+    assert got is None if want is None else got == pytest.approx(want)
+
+
 # ---- issue 25: answers as LLMs write them (real chains from tests/fixtures/answer_labels_*2/_text) ----
 
 
@@ -364,8 +370,7 @@ def test_free_text_answers_follow_case_fold_and_the_ending_table_is_extendable()
     ],
 )
 def test_number_answers_as_llms_write_them(chain, question, want):
-    got = stated_answer(chain, "number", question=question)
-    assert got is None if want is None else got == pytest.approx(want)
+    _reads_number(chain, question, want)
 
 
 # What the question asks, read against what the chain ends on (issue 25, second session; real MCC-KD,
@@ -456,8 +461,7 @@ def test_number_answers_as_llms_write_them(chain, question, want):
     ],
 )
 def test_the_asked_quantity_wins_over_what_the_chain_ends_on(chain, question, want):
-    got = stated_answer(chain, "number", question=question)
-    assert got is None if want is None else got == pytest.approx(want)
+    _reads_number(chain, question, want)
 
 
 def test_asked_for_reads_the_asked_sentence():
@@ -531,8 +535,7 @@ def test_asked_for_reads_the_asked_sentence():
     ],
 )
 def test_number_rules_of_the_third_round(chain, question, want):
-    got = stated_answer(chain, "number", question=question)
-    assert got is None if want is None else got == pytest.approx(want)
+    _reads_number(chain, question, want)
 
 
 def test_the_asked_sentence_starts_at_its_how():
@@ -587,8 +590,7 @@ def test_the_asked_sentence_starts_at_its_how():
     ],
 )
 def test_reader_review_cases(chain, question, want):
-    got = stated_answer(chain, "number", question=question)
-    assert got is None if want is None else got == pytest.approx(want)
+    _reads_number(chain, question, want)
 
 
 def test_singular_and_plural_units_are_one_form():
