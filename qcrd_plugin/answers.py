@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
-from .asked import AskedFor, asked_for, fits, lists_parts, said_of_asked
+from .asked import AskedFor, asked_for, fits, lists_parts, measure_of, said_of_asked
 from .quantities import FIRST_NUMBER, NUMBER, quantities, split_sentences, unit_quantities, word_number
 
 # One arithmetic step as written in a rationale: "a op b = c".
@@ -300,15 +300,19 @@ def _cut_off(text: str) -> bool:
 
 def _asked_before(numbered: list[str], at: int, value: float, givens: set, results: set, asked: AskedFor) -> float:
     """The answer when the concluding sentence (``numbered[at]``) goes past it: a result of one of
-    the two sentences before that is what was asked, when the concluding one's ``value`` is not
-    (another unit, another person, a comparison nobody asked): "then Adam has 11 + 5 = 16 apples.
+    the three sentences before that is what was asked, when the concluding one's ``value`` is not
+    (another unit, another person, a comparison nobody asked; of any sentence before when it
+    measures something else, a time where a distance was asked): "then Adam has 11 + 5 = 16 apples.
     Adam therefore has 16 + 89 = 105 fruits." asked apples -> 16; "David = 19 + 39 = 58 push-ups
     / John = 58 - 13 = 45 push-ups" asked David -> 58. Else ``value``. ``givens``: the question's
     numbers, ``results``: the chain's equation results."""
     units = [unit for q, unit, _ in unit_quantities(numbered[at], 8) if q == value]
     if not units or fits(units[0], numbered[at], asked):
         return value
-    for earlier in reversed(numbered[max(0, at - 2) : at]):
+    # A quantity of another measure than the one asked (the time it takes, where a distance was
+    # asked) was computed from the answer, however far back: every earlier sentence is searched.
+    other_measure = asked.measure and measure_of(units[0]) not in ("", asked.measure)
+    for earlier in reversed(numbered[:at] if other_measure else numbered[max(0, at - 3) : at]):
         for q, unit, _ in reversed(unit_quantities(earlier, 8)):
             computed = q in results or _CONCLUSION.search(earlier)
             if q != value and q not in givens and computed and unit and fits(unit, earlier, asked):
@@ -336,6 +340,22 @@ def _cut_after_answer(text: str, givens: set) -> bool:
     return bool(_CONCLUSION.search(last) and re.search(r"[A-Za-z]$", last) and set(quantities(last)) - givens)
 
 
+def _cut_on_given(text: str, givens: set) -> bool:
+    """Whether a chain stops, without a full stop or a concluding word, on a number the question
+    gave: a teacher's length limit cut it while it restated the question ("We know that Janey has
+    21", "We know that the baker sold 154")."""
+    sentences = split_sentences(text)
+    last = sentences[-1].strip(_MARKUP) if sentences else ""
+    ending = re.search(rf"({NUMBER})$", last.replace(",", ""))
+    return bool(
+        ending
+        and len(sentences) > 1
+        and "=" not in last
+        and not _CONCLUSION.search(last)
+        and float(ending.group(1)) in givens
+    )
+
+
 def _same_words(a: str, b: str) -> bool:
     words = re.findall(r"[a-z0-9]+", a.lower())
     return bool(words) and words == re.findall(r"[a-z0-9]+", b.lower())
@@ -347,7 +367,11 @@ def _concluding_at(candidates: list[str], numbered: list[str], givens: set, resu
     ("This means the ring toss game made $14 per day. We also know ... they earned $22."), or the
     chain opens with the answer and only justifies it after ("Jake has 29 apples. To solve the
     problem, ...")."""
-    found = [i for i, s in enumerate(numbered) if _CONCLUSION.search(s) or not set(quantities(s)) <= givens]
+    found = [
+        i
+        for i, s in enumerate(numbered)
+        if _CONCLUSION.search(s) or not set(quantities(s)) <= givens or re.search(rf"=\s*\$?{NUMBER}", s)
+    ]  # a sentence that computes finds something, even a number the question gave ("26 - 9 = 17")
     if found and found[-1] != len(numbered) - 1 and not set(quantities(numbered[found[-1]])) & results:
         found = []  # the earlier sentence found nothing a step computed: the last one stands
     if (
@@ -360,27 +384,49 @@ def _concluding_at(candidates: list[str], numbered: list[str], givens: set, resu
     return found[-1] if found else len(numbered) - 1
 
 
-def _sentence_answer(
-    sentence: str, givens: set, results: set, asked: AskedFor, said: set | None = None
-) -> float | None:
-    """The answer the concluding sentence gives. With an equation, the result of the one whose unit
-    names what was asked ("43 + 24 = 67 blue marbles, and 16 + 0 = 16 red marbles" asked "blue
-    marbles" -> 67), else of the last. Without one, a number the question did not give ("Debby's 12
-    bottles would last her 2 days" -> 2), then one a step computed ("Oliver could buy 7 4 dollar
-    games" -> 7), then one whose unit names what was asked; two numbers naming different asked
-    things ("0.46 crackers and 0.54 cakes") give None."""
-    found = unit_quantities(sentence)
-    by_equation = [q for q in found if q[2]]
+# A clause that states what follows from the one before it ("$35 divided by $5 is 7, so the money
+# would last him 7 weeks", "If the 48 students were put into 8 groups, then each group would have 6
+# students"). Commas are still in the sentence here: a bare "then" ("and then ate 9") is a step.
+_CONSEQUENCE = re.compile(r",\s*(?:so|then|which means|that means|this means)\s", re.IGNORECASE)
+# A clause that gives the reason for a quantity stated before it ("2 feet, as 7 times 2 equals 14").
+_REASON = re.compile(r",\s*as\s", re.IGNORECASE)
+
+
+def _concluding_clause(sentence: str) -> str:
+    """What follows the last "so", "then" or "which means" of ``sentence`` when that holds a
+    number, else what comes before an ", as" that gives the reason when that does; the whole
+    sentence otherwise."""
+    consequences = list(_CONSEQUENCE.finditer(sentence))
+    if consequences and FIRST_NUMBER.search(sentence[consequences[-1].end() :]):
+        return sentence[consequences[-1].end() :]
+    reason = _REASON.search(sentence)
+    if reason and FIRST_NUMBER.search(sentence[: reason.start()]):
+        return sentence[: reason.start()]
+    return sentence
+
+
+def _sentence_answer(spoken: str, givens: set, results: set, asked: AskedFor, said: set | None = None) -> float | None:
+    """The answer the concluding sentence ``spoken`` gives. With an equation in its concluding
+    clause (:func:`_concluding_clause`), the result of the one whose unit names what was asked
+    ("43 + 24 = 67 blue marbles, and 16 + 0 = 16 red marbles" asked "blue marbles" -> 67), else
+    of the last. Without one, a number the question did not give ("Debby's 12 bottles would last
+    her 2 days" -> 2), then one a step computed ("Oliver could buy 7 4 dollar games" -> 7), then
+    one whose unit names what was asked, then one of the concluding clause ("If the 48 students
+    were put into 8 groups, then each group would have 6 students" -> 6); two numbers naming
+    different asked things ("0.46 crackers and 0.54 cakes") give None."""
+    found = unit_quantities(spoken.replace(",", ""))
+    concluding = unit_quantities(_concluding_clause(spoken).replace(",", ""))
+    by_equation = [q for q in concluding if q[2]]
     if by_equation:
         return max(reversed(by_equation), key=lambda q: len(set(q[1]) & set(asked.words)))[0]
     if not found:
         return None
-    words = set(asked.words)
-    key = lambda q: (q[0] not in givens, q[0] in results, len(set(q[1]) & words))  # noqa: E731
+    words, in_clause = set(asked.words), {q[0] for q in concluding}
+    key = lambda q: (q[0] not in givens, q[0] in results, len(set(q[1]) & words), q[0] in in_clause)  # noqa: E731
     if said:  # what :func:`~qcrd_plugin.asked.said_of_asked` picked out of the sentence
         found = [q for q in found if q[0] in said] or found
     best = max(found, key=key)
-    rivals = [q for q in found if key(q) == key(best) and key(q)[2] and q[0] != best[0]]
+    rivals = [q for q in found if key(q)[:3] == key(best)[:3] and key(q)[2] and q[0] != best[0]]
     if any(set(q[1]) & words != set(best[1]) & words for q in rivals):
         return None
     return best[0]
@@ -417,10 +463,11 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     ends on a step it never takes ("Cross multiply to solve for x."), offers alternatives ("18 or
     20"), only restates the question or ends repeating its asked sentence, or lists the parts of
     one asked count without their total (:func:`_parts_of_asked`). A chain cut off after it
-    concluded keeps that answer (:func:`_cut_after_answer`); an answer the concluding sentence goes
+    concluded keeps that answer (:func:`_cut_after_answer`); one that stops on a number the
+    question gave does not (:func:`_cut_on_given`); an answer the concluding sentence goes
     past is taken from before it (:func:`_asked_before`)."""
     givens = set(quantities(question or ""))
-    if _cut_off(text) and not _cut_after_answer(text, givens):
+    if _cut_off(text) and not _cut_after_answer(text, givens) or _cut_on_given(text, givens):
         return None
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
     # "2.39 days, which rounds down to 2 days": the rounded number is the result
@@ -467,7 +514,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if total is not False:
         return total
     said = said_of_asked(spoken[numbered_at[at]], asked)
-    value = _sentence_answer(numbered[at], givens, results, asked, said)
+    value = _sentence_answer(spoken[numbered_at[at]], givens, results, asked, said)
     if value is None or value in (said or ()):
         return value
     return _asked_before(numbered, at, value, givens, results, asked)

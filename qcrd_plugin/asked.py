@@ -56,6 +56,24 @@ _NOT_A_NAME = frozenset(
 )
 
 
+# Units by what they measure, for a question that asks a measure without naming its unit ("How much
+# farther until they reach the end of the cave?"): a closing quantity of another measure (the time
+# it takes) does not answer it.
+_MEASURES = {
+    "length": frozenset("mile feet foot ft meter metre kilometer km yard inch centimeter cm".split()),
+    "time": frozenset("second minute hour day week month year min hr".split()),
+}
+_ASKED_MEASURE = (
+    ("length", re.compile(r"\bhow\s+(?:far|much\s+(?:farther|further))\b", re.IGNORECASE)),
+    ("time", re.compile(r"\bhow\s+long\b.*\b(?:take|last|wait)|\bhow\s+much\s+time\b", re.IGNORECASE)),
+)
+
+
+def measure_of(unit: tuple[str, ...]) -> str:
+    """What a quantity with ``unit`` measures ("length", "time"), "" when its unit names neither."""
+    return next((name for name, units in _MEASURES.items() if unit and unit[0] in units), "")
+
+
 @dataclass(frozen=True)
 class AskedFor:
     """What a question asks for, as the number reader uses it (:func:`asked_for`).
@@ -66,7 +84,9 @@ class AskedFor:
     still has 92 games left?" does not); ``people``: the question's capitalised words that can name someone (not
     "How", "He", "Monday", ...); ``owners``: those in the asked sentence; ``parts``: the things
     joined by "and" when one count of several is asked ("How many tomatoes and potatoes ...?" ->
-    ({"tomatoe"}, {"potatoe"}))."""
+    ({"tomatoe"}, {"potatoe"})); ``measure``: what a question asks to measure without naming a unit
+    ("How far ...?", "How much farther ...?" -> "length"; "How long will it take ...?" -> "time"),
+    "" otherwise."""
 
     words: tuple[str, ...] = ()
     sentence: str = ""
@@ -75,6 +95,7 @@ class AskedFor:
     people: frozenset[str] = frozenset()
     owners: frozenset[str] = frozenset()
     parts: tuple[frozenset[str], ...] = ()
+    measure: str = ""
 
 
 @lru_cache(maxsize=4096)  # a pool reads each question once per sample (10 for MCC-KD)
@@ -97,6 +118,7 @@ def asked_for(question: str) -> AskedFor:
         people=people,
         owners=_names(sentence, people),
         parts=tuple(side for side in sides if side) if len(sides) > 1 else (),
+        measure=next((name for name, pattern in _ASKED_MEASURE if pattern.search(sentence)), ""),
     )
 
 
@@ -137,7 +159,11 @@ def fits(unit: tuple[str, ...], sentence: str, asked: AskedFor) -> bool:
     nobody asked for, a unit naming every asked word, and not said of another person only."""
     if not asked.compares and _COMPARISON.search(" ".join(unit)):
         return False
-    if asked.words and unit and not set(asked.words) <= set(unit):
+    measure = measure_of(unit)
+    if asked.measure and measure:
+        if measure != asked.measure:
+            return False
+    elif asked.words and unit and not set(asked.words) <= set(unit):
         return False
     named = _names(sentence, asked.people)
     return not (asked.owners and named and not named & asked.owners)

@@ -7,9 +7,9 @@ they carry over. Issue 25 extends them: ``answer_labels_text.jsonl`` (131 free-t
 ``answer_labels_numbers2.jsonl`` (158 number chains: fractions, number words, cut-off chains,
 public zero-shot-CoT and Plan-and-Solve logs); ``answer_labels_numbers2b.jsonl`` (80, the first
 draw's held-out third), ``numbers3`` (120), ``numbers4`` and ``numbers5`` (150 each), later
-draws, and ``numbers6`` and ``numbers7`` (150 each), each opened for rules after it was measured once;
+draws, and ``numbers6`` to ``numbers9`` (150 each), each opened for rules after it was measured once;
 ``answer_labels_mcc_kd_pool.jsonl`` (121 MCC-KD chains the readers disagree on). The held-out parts:
-``answer_labels_text_heldout.jsonl``, ``answer_labels_numbers8_heldout.jsonl`` (150, the last draw,
+``answer_labels_text_heldout.jsonl``, ``answer_labels_numbers10_heldout.jsonl`` (150, the last draw,
 labelled by reading after the rules were frozen), ``answer_labels_mcc_kd_random_heldout.jsonl`` (150
 MCC-KD chains drawn at random) and ``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies).
 ``fixtures/draw_answer_candidates.py`` drew the first samples; docs/data.md gives the figures and
@@ -64,8 +64,9 @@ def test_heldout_agreement_stays_at_its_measured_level():
     # Numbers are 74/80 since issue 25's asked-quantity rule: two chains state the asked count and
     # then conclude with a total of everything ("Jerry had 4 + 6 = 10 action figures on the shelf.
     # So overall, he had 22 + 10 = 32 things"), which this fixture labels with the last total and
-    # issue 25's convention (and the reader) with the asked count; see the next test.
-    measured = {"number": 74, "choice": 20, "yesno": 20}
+    # issue 25's convention (and the reader) with the asked count; see the next test. 75/80 since its
+    # fourth round (a count stated three sentences before a closing one about buses).
+    measured = {"number": 75, "choice": 20, "yesno": 20}
     for kind, (ok, total) in agreement(_rows("answer_labels_heldout.jsonl")).items():
         assert ok >= measured[kind], f"{kind}: {ok}/{total}"
 
@@ -115,14 +116,18 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
     assert len(text) + len(_rows("answer_labels_text_heldout.jsonl")) >= 150
     assert len(numbers) + len(_rows("answer_labels_numbers2b.jsonl")) >= 150
     assert len(_rows("answer_labels_numbers3.jsonl")) == 120
-    assert all(len(_rows(f"answer_labels_numbers{n}.jsonl")) == 150 for n in ("4", "5", "6", "7", "8_heldout"))
+    assert all(
+        len(_rows(f"answer_labels_numbers{n}.jsonl")) == 150 for n in ("4", "5", "6", "7", "8", "9", "10_heldout")
+    )
     assert {r["answer_type"] for r in text} == {"text"} and {r["answer_type"] for r in numbers} == {"number"}
     assert {"we_get", "after_colon", "answer_colon", "spaced", "bare", "none"} <= {r["kind"] for r in text}
     assert {"fraction", "word_number", "restated_after", "none"} <= {r["kind"] for r in numbers}
     old = {r["id"] for name in ("answer_labels.jsonl", "answer_labels_heldout.jsonl") for r in _rows(name)}
     assert not old & {r["id"] for r in text + numbers}
     # The later draws share no chain with each other or with anything labelled before them.
-    draws = tuple(f"answer_labels_numbers{n}.jsonl" for n in ("3", "4", "5", "6", "7", "8_heldout", "_random_heldout"))
+    draws = tuple(
+        f"answer_labels_numbers{n}.jsonl" for n in ("3", "4", "5", "6", "7", "8", "9", "10_heldout", "_random_heldout")
+    )
     later = [r["id"] for name in draws for r in _rows(name)]
     earlier = {
         r["id"] for path in FIXTURES.glob("answer_labels*.jsonl") if path.name not in draws for r in _rows(path.name)
@@ -137,21 +142,25 @@ def test_issue25_fixture_agreement_per_answer_type():
     # the fourth (137/150 then), 139/150 on the fifth (held out until 2026-12-07's second session),
     # 65/121 on MCC-KD pool chains that the readers of 3212336 and 6ec2b6c read differently (the hard
     # ones by construction), 142/150 on the sixth (numbers7, held out until the third round). Since the
-    # second and third rounds: 77, 117, 148, 142, 147, 148 and 70 (73 since the review fixes).
+    # second and third rounds: 77, 117, 148, 142, 147, 148 and 70 (73 since the review fixes). The fourth
+    # round: numbers5 143; numbers8 (held out until then) 143, numbers9 (its fresh draw, 141 measured once
+    # with e19e52e's reader) 146.
     ((text_ok, text_total),) = agreement(_rows("answer_labels_text.jsonl")).values()
-    names = ("numbers2", "numbers2b", "numbers3", "numbers4", "numbers5", "numbers6", "numbers7", "mcc_kd_pool")
+    names = ("numbers2", "numbers2b", "numbers3", "numbers4", "numbers5", "numbers6", "numbers7", "numbers8")
+    names += ("numbers9", "mcc_kd_pool")
     counts = [agreement(_rows(f"answer_labels_{name}.jsonl"))["number"][0] for name in names]
     assert text_ok / text_total >= 0.95, f"text {text_ok}/{text_total}"
-    measured = [155, 77, 117, 148, 142, 147, 148, 73]
+    measured = [155, 77, 117, 148, 143, 147, 148, 143, 146, 73]
     assert all(c >= m for c, m in zip(counts, measured)), dict(zip(names, counts))
 
 
 def test_issue25_heldout_agreement_stays_at_its_measured_level():
     # Measured once, never tuned on (docs/data.md): free text 63/66 (0.955, the issue's target is
-    # 0.95); numbers 142/150 (0.947) on the last draw, labelled after the third round's rules were
-    # frozen, short of the issue's 0.97 (the misses are listed there).
+    # 0.95); numbers 142/150 (0.947) on the last draw (numbers10), labelled after the fourth round's
+    # rules were frozen (140 with e19e52e's reader, 139 with f2e307a's), short of the issue's 0.97 (the
+    # misses are listed there).
     ((text_ok, _),) = agreement(_rows("answer_labels_text_heldout.jsonl")).values()
-    ((number_ok, _),) = agreement(_rows("answer_labels_numbers8_heldout.jsonl")).values()
+    ((number_ok, _),) = agreement(_rows("answer_labels_numbers10_heldout.jsonl")).values()
     assert text_ok >= 63 and number_ok >= 142, (text_ok, number_ok)
 
 
@@ -179,7 +188,9 @@ def test_a_random_draw_of_mcc_kd_chains_agrees_at_its_measured_level():
 def test_a_random_draw_of_public_number_chains_agrees_at_its_measured_level():
     # 150 zero-shot-CoT, Plan-and-Solve and EIT chains drawn at random (no hard half), labelled after the
     # reader was frozen, measured once (docs/data.md): 142/150; f2e307a's reader 141, the last number 130.
+    # 144/150 since the fourth round, whose rules were written after its misses had been read: 142 stays
+    # its clean held-out figure.
     rows = _rows("answer_labels_numbers_random_heldout.jsonl")
     assert {r["source"] for r in rows} == {"zero_shot_cot", "plan_and_solve", "eit"}
     ((number_ok, total),) = agreement(rows).values()
-    assert total == 150 and number_ok >= 142, number_ok
+    assert total == 150 and number_ok >= 144, number_ok

@@ -653,3 +653,92 @@ def test_singular_and_plural_units_are_one_form():
 )
 def test_tiny_teacher_replies_that_state_no_answer(reply, question, want):
     assert stated_answer(reply, "text", question=question) == want
+
+
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # arithmetic in words gives a result, and what follows ", so" concludes (zero-shot CoT)
+        (
+            "If he spends $5 a week, that means he has $35 left. \n$35 divided by $5 is 7, so the money would "
+            "last him 7 weeks.",
+            "Mike made 14 dollars mowing lawns and 26 dollars weed eating. If he only spent 5 dollar a week, how "
+            "long would the money last him?",
+            7.0,
+        ),  # fmt: skip
+        # what follows ", then" concludes (zero-shot CoT)
+        (
+            "That means that 48 students were picked for the team. \nIf the 48 students were put into 8 groups, "
+            "then each group would have 6 students.",
+            "There are 65 students trying out for the school's trivia teams. If 17 of them didn't get picked for "
+            "the team and the rest were put into 8 groups, how many students would be in each group?",
+            6.0,
+        ),  # fmt: skip
+        # ... but a bare "and then" is a step (MCC-KD)
+        (
+            "16 - 9 = 7  \n\nBobby would have 7 pieces left after eating 5 and then 9 pieces.",
+            "Bobby had 21 pieces of candy. He ate 5 pieces of candy. Then he ate 9 more. How many pieces of candy "
+            "does he still have left?",
+            7.0,
+        ),  # fmt: skip
+        # a reason given after the answer checks it (the first fixture, gpt-3.5)
+        (
+            "The length of Jesse's room would be 2 feet, as 7 times 2 equals 14 square feet.",
+            "Jesse's room is 7 feet wide. If she needs a carpet of size 14 square feet What is the length of her "
+            "room?",
+            2.0,
+        ),  # fmt: skip
+        # cut off by the length limit while restating a number the question gave (zero-shot CoT)
+        (
+            "This means that Janey has 3 + 2x(the number of books that Sally has). \n\nNow we have all the "
+            "information we need to solve for Sally's number of books. We know that Janey has 21",
+            "Janey has 3 more than twice the number of books that Sally has. If Janey has 21 books, how many "
+            "does Sally have?",
+            None,
+        ),  # fmt: skip
+        # a distance asked; the time it takes follows it, sentences later (MCC-KD)
+        (
+            "1218 ft - 849 ft = 369 ft\n\nSo they need to travel an additional 369 feet to reach the end of the "
+            "cave. We also know they are traveling at a speed of 17 (we'll assume feet per minute), so we just "
+            "need to divide distance by speed to get the time it will take:\n\n369 ft ÷ 17 ft/min = 21.71 min "
+            "(rounded to two decimal places)\n\nSo it will take them approximately 21.71 minutes to reach the "
+            "end of the cave, assuming they travel at a constant speed and don't encounter any obstacles.",
+            "The cave is 1218 feet deep and they are already at 849 feet. If they are travelling at speed of 17 "
+            "How much farther until they reach the end of the cave?",
+            369.0,
+        ),  # fmt: skip
+        # the last sentence computes the answer even though the question gave that number (MCC-KD)
+        (
+            "Paco started with 26 + 17 = 43 cookies.\nHe then ate 14 + 9 = 23 cookies.\nTherefore, he has 43 - "
+            "23 = 20 cookies left.\nSince he ate 9 salty cookies, he has 26 - 9 = 17 salty cookies left.",
+            "Paco had 26 salty cookies and 17 sweet cookies. He ate 14 sweet cookies and 9 salty cookies. How "
+            "many salty cookies did Paco have left?",
+            17.0,
+        ),  # fmt: skip
+        # the asked count three sentences before the closing one about something else (MCC-KD)
+        (
+            "120 students ÷ 24 classrooms = 5 students per class\n\nTherefore, there are 5 students in each "
+            "class. \n\nNow we need to figure out how many buses are needed for the field trip. We can do this "
+            "by dividing the total number of students by the number of seats on each bus:\n\n120 students ÷ 84 "
+            "seats = 1.43 buses\n\nSince we can't have a fraction of a bus, we will need to round up to 2 buses. "
+            "\n\nTherefore, the school will need 2 school buses for the field trip.",
+            "The school is planning a field trip. The school has 24 classrooms. There are 120 students in the "
+            "school with each classroom having the same number of students. There are 84 seats on each school "
+            "bus. How many students are in each class?",
+            5.0,
+        ),  # fmt: skip
+    ],
+)
+def test_number_rules_of_the_fourth_round(chain, question, want):
+    _reads_number(chain, question, want)
+
+
+def test_asked_for_knows_the_measure_a_question_asks_without_a_unit():
+    assert (
+        asked_for("If they are travelling at speed of 17 How much farther until they reach the end?").measure
+        == "length"
+    )
+    assert asked_for("How far did she walk?").measure == "length"
+    assert asked_for("How long will it take to fill 240 drums?").measure == "time"
+    assert asked_for("How long is the rope?").measure == ""  # a length or a time: not decided here
+    assert asked_for("How many apples does he have?").measure == ""
