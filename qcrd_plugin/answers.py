@@ -387,7 +387,7 @@ def _concluding_at(candidates: list[str], numbered: list[str], givens: set, resu
 # A clause that states what follows from the one before it ("$35 divided by $5 is 7, so the money
 # would last him 7 weeks", "If the 48 students were put into 8 groups, then each group would have 6
 # students"). Commas are still in the sentence here: a bare "then" ("and then ate 9") is a step.
-_CONSEQUENCE = re.compile(r",\s*(?:so|then|which means|that means|this means)\s", re.IGNORECASE)
+_CONSEQUENCE = re.compile(r",\s*(?:so|then|which means|that means|this means)\s|^\W*if\b[^,]*,", re.IGNORECASE)
 # A clause that gives the reason for a quantity stated before it ("2 feet, as 7 times 2 equals 14").
 _REASON = re.compile(r",\s*as\s", re.IGNORECASE)
 
@@ -430,6 +430,11 @@ def _sentence_answer(spoken: str, givens: set, results: set, asked: AskedFor, sa
     if any(set(q[1]) & words != set(best[1]) & words for q in rivals):
         return None
     return best[0]
+
+
+# An answer left as an expression in an unknown ("= n - 73 more Ace cards", "221 + 8n nails",
+# "X = 10 - A"): no number is stated. A lone "x" between numbers is a times sign ("10 x 8").
+_UNKNOWN_LEFT = re.compile(r"=\s*(?:[a-wyzA-Z]\s*[-+]\s*\d|\d+(?:\.\d+)?\s*[-+]\s*(?:\d*[a-wyzA-Z])\b)")
 
 
 def _offers_alternatives(sentence: str) -> bool:
@@ -508,7 +513,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if not numbered or _restates_question(numbered, givens, results):
         return None
     at = _concluding_at(candidates, numbered, givens, results)
-    if _offers_alternatives(numbered[at]):
+    if _offers_alternatives(numbered[at]) or _UNKNOWN_LEFT.search(numbered[at]):
         return None
     total = _parts_of_asked(numbered, at, asked)
     if total is not False:

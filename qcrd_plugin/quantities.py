@@ -86,7 +86,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 # an answer stated before it ("2 feet, as 7 times 2 equals 14 square feet") is a check: the number
 # reader drops that clause (``answers._concluding_clause``).
 _RESULT_BEFORE = re.compile(
-    r"(?:=|\bwe get|\bgives us"
+    r"(?:=|\bwe get|\bgives us|\bwhich (?:is|equals|gives)\s"
     r"|\b(?:divided by|times|multiplied by|plus|minus)\s+\$?[\d.]+\s+(?:is|equals|gives)\s)\s*\$?\s*$",
     re.IGNORECASE,
 )
@@ -130,5 +130,6 @@ def unit_quantities(sentence: str, width: int = 4) -> list[tuple[float, tuple[st
                 words.append(singular(word))
             words = tuple(words)
             before = sentence[max(0, match.start() - 40) : match.start()]  # a window: searching all is quadratic
-            found.append((values[0], words, bool(_RESULT_BEFORE.search(before))))
+            operand = re.match(r"\s*[-+*/×]\s*\$?\d", rest)  # "which is 9 + 12 = 21": 9 is no result
+            found.append((values[0], words, bool(_RESULT_BEFORE.search(before)) and not operand))
     return found

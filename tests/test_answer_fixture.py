@@ -7,9 +7,9 @@ they carry over. Issue 25 extends them: ``answer_labels_text.jsonl`` (131 free-t
 ``answer_labels_numbers2.jsonl`` (158 number chains: fractions, number words, cut-off chains,
 public zero-shot-CoT and Plan-and-Solve logs); ``answer_labels_numbers2b.jsonl`` (80, the first
 draw's held-out third), ``numbers3`` (120), ``numbers4`` and ``numbers5`` (150 each), later
-draws, and ``numbers6`` to ``numbers9`` (150 each), each opened for rules after it was measured once;
+draws, and ``numbers6`` to ``numbers10`` (150 each), each opened for rules after it was measured once;
 ``answer_labels_mcc_kd_pool.jsonl`` (121 MCC-KD chains the readers disagree on). The held-out parts:
-``answer_labels_text_heldout.jsonl``, ``answer_labels_numbers10_heldout.jsonl`` (150, the last draw,
+``answer_labels_text_heldout.jsonl``, ``answer_labels_numbers11_heldout.jsonl`` (150, the last draw,
 labelled by reading after the rules were frozen), ``answer_labels_mcc_kd_random_heldout.jsonl`` (150
 MCC-KD chains drawn at random) and ``answer_labels_smollm2_heldout.jsonl`` (100 real SmolLM2 replies).
 ``fixtures/draw_answer_candidates.py`` drew the first samples; docs/data.md gives the figures and
@@ -117,7 +117,8 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
     assert len(numbers) + len(_rows("answer_labels_numbers2b.jsonl")) >= 150
     assert len(_rows("answer_labels_numbers3.jsonl")) == 120
     assert all(
-        len(_rows(f"answer_labels_numbers{n}.jsonl")) == 150 for n in ("4", "5", "6", "7", "8", "9", "10_heldout")
+        len(_rows(f"answer_labels_numbers{n}.jsonl")) == 150
+        for n in ("4", "5", "6", "7", "8", "9", "10", "11_heldout")
     )
     assert {r["answer_type"] for r in text} == {"text"} and {r["answer_type"] for r in numbers} == {"number"}
     assert {"we_get", "after_colon", "answer_colon", "spaced", "bare", "none"} <= {r["kind"] for r in text}
@@ -126,7 +127,8 @@ def test_issue25_fixtures_cover_free_text_and_the_new_number_phrasings():
     assert not old & {r["id"] for r in text + numbers}
     # The later draws share no chain with each other or with anything labelled before them.
     draws = tuple(
-        f"answer_labels_numbers{n}.jsonl" for n in ("3", "4", "5", "6", "7", "8", "9", "10_heldout", "_random_heldout")
+        f"answer_labels_numbers{n}.jsonl"
+        for n in ("3", "4", "5", "6", "7", "8", "9", "10", "11_heldout", "_random_heldout")
     )
     later = [r["id"] for name in draws for r in _rows(name)]
     earlier = {
@@ -144,24 +146,24 @@ def test_issue25_fixture_agreement_per_answer_type():
     # ones by construction), 142/150 on the sixth (numbers7, held out until the third round). Since the
     # second and third rounds: 77, 117, 148, 142, 147, 148 and 70 (73 since the review fixes). The fourth
     # round: numbers5 143; numbers8 (held out until then) 143, numbers9 (its fresh draw, 141 measured once
-    # with e19e52e's reader) 146.
+    # with e19e52e's reader) 146. The fifth: numbers5 144, numbers10 (held out in the fourth, 142) 144.
     ((text_ok, text_total),) = agreement(_rows("answer_labels_text.jsonl")).values()
     names = ("numbers2", "numbers2b", "numbers3", "numbers4", "numbers5", "numbers6", "numbers7", "numbers8")
-    names += ("numbers9", "mcc_kd_pool")
+    names += ("numbers9", "numbers10", "mcc_kd_pool")
     counts = [agreement(_rows(f"answer_labels_{name}.jsonl"))["number"][0] for name in names]
     assert text_ok / text_total >= 0.95, f"text {text_ok}/{text_total}"
-    measured = [155, 77, 117, 148, 143, 147, 148, 143, 146, 73]
+    measured = [155, 77, 117, 148, 144, 147, 148, 143, 146, 144, 73]
     assert all(c >= m for c, m in zip(counts, measured)), dict(zip(names, counts))
 
 
 def test_issue25_heldout_agreement_stays_at_its_measured_level():
     # Measured once, never tuned on (docs/data.md): free text 63/66 (0.955, the issue's target is
-    # 0.95); numbers 142/150 (0.947) on the last draw (numbers10), labelled after the fourth round's
-    # rules were frozen (140 with e19e52e's reader, 139 with f2e307a's), short of the issue's 0.97 (the
-    # misses are listed there).
+    # 0.95); numbers 141/150 (0.940) on the last draw (numbers11), labelled while the fifth round's rules
+    # were written and read after they were frozen (141 with the fourth round's, 140 with e19e52e's, 138
+    # with f2e307a's), short of the issue's 0.97 (the misses are listed there).
     ((text_ok, _),) = agreement(_rows("answer_labels_text_heldout.jsonl")).values()
-    ((number_ok, _),) = agreement(_rows("answer_labels_numbers10_heldout.jsonl")).values()
-    assert text_ok >= 63 and number_ok >= 142, (text_ok, number_ok)
+    ((number_ok, _),) = agreement(_rows("answer_labels_numbers11_heldout.jsonl")).values()
+    assert text_ok >= 63 and number_ok >= 141, (text_ok, number_ok)
 
 
 def test_smollm2_chains_agreement_stays_at_its_measured_level():
@@ -173,8 +175,10 @@ def test_smollm2_chains_agreement_stays_at_its_measured_level():
     assert found["number"][0] >= 41 and found["text"][0] >= 36, found
     fresh = agreement(_rows("answer_labels_smollm2_fresh_heldout.jsonl"))
     assert fresh["number"][0] >= 46 and fresh["text"][0] >= 30, fresh
-    dev = agreement(_rows("answer_labels_smollm2_dev.jsonl"))  # the development draw: 43/50, 41/50 (32 before)
-    assert dev["number"][0] >= 43 and dev["text"][0] >= 41, dev
+    dev = agreement(
+        _rows("answer_labels_smollm2_dev.jsonl")
+    )  # development: 43/50 (45 since issue 25's fifth round), 41/50
+    assert dev["number"][0] >= 45 and dev["text"][0] >= 41, dev
 
 
 def test_a_random_draw_of_mcc_kd_chains_agrees_at_its_measured_level():
@@ -188,9 +192,9 @@ def test_a_random_draw_of_mcc_kd_chains_agrees_at_its_measured_level():
 def test_a_random_draw_of_public_number_chains_agrees_at_its_measured_level():
     # 150 zero-shot-CoT, Plan-and-Solve and EIT chains drawn at random (no hard half), labelled after the
     # reader was frozen, measured once (docs/data.md): 142/150; f2e307a's reader 141, the last number 130.
-    # 144/150 since the fourth round, whose rules were written after its misses had been read: 142 stays
-    # its clean held-out figure.
+    # 144/150 since the fourth round and 145 since the fifth, whose rules were written after its misses
+    # had been read: 142 stays its clean held-out figure.
     rows = _rows("answer_labels_numbers_random_heldout.jsonl")
     assert {r["source"] for r in rows} == {"zero_shot_cot", "plan_and_solve", "eit"}
     ((number_ok, total),) = agreement(rows).values()
-    assert total == 150 and number_ok >= 144, number_ok
+    assert total == 150 and number_ok >= 145, number_ok

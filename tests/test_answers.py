@@ -742,3 +742,45 @@ def test_asked_for_knows_the_measure_a_question_asks_without_a_unit():
     assert asked_for("How long will it take to fill 240 drums?").measure == "time"
     assert asked_for("How long is the rope?").measure == ""  # a length or a time: not decided here
     assert asked_for("How many apples does he have?").measure == ""
+
+
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # "which is" gives a result (zero-shot CoT) ...
+        (
+            "There are a total of 16 chicken wings. \nThere are 4 people in the group. \nThat means that each "
+            "person would get 1/4 of the 16 chicken wings, which is 4 chicken wings.",
+            "A group of 4 friends went into a restaurant. The chef already had 9 chicken wings cooked but cooked "
+            "7 more for the group. If they each got the same amount how many would each person get?",
+            4.0,
+        ),  # fmt: skip
+        # ... but not a number that an operator follows (MCC-KD)
+        (
+            "The total number of customers he had was the number of customers who left plus the number who "
+            "stayed, which is 9 + 12 = **21** customers at the start.",
+            "A waiter had some customers. After 9 customers left he still had 12 customers. How many customers "
+            "did he have at the start?",
+            21.0,
+        ),  # fmt: skip
+        # what follows an "If ..." clause concludes (zero-shot CoT)
+        (
+            "Kaleb has 10 video games. \n8 of them aren't working. \nThis leaves 2 that are working. \nIf he "
+            "sells these 2 games for $6 each, he will earn $12.",
+            "Kaleb had 10 video games but 8 of them weren't working. If he wanted to sell the working games for "
+            "$6 each, how much money could he earn?",
+            12.0,
+        ),  # fmt: skip
+        # an answer left as an expression in an unknown states no number (MCC-KD)
+        (
+            "After giving (210 - n) baseball cards to Jeff, she has 239 + (210 - n) = 449 - n baseball cards "
+            "left.\nNell therefore has 376 - (449 - n) = n - 73 more Ace cards than baseball cards.",
+            "Nell collects cards. She had 239 baseball cards and 38 Ace cards. She gave some of her cards to Jeff "
+            "and now has 376 Ace cards and 111 baseball cards left. How many more Ace cards than baseball cards "
+            "does Nell have?",
+            None,
+        ),  # fmt: skip
+    ],
+)
+def test_number_rules_of_the_fifth_round(chain, question, want):
+    _reads_number(chain, question, want)
