@@ -387,7 +387,9 @@ def _concluding_at(candidates: list[str], numbered: list[str], givens: set, resu
 # A clause that states what follows from the one before it ("$35 divided by $5 is 7, so the money
 # would last him 7 weeks", "If the 48 students were put into 8 groups, then each group would have 6
 # students"). Commas are still in the sentence here: a bare "then" ("and then ate 9") is a step.
-_CONSEQUENCE = re.compile(r",\s*(?:so|then|which means|that means|this means)\s|^\W*if\b[^,]*,", re.IGNORECASE)
+_CONSEQUENCE = re.compile(
+    r",\s*(?:so|then|which means|that means|this means|for a total of|totall?ing)\s|^\W*if\b[^,]*,", re.IGNORECASE
+)
 # A clause that gives the reason for a quantity stated before it ("2 feet, as 7 times 2 equals 14").
 _REASON = re.compile(r",\s*as\s", re.IGNORECASE)
 
@@ -437,12 +439,15 @@ def _sentence_answer(spoken: str, givens: set, results: set, asked: AskedFor, sa
 _UNKNOWN_LEFT = re.compile(r"=\s*(?:[a-wyzA-Z]\s*[-+]\s*\d|\d+(?:\.\d+)?\s*[-+]\s*(?:\d*[a-wyzA-Z])\b)")
 
 
+_ARITHMETIC_BEFORE = re.compile(r"(?:[-+*/×]|\b(?:times|divided by|plus|minus))\s*$", re.IGNORECASE)
+
+
 def _offers_alternatives(sentence: str) -> bool:
     """Whether a sentence offers different values as alternatives ("18 or 20", "320 action
     figures, or 400 cabinets"); an "or" after a sum means "that is" ("10 inches + 20 inches, or
-    30 inches")."""
+    30 inches", "10 times 9 dollars, or 90 dollars")."""
     return any(
-        float(match.group(1)) != float(match.group(2)) and not re.search(r"[-+*/×]\s*$", sentence[: match.start()])
+        float(match.group(1)) != float(match.group(2)) and not _ARITHMETIC_BEFORE.search(sentence[: match.start()])
         for match in _ALTERNATIVES.finditer(sentence)
     )
 
@@ -479,11 +484,19 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     text = re.sub(r",?\s+(?:which|that)\s+rounds?\s+(?:down\s+|up\s+)?to\b", " =", text)
     sentences = split_sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
     concluded = [i for i, s in enumerate(sentences) if _CONCLUSION.search(s) and FIRST_NUMBER.search(s)]
+    asks_checking = bool(_VERIFICATION.search(question or ""))  # "checking on the grapevines": no verification
     checked = next(
         (
             i
             for i, s in enumerate(sentences)
-            if i and (_VERIFICATION.search(s) or _RESTATEMENT.search(s) and concluded and concluded[0] < i)
+            if i
+            and (
+                _VERIFICATION.search(s)
+                and not asks_checking
+                or _RESTATEMENT.search(s)
+                and concluded
+                and concluded[0] < i
+            )
         ),
         len(sentences),
     )

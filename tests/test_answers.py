@@ -784,3 +784,47 @@ def test_asked_for_knows_the_measure_a_question_asks_without_a_unit():
 )
 def test_number_rules_of_the_fifth_round(chain, question, want):
     _reads_number(chain, question, want)
+
+
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # "or" after arithmetic in words restates its result, no hedge (zero-shot CoT)
+        (
+            "This means she sold a total of 10 necklaces. \nEach necklace cost 9 dollars. \nThis means she earned "
+            "10 times 9 dollars, or 90 dollars.",
+            "Megan was selling her necklaces at a garage sale. She sold 7 bead necklaces and 3 gem stone "
+            "necklaces. If each necklace cost 9 dollars, how much money did she earn?",
+            90.0,
+        ),  # fmt: skip
+        # what follows ", for a total of" and ", totaling" concludes (zero-shot CoT, MCC-KD)
+        (
+            "In one game, Melissa scored 109 points plus 82 bonus points, for a total of 191 points. \nIn 79 "
+            "games, Melissa would score 191 points 79 times, for a total of 15,129 points.",
+            "Melissa scored 109 points in each game. She also got 82 bonus points in each game. How many points "
+            "did she score in 79 games?",
+            15129.0,
+        ),  # fmt: skip
+        (
+            "7 / 3 = 2.33\n\nSince you can't give out a portion of a cracker, we'll round down to 2 crackers per "
+            "friend. Therefore, Matthew gave each of his 3 friends 2 crackers, totaling 6 crackers given away.",
+            "Matthew had 24 crackers. If Matthew gave equal numbers of crackers to his 3 friends and still had 17 "
+            "crackers left How many crackers did Matthew give to his friends?",
+            6.0,
+        ),  # fmt: skip
+        # "checked" restated from a question about checking is no verification (MCC-KD)
+        (
+            "To solve this problem, there are several pieces of information that we need to use:\n\n- The picker "
+            "checked the grapevines after 57 stops.\n- 252 of the pickers fill 108 drums of grapes "
+            "per day.\n\nFinally, to calculate the total number of drums of grapes that would be filled in 58 "
+            "days, we can add the 108 drums/day for the first 57 days to the 46 drums for the 58th day:\n\n(108 "
+            "drums/day x 57 days) + 46 drums = 6174 drums.",
+            "Being his favorite, he saved checking on the grapevines after 57 stops. He was told by 252 of the "
+            "pickers that they fill 108 drums of grapes per day. How many drums of grapes would be filled in 58 "
+            "days?",
+            6174.0,
+        ),  # fmt: skip
+    ],
+)
+def test_number_rules_of_the_sixth_round(chain, question, want):
+    _reads_number(chain, question, want)
