@@ -82,12 +82,13 @@ def word_number(text: str) -> float | None:
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 # What gives a result just before a number: "=", "we get", "gives us" ("add 54 and 18 and we get 72"),
-# "which is", or arithmetic in words ("$35 divided by $5 is 7", "10 times 9 dollars, or 90 dollars").
+# "which is", "equals" after a number ("640 + 540 + 30 equals 1210"), a unit conversion ("36 quarters
+# is 3 dozen"), or arithmetic in words ("$35 divided by $5 is 7", "10 times 9 dollars, or 90 dollars").
 # A result in a clause that gives the reason for an answer stated before it ("2 feet, as 7 times 2
 # equals 14 square feet") is a check: the number reader drops that clause
 # (``answers._concluding_clause``).
 _RESULT_BEFORE = re.compile(
-    r"(?:=|\bwe get|\bgives us|\bwhich (?:is|equals|gives)\s"
+    r"(?:=|\bwe get|\bgives us|\bwhich (?:is|equals|gives)\s|\d\s+equals\s|\d\s+[a-z]+\s+(?:is|are)\s"
     r"|\b(?:divided by|times|multiplied by|plus|minus)\s+\$?[\d.]+(?:\s+[a-z]+){0,2}\s+(?:is|equals|gives|or)\s)"
     r"\s*\$?\s*$",
     re.IGNORECASE,

@@ -828,3 +828,27 @@ def test_number_rules_of_the_fifth_round(chain, question, want):
 )
 def test_number_rules_of_the_sixth_round(chain, question, want):
     _reads_number(chain, question, want)
+
+
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # "equals" after a number gives a result (zero-shot CoT)
+        (
+            "There are 3 rare mutant invertebrates, each with 10 legs. So, 10 times 3 equals 30. \nNow we can add "
+            "all of these numbers together to get the total number of legs Jake sees. \n640 + 540 + 30 equals 1210.",
+            "Jake sees 80 spiders with 8 legs each, 90 insects with 6 legs each, and 3 rare mutant invertebrates "
+            "with 10 legs each. How many legs does Jake see total?",
+            1210.0,
+        ),  # fmt: skip
+        # a unit conversion gives its result (zero-shot CoT)
+        (
+            "There are 4 quarters in a dollar, so 9 dollars is 36 quarters. \nThere are 12 quarters in a dozen, "
+            "so 36 quarters is 3 dozen.",
+            "Sara has saved 9 dollars from washing cars.  How many dozen quarters does Sara have?",
+            3.0,
+        ),  # fmt: skip
+    ],
+)
+def test_number_rules_of_the_seventh_round(chain, question, want):
+    _reads_number(chain, question, want)
