@@ -386,7 +386,9 @@ def _concluding_at(candidates: list[str], numbered: list[str], givens: set, resu
 
 # A clause that states what follows from the one before it ("$35 divided by $5 is 7, so the money
 # would last him 7 weeks", "If the 48 students were put into 8 groups, then each group would have 6
-# students"). Commas are still in the sentence here: a bare "then" ("and then ate 9") is a step.
+# students", "If he sells these 2 games for $6 each, he will earn $12", "191 points 79 times, for a
+# total of 15,129 points"). Commas are still in the sentence here: a bare "then" ("and then ate 9")
+# is a step.
 _CONSEQUENCE = re.compile(
     r",\s*(?:so|then|which means|that means|this means|for a total of|totall?ing)\s|^\W*if\b[^,]*,", re.IGNORECASE
 )
@@ -395,9 +397,9 @@ _REASON = re.compile(r",\s*as\s", re.IGNORECASE)
 
 
 def _concluding_clause(sentence: str) -> str:
-    """What follows the last "so", "then" or "which means" of ``sentence`` when that holds a
-    number, else what comes before an ", as" that gives the reason when that does; the whole
-    sentence otherwise."""
+    """What follows the last consequence of ``sentence`` (", so", ", then", ", which means", ", for
+    a total of", an opening "If ...,") when that holds a number, else what comes before an ", as"
+    that gives the reason when that does; the whole sentence otherwise."""
     consequences = list(_CONSEQUENCE.finditer(sentence))
     if consequences and FIRST_NUMBER.search(sentence[consequences[-1].end() :]):
         return sentence[consequences[-1].end() :]
@@ -439,6 +441,7 @@ def _sentence_answer(spoken: str, givens: set, results: set, asked: AskedFor, sa
 _UNKNOWN_LEFT = re.compile(r"=\s*(?:[a-wyzA-Z]\s*[-+]\s*\d|\d+(?:\.\d+)?\s*[-+]\s*(?:\d*[a-wyzA-Z])\b)")
 
 
+# Arithmetic just before an "or", which then restates its result rather than offering another value.
 _ARITHMETIC_BEFORE = re.compile(r"(?:[-+*/×]|\b(?:times|divided by|plus|minus))\s*$", re.IGNORECASE)
 
 
@@ -485,21 +488,9 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     sentences = split_sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
     concluded = [i for i, s in enumerate(sentences) if _CONCLUSION.search(s) and FIRST_NUMBER.search(s)]
     asks_checking = bool(_VERIFICATION.search(question or ""))  # "checking on the grapevines": no verification
-    checked = next(
-        (
-            i
-            for i, s in enumerate(sentences)
-            if i
-            and (
-                _VERIFICATION.search(s)
-                and not asks_checking
-                or _RESTATEMENT.search(s)
-                and concluded
-                and concluded[0] < i
-            )
-        ),
-        len(sentences),
-    )
+    verifies = lambda s: _VERIFICATION.search(s) and not asks_checking  # noqa: E731
+    restates = lambda i, s: _RESTATEMENT.search(s) and concluded and concluded[0] < i  # noqa: E731
+    checked = next((i for i, s in enumerate(sentences) if i and (verifies(s) or restates(i, s))), len(sentences))
     sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
     if any(_DECLINED.search(s) for s in sentences[-2:]):
         return None
