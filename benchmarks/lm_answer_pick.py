@@ -7,7 +7,7 @@ three sentences, plus the rules' own reading, are the candidates. SmolLM2-135M-I
 number) is N." after the question and the chain. The script prints how often its top candidate
 equals the hand label, against the rules, and what letting it overrule the rules above a margin
 would gain and lose. Results: ``benchmarks/results/lm_answer_pick.json``; docs/data.md discusses
-them. About 15 minutes on a 2-core CPU.
+them. About 30 minutes on a 2-core CPU.
 
 Usage: python benchmarks/lm_answer_pick.py
 """
