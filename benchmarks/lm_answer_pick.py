@@ -54,8 +54,9 @@ def scorer(folder: Path):
     from qcrd_plugin.pretrained import dequantised_copy
 
     path = dequantised_copy("smollm2-135m", folder, "benchmark")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    # A folder written from the GGUF file by transformers itself: no model code to trust.
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=False).eval()
 
     @torch.no_grad()
     def score(question: str, chain: str, values: list[float]) -> list[float]:
