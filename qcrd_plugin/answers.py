@@ -340,25 +340,40 @@ def _cut_after_answer(text: str, givens: set) -> bool:
     return bool(_CONCLUSION.search(last) and re.search(r"[A-Za-z]$", last) and set(quantities(last)) - givens)
 
 
-def _cut_on_given(text: str, givens: set) -> bool:
-    """Whether a chain stops, without a full stop or a concluding word, on a number the question
-    gave: a teacher's length limit cut it while it restated the question ("We know that Janey has
-    21", "We know that the baker sold 154")."""
-    sentences = split_sentences(text)
+def _cut_on_given(sentences: list[str], givens: set) -> bool:
+    """Whether a chain (its ``sentences``) stops, without a full stop or a concluding word, on a
+    number the question gave: a teacher's length limit cut it while it restated the question ("We
+    know that Janey has 21", "We know that the baker sold 154"). Not a line that is only its number
+    ("**5**") or states it ("The number of apples Maria has now is 6")."""
     last = sentences[-1].strip(_MARKUP) if sentences else ""
-    ending = re.search(rf"({NUMBER})$", last.replace(",", ""))
+    ending = re.search(rf"({NUMBER})$", last[-60:].replace(",", ""))  # only the end: the search is quadratic
     return bool(
-        ending
-        and len(sentences) > 1
-        and "=" not in last
-        and not _CONCLUSION.search(last)
+        len(sentences) > 1
+        and ending
         and float(ending.group(1)) in givens
+        and " " in last
+        and not re.search(r"(?:=|:|\b(?:is|are|was|were|equals))\s*\S+$", last)
+        and not _CONCLUSION.search(last)
     )
+
+
+def _restates_checking(sentence: str, question: str) -> bool:
+    """Whether the verification word of ``sentence`` is one the question itself uses: the chain is
+    restating the question ("he saved checking on the grapevines" -> "The picker checked the
+    grapevines after 57 stops."), not checking its answer. "To verify, ..." after a question about a
+    check written to the plumber still checks."""
+    stem = lambda text: {m.group(0).lower()[:5] for m in _VERIFICATION.finditer(text)}  # noqa: E731
+    return bool(stem(sentence) & stem(question or ""))
 
 
 def _same_words(a: str, b: str) -> bool:
     words = re.findall(r"[a-z0-9]+", a.lower())
     return bool(words) and words == re.findall(r"[a-z0-9]+", b.lower())
+
+
+# A sentence that computes: an operator or an unknown before its "=" ("26 - 9 = 17", "x = 36",
+# "Wilfred = 3"); a recap ("Total cookies = 24.") does not.
+_COMPUTES = re.compile(r"(?:[-+*/×÷–−]|\b[a-zA-Z]\b)[^=\n]*=\s*\$?\d|^\W*[A-Za-z]+\s*=\s*\$?\d")
 
 
 def _concluding_at(candidates: list[str], numbered: list[str], givens: set, results: set) -> int:
@@ -370,7 +385,7 @@ def _concluding_at(candidates: list[str], numbered: list[str], givens: set, resu
     found = [
         i
         for i, s in enumerate(numbered)
-        if _CONCLUSION.search(s) or not set(quantities(s)) <= givens or re.search(rf"=\s*\$?{NUMBER}", s)
+        if _CONCLUSION.search(s) or not set(quantities(s)) <= givens or _COMPUTES.search(s)
     ]  # a sentence that computes finds something, even a number the question gave ("26 - 9 = 17")
     if found and found[-1] != len(numbered) - 1 and not set(quantities(numbered[found[-1]])) & results:
         found = []  # the earlier sentence found nothing a step computed: the last one stands
@@ -393,7 +408,7 @@ _CONSEQUENCE = re.compile(
     r",\s*(?:so|then|which means|that means|this means|for a total of|totall?ing)\s|^\W*if\b[^,]*,", re.IGNORECASE
 )
 # A clause that gives the reason for a quantity stated before it ("2 feet, as 7 times 2 equals 14").
-_REASON = re.compile(r",\s*as\s", re.IGNORECASE)
+_REASON = re.compile(r",\s*as\s+(?!a result|well\b|follows|shown|such|much|many|long|soon)", re.IGNORECASE)
 
 
 def _concluding_clause(sentence: str) -> str:
@@ -438,7 +453,9 @@ def _sentence_answer(spoken: str, givens: set, results: set, asked: AskedFor, sa
 
 # An answer left as an expression in an unknown ("= n - 73 more Ace cards", "221 + 8n nails",
 # "X = 10 - A"): no number is stated. A lone "x" between numbers is a times sign ("10 x 8").
-_UNKNOWN_LEFT = re.compile(r"=\s*(?:[a-wyzA-Z]\s*[-+]\s*\d|\d+(?:\.\d+)?\s*[-+]\s*(?:\d*[a-wyzA-Z])\b)")
+_UNKNOWN_LEFT = re.compile(
+    r"=\s*(?:[a-wyzA-Z]\s*[-+]\s*\d+(?:\.\d+)?|\d+(?:\.\d+)?\s*[-+]\s*\d*[a-wyzA-Z])\b(?!\s*=)"
+)  # "30 + 15m = 45 minutes" is a unit glued to its number, then a result
 
 
 # Arithmetic just before an "or", which then restates its result rather than offering another value.
@@ -480,17 +497,18 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     question gave does not (:func:`_cut_on_given`); an answer the concluding sentence goes
     past is taken from before it (:func:`_asked_before`)."""
     givens = set(quantities(question or ""))
-    if _cut_off(text) and not _cut_after_answer(text, givens) or _cut_on_given(text, givens):
+    if _cut_off(text) and not _cut_after_answer(text, givens):
         return None
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
     # "2.39 days, which rounds down to 2 days": the rounded number is the result
     text = re.sub(r",?\s+(?:which|that)\s+rounds?\s+(?:down\s+|up\s+)?to\b", " =", text)
     sentences = split_sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
     concluded = [i for i, s in enumerate(sentences) if _CONCLUSION.search(s) and FIRST_NUMBER.search(s)]
-    asks_checking = bool(_VERIFICATION.search(question or ""))  # "checking on the grapevines": no verification
-    verifies = lambda s: _VERIFICATION.search(s) and not asks_checking  # noqa: E731
+    verifies = lambda s: _VERIFICATION.search(s) and not _restates_checking(s, question)  # noqa: E731
     restates = lambda i, s: _RESTATEMENT.search(s) and concluded and concluded[0] < i  # noqa: E731
     checked = next((i for i, s in enumerate(sentences) if i and (verifies(s) or restates(i, s))), len(sentences))
+    if checked == len(sentences) and _cut_on_given(sentences, givens):
+        return None
     sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
     if any(_DECLINED.search(s) for s in sentences[-2:]):
         return None

@@ -65,7 +65,15 @@ _MEASURES = {
 }
 _ASKED_MEASURE = (
     ("length", re.compile(r"\bhow\s+(?:far|much\s+(?:farther|further))\b", re.IGNORECASE)),
-    ("time", re.compile(r"\bhow\s+long\b.*\b(?:take|last|wait)|\bhow\s+much\s+time\b", re.IGNORECASE)),
+    # "how long will it take ...", "how long would the money last him?"; not "How long is the last piece?"
+    (
+        "time",
+        re.compile(
+            r"\bhow\s+long\b[^?]*\b(?:take|takes|took|taking)\b|\bhow\s+long\b[^?]*\blasts?\b(?:\s+(?:him|her|them|us|you|me))?\s*\??\s*$"
+            r"|\bhow\s+much\s+time\b",
+            re.IGNORECASE,
+        ),
+    ),
 )
 
 

@@ -81,18 +81,21 @@ def word_number(text: str) -> float | None:
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
-# What gives a result just before a number: "=", "we get", "gives us" ("add 54 and 18 and we get 72"),
-# "which is", "equals" after a number ("640 + 540 + 30 equals 1210"), a unit conversion ("36 quarters
-# is 3 dozen"), or arithmetic in words ("$35 divided by $5 is 7", "10 times 9 dollars, or 90 dollars").
-# A result in a clause that gives the reason for an answer stated before it ("2 feet, as 7 times 2
-# equals 14 square feet") is a check: the number reader drops that clause
-# (``answers._concluding_clause``).
-_RESULT_BEFORE = re.compile(
-    r"(?:=|\bwe get|\bgives us|\bwhich (?:is|equals|gives)\s|\d\s+equals\s|\d\s+[a-z]+\s+(?:is|are)\s"
-    r"|\b(?:divided by|times|multiplied by|plus|minus)\s+\$?[\d.]+(?:\s+[a-z]+){0,2}\s+(?:is|equals|gives|or)\s)"
-    r"\s*\$?\s*$",
+# What gives a result just before a number: "=", "we get", "gives us" ("add 54 and 18 and we get 72").
+_RESULT_BEFORE = re.compile(r"(?:=|\bwe get|\bgives us)\s*\$?\s*$", re.IGNORECASE)
+# ... and in words: "which is", "equals" after a number ("640 + 540 + 30 equals 1210"), a unit
+# conversion ("36 quarters is 3 dozen"), arithmetic ("$35 divided by $5 is 7", "10 times 9 dollars,
+# or 90 dollars"). These give no result when a comparison or a share follows ("$30, which is 60% of
+# her allowance", "12 apples, which is 5 more than Jerry"). A result in a clause that gives the
+# reason for an answer stated before it ("2 feet, as 7 times 2 equals 14 square feet") is a check:
+# the number reader drops that clause (``answers._concluding_clause``).
+_RESULT_IN_WORDS = re.compile(
+    r"(?:\bwhich (?:is|equals|gives)|\d\s+equals|\d\s+[a-z]+s\s+is"
+    r"|\b(?:divided by|times|multiplied by|plus|minus)\s+\$?[\d.]+(?:\s+[a-z]+){0,2}\s+(?:is|equals|gives|or))"
+    r"\s+\$?\s*$",
     re.IGNORECASE,
 )
+_NOT_A_RESULT_AFTER = re.compile(r"\s*(?:%|percent\b|more\b|less\b|fewer\b|times\b|as\b)", re.IGNORECASE)
 # Words that end a number's unit ("21.7 seconds to reach", "8 apples and").
 _UNIT_END = frozenset(
     "to and or so then because since it is are was were in on at for that which with by from left per each".split()
@@ -134,5 +137,6 @@ def unit_quantities(sentence: str, width: int = 4) -> list[tuple[float, tuple[st
             words = tuple(words)
             before = sentence[max(0, match.start() - 40) : match.start()]  # a window: searching all is quadratic
             operand = re.match(r"\s*[-+*/×]\s*\$?\d", rest)  # "which is 9 + 12 = 21": 9 is no result
-            found.append((values[0], words, bool(_RESULT_BEFORE.search(before)) and not operand))
+            said = _RESULT_IN_WORDS.search(before) and not _NOT_A_RESULT_AFTER.match(rest)
+            found.append((values[0], words, bool(_RESULT_BEFORE.search(before) or said) and not operand))
     return found

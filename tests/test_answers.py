@@ -852,3 +852,83 @@ def test_number_rules_of_the_sixth_round(chain, question, want):
 )
 def test_number_rules_of_the_seventh_round(chain, question, want):
     _reads_number(chain, question, want)
+
+
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # made-up chains from a code review of the fourth to seventh rounds, each misread before its fix:
+        # a comparison or a share after "which is" is no result
+        (
+            "Jerry has 7 apples. Tom has 5 more, so 7 + 5 = 12. So Tom has 12 apples, which is 5 more than Jerry.",
+            "Jerry has 7 apples. Tom has 5 more apples than Jerry. How many apples does Tom have?",
+            12.0,
+        ),  # fmt: skip
+        (
+            "She spent 12 + 18 = $30 in all. Therefore she spent $30, which is 60% of her allowance.",
+            "Lily spent $12 on a book and $18 on a game. How much did she spend in all?",
+            30.0,
+        ),  # fmt: skip
+        # "the 2 tickets are $30" is no unit conversion
+        (
+            "2 tickets cost 2 x 15 = $30. She has 50 - 30 = $20 left. So the 2 tickets are $30 and she has $20 left.",
+            "Mia has $50. She buys 2 tickets for $15 each. How much money does she have left?",
+            20.0,
+        ),  # fmt: skip
+        # a question about a check written does not make "To verify" a restatement
+        (
+            "He paid 45 + 30 = $75 in total. So he paid $75. To verify, 75 - 30 = 45, which matches.",
+            "Dan wrote a check for $45 to the plumber and paid $30 in cash. How much did Dan pay in total?",
+            75.0,
+        ),  # fmt: skip
+        # a line that is only its number, one that states it, and a cut-off verification are no cut-offs
+        (
+            "Sam had 10 marbles and lost 5, so 10 - 5 = 5.\n\n**5**",
+            "Sam had 10 marbles and lost 5. How many marbles does Sam have?",
+            5.0,
+        ),  # fmt: skip
+        (
+            "Maria gives away 12 / 2 = 6 apples.\nMaria has 12 - 6 = 6 apples now.\nThe number of apples Maria has "
+            "now is 6",
+            "Maria has 12 apples. She gives away half of them. John has 6 oranges. How many apples does Maria have "
+            "now?",
+            6.0,
+        ),  # fmt: skip
+        (
+            "Therefore, Maria has 8 apples left. We can verify this: 8 apples plus the 4 she gave away makes 12",
+            "Maria has 12 apples and gives 4 to her friend. How many apples does Maria have left?",
+            8.0,
+        ),  # fmt: skip
+        # ", as a result" and ", as well as" give no reason
+        (
+            "Tom walks 2 x 3 = 6 miles a day, as a result he walks 6 x 7 = 42 miles a week.",
+            "Tom walks 3 laps of 2 miles every day. How many miles does Tom walk in a week?",
+            42.0,
+        ),  # fmt: skip
+        (
+            "Each shelf holds 4 x 5 = 20 books, as well as 3 + 2 = 5 magazines.",
+            "A shelf has 4 rows of 5 books, 3 comics and 2 newspapers. How many magazines are on the shelf?",
+            5.0,
+        ),  # fmt: skip
+        # "How long is the last piece?" asks no time
+        (
+            "Tim cuts 2 + 1 = 3 short pieces in all. The short pieces use 2 x 5 + 4 = 14 feet. So the last piece "
+            "is 30 - 14 = 16 feet long.",
+            "Tim has a 30-foot rope. He cuts 2 pieces of 5 feet and one piece of 4 feet. How long is the last piece?",
+            16.0,
+        ),  # fmt: skip
+        # a recap "= given" computes nothing; a unit glued to its number is no unknown
+        (
+            "She needs 24 / 4 = 6 boxes. Total cookies = 24.",
+            "Mia baked 24 cookies and puts 4 cookies in each box. How many boxes does she need?",
+            6.0,
+        ),  # fmt: skip
+        (
+            "She jogs 30 minutes and walks 15 minutes. So her total exercise time = 30 + 15m = 45 minutes.",
+            "Sue jogs for 30 minutes and walks for 15 minutes. How many minutes does she exercise?",
+            45.0,
+        ),  # fmt: skip
+    ],
+)
+def test_review_of_the_later_rounds(chain, question, want):
+    _reads_number(chain, question, want)
