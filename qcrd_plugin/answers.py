@@ -18,7 +18,15 @@ from decimal import Decimal
 from typing import Sequence
 
 from .asked import AskedFor, asked_for, fits, lists_parts, measure_of, said_of_asked
-from .quantities import FIRST_NUMBER, NUMBER, quantities, split_sentences, unit_quantities, word_number
+from .quantities import (
+    ARITHMETIC_WORDS,
+    FIRST_NUMBER,
+    NUMBER,
+    quantities,
+    split_sentences,
+    unit_quantities,
+    word_number,
+)
 
 # One arithmetic step as written in a rationale: "a op b = c".
 _STEP = re.compile(rf"({NUMBER})\s*([-+*/x×])\s*({NUMBER})\s*=\s*({NUMBER})")
@@ -352,18 +360,15 @@ def _cut_on_given(sentences: list[str], givens: set) -> bool:
         and ending
         and float(ending.group(1)) in givens
         and " " in last
-        and not re.search(r"(?:=|:|\b(?:is|are|was|were|equals))\s*\S+$", last)
+        and not re.search(r"(?:=|:|\b(?:is|are|was|were|equals))\s*\S+$", last[-60:])
         and not _CONCLUSION.search(last)
     )
 
 
-def _restates_checking(sentence: str, question: str) -> bool:
-    """Whether the verification word of ``sentence`` is one the question itself uses: the chain is
-    restating the question ("he saved checking on the grapevines" -> "The picker checked the
-    grapevines after 57 stops."), not checking its answer. "To verify, ..." after a question about a
-    check written to the plumber still checks."""
-    stem = lambda text: {m.group(0).lower()[:5] for m in _VERIFICATION.finditer(text)}  # noqa: E731
-    return bool(stem(sentence) & stem(question or ""))
+def _verification_words(text: str) -> set[str]:
+    """The verification words of ``text``, by their first five letters ("checking" and "checked"
+    are one word)."""
+    return {match.group(0).lower()[:5] for match in _VERIFICATION.finditer(text or "")}
 
 
 def _same_words(a: str, b: str) -> bool:
@@ -371,9 +376,16 @@ def _same_words(a: str, b: str) -> bool:
     return bool(words) and words == re.findall(r"[a-z0-9]+", b.lower())
 
 
-# A sentence that computes: an operator or an unknown before its "=" ("26 - 9 = 17", "x = 36",
-# "Wilfred = 3"); a recap ("Total cookies = 24.") does not.
-_COMPUTES = re.compile(r"(?:[-+*/×÷–−]|\b[a-zA-Z]\b)[^=\n]*=\s*\$?\d|^\W*[A-Za-z]+\s*=\s*\$?\d")
+def _computes(sentence: str) -> bool:
+    """Whether ``sentence`` computes: an operator or an unknown before an "=" that gives a number
+    ("26 - 9 = 17", "x = 36", "Wilfred = 3"); a recap ("Total cookies = 24.") does not. Each side
+    of an "=" is searched once (a pattern spanning them is quadratic on long lines)."""
+    sides = sentence.split("=")
+    return any(
+        re.match(r"\s*\$?\d", right)
+        and (re.search(r"[-+*/×÷–−]|\b[a-zA-Z]\b", left) or i == 0 and re.fullmatch(r"\W*[A-Za-z]+\s*", left))
+        for i, (left, right) in enumerate(zip(sides, sides[1:]))
+    )
 
 
 def _concluding_at(candidates: list[str], numbered: list[str], givens: set, results: set) -> int:
@@ -383,9 +395,7 @@ def _concluding_at(candidates: list[str], numbered: list[str], givens: set, resu
     chain opens with the answer and only justifies it after ("Jake has 29 apples. To solve the
     problem, ...")."""
     found = [
-        i
-        for i, s in enumerate(numbered)
-        if _CONCLUSION.search(s) or not set(quantities(s)) <= givens or _COMPUTES.search(s)
+        i for i, s in enumerate(numbered) if _CONCLUSION.search(s) or not set(quantities(s)) <= givens or _computes(s)
     ]  # a sentence that computes finds something, even a number the question gave ("26 - 9 = 17")
     if found and found[-1] != len(numbered) - 1 and not set(quantities(numbered[found[-1]])) & results:
         found = []  # the earlier sentence found nothing a step computed: the last one stands
@@ -434,7 +444,8 @@ def _sentence_answer(spoken: str, givens: set, results: set, asked: AskedFor, sa
     were put into 8 groups, then each group would have 6 students" -> 6); two numbers naming
     different asked things ("0.46 crackers and 0.54 cakes") give None."""
     found = unit_quantities(spoken.replace(",", ""))
-    concluding = unit_quantities(_concluding_clause(spoken).replace(",", ""))
+    clause = _concluding_clause(spoken)
+    concluding = found if clause == spoken else unit_quantities(clause.replace(",", ""))
     by_equation = [q for q in concluding if q[2]]
     if by_equation:
         return max(reversed(by_equation), key=lambda q: len(set(q[1]) & set(asked.words)))[0]
@@ -459,7 +470,7 @@ _UNKNOWN_LEFT = re.compile(
 
 
 # Arithmetic just before an "or", which then restates its result rather than offering another value.
-_ARITHMETIC_BEFORE = re.compile(r"(?:[-+*/×]|\b(?:times|divided by|plus|minus))\s*$", re.IGNORECASE)
+_ARITHMETIC_BEFORE = re.compile(rf"(?:[-+*/×]|\b(?:{ARITHMETIC_WORDS}))\s*$", re.IGNORECASE)
 
 
 def _offers_alternatives(sentence: str) -> bool:
@@ -504,7 +515,10 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     text = re.sub(r",?\s+(?:which|that)\s+rounds?\s+(?:down\s+|up\s+)?to\b", " =", text)
     sentences = split_sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
     concluded = [i for i, s in enumerate(sentences) if _CONCLUSION.search(s) and FIRST_NUMBER.search(s)]
-    verifies = lambda s: _VERIFICATION.search(s) and not _restates_checking(s, question)  # noqa: E731
+    # A verification word the question itself uses restates it ("he saved checking on the grapevines"
+    # -> "The picker checked the grapevines"); "To verify" after "Dan wrote a check" still checks.
+    asked_checks = _verification_words(question)
+    verifies = lambda s: _VERIFICATION.search(s) and not _verification_words(s) & asked_checks  # noqa: E731
     restates = lambda i, s: _RESTATEMENT.search(s) and concluded and concluded[0] < i  # noqa: E731
     checked = next((i for i, s in enumerate(sentences) if i and (verifies(s) or restates(i, s))), len(sentences))
     if checked == len(sentences) and _cut_on_given(sentences, givens):

@@ -89,9 +89,10 @@ _RESULT_BEFORE = re.compile(r"(?:=|\bwe get|\bgives us)\s*\$?\s*$", re.IGNORECAS
 # her allowance", "12 apples, which is 5 more than Jerry"). A result in a clause that gives the
 # reason for an answer stated before it ("2 feet, as 7 times 2 equals 14 square feet") is a check:
 # the number reader drops that clause (``answers._concluding_clause``).
+ARITHMETIC_WORDS = r"divided by|times|multiplied by|plus|minus"  # arithmetic as chains write it in words
 _RESULT_IN_WORDS = re.compile(
     r"(?:\bwhich (?:is|equals|gives)|\d\s+equals|\d\s+[a-z]+s\s+is"
-    r"|\b(?:divided by|times|multiplied by|plus|minus)\s+\$?[\d.]+(?:\s+[a-z]+){0,2}\s+(?:is|equals|gives|or))"
+    rf"|\b(?:{ARITHMETIC_WORDS})\s+\$?[\d.]+(?:\s+[a-z]+){{0,2}}\s+(?:is|equals|gives|or))"
     r"\s+\$?\s*$",
     re.IGNORECASE,
 )
