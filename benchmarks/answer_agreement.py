@@ -3,7 +3,9 @@
 Each row of ``tests/fixtures/answer_labels*.jsonl`` is a real teacher chain and the answer a person
 read from it (null: it states none). A sample agrees when the reader gives that answer, or none
 for null. The ``*_heldout`` files were labelled before the rules they measure were written and
-were never tuned on.
+were never tuned on. ``second_labels_*.jsonl`` hold a second person's labels of the same chains,
+read blind to the first labels and to the reader: how often two labellers agree bounds what any
+reader can be measured to reach.
 
 Usage: python benchmarks/answer_agreement.py    (prints one table; no model, no data folder needed)
 """
@@ -37,6 +39,36 @@ def agreement(path: Path) -> dict[str, tuple[int, int]]:
     return {kind: (c[True], c[True] + c[False]) for kind, c in counts.items()}
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _same(a, b) -> bool:
+    return a is None and b is None or a is not None and b is not None and answers_match(a, b)
+
+
+def second_labeller(path: Path) -> dict[str, tuple[int, int]]:
+    """(agreeing, total) of labeller against labeller, the reader against each, and the reader on
+    the chains both labellers agree on, for one ``second_labels_*.jsonl`` file (numbers)."""
+    second = {row["id"]: row["label"] for row in _rows(path)}
+    firsts = [row for f in sorted(FIXTURES.glob("answer_labels*.jsonl")) for row in _rows(f) if row["id"] in second]
+    counts = Counter()
+    for row in firsts:
+        first = None if row["label"] is None else normalize_answer(row["label"], "number", None)
+        other = None if second[row["id"]] is None else normalize_answer(second[row["id"]], "number", None)
+        got = stated_answer(row["rationale"], "number", None, question=row["question"])
+        agree = _same(first, other)
+        counts.update(labellers=agree, reader_first=_same(got, first), reader_second=_same(got, other))
+        counts.update(agreed=agree, reader_on_agreed=agree and _same(got, first))
+    n = len(firsts)
+    return {
+        "first labeller vs second": (counts["labellers"], n),
+        "reader vs first labeller": (counts["reader_first"], n),
+        "reader vs second labeller": (counts["reader_second"], n),
+        "reader on the chains both agree on": (counts["reader_on_agreed"], counts["agreed"]),
+    }
+
+
 def main() -> None:
     print("| fixture | " + " | ".join(TYPES) + " |")
     print("|---|" + "---|" * len(TYPES))
@@ -46,6 +78,10 @@ def main() -> None:
             f"{found[t][0]}/{found[t][1]} ({found[t][0] / found[t][1]:.3f})" if t in found else "–" for t in TYPES
         ]
         print(f"| {path.name} | " + " | ".join(cells) + " |")
+    for path in sorted(FIXTURES.glob("second_labels_*.jsonl")):
+        print(f"\n| {path.name} (numbers) | agreeing |\n|---|---|")
+        for what, (k, n) in second_labeller(path).items():
+            print(f"| {what} | {k}/{n} ({k / n:.3f}) |")
 
 
 if __name__ == "__main__":
