@@ -28,6 +28,11 @@ from .quantities import (
     word_number,
 )
 
+# A teacher's finish reasons (OpenAI's ``finish_reason``) that mean the chain stopped before its
+# end: at the token limit, or cut by a content filter. Such a chain is read only for an answer it
+# states explicitly: its closing quantity is wherever the limit fell, not a conclusion.
+CUT_OFF_REASONS = frozenset({"length", "content_filter"})
+
 # One arithmetic step as written in a rationale: "a op b = c".
 _STEP = re.compile(rf"({NUMBER})\s*([-+*/x×])\s*({NUMBER})\s*=\s*({NUMBER})")
 

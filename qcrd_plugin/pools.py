@@ -29,6 +29,8 @@ class TeacherSample:
     answer: float | str | None
     error: str = ""  # simulated teacher only: which mistake was injected ("" = none)
     teacher: str = ""  # which teacher wrote it, when a pool mixes several
+    # Why the teacher stopped ("stop", "length" at its token limit, ...); "" when unknown (a public release).
+    finish_reason: str = ""
 
 
 @dataclass
@@ -49,7 +51,13 @@ class PoolEntry:
             "question": self.question,
             "gold": self.gold,
             "samples": [
-                {"rationale": s.rationale, "answer": s.answer, "error": s.error, "teacher": s.teacher}
+                {
+                    "rationale": s.rationale,
+                    "answer": s.answer,
+                    "error": s.error,
+                    "teacher": s.teacher,
+                    "finish_reason": s.finish_reason,
+                }
                 for s in self.samples
             ],
         }
@@ -89,6 +97,7 @@ class PoolEntry:
                     _check(sample.get("answer"), (str, int, float, type(None)), f"{at}.answer'"),
                     _check(sample.get("error", ""), (str,), f"{at}.error'"),
                     _check(sample.get("teacher", ""), (str,), f"{at}.teacher'"),
+                    _check(sample.get("finish_reason", ""), (str,), f"{at}.finish_reason'"),
                 )
             )
         return cls(str(uid), record["question"], str(gold), samples)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .answers import answers_match
+from .answers import CUT_OFF_REASONS, answers_match
 from .config import SelfConsistencyConfig
 from .pools import PoolEntry
 
@@ -73,6 +73,7 @@ def pool_statistics(pool: list[PoolEntry], selections: list[Selection]) -> dict[
     - ``sample_accuracy``: share of all samples whose answer equals gold
     - ``positives_per_question`` / ``negatives_per_question``: mean set sizes
     - ``unparseable_rate``, ``tie_rate``, ``no_positive_rate``: share of samples / questions
+    - ``cut_off_rate``: share of samples the teacher stopped before their end (its token limit)
     """
     n_q = max(1, len(selections))
     n_samples = max(1, sum(s.n_samples for s in selections))
@@ -93,6 +94,7 @@ def pool_statistics(pool: list[PoolEntry], selections: list[Selection]) -> dict[
         "unparseable_rate": sum(s.n_unparseable for s in selections) / n_samples,
         "tie_rate": sum(s.tie for s in selections) / n_q,
         "no_positive_rate": sum(not s.positives for s in selections) / n_q,
+        "cut_off_rate": sum(x.finish_reason in CUT_OFF_REASONS for e in pool for x in e.samples) / n_samples,
     }
 
 
@@ -105,6 +107,7 @@ def format_statistics(stats: dict) -> str:
 # questions of every shipped pool (docs/data.md), and a wrong answer_type reads ~0.
 MIN_MAJORITY_EQ_GOLD = 0.5
 MAX_UNPARSEABLE = 0.10
+MAX_CUT_OFF = 0.10
 
 
 def pool_warnings(pool: list[PoolEntry], stats: dict, k: int) -> list[str]:
@@ -117,6 +120,11 @@ def pool_warnings(pool: list[PoolEntry], stats: dict, k: int) -> list[str]:
         warnings.append(f"majority answer == gold for only {stats['majority_eq_gold_rate']:.1%} of questions: {hint}")
     if stats["samples"] and stats["unparseable_rate"] > MAX_UNPARSEABLE:
         warnings.append(f"{stats['unparseable_rate']:.1%} of samples state no answer that could be read: {hint}")
+    if stats["samples"] and stats.get("cut_off_rate", 0) > MAX_CUT_OFF:
+        warnings.append(
+            f"{stats['cut_off_rate']:.1%} of samples stopped at the teacher's token limit (only an answer they "
+            "state explicitly is read): raise teacher.max_new_tokens and teach again"
+        )
     counts = [len(entry.samples) for entry in pool]
     empty = [entry.id for entry in pool if not entry.samples]
     if empty:

@@ -177,6 +177,8 @@ class SampleCache:
         self.path = Path(path) if path else None
         self.lock = threading.Lock()
         self.items: dict[str, str] = {}
+        self.finish_reasons: dict[str, str] = {}  # key -> why the teacher stopped ("" when not told)
+        self.limits: dict[str, int] = {}  # key -> the token limit an answer stopped at ("length" only)
         self.skipped = 0
         self._torn_tail = False
         self._handle = None
@@ -197,9 +199,12 @@ class SampleCache:
                 continue
             try:
                 record = json.loads(line)
-                self.items[record["key"]] = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+                key, text, limit = record["key"], record["text"], int(record.get("max_tokens", 0))
+            except (KeyError, TypeError, ValueError):  # ValueError: JSONDecodeError included
                 skipped += 1  # a line cut by a kill mid-write
+                continue
+            self.items[key], self.limits[key] = text, limit
+            self.finish_reasons[key] = str(record.get("finish_reason", ""))
         if skipped:
             logging.getLogger(__name__).warning(
                 "teacher cache %s: skipped %d unreadable line(s) (a write cut by a kill?); "
@@ -217,13 +222,28 @@ class SampleCache:
     def get(self, key: str) -> str | None:
         return self.items.get(key)
 
-    def put(self, key: str, text: str) -> None:
-        """Keep one answer: in memory, and on disk before returning (a paid-for answer survives a kill)."""
+    def finish_reason(self, key: str) -> str:
+        """Why the teacher stopped the cached answer ("stop", "length", ...; "" when not told)."""
+        return self.finish_reasons.get(key, "")
+
+    def answered(self, key: str, max_tokens: int) -> bool:
+        """Whether ``key`` holds an answer worth keeping under a limit of ``max_tokens``: not one
+        cut at a lower limit (the same request with a higher teacher.max_new_tokens asks again)."""
+        return key in self.items and not (
+            self.finish_reasons.get(key) == "length" and self.limits.get(key, 0) < max_tokens
+        )
+
+    def put(self, key: str, text: str, finish_reason: str = "", max_tokens: int = 0) -> None:
+        """Keep one answer: in memory, and on disk before returning (a paid-for answer survives a kill).
+        ``finish_reason``: why the teacher stopped; ``max_tokens``: the limit it was asked with."""
         with self.lock:
-            self.items[key] = text
+            self.items[key], self.finish_reasons[key], self.limits[key] = text, finish_reason, max_tokens
             if self.path:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                line = json.dumps({"key": key, "text": text}) + "\n"
+                record = {"key": key, "text": text}
+                if finish_reason:
+                    record |= {"finish_reason": finish_reason, "max_tokens": max_tokens}
+                line = json.dumps(record) + "\n"
                 if self._torn_tail:  # end the torn line first, or this record would be glued to it
                     line = "\n" + line
                     self._torn_tail = False
@@ -253,8 +273,11 @@ class SampleCache:
             self._sync_locked()
 
 
-def _entry(q: Question, texts: list[str], teacher: str) -> PoolEntry:
-    samples = [TeacherSample(t.strip(), q.stated(t), teacher=teacher) for t in texts]
+def _entry(q: Question, texts: list[str], teacher: str, finish_reasons: list[str]) -> PoolEntry:
+    samples = [
+        TeacherSample(t.strip(), q.stated(t, finish_reason=why), teacher=teacher, finish_reason=why)
+        for t, why in zip(texts, finish_reasons)
+    ]
     return PoolEntry(q.id, q.question, q.answer, samples)
 
 
@@ -263,6 +286,13 @@ def cut_generation(text: str) -> str:
     for stop in ("\n\nQ:", "\nQ:"):
         text = text.split(stop, 1)[0]
     return text.strip()
+
+
+def cut_completion(text: str, finish_reason: str) -> tuple[str, str]:
+    """(:func:`cut_generation` of ``text``, why it ended): a chain followed by a made-up next item
+    ended before the token limit, whatever stopped the generation."""
+    cut = cut_generation(text)
+    return cut, ("stop" if cut != text.strip() else finish_reason)
 
 
 class HFTeacher:
@@ -331,9 +361,9 @@ class HFTeacher:
         from tqdm.auto import tqdm
 
         prompts = [self.prompt(q) for q in questions]
-        texts: list[list[str | None]] = [
-            [self.cache.get(SampleCache.key(self.cfg.model, p, temperature, i)) for i in range(k)] for p in prompts
-        ]
+        keys = [[SampleCache.key(self.cfg.model, p, temperature, i) for i in range(k)] for p in prompts]
+        limit = self.cfg.max_new_tokens
+        texts = [[self.cache.get(key) if self.cache.answered(key, limit) else None for key in row] for row in keys]
         todo = [n for n, row in enumerate(texts) if any(t is None for t in row)]
         for start in tqdm(range(0, len(todo), self.cfg.batch_size), desc="teacher (hf)", disable=not self.progress):
             batch = todo[start : start + self.cfg.batch_size]
@@ -347,14 +377,26 @@ class HFTeacher:
                     max_new_tokens=self.cfg.max_new_tokens,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            generated = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            generated = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            reasons = self.finish_reasons(new_tokens)
             for row, n in enumerate(batch):
                 for i in range(k):
-                    text = cut_generation(generated[row * k + i])
-                    self.cache.put(SampleCache.key(self.cfg.model, prompts[n], temperature, i), text)
+                    text, why = cut_completion(generated[row * k + i], reasons[row * k + i])
+                    self.cache.put(keys[n][i], text, why, limit)
                     texts[n][i] = text
         self.cache.sync()
-        return [_entry(q, row, self.cfg.model) for q, row in zip(questions, texts)]
+        reasons_of = [[self.cache.finish_reason(key) for key in row] for row in keys]
+        return [_entry(q, row, self.cfg.model, why) for q, row, why in zip(questions, texts, reasons_of)]
+
+    def finish_reasons(self, new_tokens) -> list[str]:
+        """Per generated row (batch x new tokens, padded): "length" when it never produced an
+        end-of-sequence token and filled ``max_new_tokens``, else "stop" (OpenAI's names)."""
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
+        ended = (new_tokens[..., None] == new_tokens.new_tensor(eos)).any(-1).any(-1)
+        full = new_tokens.shape[1] >= self.cfg.max_new_tokens
+        return ["stop" if done or not full else "length" for done in ended.tolist()]
 
 
 class RetryableError(Exception):
@@ -380,8 +422,8 @@ def _public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
-def _completion_text(response) -> str:
-    """The text of a chat-completions response; RetryableError when the body is not one.
+def _completion(response) -> tuple[str, str]:
+    """(text, finish reason) of a chat-completions response; RetryableError when the body is not one.
 
     A body cut short or mangled on the way (a proxy, a server restarting under load) is worth
     asking again for, like a 5xx; so is an empty or ``null`` content, which is never cached as an
@@ -399,7 +441,8 @@ def _completion_text(response) -> str:
         raise RetryableError("an empty answer (content is " + ("null)" if content is None else "empty)"))
     if not isinstance(content, str):
         raise RetryableError(f"a malformed body (content is {type(content).__name__}, not text)")
-    return content
+    reason = body["choices"][0].get("finish_reason") if isinstance(body["choices"][0], dict) else None
+    return content, reason if isinstance(reason, str) else ""
 
 
 def backoff_seconds(attempt: int, rng: random.Random, base: float = 0.5, cap: float = 30.0) -> float:
@@ -449,7 +492,8 @@ class OpenAITeacher:
         text = cot_prompt(q.question, [e for e in self.exemplars if e.id != q.id])
         return [{"role": "system", "content": COT_INSTRUCTION}, {"role": "user", "content": text}]
 
-    def _ask(self, messages: list[dict], temperature: float, index: int) -> str:
+    def _ask(self, messages: list[dict], temperature: float, index: int) -> tuple[str, str]:
+        """(text, finish reason) of one request, retried as the class docstring says."""
         import requests
 
         body = {
@@ -494,7 +538,7 @@ class OpenAITeacher:
                             + hint
                         )
                     )
-                return _completion_text(response)
+                return _completion(response)
             except transient as err:
                 if attempt == self.cfg.max_retries:
                     reason = err.args[0] if isinstance(err, RetryableError) else type(err).__name__
@@ -551,8 +595,8 @@ class OpenAITeacher:
         key = SampleCache.key(self.cfg.model, json.dumps(messages), 0.0, 0)
         cached = self.cache.get(key)
         if cached is None:
-            cached = self._ask(messages, 0.0, 0)
-            self.cache.put(key, cached)
+            cached, why = self._ask(messages, 0.0, 0)
+            self.cache.put(key, cached, why, self.cfg.max_new_tokens)
         return cached
 
     def sample(self, questions: list[Question], k: int, temperature: float) -> list[PoolEntry]:
@@ -565,23 +609,23 @@ class OpenAITeacher:
             for i in range(k):
                 jobs.append((n, i, messages, SampleCache.key(self.cfg.model, prompt_key, temperature, i)))
         texts: list[list[str]] = [[""] * k for _ in questions]
+        reasons: list[list[str]] = [[""] * k for _ in questions]
         todo = []
         for n, i, messages, key in jobs:
-            cached = self.cache.get(key)
-            if cached is None:
+            if not self.cache.answered(key, self.cfg.max_new_tokens):
                 todo.append((n, i, messages, key))
             else:
-                texts[n][i] = cached
+                texts[n][i], reasons[n][i] = self.cache.get(key), self.cache.finish_reason(key)
 
         def work(job):
             n, i, messages, key = job
             try:
-                text = cut_generation(self._ask(messages, temperature, i))
+                text, why = cut_completion(*self._ask(messages, temperature, i))
             except BaseException:
                 self._stop.set()  # set here, in the worker, so that no queued request starts after it
                 raise
-            self.cache.put(key, text)  # on disk before anything else can fail
-            return n, i, text
+            self.cache.put(key, text, why, self.cfg.max_new_tokens)  # on disk before anything else can fail
+            return n, i, text, why
 
         # Stop at the first request that fails for good (or a Ctrl-C): queued requests never start
         # and those waiting to retry give up, while those in flight finish and are cached on the way
@@ -596,8 +640,8 @@ class OpenAITeacher:
             for future in tqdm(
                 as_completed(futures), total=len(todo), desc="teacher (openai)", disable=not self.progress
             ):
-                n, i, text = future.result()
-                texts[n][i] = text
+                n, i, text, why = future.result()
+                texts[n][i], reasons[n][i] = text, why
         except KeyboardInterrupt:
             self._stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
@@ -621,7 +665,7 @@ class OpenAITeacher:
                 if not f.cancelled() and f.exception() is not None and not isinstance(f.exception(), _Stopped)
             ]
             raise causes[0] if isinstance(failure, _Stopped) and causes else failure
-        return [_entry(q, row, self.cfg.model) for q, row in zip(questions, texts)]
+        return [_entry(q, row, self.cfg.model, why) for q, row, why in zip(questions, texts, reasons)]
 
 
 class TeacherInterrupted(KeyboardInterrupt):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from qcrd_plugin.answers import answers_match, normalize_answer, stated_answer
+from qcrd_plugin.answers import CUT_OFF_REASONS, answers_match, normalize_answer, stated_answer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -34,11 +34,14 @@ def _rows(name: str) -> list[dict]:
     return [json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line.strip()]
 
 
-def agreement(rows: list[dict]) -> dict[str, tuple[int, int]]:
-    """(agreeing, total) per answer type: the parser's answer equals the hand label (both None counts)."""
+def agreement(rows: list[dict], finish_reasons: bool = True) -> dict[str, tuple[int, int]]:
+    """(agreeing, total) per answer type: the parser's answer equals the hand label (both None counts).
+    A row whose teacher stopped at its token limit (``finish_reason``, SmolLM2's rows) is read as a
+    pool sample is: only for an answer it states explicitly (unless ``finish_reasons`` is False)."""
     counts: dict[str, Counter] = {}
     for row in rows:
-        got = stated_answer(row["rationale"], row["answer_type"], row["choices"], question=row["question"])
+        cut = finish_reasons and row.get("finish_reason") in CUT_OFF_REASONS
+        got = stated_answer(row["rationale"], row["answer_type"], row["choices"], cut, question=row["question"])
         want = None if row["label"] is None else normalize_answer(row["label"], row["answer_type"], row["choices"])
         ok = got is None and want is None or want is not None and answers_match(got, want)
         counts.setdefault(row["answer_type"], Counter())[ok] += 1
@@ -173,14 +176,30 @@ def test_smollm2_chains_agreement_stays_at_its_measured_level():
     # (docs/data.md): numbers 40/50 (41/50 since the third round's open-sum cut-off), free text 34/50
     # (36/50 since the tiny-teacher rules, written on a development draw). A second draw, labelled
     # after those rules were frozen and measured once: numbers 46/50, free text 30/50 (29 before).
+    # Read as pool samples are, knowing which chains stopped at the 192-token limit (the fourth
+    # session of 2026-12-07; a rule fixed before these files were read with it): 44 and 37, 47 and 32.
     found = agreement(_rows("answer_labels_smollm2_heldout.jsonl"))
-    assert found["number"][0] >= 41 and found["text"][0] >= 36, found
+    assert found["number"][0] >= 44 and found["text"][0] >= 37, found
     fresh = agreement(_rows("answer_labels_smollm2_fresh_heldout.jsonl"))
-    assert fresh["number"][0] >= 46 and fresh["text"][0] >= 30, fresh
-    dev = agreement(
-        _rows("answer_labels_smollm2_dev.jsonl")
-    )  # development: 43/50 (45 since issue 25's fifth round), 41/50
-    assert dev["number"][0] >= 45 and dev["text"][0] >= 41, dev
+    assert fresh["number"][0] >= 47 and fresh["text"][0] >= 32, fresh
+    dev = agreement(_rows("answer_labels_smollm2_dev.jsonl"))  # development: 43/50 (45 since the fifth round), 41/50
+    assert dev["number"][0] >= 48 and dev["text"][0] >= 42, dev
+
+
+def test_a_smollm2_chain_stopped_at_its_token_limit_gives_only_an_explicit_answer():
+    """The rows SmolLM2 stopped at max_tokens (``finish_reason: "length"``, recorded by
+    smollm2_chains.py as a teacher pool records it): their closing quantity is wherever the limit
+    fell ("... which is 18 x 3 = 48 cookies", labelled null). Knowing the reason gains on every
+    draw and loses no row."""
+    for name in ("smollm2_dev", "smollm2_heldout", "smollm2_fresh_heldout"):
+        rows = _rows(f"answer_labels_{name}.jsonl")
+        assert {row["finish_reason"] for row in rows} == {"stop", "length"}
+        before, after = agreement(rows, finish_reasons=False), agreement(rows)
+        for kind in ("number", "text"):
+            assert after[kind][0] >= before[kind][0], (name, kind)
+        assert sum(after[k][0] - before[k][0] for k in after) >= 2, name
+        cut = [row for row in rows if row["finish_reason"] == "length"]
+        assert agreement(cut)["number"][0] > agreement(cut, finish_reasons=False)["number"][0], name
 
 
 def test_a_random_draw_of_mcc_kd_chains_agrees_at_its_measured_level():

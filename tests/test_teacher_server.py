@@ -106,6 +106,10 @@ def test_server_ignores_n_so_k_samples_take_k_requests(server):
     body = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "n": 2, "max_tokens": 8}
     reply = requests.post(f"{server.url}/chat/completions", json=body, timeout=120).json()
     assert len(reply["choices"]) == 1
+    # ... and says why it stopped, as the OpenAI API does: what teach records per sample.
+    body["messages"][0]["content"], body["max_tokens"] = "Count from 1 to 100, one number a line.", 4
+    reply = requests.post(f"{server.url}/chat/completions", json=body, timeout=120).json()
+    assert reply["choices"][0]["finish_reason"] == "length"
 
 
 def test_teach_gets_k_real_samples_then_reuses_the_cache(server, tmp_path):
@@ -118,6 +122,12 @@ def test_teach_gets_k_real_samples_then_reuses_the_cache(server, tmp_path):
     texts = [s["rationale"] for e in entries for s in e["samples"]]
     assert all(len(t.split()) >= 3 for t in texts), texts  # real generated text, not an empty stub
     assert len(set(texts)) == 4  # four samples at temperature 0.7, each its own request and seed
+    # The server's finish reason is kept per sample; a chain stopped at the limit states no closing quantity.
+    samples = [s for e in entries for s in e["samples"]]
+    assert all(s["finish_reason"] in ("stop", "length") for s in samples), samples
+    assert all(
+        s["answer"] is None or "answer" in s["rationale"].lower() for s in samples if s["finish_reason"] == "length"
+    )
     assert server.requests_served() - before == 4
     assert "pool statistics" in proc.stdout
     again = teach(server, out)

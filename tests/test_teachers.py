@@ -3,6 +3,7 @@ OpenAI chat-completions protocol, and a tiny transformers causal LM built offlin
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -140,3 +141,86 @@ def test_hf_teacher_samples_k_per_question_and_caches(causal_lm, tmp_path):
     assert len(cache.read_text().splitlines()) == 3 * len(QUESTIONS)
     again = build_teacher(cfg, data, cache).sample(QUESTIONS, 3, 1.0)
     assert [e.to_record() for e in again] == [e.to_record() for e in pool]
+
+
+class CutOffServer:
+    """An OpenAI-compatible endpoint that stops every chain at its ``max_tokens`` the way a server
+    does (``finish_reason: "length"``) while the limit is under 50, and lets it end otherwise."""
+
+    CHAIN = "Ada has {n} pens. She buys 2 more, so she has {n} + 2 = {total} pens. To check, we count"
+
+    def __init__(self):
+        self.hits = 0
+        server = self
+
+        class Handler(ChatHandler):
+            def do_POST(self):
+                body = self.read_body()
+                server.hits += 1
+                n = int(body["messages"][-1]["content"].rsplit("Ada has ", 1)[1].split()[0])
+                text = server.CHAIN.format(n=n, total=n + 2)
+                cut = body["max_tokens"] < 50
+                reply = completion(text if cut else text + f" again: {n + 2}. The answer is {n + 2}.")
+                reply["choices"][0]["finish_reason"] = "length" if cut else "stop"
+                self.reply(200, reply)
+
+        self.httpd, self.url = serve(Handler)
+
+
+def test_a_chain_stopped_at_the_token_limit_is_recorded_and_read_only_for_an_explicit_answer(tmp_path):
+    """The server's ``finish_reason`` reaches the pool and the cache; a chain stopped at the limit
+    gives no answer from its closing quantity (wherever the limit fell), the pool statistics count
+    it, and the same request with a higher limit asks again (a chain that ended is never re-asked)."""
+    from qcrd_plugin.config import SelfConsistencyConfig
+    from qcrd_plugin.pools import PoolEntry
+    from qcrd_plugin.rationales import pool_statistics, pool_warnings, select_pool
+
+    server = CutOffServer()
+    try:
+        data, cache = TaskData("custom", "test", {"train": QUESTIONS}), tmp_path / "cache.jsonl"
+        cut = build_teacher(
+            TeacherConfig(kind="openai", model="m", base_url=server.url, max_new_tokens=32), data, cache
+        )
+        pool = cut.sample(QUESTIONS, 2, 0.7)
+        samples = [s for e in pool for s in e.samples]
+        assert {s.finish_reason for s in samples} == {"length"} and {s.answer for s in samples} == {None}
+        # Without the finish reason the same text reads as its closing sum: the reason is what changes it.
+        assert QUESTIONS[3].stated(samples[6].rationale) == 5.0
+        record = pool[0].to_record()
+        assert PoolEntry.from_record(record).samples[0].finish_reason == "length"
+        stats = pool_statistics(pool, select_pool(pool, SelfConsistencyConfig()))
+        assert stats["cut_off_rate"] == 1.0
+        assert any("token limit" in w and "teacher.max_new_tokens" in w for w in pool_warnings(pool, stats, 2))
+        # A rerun with the same limit reuses the cached cut chains; a higher limit asks for them again.
+        hits = server.hits
+        build_teacher(
+            TeacherConfig(kind="openai", model="m", base_url=server.url, max_new_tokens=32), data, cache
+        ).sample(QUESTIONS, 2, 0.7)
+        assert server.hits == hits
+        longer = TeacherConfig(kind="openai", model="m", base_url=server.url, max_new_tokens=64)
+        ended = build_teacher(longer, data, cache).sample(QUESTIONS, 2, 0.7)
+        assert server.hits == hits + 2 * len(QUESTIONS)
+        assert [[s.answer for s in e.samples] for e in ended] == [[float(q.answer)] * 2 for q in QUESTIONS]
+        assert {s.finish_reason for e in ended for s in e.samples} == {"stop"}
+        build_teacher(longer, data, cache).sample(QUESTIONS, 2, 0.7)
+        assert server.hits == hits + 2 * len(QUESTIONS)
+    finally:
+        server.httpd.shutdown()
+
+
+def test_the_hf_teacher_tells_a_chain_stopped_at_max_new_tokens(causal_lm, tmp_path):
+    """A tiny random LM never says its end-of-sequence token within 12 tokens: every chain is cut
+    at the limit; with the end-of-sequence token forced as the only token, every chain ends."""
+    import torch
+
+    data = TaskData("custom", "test", {"train": QUESTIONS})
+    teacher = build_teacher(TeacherConfig(kind="hf", model=str(causal_lm), max_new_tokens=12), data, tmp_path / "c")
+    eos = teacher.tokenizer.eos_token_id
+    assert teacher.finish_reasons(torch.tensor([[5, 6, 7] * 4, [5, 6, eos] + [eos] * 9])) == ["length", "stop"]
+    assert teacher.finish_reasons(torch.tensor([[5, 6, 7]])) == ["stop"]  # shorter than the limit: it ended
+    pool = teacher.sample(QUESTIONS[:2], 2, 1.0)
+    cached = [json.loads(line) for line in (tmp_path / "c").read_text().splitlines()]
+    assert [r.get("finish_reason") for r in cached] == [s.finish_reason for e in pool for s in e.samples]
+    assert all(r["max_tokens"] == 12 for r in cached) and all(
+        s.finish_reason in ("length", "stop") for e in pool for s in e.samples
+    )
