@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from qcrd_plugin.answers import CUT_OFF_REASONS, answers_match, normalize_answer, stated_answer  # noqa: E402
+from qcrd_plugin.answers import answers_match, normalize_answer, stated_answer  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 TYPES = ("number", "text", "choice", "label", "yesno")
@@ -32,8 +32,9 @@ def agreement(path: Path) -> dict[str, tuple[int, int]]:
     for line in path.read_text().splitlines():
         row = json.loads(line)
         kind, choices = row["answer_type"], row["choices"]
-        cut = row.get("finish_reason") in CUT_OFF_REASONS  # read as a pool sample: explicit answers only
-        got = stated_answer(row["rationale"], kind, choices, cut, question=row["question"])
+        # Read as a pool sample is: a chain stopped at the token limit gives only an explicit answer.
+        why = row.get("finish_reason", "")
+        got = stated_answer(row["rationale"], kind, choices, question=row["question"], finish_reason=why)
         want = None if row["label"] is None else normalize_answer(row["label"], kind, choices)
         ok = got is None and want is None or want is not None and answers_match(got, want)
         counts.setdefault(kind, Counter())[ok] += 1

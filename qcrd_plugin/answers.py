@@ -28,10 +28,21 @@ from .quantities import (
     word_number,
 )
 
-# A teacher's finish reasons (OpenAI's ``finish_reason``) that mean the chain stopped before its
-# end: at the token limit, or cut by a content filter. Such a chain is read only for an answer it
-# states explicitly: its closing quantity is wherever the limit fell, not a conclusion.
-CUT_OFF_REASONS = frozenset({"length", "content_filter"})
+# A teacher's finish reasons that mean the chain stopped before its end: at the token limit
+# (OpenAI, vLLM, llama.cpp, TGI: "length"; Mistral: "model_length" at the context window), or cut
+# by a content filter. Such a chain is read only for an answer it states explicitly, in a sentence
+# it finished: its closing quantity is wherever the limit fell, not a conclusion.
+CUT_OFF_REASONS = frozenset({"length", "model_length", "content_filter"})
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n|\}")
+
+
+def finished_part(text: str) -> str:
+    """``text`` up to its last finished sentence (a chain stopped at the token limit may stop inside
+    its answer statement: "... The answer is 1" of "... is 12"); "" when no sentence finished."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(text or "")]
+    return text[: ends[-1]] if ends else ""
+
 
 # One arithmetic step as written in a rationale: "a op b = c".
 _STEP = re.compile(rf"({NUMBER})\s*([-+*/x×])\s*({NUMBER})\s*=\s*({NUMBER})")
@@ -871,12 +882,17 @@ def stated_answer(
     pattern: str = "",
     case_fold: bool = True,
     question: str = "",
+    finish_reason: str = "",
 ) -> float | str | None:
     """The answer a rationale states (see the notes above this section): the last explicit
     statement's answer; without one, and unless ``require_phrase``, the concluding sentence's
     (numbers, choices, yes/no; None for labels and text that state nothing). ``pattern``, a
     task's own ``answer_pattern`` regex, replaces all of this: its last match's first group.
-    ``question``: the question's text, whose numbers are givens rather than answers."""
+    ``question``: the question's text, whose numbers are givens rather than answers.
+    ``finish_reason``: why the teacher stopped; a chain stopped early (:data:`CUT_OFF_REASONS`)
+    gives only an answer it states explicitly, in a sentence it finished."""
+    if finish_reason in CUT_OFF_REASONS:
+        rationale, require_phrase = finished_part(rationale), True
     if pattern:
         matches = [m for m in re.finditer(pattern, rationale or "")]
         return normalize_answer(matches[-1].group(1), answer_type, choices, case_fold) if matches else None

@@ -97,7 +97,7 @@ class PoolEntry:
                     _check(sample.get("answer"), (str, int, float, type(None)), f"{at}.answer'"),
                     _check(sample.get("error", ""), (str,), f"{at}.error'"),
                     _check(sample.get("teacher", ""), (str,), f"{at}.teacher'"),
-                    _check(sample.get("finish_reason", ""), (str,), f"{at}.finish_reason'"),
+                    _check(sample.get("finish_reason") or "", (str,), f"{at}.finish_reason'"),
                 )
             )
         return cls(str(uid), record["question"], str(gold), samples)

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .answers import CHOICE_LETTERS, CUT_OFF_REASONS, stated_answer
+from .answers import CHOICE_LETTERS, stated_answer
 from .errors import DataMissingError
 
 QUESTIONS_FORMAT = "qcrd-questions/1"
@@ -36,11 +36,18 @@ class Question:
     def stated(self, text: str, require_phrase: bool | None = None, finish_reason: str = "") -> float | str | None:
         """The answer ``text`` (a teacher's or student's rationale) states, read as this question's
         answers are read (answer type, choices, the task's ``answer_pattern``). A chain its teacher
-        stopped early (``finish_reason`` "length") gives only an answer it states explicitly."""
+        stopped early (``finish_reason`` "length") gives only an answer it states explicitly, in a
+        sentence it finished."""
         phrase = self.require_answer_phrase if require_phrase is None else require_phrase
-        phrase = phrase or finish_reason in CUT_OFF_REASONS
         return stated_answer(
-            text, self.answer_type, self.choices, phrase, self.answer_pattern, self.case_fold, self.question
+            text,
+            self.answer_type,
+            self.choices,
+            phrase,
+            self.answer_pattern,
+            self.case_fold,
+            self.question,
+            finish_reason,
         )
 
     def to_record(self) -> dict:

@@ -122,8 +122,9 @@ def pool_warnings(pool: list[PoolEntry], stats: dict, k: int) -> list[str]:
         warnings.append(f"{stats['unparseable_rate']:.1%} of samples state no answer that could be read: {hint}")
     if stats["samples"] and stats.get("cut_off_rate", 0) > MAX_CUT_OFF:
         warnings.append(
-            f"{stats['cut_off_rate']:.1%} of samples stopped at the teacher's token limit (only an answer they "
-            "state explicitly is read): raise teacher.max_new_tokens and teach again"
+            f"{stats['cut_off_rate']:.1%} of samples were stopped early by the teacher (its token limit or a "
+            "content filter; only an answer they state explicitly is read): raise teacher.max_new_tokens "
+            "and teach again"
         )
     counts = [len(entry.samples) for entry in pool]
     empty = [entry.id for entry in pool if not entry.samples]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from .answers import answers_match, format_number, parse_stated_answer
+from .answers import CUT_OFF_REASONS, answers_match, format_number, parse_stated_answer
 from .config import TeacherConfig
 from .data import COT_INSTRUCTION, cot_prompt
 from .errors import UserInputError, WriteFailed
@@ -200,11 +200,18 @@ class SampleCache:
             try:
                 record = json.loads(line)
                 key, text, limit = record["key"], record["text"], int(record.get("max_tokens", 0))
+                if not isinstance(key, str) or not isinstance(text, str):
+                    raise TypeError(key)
             except (KeyError, TypeError, ValueError):  # ValueError: JSONDecodeError included
                 skipped += 1  # a line cut by a kill mid-write
                 continue
-            self.items[key], self.limits[key] = text, limit
-            self.finish_reasons[key] = str(record.get("finish_reason", ""))
+            why = record.get("finish_reason")
+            why = why if isinstance(why, str) else ""
+            # The later line wins, unless it was cut at a lower limit than an answer already read
+            # (two caches merged: a shared one taught again with a higher limit).
+            if key in self.items and self._rank(key) > (why != "length", limit):
+                continue
+            self.items[key], self.limits[key], self.finish_reasons[key] = text, limit, why
         if skipped:
             logging.getLogger(__name__).warning(
                 "teacher cache %s: skipped %d unreadable line(s) (a write cut by a kill?); "
@@ -225,6 +232,10 @@ class SampleCache:
     def finish_reason(self, key: str) -> str:
         """Why the teacher stopped the cached answer ("stop", "length", ...; "" when not told)."""
         return self.finish_reasons.get(key, "")
+
+    def _rank(self, key: str) -> tuple[bool, int]:
+        """Ended answers before cut ones, then the higher limit."""
+        return self.finish_reasons.get(key) != "length", self.limits.get(key, 0)
 
     def answered(self, key: str, max_tokens: int) -> bool:
         """Whether ``key`` holds an answer worth keeping under a limit of ``max_tokens``: not one
@@ -392,10 +403,12 @@ class HFTeacher:
     def finish_reasons(self, new_tokens) -> list[str]:
         """Per generated row (batch x new tokens, padded): "length" when it never produced an
         end-of-sequence token and filled ``max_new_tokens``, else "stop" (OpenAI's names)."""
-        eos = self.model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
-        ended = (new_tokens[..., None] == new_tokens.new_tensor(eos)).any(-1).any(-1)
+        eos = self.model.generation_config.eos_token_id  # what generate stops on (an id, a list or None)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
         full = new_tokens.shape[1] >= self.cfg.max_new_tokens
+        if not eos:
+            return ["length" if full else "stop"] * new_tokens.shape[0]
+        ended = (new_tokens[..., None] == new_tokens.new_tensor(eos)).any(-1).any(-1)
         return ["stop" if done or not full else "length" for done in ended.tolist()]
 
 
@@ -422,12 +435,13 @@ def _public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
-def _completion(response) -> tuple[str, str]:
+def _completion(response, where: str = "the teacher endpoint", limit: int = 0) -> tuple[str, str]:
     """(text, finish reason) of a chat-completions response; RetryableError when the body is not one.
 
     A body cut short or mangled on the way (a proxy, a server restarting under load) is worth
     asking again for, like a 5xx; so is an empty or ``null`` content, which is never cached as an
-    answer (a rerun against a working server would otherwise send nothing).
+    answer (a rerun against a working server would otherwise send nothing). An empty content that
+    stopped at the token limit would come back empty again: a TeacherError at once, saying so.
     """
     try:
         body = response.json()
@@ -437,12 +451,18 @@ def _completion(response) -> tuple[str, str]:
         content = body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
         raise RetryableError("a malformed body (no choices[0].message.content)") from None
+    reason = body["choices"][0].get("finish_reason") if isinstance(body["choices"][0], dict) else None
+    reason = reason if isinstance(reason, str) else ""
     if content is None or isinstance(content, str) and not content.strip():
+        if reason in CUT_OFF_REASONS:
+            raise TeacherError(
+                f"{where}: an empty answer stopped by finish_reason {reason!r} at teacher.max_new_tokens = {limit} "
+                "(a reasoning model that spends the budget thinking?): raise teacher.max_new_tokens"
+            )
         raise RetryableError("an empty answer (content is " + ("null)" if content is None else "empty)"))
     if not isinstance(content, str):
         raise RetryableError(f"a malformed body (content is {type(content).__name__}, not text)")
-    reason = body["choices"][0].get("finish_reason") if isinstance(body["choices"][0], dict) else None
-    return content, reason if isinstance(reason, str) else ""
+    return content, reason
 
 
 def backoff_seconds(attempt: int, rng: random.Random, base: float = 0.5, cap: float = 30.0) -> float:
@@ -538,7 +558,7 @@ class OpenAITeacher:
                             + hint
                         )
                     )
-                return _completion(response)
+                return _completion(response, where, self.cfg.max_new_tokens)
             except transient as err:
                 if attempt == self.cfg.max_retries:
                     reason = err.args[0] if isinstance(err, RetryableError) else type(err).__name__
@@ -593,7 +613,7 @@ class OpenAITeacher:
         """One greedy reply to ``prompt`` (the pairwise judge uses this), cached like samples."""
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         key = SampleCache.key(self.cfg.model, json.dumps(messages), 0.0, 0)
-        cached = self.cache.get(key)
+        cached = self.cache.get(key) if self.cache.answered(key, self.cfg.max_new_tokens) else None
         if cached is None:
             cached, why = self._ask(messages, 0.0, 0)
             self.cache.put(key, cached, why, self.cfg.max_new_tokens)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from qcrd_plugin.answers import CUT_OFF_REASONS, answers_match, normalize_answer, stated_answer
+from qcrd_plugin.answers import answers_match, normalize_answer, stated_answer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -40,8 +40,10 @@ def agreement(rows: list[dict], finish_reasons: bool = True) -> dict[str, tuple[
     pool sample is: only for an answer it states explicitly (unless ``finish_reasons`` is False)."""
     counts: dict[str, Counter] = {}
     for row in rows:
-        cut = finish_reasons and row.get("finish_reason") in CUT_OFF_REASONS
-        got = stated_answer(row["rationale"], row["answer_type"], row["choices"], cut, question=row["question"])
+        why = row.get("finish_reason", "") if finish_reasons else ""
+        got = stated_answer(
+            row["rationale"], row["answer_type"], row["choices"], question=row["question"], finish_reason=why
+        )
         want = None if row["label"] is None else normalize_answer(row["label"], row["answer_type"], row["choices"])
         ok = got is None and want is None or want is not None and answers_match(got, want)
         counts.setdefault(row["answer_type"], Counter())[ok] += 1

@@ -151,12 +151,14 @@ class CutOffServer:
 
     def __init__(self):
         self.hits = 0
+        self.lock = threading.Lock()
         server = self
 
         class Handler(ChatHandler):
             def do_POST(self):
                 body = self.read_body()
-                server.hits += 1
+                with server.lock:
+                    server.hits += 1
                 n = int(body["messages"][-1]["content"].rsplit("Ada has ", 1)[1].split()[0])
                 text = server.CHAIN.format(n=n, total=n + 2)
                 cut = body["max_tokens"] < 50
@@ -209,18 +211,81 @@ def test_a_chain_stopped_at_the_token_limit_is_recorded_and_read_only_for_an_exp
 
 
 def test_the_hf_teacher_tells_a_chain_stopped_at_max_new_tokens(causal_lm, tmp_path):
-    """A tiny random LM never says its end-of-sequence token within 12 tokens: every chain is cut
-    at the limit; with the end-of-sequence token forced as the only token, every chain ends."""
+    """Real generation with the tiny LM: with no end-of-sequence token to stop on, every chain fills
+    max_new_tokens ("length", in the pool and the cache); with the end-of-sequence token forced at
+    the limit, every chain ended ("stop"). Rows padded after their end (pad != eos) and a list of
+    end-of-sequence ids are read by the same rule."""
     import torch
 
-    data = TaskData("custom", "test", {"train": QUESTIONS})
-    teacher = build_teacher(TeacherConfig(kind="hf", model=str(causal_lm), max_new_tokens=12), data, tmp_path / "c")
-    eos = teacher.tokenizer.eos_token_id
-    assert teacher.finish_reasons(torch.tensor([[5, 6, 7] * 4, [5, 6, eos] + [eos] * 9])) == ["length", "stop"]
-    assert teacher.finish_reasons(torch.tensor([[5, 6, 7]])) == ["stop"]  # shorter than the limit: it ended
-    pool = teacher.sample(QUESTIONS[:2], 2, 1.0)
-    cached = [json.loads(line) for line in (tmp_path / "c").read_text().splitlines()]
-    assert [r.get("finish_reason") for r in cached] == [s.finish_reason for e in pool for s in e.samples]
-    assert all(r["max_tokens"] == 12 for r in cached) and all(
-        s.finish_reason in ("length", "stop") for e in pool for s in e.samples
+    data, cfg = TaskData("custom", "test", {"train": QUESTIONS}), TeacherConfig(kind="hf", model=str(causal_lm))
+    cfg.max_new_tokens = 12
+    for forced, expected in ((False, "length"), (True, "stop")):
+        teacher = build_teacher(cfg, data, tmp_path / f"cache_{forced}.jsonl")
+        eos = teacher.tokenizer.eos_token_id
+        teacher.model.generation_config.eos_token_id = eos if forced else None
+        teacher.model.generation_config.forced_eos_token_id = eos if forced else None
+        pool = teacher.sample(QUESTIONS[:2], 2, 1.0)
+        assert [s.finish_reason for e in pool for s in e.samples] == [expected] * 4
+        cached = [json.loads(line) for line in (tmp_path / f"cache_{forced}.jsonl").read_text().splitlines()]
+        assert [(r["finish_reason"], r["max_tokens"]) for r in cached] == [(expected, 12)] * 4
+    teacher.model.generation_config.eos_token_id = [eos, 99]
+    rows = torch.tensor([[5, 6, 7] * 4, [5, 99, 0] + [0] * 9, [5, eos, 0] + [0] * 9])  # 0: padding, not an end
+    assert teacher.finish_reasons(rows) == ["length", "stop", "stop"]
+    assert teacher.finish_reasons(rows[:, :3]) == ["stop"] * 3  # shorter than the limit: every row ended
+
+
+def test_the_cache_keeps_the_better_of_two_records_and_skips_bad_ones(tmp_path):
+    """A cut answer read after an ended one of the same key (two caches merged) does not replace it;
+    records with a key or text of the wrong type are skipped and counted, a null reason is unknown."""
+    shared, own = tmp_path / "shared.jsonl", tmp_path / "own.jsonl"
+    shared.write_text(json.dumps({"key": "k", "text": "ended", "finish_reason": "stop", "max_tokens": 64}) + "\n")
+    bad = [{"key": ["a"], "text": "x"}, {"key": "n", "text": None}, {"key": "r", "text": "t", "max_tokens": "many"}]
+    own.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [{"key": "k", "text": "cut", "finish_reason": "length", "max_tokens": 32}, *bad]
+            + [{"key": "z", "text": "zz", "finish_reason": None}]
+        )
+        + "\n"
     )
+    cache = SampleCache(own, read_also=shared)
+    assert cache.get("k") == "ended" and cache.answered("k", 128) and cache.skipped == 3
+    assert cache.get("n") is None and cache.finish_reason("z") == "" and cache.answered("z", 999)
+    cut = SampleCache(own)
+    assert cut.get("k") == "cut" and cut.answered("k", 32) and not cut.answered("k", 33)
+
+
+def test_a_cut_chain_is_read_up_to_its_last_finished_sentence():
+    """The limit can fall inside the answer statement itself: "The answer is 1" of "... is 12"."""
+    from qcrd_plugin.pools import PoolEntry
+
+    q = Question("q", "Ada has 5 pens and buys 7 more. How many pens?", "12")
+    assert q.stated("She has 5 + 7 = 12 pens. The answer is 1", finish_reason="length") is None
+    assert q.stated("She has 5 + 7 = 12 pens. The answer is 12.\nTo check", finish_reason="length") == 12.0
+    assert q.stated("She has 5 + 7 = 12 pens. The answer is 1", finish_reason="stop") == 1.0
+    record = {"id": "q", "question": q.question, "gold": "12", "samples": [{"rationale": "x", "finish_reason": None}]}
+    assert PoolEntry.from_record(record).samples[0].finish_reason == ""
+
+
+def test_an_empty_answer_stopped_at_the_limit_fails_at_once_with_what_to_raise(tmp_path):
+    """A reasoning model that spends max_tokens thinking returns empty content with finish_reason
+    "length": asking again would return the same, so the teacher stops after one request."""
+    hits = []
+
+    class Handler(ChatHandler):
+        def do_POST(self):
+            self.read_body()
+            hits.append(1)
+            reply = completion("")
+            reply["choices"][0]["finish_reason"] = "length"
+            self.reply(200, reply)
+
+    httpd, url = serve(Handler)
+    try:
+        cfg = TeacherConfig(kind="openai", model="m", base_url=url, max_new_tokens=16, max_retries=3)
+        teacher = OpenAITeacher(cfg, [], SampleCache(None), sleep=lambda s: None)
+        with pytest.raises(RuntimeError, match=r"empty answer .*max_new_tokens = 16.*raise teacher.max_new_tokens"):
+            teacher.sample(QUESTIONS[:1], 1, 0.7)
+        assert len(hits) == 1
+    finally:
+        httpd.shutdown()
