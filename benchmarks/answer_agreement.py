@@ -49,20 +49,21 @@ def _same(a, b) -> bool:
     return a is None and b is None or a is not None and b is not None and answers_match(a, b)
 
 
-def second_labeller(path: Path) -> dict[str, tuple[int, int]]:
+def second_labeller(path: Path, kind: str) -> dict[str, tuple[int, int]]:
     """(agreeing, total) of labeller against labeller, the reader against each, and the reader on
-    the chains both labellers agree on, for one ``second_labels_*.jsonl`` file (numbers)."""
+    the chains both labellers agree on, over the ``kind`` chains of one ``second_labels_*.jsonl`` file."""
     second = {row["id"]: row["label"] for row in _rows(path)}
     firsts = [row for f in sorted(FIXTURES.glob("answer_labels*.jsonl")) for row in _rows(f) if row["id"] in second]
     counts = Counter()
-    for row in firsts:
-        first = None if row["label"] is None else normalize_answer(row["label"], "number", None)
-        other = None if second[row["id"]] is None else normalize_answer(second[row["id"]], "number", None)
-        got = stated_answer(row["rationale"], "number", None, question=row["question"])
+    for row in (row for row in firsts if row["answer_type"] == kind):
+        first = None if row["label"] is None else normalize_answer(row["label"], kind, None)
+        other = None if second[row["id"]] is None else normalize_answer(second[row["id"]], kind, None)
+        why = row.get("finish_reason", "")
+        got = stated_answer(row["rationale"], kind, None, question=row["question"], finish_reason=why)
         agree = _same(first, other)
         counts.update(labellers=agree, reader_first=_same(got, first), reader_second=_same(got, other))
-        counts.update(agreed=agree, reader_on_agreed=agree and _same(got, first))
-    n = len(firsts)
+        counts.update(rows=1, agreed=agree, reader_on_agreed=agree and _same(got, first))
+    n = counts["rows"]
     return {
         "first labeller vs second": (counts["labellers"], n),
         "reader vs first labeller": (counts["reader_first"], n),
@@ -81,9 +82,12 @@ def main() -> None:
         ]
         print(f"| {path.name} | " + " | ".join(cells) + " |")
     for path in sorted(FIXTURES.glob("second_labels_*.jsonl")):
-        print(f"\n| {path.name} (numbers) | agreeing |\n|---|---|")
-        for what, (k, n) in second_labeller(path).items():
-            print(f"| {what} | {k}/{n} ({k / n:.3f}) |")
+        for kind in ("number", "text"):
+            found = second_labeller(path, kind)
+            if found["first labeller vs second"][1]:
+                print(f"\n| {path.name} ({kind}) | agreeing |\n|---|---|")
+                for what, (k, n) in found.items():
+                    print(f"| {what} | {k}/{n} ({k / n:.3f}) |")
 
 
 if __name__ == "__main__":

@@ -762,6 +762,60 @@ def _no_text_answer(text: str, question: str) -> bool:
     return _degenerate(text) or (0 < len(words) <= 3 and set(words) <= set(re.findall(r"\w+", question.lower())))
 
 
+# "What is the capital city of France?": what is asked (its head "capital", its object "France").
+_WHAT_IS = re.compile(
+    r"^\s*(?:what|which)\s+(?:is|was)\s+the\s+(\w+)(?:\s+\w+)?\s+of\s+(?:the\s+)?(.+?)\s*\?\s*$", re.I
+)
+# Where an answer that restates what was asked stops: its description ("Ottawa, Ontario", "Cairo,
+# known as ...", "Rome, also ...", "Paris (the City of Light)").
+_DESCRIPTION = re.compile(r",|;|\s[-–—]\s|\s\(|\s(?:which|who|known|also|located|and|in|the largest)\b", re.I)
+
+
+def _restated_answer(text: str, question: str, case_fold: bool) -> str | None:
+    """The answer of a reply that restates what a "What is the H ... of O?" question asks: "The
+    capital city of Canada is Ottawa, Ontario." -> ottawa, "L'Allema de la France is the capital of
+    France." -> l'allema de la france, "Le Cailleballe, capital city of France." -> le cailleballe;
+    the last such sentence speaks. None for other questions, or when no sentence restates it."""
+    asked = _WHAT_IS.match(question or "")
+    if not asked:
+        return None
+    head, obj = re.escape(asked.group(1)), re.escape(asked.group(2))
+    asked_of = rf"(?:the\s+)?{head}(?:\s+\w+)?\s+of\s+(?:the\s+)?{obj}\b"
+    shapes = (
+        rf"^(?:in\s+{obj},\s*)?{asked_of}\s+(?:is|was)\s+(?P<after>.+)$",
+        rf"^(?:in\s+{obj},\s*)(?:the\s+)?{head}(?:\s+\w+)?\s+(?:is|was)\s+(?P<after>.+)$",
+        rf"^(?P<before>.+?)\s+(?:is|was)\s+{asked_of}",
+        rf"^(?P<before>[^,]+),\s*{asked_of}",
+    )
+    found = None
+    for sentence in split_sentences(text):
+        sentence = sentence.strip().lstrip(_MARKUP)
+        for shape in shapes:
+            match = re.match(shape, sentence, re.I)
+            if match:
+                part = match.groupdict().get("after") or match.groupdict().get("before") or ""
+                part = _DESCRIPTION.split(part, maxsplit=1)[0] if match.groupdict().get("after") else part
+                part = re.sub(r"\s*\([^)]*\)", "", part).split(",")[-1]
+                if 0 < len(part.split()) <= 6:
+                    found = _clean_text(part, case_fold)
+                break
+    return found
+
+
+# A question that asks to transform the string it quotes (spell it backwards, take its letters).
+_TRANSFORMS = re.compile(r"\b(?:backwards?|revers\w*|letters?|concatenat\w*|rearrang\w*|sort\w*|anagram\w*)\b", re.I)
+
+
+def _echoes_question(answer: str | None, question: str, case_fold: bool) -> bool:
+    """Whether a free-text answer is the one string a transforming question quotes, unchanged
+    ("planet" asked to spell "planet" backwards): the thing to transform, given back, is no
+    answer. Not so for other questions ('What is the plural of "sheep"?' -> sheep)."""
+    quoted = re.findall(r"\"([^\"]+)\"|“([^”]+)”", question or "")
+    if answer is None or len(quoted) != 1 or not _TRANSFORMS.search(question):
+        return False
+    return answer == _clean_text("".join(quoted[0]), case_fold)
+
+
 def _concluding_text(text: str, case_fold: bool = True) -> str | None:
     """A free-text answer stated without an answer phrase: the first :data:`TEXT_ENDINGS` entry that
     matches the chain's last sentence (or, failing that, the one before it: "..., the resultant
@@ -913,7 +967,8 @@ def stated_answer(
     if answer_type == "label":
         sentences = split_sentences(rationale)
         return _nli_label(sentences[-1]) if sentences else None
-    return _concluding_text(rationale, case_fold)
+    found = _restated_answer(rationale, question, case_fold) or _concluding_text(rationale, case_fold)
+    return None if _echoes_question(found, question, case_fold) else found
 
 
 def predicted_answer(

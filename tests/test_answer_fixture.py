@@ -188,6 +188,23 @@ def test_smollm2_chains_agreement_stays_at_its_measured_level():
     assert dev["number"][0] >= 48 and dev["text"][0] >= 42, dev
 
 
+def test_a_third_smollm2_draw_agrees_at_its_measured_level():
+    # `smollm2_chains.py i25/smollm2-fresh2` (94 chains, 6 repeating a labelled text left out),
+    # labelled by two readers (tests/fixtures/second_labels_smollm2_fresh2.jsonl) after the
+    # restated-answer and echo rules were frozen, measured once: free text 35/44 (the reader before
+    # them 32/44), numbers 44/50 (unchanged); the two labellers agree on 44/44 and 48/50.
+    rows = _rows("answer_labels_smollm2_fresh2_heldout.jsonl")
+    earlier = {
+        row["rationale"]
+        for f in ("dev", "heldout", "fresh_heldout")
+        for row in _rows(f"answer_labels_smollm2_{f}.jsonl")
+    }
+    assert len(rows) == 94 and not earlier & {row["rationale"] for row in rows}
+    found = agreement(rows)
+    assert found["text"] == (35, 44) or found["text"][0] > 35, found
+    assert found["number"][0] >= 44 and found["number"][1] == 50, found
+
+
 def test_a_smollm2_chain_stopped_at_its_token_limit_gives_only_an_explicit_answer():
     """The rows SmolLM2 stopped at max_tokens (``finish_reason: "length"``, recorded by
     smollm2_chains.py as a teacher pool records it): their closing quantity is wherever the limit

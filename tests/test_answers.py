@@ -932,3 +932,56 @@ def test_number_rules_of_the_seventh_round(chain, question, want):
 )
 def test_review_of_the_later_rounds(chain, question, want):
     _reads_number(chain, question, want)
+
+
+# A tiny teacher's free-text replies that restate what a "What is the ... of ...?" question asks
+# (real SmolLM2-135M-Instruct replies of tests/fixtures/answer_labels_smollm2_dev.jsonl), and the
+# guards: other questions, and descriptions after the answer.
+@pytest.mark.parametrize(
+    "reply, question, want",
+    [
+        ("The capital city of Canada is Ottawa, Ontario.", "What is the capital city of Canada?", "ottawa"),
+        (
+            "Le Coeur de la France\n\nL'Allema de la France is the capital of France.",
+            "What is the capital city of France?",
+            "l'allema de la france",
+        ),
+        (
+            "Il capo di Roma (The King of Roma) is the capital city of Italy.",
+            "What is the capital city of Italy?",
+            "il capo di roma",
+        ),
+        (
+            "Italy is a continent located in the southern part of Europe. The capital city of Italy is Rome, the "
+            "largest city in the European Union and the most visited city on the planet.",
+            "What is the capital city of Italy?",
+            "rome",
+        ),  # fmt: skip
+        # made up for the guards: an answer phrase still speaks first; another question is not read this way
+        ("The capital of Peru is Lima. So the answer is Cusco.", "What is the capital city of Peru?", "cusco"),
+        ("The capital city of Canada is Ottawa, Ontario.", "Which city hosts the parliament?", None),
+        ('The plural of "sheep" is "sheep".', 'What is the plural of "sheep"?', "sheep"),
+    ],
+)
+def test_tiny_teacher_replies_that_restate_the_question(reply, question, want):
+    assert stated_answer(reply, "text", question=question) == want
+
+
+@pytest.mark.parametrize(
+    "reply, question, want",
+    [
+        # real SmolLM2 replies (development draw): the quoted word given back unchanged
+        (
+            'Tim Cook concatenate the last letters of each word in "Tim Cook" and concatenate them into a single '
+            "sentence.",
+            'Take the last letters of each word in "Tim Cook" and concatenate them.',
+            None,
+        ),  # fmt: skip
+        ('The word "planet" is a noun.', 'Spell the word "planet" backwards.', None),
+        # made up for the guards: a transformed answer, and a question that quotes two strings
+        ('So "planet" backwards is "tenalp".', 'Spell the word "planet" backwards.', "tenalp"),
+        ('The longer word is "banana".', 'Which is longer when spelled backwards, "apple" or "banana"?', "banana"),
+    ],
+)
+def test_a_transforming_question_s_quoted_word_given_back_is_no_answer(reply, question, want):
+    assert stated_answer(reply, "text", question=question) == want
