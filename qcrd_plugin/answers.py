@@ -184,6 +184,8 @@ _VERIFICATION = re.compile(
     r"\b(?:check(?:ing|ed)?|verif(?:y|ied|ication)|confirm\w*)\b|\b(?:plug|substitut)\w*\b[^.\n]*\bback\b",
     re.IGNORECASE,
 )
+# A check that ends by saying it passed; a concluding sentence right after it states the answer again.
+_CHECK_PASSED = re.compile(r"\b(?:checks out|is correct|are correct|confirms|matches|works out)\b", re.IGNORECASE)
 # Sentences that are asides, not conclusions ("Note that ... about 20.4 nails each").
 _ASIDE = re.compile(r"^\W*(?:note that|it'?s also worth|also note|alternatively|however, note)\b", re.IGNORECASE)
 # What restates an answer given before it another way ("To put it another way, ... 1 wrapper for
@@ -219,6 +221,13 @@ _PLAN = re.compile(
     r"\b(?:we|let'?s|i)\s+(?:(?:now|then|just|first)\s+)*(?:need to|can|will|have to|must|should)\b"
     r"|\bto (?:solve|find|calculate|work out|figure out)\b",
     re.IGNORECASE,
+)
+# A step announced as the next one to take ("Finally, we need to compare the two numbers."): even
+# after concluding sentences, a chain that ends on it stopped before its answer.
+_NEXT_STEP = re.compile(r"^\W*(?:finally|next|now|then)\b", re.IGNORECASE)
+# A chain that ends concluding in words only, a comparison without its difference.
+_NUMBERLESS_CONCLUSION = re.compile(
+    r"^\W*(?:this|that) means that\b.*\b(?:more|less|fewer)\b.*\bthan\b", re.IGNORECASE
 )
 # Two answers offered as alternatives ("she played with 18 or grindingly 20", "320 action figures,
 # or 400 cabinets"): a hedge.
@@ -317,6 +326,14 @@ def _cut_off(text: str) -> bool:
     # Only the line's end is searched: the pattern is quadratic on a long line without punctuation.
     if "=" not in last and re.search(r"\d[\w\s$]*\s[-+*/×]\s*\$?\d+(?:\.\d+)?$", last[-200:]):
         return True
+    # An equation left open: its right side holds no number yet ("1 + 3(my brother's age) = my mom's",
+    # "$x = \\"); "7 = Zachary's push-ups" is a result.
+    open_side = re.search(r"([^=]*)=([^=]*)$", last[-200:])
+    if open_side and not re.search(r"\d", open_side.group(2)) and word_number(open_side.group(2)) is None:
+        if not re.search(r"[.!?]\W*$", open_side.group(2)) and not re.fullmatch(
+            r"\W*\d[\d,.]*\W*", open_side.group(1)
+        ):
+            return True
     answer_line = re.match(r"[-\s]*\d", last)  # "1396 people", "- 16 green peaches": an answer line
     unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not answer_line and not _CONCLUSION.search(last)
     return bool(unfinished) and len(split_sentences(text)) > 1
@@ -492,7 +509,7 @@ _ARITHMETIC_BEFORE = re.compile(rf"(?:[-+*/×]|\b(?:{ARITHMETIC_WORDS}))\s*$", r
 def _offers_alternatives(sentence: str) -> bool:
     """Whether a sentence offers different values as alternatives ("18 or 20", "320 action
     figures, or 400 cabinets"); an "or" after a sum means "that is" ("10 inches + 20 inches, or
-    30 inches", "10 times 9 dollars, or 90 dollars")."""
+    30 inches", "10 times 9 dollars, or 90 dollars", "16-7, or 9")."""
     return any(
         float(match.group(1)) != float(match.group(2)) and not _ARITHMETIC_BEFORE.search(sentence[: match.start()])
         for match in _ALTERNATIVES.finditer(sentence)
@@ -527,6 +544,8 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if _cut_off(text) and not _cut_after_answer(text, givens):
         return None
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
+    text = re.sub(r"(\d\s*[-+*/×]\s*\d[\d.]*),?\s+or\s+(?=\$?\d)", r"\1 = ", text)  # "16-7, or 9" is 16-7 = 9
+    text = re.sub(r"(?<![\d/.])(\d+) of the \d+\b(?![./])", r"\1", text)  # "went to 4 of the 8 games": 4 games
     # "2.39 days, which rounds down to 2 days": the rounded number is the result
     text = re.sub(r",?\s+(?:which|that)\s+rounds?\s+(?:down\s+|up\s+)?to\b", " =", text)
     sentences = split_sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
@@ -537,6 +556,12 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     verifies = lambda s: _VERIFICATION.search(s) and not _verification_words(s) & asked_checks  # noqa: E731
     restates = lambda i, s: _RESTATEMENT.search(s) and concluded and concluded[0] < i  # noqa: E731
     checked = next((i for i, s in enumerate(sentences) if i and (verifies(s) or restates(i, s))), len(sentences))
+    final = sentences[-1] if sentences else ""
+    closes_check = _CHECK_PASSED.search(sentences[-2]) if len(sentences) > 1 else None
+    if checked < len(sentences) - 1 and closes_check and _CONCLUSION.search(final) and FIRST_NUMBER.search(final):
+        checked = len(
+            sentences
+        )  # "Looks like everything checks out! So, Julia played with 26 kids.": the answer again
     if checked == len(sentences) and _cut_on_given(sentences, givens):
         return None
     sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
@@ -553,6 +578,8 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if candidates and candidates[-1] not in numbered:
         # In words: "Therefore, there is one more bird than storks.", "... = 4\n\nSteven has four more
         # apples than peaches.", or a chain that writes no digit at all ("..., or thirty-four birds").
+        if _NEXT_STEP.search(candidates[-1]) and _PLAN.search(candidates[-1]):
+            return None  # "Finally, we need to compare the two numbers.": not "two"
         spelled = word_number(candidates[-1])
         restated = equations and equations[-1] == [spelled]
         if spelled is not None and (
@@ -561,6 +588,8 @@ def _concluding_number(text: str, question: str = "") -> float | None:
             return spelled
         if spelled is None and _PLAN.search(candidates[-1]) and not concluded:
             return None
+        if spelled is None and _NUMBERLESS_CONCLUSION.search(candidates[-1]):
+            return None  # "This means that Zachary did more push-ups than crunches.": it concludes no number
     results = {value for found in equations for value in found}
     if not numbered or _restates_question(numbered, givens, results):
         return None

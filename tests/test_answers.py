@@ -985,3 +985,77 @@ def test_tiny_teacher_replies_that_restate_the_question(reply, question, want):
 )
 def test_a_transforming_question_s_quoted_word_given_back_is_no_answer(reply, question, want):
     assert stated_answer(reply, "text", question=question) == want
+
+
+# The eighth round (2026-12-07, fourth session), from the chains of answer_labels_numbers13.jsonl
+# (opened after its single measurement), with guards from the MCC-KD pool.
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        # a plan announced as the next step: the chain stopped before its answer ("the two numbers" is no 2)
+        (
+            "So she has 14-5=9 cups of flour left to add. \n\nNext, we need to see how many cups of sugar she "
+            "has left to add. So she has 6-0=6 cups of sugar left to add. \n\nFinally, we need to compare the two "
+            "numbers.",
+            "The recipe calls for 14 cups of flour and 6 cups of sugar. She already put in 5 cups of flour. How many "
+            "more cups of flour than cups of sugar does she need to add now?",
+            None,
+        ),  # fmt: skip
+        # an equation left open at the end: cut off
+        (
+            "Now, we know that my mom's age is one less than three times my brother's age. So we have: \n"
+            "1 + 3(my brother's age) = my mom's",
+            "I am three years younger than my brother. How old am I?",
+            None,
+        ),  # fmt: skip
+        ("So we set up the equation: \n$7.5x + 15x = 1125$\n$22.5x = 1125$\n$x = \\", "How much per day?", None),
+        # ... but a result written number first is no open equation (MCC-KD)
+        (
+            "Subtracting 30 from both sides:  \n\n7 = Zachary's push-ups",
+            "David did 30 more push-ups than Zachary. If David did 37 push-ups How many push-ups did Zachary do?",
+            7.0,
+        ),  # fmt: skip
+        # "16-7, or 9": "or" restates the subtraction's result
+        (
+            "Seven players quit. \n\nSo the total number of lives left would be 16-7, or 9.",
+            "There were 16 friends playing a video game online when 7 players quit. How many lives did they have?",
+            9.0,
+        ),  # fmt: skip
+        # "4 of the 8 football games": the part, not the whole
+        (
+            "There were a total of 8 football games this year. Keith missed 4 of the games. So Keith went to 4 of "
+            "the 8 football games.",
+            "There were a total of 8 football games this year , 4 are played at night . Keith missed 4 of the games "
+            ". How many football games did Keith go to in total ?",
+            4.0,
+        ),  # fmt: skip
+        # the answer stated again after a check that passed
+        (
+            "By trial and error, we can see that it takes Julia about 2 hours to play with 12 kids and 4 hours to "
+            "play with 14 kids, for a total of 6 hours. Now we can check our work by making sure all the information "
+            "in the problem fits together:\n\n- Julia played with a total of 12 + 14 = 26 kids\n- It took her 2 hours "
+            "to play with 12 kids and 4 hours to play with 14 kids, for a total of 6 hours\n- The total time spent "
+            "playing tag is 34 hours\n\nLooks like everything checks out! So, Julia played with a total of 26 kids.",
+            "Julia played tag with 12 kids on monday. She played tag with 14 kids on tuesday. She spent a total of 34 "
+            "hours to play tag on both days. How many kids did she play with altogether?",
+            26.0,
+        ),  # fmt: skip
+        # ... not a closing remark after the check (MCC-KD)
+        (
+            "So there are 337 boys in the school. \n\nChecking our answer: \n\n- There are 402 more girls than boys, "
+            "so 337 + 402 = 739 which matches the given number of girls. \n -Therefore, our answer is correct.",
+            "In a school there are 402 more girls than boys. If there are 739 girls How many boys are there?",
+            337.0,
+        ),  # fmt: skip
+        # a comparison concluded without its difference
+        (
+            "David did 87 less crunches than Zachary, so David did 3 - 87 = -84 crunches. \n\nZachary did 35 push-ups "
+            "and 3 crunches. This means that Zachary did more push-ups than crunches.",
+            "Zachary did 35 push-ups and 3 crunches in gym class today. How many more push-ups than crunches did "
+            "Zachary do?",
+            None,
+        ),  # fmt: skip
+    ],
+)
+def test_eighth_round(chain, question, want):
+    _reads_number(chain, question, want)
