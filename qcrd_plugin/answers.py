@@ -224,10 +224,10 @@ _PLAN = re.compile(
 )
 # A step announced as the next one to take ("Finally, we need to compare the two numbers."): even
 # after concluding sentences, a chain that ends on it stopped before its answer.
-_NEXT_STEP = re.compile(r"^\W*(?:finally|next|now|then)\b", re.IGNORECASE)
-# A chain that ends concluding in words only, a comparison without its difference.
-_NUMBERLESS_CONCLUSION = re.compile(
-    r"^\W*(?:this|that) means that\b.*\b(?:more|less|fewer)\b.*\bthan\b", re.IGNORECASE
+_NEXT_STEP = re.compile(
+    r"^\W*(?:finally|next|now|then)\b.*\b(?:we|i)\s+(?:still\s+)?(?:need to|have to|must|will)\b"
+    r"|^\W*(?:finally|next|now|then)\b.*\blet'?s\s+(?!see\b|say\b)",
+    re.IGNORECASE,
 )
 # Two answers offered as alternatives ("she played with 18 or grindingly 20", "320 action figures,
 # or 400 cabinets"): a hedge.
@@ -326,13 +326,14 @@ def _cut_off(text: str) -> bool:
     # Only the line's end is searched: the pattern is quadratic on a long line without punctuation.
     if "=" not in last and re.search(r"\d[\w\s$]*\s[-+*/×]\s*\$?\d+(?:\.\d+)?$", last[-200:]):
         return True
-    # An equation left open: its right side holds no number yet ("1 + 3(my brother's age) = my mom's",
-    # "$x = \\"); "7 = Zachary's push-ups" is a result.
+    # An equation left open: an arithmetic left side whose right side holds no number yet ("1 +
+    # 3(my brother's age) = my mom's"), or a LaTeX one cut at its backslash ("$x = \\"). "7 =
+    # Zachary's push-ups" is a result, "Area = length × width" a formula in words.
     open_side = re.search(r"([^=]*)=([^=]*)$", last[-200:])
     if open_side and not re.search(r"\d", open_side.group(2)) and word_number(open_side.group(2)) is None:
-        if not re.search(r"[.!?]\W*$", open_side.group(2)) and not re.fullmatch(
-            r"\W*\d[\d,.]*\W*", open_side.group(1)
-        ):
+        left, right = open_side.groups()
+        arithmetic = re.search(r"\d\s*[-+*/×(]|[-+*/×)]\s*\d", left) and not re.search(r"[.!?)]\W*$", right)
+        if arithmetic or right.strip().endswith("\\"):
             return True
     answer_line = re.match(r"[-\s]*\d", last)  # "1396 people", "- 16 green peaches": an answer line
     unfinished = re.search(r"[A-Za-z]$", last) and "=" not in last and not answer_line and not _CONCLUSION.search(last)
@@ -544,8 +545,14 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if _cut_off(text) and not _cut_after_answer(text, givens):
         return None
     text = re.sub(r"(?<=[\d)])\s*≈", " =", text)  # "445/30 ≈ 14.83": a rounded result is the result
-    text = re.sub(r"(\d\s*[-+*/×]\s*\d[\d.]*),?\s+or\s+(?=\$?\d)", r"\1 = ", text)  # "16-7, or 9" is 16-7 = 9
-    text = re.sub(r"(?<![\d/.])(\d+) of the \d+\b(?![./])", r"\1", text)  # "went to 4 of the 8 games": 4 games
+    # "16-7, or 9" is 16-7 = 9 (not "3/4, or 75%": a fraction, and a percentage says it another way)
+    text = re.sub(r"(\d\s*[-+*×]\s*\d[\d.]*),?\s+or\s+(?=\$?\d[\d.,]*(?!\d)(?!\s*(?:%|percent)))", r"\1 = ", text)
+    # "went to 4 of the 8 football games": 4 games, when the 8 is the question's whole
+    text = re.sub(
+        r"(?<![\d/.])(\d+) of the (\d+)\b(?![./])",
+        lambda m: m.group(1) if float(m.group(2)) in givens else m.group(0),
+        text,
+    )
     # "2.39 days, which rounds down to 2 days": the rounded number is the result
     text = re.sub(r",?\s+(?:which|that)\s+rounds?\s+(?:down\s+|up\s+)?to\b", " =", text)
     sentences = split_sentences(re.sub(r"(,|\band)[ \t]*\n\s*", r"\1 ", text))  # a line ending ", and" goes on
@@ -558,7 +565,8 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     checked = next((i for i, s in enumerate(sentences) if i and (verifies(s) or restates(i, s))), len(sentences))
     final = sentences[-1] if sentences else ""
     closes_check = _CHECK_PASSED.search(sentences[-2]) if len(sentences) > 1 else None
-    if checked < len(sentences) - 1 and closes_check and _CONCLUSION.search(final) and FIRST_NUMBER.search(final):
+    restated = [value for value in quantities(final.replace(",", "")) if value not in givens]
+    if checked < len(sentences) - 1 and closes_check and _CONCLUSION.search(final) and len(restated) == 1:
         checked = len(
             sentences
         )  # "Looks like everything checks out! So, Julia played with 26 kids.": the answer again
@@ -578,7 +586,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if candidates and candidates[-1] not in numbered:
         # In words: "Therefore, there is one more bird than storks.", "... = 4\n\nSteven has four more
         # apples than peaches.", or a chain that writes no digit at all ("..., or thirty-four birds").
-        if _NEXT_STEP.search(candidates[-1]) and _PLAN.search(candidates[-1]):
+        if _NEXT_STEP.search(candidates[-1][:300]):  # its opening: no pattern scans a long sentence
             return None  # "Finally, we need to compare the two numbers.": not "two"
         spelled = word_number(candidates[-1])
         restated = equations and equations[-1] == [spelled]
@@ -588,8 +596,6 @@ def _concluding_number(text: str, question: str = "") -> float | None:
             return spelled
         if spelled is None and _PLAN.search(candidates[-1]) and not concluded:
             return None
-        if spelled is None and _NUMBERLESS_CONCLUSION.search(candidates[-1]):
-            return None  # "This means that Zachary did more push-ups than crunches.": it concludes no number
     results = {value for found in equations for value in found}
     if not numbered or _restates_question(numbered, givens, results):
         return None
@@ -796,53 +802,94 @@ _WHAT_IS = re.compile(
     r"^\s*(?:what|which)\s+(?:is|was)\s+the\s+(\w+)(?:\s+\w+)?\s+of\s+(?:the\s+)?(.+?)\s*\?\s*$", re.I
 )
 # Where an answer that restates what was asked stops: its description ("Ottawa, Ontario", "Cairo,
-# known as ...", "Rome, also ...", "Paris (the City of Light)").
-_DESCRIPTION = re.compile(r",|;|\s[-–—]\s|\s\(|\s(?:which|who|known|also|located|and|in|the largest)\b", re.I)
+# known as ...", "Rome, also ...", "Paris (the City of Light)"); a name may hold "and" or "in".
+_DESCRIPTION = re.compile(r",|;|\s[-–—]\s|\s\(|\s(?:which|known|also|located)\b", re.I)
+# Short words a name carries in lower case ("L'Allema de la France", "Il capo di Roma").
+_NAME_PARTICLES = frozenset("de la le di da del della du von van of the y el al".split())
+# A restating sentence longer than this is a paragraph, not an answer (and no pattern scans it).
+_RESTATED_MAX = 300
+
+
+def _name_like(part: str) -> bool:
+    """Whether the words before "is the capital of ..." name something ("Le Grand Paris", "Il capo
+    di Roma"), not a clause ("A common misconception is that Sydney", "Let's think about what"):
+    it opens with a capital and has at most one lower-case word besides name particles."""
+    words = part.split()
+    lower = [w for w in words if w[:1].islower() and w.lower() not in _NAME_PARTICLES]
+    return bool(words) and words[0][:1].isupper() and len(lower) <= 1
 
 
 def _restated_answer(text: str, question: str, case_fold: bool) -> str | None:
     """The answer of a reply that restates what a "What is the H ... of O?" question asks: "The
-    capital city of Canada is Ottawa, Ontario." -> ottawa, "L'Allema de la France is the capital of
-    France." -> l'allema de la france, "Le Cailleballe, capital city of France." -> le cailleballe;
-    the last such sentence speaks. None for other questions, or when no sentence restates it."""
+    capital city of Canada is Ottawa, Ontario." (after any opening clause: "Thus, ...", "In Italy,
+    the capital city is Rome") -> ottawa; "Australia's capital is Canberra." -> canberra; "L'Allema
+    de la France is the capital of France." -> l'allema de la france; "Le Cailleballe, capital city
+    of France." -> le cailleballe. The last such sentence speaks; "is not Sydney" states nothing.
+    None for other questions, or when no sentence restates it."""
     asked = _WHAT_IS.match(question or "")
     if not asked:
         return None
     head, obj = re.escape(asked.group(1)), re.escape(asked.group(2))
     asked_of = rf"(?:the\s+)?{head}(?:\s+\w+)?\s+of\s+(?:the\s+)?{obj}\b"
+    opening = r"(?:[^,]{0,60},\s*)?"  # "Thus, ", "In summary, ", "In Italy, "
     shapes = (
-        rf"^(?:in\s+{obj},\s*)?{asked_of}\s+(?:is|was)\s+(?P<after>.+)$",
-        rf"^(?:in\s+{obj},\s*)(?:the\s+)?{head}(?:\s+\w+)?\s+(?:is|was)\s+(?P<after>.+)$",
-        rf"^(?P<before>.+?)\s+(?:is|was)\s+{asked_of}",
+        rf"^{opening}{asked_of}\s+is\s+(?P<after>.+)$",
+        rf"^{opening}(?:{obj}'s\s+|(?:the\s+)?){head}(?:\s+\w+)?\s+is\s+(?P<after>.+)$",
+        rf"^(?P<before>\S.*?)\s+is\s+{asked_of}",
         rf"^(?P<before>[^,]+),\s*{asked_of}",
     )
     found = None
     for sentence in split_sentences(text):
         sentence = sentence.strip().lstrip(_MARKUP)
+        if len(sentence) > _RESTATED_MAX or not re.search(head, sentence, re.I):
+            continue
         for shape in shapes:
             match = re.match(shape, sentence, re.I)
-            if match:
-                part = match.groupdict().get("after") or match.groupdict().get("before") or ""
-                part = _DESCRIPTION.split(part, maxsplit=1)[0] if match.groupdict().get("after") else part
-                part = re.sub(r"\s*\([^)]*\)", "", part).split(",")[-1]
-                if 0 < len(part.split()) <= 6:
-                    found = _clean_text(part, case_fold)
+            if not match:
+                continue
+            after = match.groupdict().get("after")
+            if after is not None and re.match(r"(?:not|never)\b", after, re.I):
+                break  # "The capital of Australia is not Sydney, as many believe."
+            part = _quoted_or(after, _DESCRIPTION) if after is not None else match.group("before")
+            part = re.sub(r"\s*\([^)]*\)", "", part).strip()
+            if after is None and not _name_like(part):
                 break
+            if 0 < len(part.split()) <= 6:
+                found = _clean_text(part, case_fold)
+            break
     return found
 
 
-# A question that asks to transform the string it quotes (spell it backwards, take its letters).
-_TRANSFORMS = re.compile(r"\b(?:backwards?|revers\w*|letters?|concatenat\w*|rearrang\w*|sort\w*|anagram\w*)\b", re.I)
+def _quoted_or(after: str, stop: re.Pattern) -> str:
+    """The quoted or bolded name that opens ``after`` ('"Singin' in the Rain".', "**War and
+    Peace**"), else ``after`` up to ``stop``."""
+    quoted = re.match(r"\s*(?:\*\*([^*]+)\*\*|\"([^\"]+)\"|“([^”]+)”)", after)
+    if quoted:
+        return next(group for group in quoted.groups() if group)
+    return stop.split(after, maxsplit=1)[0]
+
+
+# A question that asks to transform the string it quotes, and what the transformation does to it.
+_TRANSFORMS = (
+    (re.compile(r"\b(?:backwards?|revers\w*)\b", re.I), lambda word: word[::-1]),
+    (re.compile(r"\b(?:sort\w*|alphabetical)\b", re.I), lambda word: "".join(sorted(word))),
+    (re.compile(r"\b(?:last|first)\s+letters?\b|\bconcatenat\w*", re.I), lambda word: None),
+)
 
 
 def _echoes_question(answer: str | None, question: str, case_fold: bool) -> bool:
-    """Whether a free-text answer is the one string a transforming question quotes, unchanged
-    ("planet" asked to spell "planet" backwards): the thing to transform, given back, is no
-    answer. Not so for other questions ('What is the plural of "sheep"?' -> sheep)."""
+    """Whether a free-text answer is the one string a transforming question quotes, given back
+    though the transformation changes it ("planet" asked to spell "planet" backwards): the thing to
+    transform is no answer. Not so when it is its own transform ("level" backwards, "below" sorted)
+    or for other questions ('What is the plural of "sheep"?' -> sheep)."""
     quoted = re.findall(r"\"([^\"]+)\"|“([^”]+)”", question or "")
-    if answer is None or len(quoted) != 1 or not _TRANSFORMS.search(question):
+    if answer is None or len(quoted) != 1:
         return False
-    return answer == _clean_text("".join(quoted[0]), case_fold)
+    word = _clean_text("".join(quoted[0]), case_fold)
+    for asks, transform in _TRANSFORMS:
+        if asks.search(question):
+            return answer == word and transform(word) != word
+    return False
 
 
 def _concluding_text(text: str, case_fold: bool = True) -> str | None:

@@ -1047,15 +1047,83 @@ def test_a_transforming_question_s_quoted_word_given_back_is_no_answer(reply, qu
             "In a school there are 402 more girls than boys. If there are 739 girls How many boys are there?",
             337.0,
         ),  # fmt: skip
-        # a comparison concluded without its difference
-        (
-            "David did 87 less crunches than Zachary, so David did 3 - 87 = -84 crunches. \n\nZachary did 35 push-ups "
-            "and 3 crunches. This means that Zachary did more push-ups than crunches.",
-            "Zachary did 35 push-ups and 3 crunches in gym class today. How many more push-ups than crunches did "
-            "Zachary do?",
-            None,
-        ),  # fmt: skip
     ],
 )
 def test_eighth_round(chain, question, want):
+    _reads_number(chain, question, want)
+
+
+# A review of the eighth round and the restated-answer rules (made-up chains the rules first misread
+# and the reader before them read right; each fails on the rules as first written).
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        (
+            "Sydney is the largest city in Australia, but it is not the capital. Thus, the capital of Australia is "
+            "Canberra.",
+            "What is the capital of Australia?",
+            "canberra",
+        ),  # fmt: skip
+        (
+            "A common misconception is that Sydney is the capital of Australia. In fact, Australia's capital is "
+            "Canberra.",
+            "What is the capital of Australia?",
+            "canberra",
+        ),  # fmt: skip
+        (
+            "The capital of Australia is not Sydney, as many people believe. The capital is Canberra.",
+            "What is the capital of Australia?",
+            "canberra",
+        ),  # fmt: skip
+        (
+            "Leo Tolstoy wrote several novels. The title of Tolstoy's most famous novel is **War and Peace**.",
+            "What is the title of Tolstoy's most famous novel?",
+            "war and peace",
+        ),  # fmt: skip
+        (
+            'To spell "level" backwards, we reverse the order of its letters: l-e-v-e-l becomes l-e-v-e-l. So the '
+            'word spelled backwards is "level".',
+            'Spell the word "level" backwards.',
+            "level",
+        ),  # fmt: skip
+    ],
+)
+def test_review_of_the_restated_answers(chain, question, want):
+    assert stated_answer(chain, "text", question=question) == want
+
+
+@pytest.mark.parametrize(
+    "chain, question, want",
+    [
+        (
+            "Tom has 8 red balls and 3 blue balls. 8 - 3 = 5. Now we can say that Tom has five more red balls than "
+            "blue balls.",
+            "Tom has 8 red balls and 3 blue balls. How many more red balls than blue balls does Tom have?",
+            5.0,
+        ),  # fmt: skip
+        (
+            "John ate 2 out of 8 slices. Therefore, John ate 1/4, or 25%, of the pizza.",
+            "A pizza is cut into 8 slices. John eats 2 slices. What fraction of the pizza did John eat?",
+            0.25,
+        ),  # fmt: skip
+        (
+            "Jake ate 4 slices, which was 1/3 of the pizza. So, Jake ate 4 of the 12 slices.",
+            "Jake ate 4 slices of pizza, which was 1/3 of the pizza. How many slices did the pizza have?",
+            12.0,
+        ),  # fmt: skip
+        (
+            "The garden is 8 m long and 6 m wide. Multiplying, 8 × 6 = 48. So the area of the garden is 48 square "
+            "meters (Area = length × width)",
+            "A rectangular garden is 8 meters long and 6 meters wide. What is its area?",
+            48.0,
+        ),  # fmt: skip
+        (
+            "The shirts cost 3 x $12 = $36. So the hat cost $50 - $36 = $14. Let's verify: $36 + $14 = $50, which is "
+            "correct. Therefore, Tom spent $50 in total.",
+            "Tom bought 3 shirts for $12 each and a hat. He spent $50 in total. How much did the hat cost?",
+            14.0,
+        ),  # fmt: skip
+    ],
+)
+def test_review_of_the_eighth_round(chain, question, want):
     _reads_number(chain, question, want)
