@@ -529,6 +529,15 @@ def _restates_question(numbered: list[str], givens: set, results: set) -> bool:
     )
 
 
+def _answer_after_check(sentences: list[str], givens: set) -> bool:
+    """Whether the last sentence states the answer again right after a check that passed ("Looks
+    like everything checks out! So, Julia played with a total of 26 kids."): it concludes, and
+    states one number the question did not give ("Therefore, Tom spent $50 in total." does not)."""
+    if len(sentences) < 2 or not _CHECK_PASSED.search(sentences[-2]) or not _CONCLUSION.search(sentences[-1]):
+        return False
+    return len([value for value in quantities(sentences[-1].replace(",", "")) if value not in givens]) == 1
+
+
 def _concluding_number(text: str, question: str = "") -> float | None:
     """A number answer stated without an answer phrase (raw LLM samples such as MCC-KD's): the
     answer of the concluding sentence (:func:`_concluding_at`, :func:`_sentence_answer`).
@@ -563,13 +572,8 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     verifies = lambda s: _VERIFICATION.search(s) and not _verification_words(s) & asked_checks  # noqa: E731
     restates = lambda i, s: _RESTATEMENT.search(s) and concluded and concluded[0] < i  # noqa: E731
     checked = next((i for i, s in enumerate(sentences) if i and (verifies(s) or restates(i, s))), len(sentences))
-    final = sentences[-1] if sentences else ""
-    closes_check = _CHECK_PASSED.search(sentences[-2]) if len(sentences) > 1 else None
-    restated = [value for value in quantities(final.replace(",", "")) if value not in givens]
-    if checked < len(sentences) - 1 and closes_check and _CONCLUSION.search(final) and len(restated) == 1:
-        checked = len(
-            sentences
-        )  # "Looks like everything checks out! So, Julia played with 26 kids.": the answer again
+    if checked < len(sentences) - 1 and _answer_after_check(sentences, givens):
+        checked = len(sentences)
     if checked == len(sentences) and _cut_on_given(sentences, givens):
         return None
     sentences = [s for s in sentences[:checked] if not _ASIDE.search(s)]
