@@ -26,27 +26,33 @@ FIXTURES = REPO / "tests" / "fixtures"
 TYPES = ("number", "text", "choice", "label", "yesno")
 
 
-def agreement(path: Path) -> dict[str, tuple[int, int]]:
-    """(agreeing, total) per answer type of one fixture file."""
-    counts: dict[str, Counter] = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        kind, choices = row["answer_type"], row["choices"]
-        # Read as a pool sample is: a chain stopped at the token limit gives only an explicit answer.
-        why = row.get("finish_reason", "")
-        got = stated_answer(row["rationale"], kind, choices, question=row["question"], finish_reason=why)
-        want = None if row["label"] is None else normalize_answer(row["label"], kind, choices)
-        ok = got is None and want is None or want is not None and answers_match(got, want)
-        counts.setdefault(kind, Counter())[ok] += 1
-    return {kind: (c[True], c[True] + c[False]) for kind, c in counts.items()}
-
-
 def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _reading(row: dict):
+    """The reader's answer to a fixture row, read as a pool sample is (a chain its teacher stopped
+    at the token limit gives only an explicit answer)."""
+    why = row.get("finish_reason", "")
+    return stated_answer(
+        row["rationale"], row["answer_type"], row["choices"], question=row["question"], finish_reason=why
+    )
+
+
+def _label(label: str | None, row: dict):
+    return None if label is None else normalize_answer(label, row["answer_type"], row["choices"])
+
+
 def _same(a, b) -> bool:
     return a is None and b is None or a is not None and b is not None and answers_match(a, b)
+
+
+def agreement(path: Path) -> dict[str, tuple[int, int]]:
+    """(agreeing, total) per answer type of one fixture file."""
+    counts: dict[str, Counter] = {}
+    for row in _rows(path):
+        counts.setdefault(row["answer_type"], Counter())[_same(_reading(row), _label(row["label"], row))] += 1
+    return {kind: (c[True], c[True] + c[False]) for kind, c in counts.items()}
 
 
 def second_labeller(path: Path, kind: str) -> dict[str, tuple[int, int]]:
@@ -56,10 +62,7 @@ def second_labeller(path: Path, kind: str) -> dict[str, tuple[int, int]]:
     firsts = [row for f in sorted(FIXTURES.glob("answer_labels*.jsonl")) for row in _rows(f) if row["id"] in second]
     counts = Counter()
     for row in (row for row in firsts if row["answer_type"] == kind):
-        first = None if row["label"] is None else normalize_answer(row["label"], kind, None)
-        other = None if second[row["id"]] is None else normalize_answer(second[row["id"]], kind, None)
-        why = row.get("finish_reason", "")
-        got = stated_answer(row["rationale"], kind, None, question=row["question"], finish_reason=why)
+        first, other, got = _label(row["label"], row), _label(second[row["id"]], row), _reading(row)
         agree = _same(first, other)
         counts.update(labellers=agree, reader_first=_same(got, first), reader_second=_same(got, other))
         counts.update(rows=1, agreed=agree, reader_on_agreed=agree and _same(got, first))

@@ -510,7 +510,7 @@ _ARITHMETIC_BEFORE = re.compile(rf"(?:[-+*/×]|\b(?:{ARITHMETIC_WORDS}))\s*$", r
 def _offers_alternatives(sentence: str) -> bool:
     """Whether a sentence offers different values as alternatives ("18 or 20", "320 action
     figures, or 400 cabinets"); an "or" after a sum means "that is" ("10 inches + 20 inches, or
-    30 inches", "10 times 9 dollars, or 90 dollars", "16-7, or 9")."""
+    30 inches", "10 times 9 dollars, or 90 dollars")."""
     return any(
         float(match.group(1)) != float(match.group(2)) and not _ARITHMETIC_BEFORE.search(sentence[: match.start()])
         for match in _ALTERNATIVES.finditer(sentence)
@@ -590,7 +590,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
     if candidates and candidates[-1] not in numbered:
         # In words: "Therefore, there is one more bird than storks.", "... = 4\n\nSteven has four more
         # apples than peaches.", or a chain that writes no digit at all ("..., or thirty-four birds").
-        if _NEXT_STEP.search(candidates[-1][:300]):  # its opening: no pattern scans a long sentence
+        if _NEXT_STEP.search(candidates[-1][:_TAIL]):  # its opening: no pattern scans a long sentence
             return None  # "Finally, we need to compare the two numbers.": not "two"
         spelled = word_number(candidates[-1])
         restated = equations and equations[-1] == [spelled]
@@ -703,13 +703,15 @@ def _opening_yes_no(text: str) -> str | None:
     return None
 
 
+_BOLD = r"\*\*([^*]+)\*\*"
+_QUOTED = r"\"([^\"]+)\"|“([^”]+)”"
 # Where a free-text answer follows at the end of a chain when no answer statement precedes it, in
 # the order they are tried on the chain's last sentence (an entry's group 1 is the answer): a
 # quoted or bolded string, then what follows the last of these phrasings. Extend it here; a task's
 # own ``answer_pattern`` still overrides every rule. Measured on tests/fixtures/answer_labels_text.jsonl.
 TEXT_ENDINGS = (
-    r"\*\*([^*]+)\*\*",  # **yajc**
-    r"\"([^\"]+)\"|“([^”]+)”",  # "yajc"
+    _BOLD,  # **yajc**
+    _QUOTED,  # "yajc"
     r"(?<![\w'])'([^']+)'(?!\w)",  # 'yajc' (never the apostrophe of "Rob's")
     r"(?:→|=>)[ \t]*([^→\s][^→]*)$",  # l, e, y, y → leyy
     r"\b(?:we get|you get|it becomes|they form|gives(?: you)?|results? in|is|are|becomes|was)"
@@ -854,7 +856,7 @@ def _restated_answer(text: str, question: str, case_fold: bool) -> str | None:
             after = match.groupdict().get("after")
             if after is not None and re.match(r"(?:not|never)\b", after, re.I):
                 break  # "The capital of Australia is not Sydney, as many believe."
-            part = _quoted_or(after, _DESCRIPTION) if after is not None else match.group("before")
+            part = _name_after(after) if after is not None else match.group("before")
             part = re.sub(r"\s*\([^)]*\)", "", part).strip()
             if after is None and not _name_like(part):
                 break
@@ -864,13 +866,13 @@ def _restated_answer(text: str, question: str, case_fold: bool) -> str | None:
     return found
 
 
-def _quoted_or(after: str, stop: re.Pattern) -> str:
+def _name_after(after: str) -> str:
     """The quoted or bolded name that opens ``after`` ('"Singin' in the Rain".', "**War and
-    Peace**"), else ``after`` up to ``stop``."""
-    quoted = re.match(r"\s*(?:\*\*([^*]+)\*\*|\"([^\"]+)\"|“([^”]+)”)", after)
+    Peace**"), else ``after`` up to its description (:data:`_DESCRIPTION`)."""
+    quoted = re.match(rf"\s*(?:{_BOLD}|{_QUOTED})", after)
     if quoted:
         return next(group for group in quoted.groups() if group)
-    return stop.split(after, maxsplit=1)[0]
+    return _DESCRIPTION.split(after, maxsplit=1)[0]
 
 
 # A question that asks to transform the string it quotes, and what the transformation does to it.
@@ -886,7 +888,7 @@ def _echoes_question(answer: str | None, question: str, case_fold: bool) -> bool
     though the transformation changes it ("planet" asked to spell "planet" backwards): the thing to
     transform is no answer. Not so when it is its own transform ("level" backwards, "below" sorted)
     or for other questions ('What is the plural of "sheep"?' -> sheep)."""
-    quoted = re.findall(r"\"([^\"]+)\"|“([^”]+)”", question or "")
+    quoted = re.findall(_QUOTED, question or "")
     if answer is None or len(quoted) != 1:
         return False
     word = _clean_text("".join(quoted[0]), case_fold)

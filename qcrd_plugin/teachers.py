@@ -240,9 +240,7 @@ class SampleCache:
     def answered(self, key: str, max_tokens: int) -> bool:
         """Whether ``key`` holds an answer worth keeping under a limit of ``max_tokens``: not one
         cut at a lower limit (the same request with a higher teacher.max_new_tokens asks again)."""
-        return key in self.items and not (
-            self.finish_reasons.get(key) == "length" and self.limits.get(key, 0) < max_tokens
-        )
+        return key in self.items and self._rank(key) >= (False, max_tokens)
 
     def put(self, key: str, text: str, finish_reason: str = "", max_tokens: int = 0) -> None:
         """Keep one answer: in memory, and on disk before returning (a paid-for answer survives a kill).
@@ -299,7 +297,7 @@ def cut_generation(text: str) -> str:
     return text.strip()
 
 
-def cut_completion(text: str, finish_reason: str) -> tuple[str, str]:
+def _cut_with_reason(text: str, finish_reason: str) -> tuple[str, str]:
     """(:func:`cut_generation` of ``text``, why it ended): a chain followed by a made-up next item
     ended before the token limit, whatever stopped the generation."""
     cut = cut_generation(text)
@@ -393,7 +391,7 @@ class HFTeacher:
             reasons = self.finish_reasons(new_tokens)
             for row, n in enumerate(batch):
                 for i in range(k):
-                    text, why = cut_completion(generated[row * k + i], reasons[row * k + i])
+                    text, why = _cut_with_reason(generated[row * k + i], reasons[row * k + i])
                     self.cache.put(keys[n][i], text, why, limit)
                     texts[n][i] = text
         self.cache.sync()
@@ -435,7 +433,7 @@ def _public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
-def _completion(response, where: str = "the teacher endpoint", limit: int = 0) -> tuple[str, str]:
+def _completion(response, where: str, limit: int) -> tuple[str, str]:
     """(text, finish reason) of a chat-completions response; RetryableError when the body is not one.
 
     A body cut short or mangled on the way (a proxy, a server restarting under load) is worth
@@ -640,7 +638,7 @@ class OpenAITeacher:
         def work(job):
             n, i, messages, key = job
             try:
-                text, why = cut_completion(*self._ask(messages, temperature, i))
+                text, why = _cut_with_reason(*self._ask(messages, temperature, i))
             except BaseException:
                 self._stop.set()  # set here, in the worker, so that no queued request starts after it
                 raise
