@@ -33,6 +33,32 @@ class TeacherSample:
     finish_reason: str = ""
 
 
+_UNREAD = object()
+
+
+class ReleasedSample(TeacherSample):
+    """A sample of a released pool whose answer is read from its rationale on first use.
+
+    A release holds every split's chains (MCC-KD: 21,000), while a run trains on a few of them and
+    an lm-eval task only wants a gold rationale per question; reading all of them took seconds at
+    each load. ``read(rationale)`` gives the answer (``Question.stated``); setting ``answer`` replaces it.
+    """
+
+    def __init__(self, rationale: str, read, **fields):
+        self._read, self._answer = read, _UNREAD
+        super().__init__(rationale, _UNREAD, **fields)
+
+    @property
+    def answer(self) -> float | str | None:
+        if self._answer is _UNREAD:
+            self._answer = self._read(self.rationale)
+        return self._answer
+
+    @answer.setter
+    def answer(self, value: float | str | None) -> None:
+        self._answer = value
+
+
 @dataclass
 class PoolEntry:
     """All K samples of one question: one line of a pool JSONL file."""

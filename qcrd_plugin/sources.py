@@ -27,7 +27,7 @@ from .answers import CHOICE_LETTERS, NLI_LABELS, canonical_text, format_number, 
 from .config import short_repr as _short
 from .errors import DataMissingError, UserInputError
 from .files import decode_utf8, parse_json, read_jsonl
-from .pools import PoolEntry, TeacherSample
+from .pools import PoolEntry, ReleasedSample
 from .questions import FAMILIES, Question, TaskData, choices_block, data_dir
 
 T = TypeVar("T")
@@ -164,7 +164,7 @@ def cut_completion(text: str) -> str:
 
 def _pool_entry(q: Question, rationales: list[str], teachers: list[str] | None = None) -> PoolEntry:
     samples = [
-        TeacherSample(r, q.stated(r), teacher=(teachers[i] if teachers else "")) for i, r in enumerate(rationales)
+        ReleasedSample(r, q.stated, teacher=(teachers[i] if teachers else "")) for i, r in enumerate(rationales)
     ]
     return PoolEntry(q.id, q.question, q.answer, samples)
 
