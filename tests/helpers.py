@@ -4,6 +4,7 @@ run in-process. (Fixtures live in conftest.py; this is plain code the tests impo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,7 +55,12 @@ def invoke(*args: str) -> subprocess.CompletedProcess:
 
     from qcrd_plugin.cli import main
 
-    result = CliRunner().invoke(main, list(args))
+    saved = dict(os.environ)  # --quiet and the device set variables (TQDM_DISABLE, ...) for the process
+    try:
+        result = CliRunner().invoke(main, list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     # sys.exit(2) from _fail arrives as SystemExit; any other exception would be a traceback.
     assert isinstance(result.exception, (SystemExit, type(None))), f"uncaught {result.exception!r}\n{result.stderr}"
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)

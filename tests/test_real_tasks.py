@@ -81,7 +81,7 @@ def test_lm_eval_cli_scores_the_real_families_and_the_qcrd_group(tiny_run, tmp_p
 
 @needs_data
 @pytest.mark.slow
-def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tmp_path):
+def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tmp_path, monkeypatch):
     """A run on MCC-KD's SVAMP: its round folder holds a model card and qcrd_run.json, and the
     plain lm-eval CLI without --metadata scores MCC-KD's test questions (not DSbS's, the family's
     default source); --metadata still chooses another."""
@@ -103,8 +103,9 @@ def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tm
         "evaluation.faithfulness=false",
         "evaluation.overlap=false",
     ]
-    proc = cli(
-        "qcrd-bench",
+    # qcrd-bench in this process (its imports paid once); lm_eval, the subject, in its own below.
+    monkeypatch.setenv("QCRD_DATA_DIR", DATA)
+    proc = invoke(
         "run",
         "--task",
         "svamp",
@@ -128,7 +129,7 @@ def test_a_round_folder_records_its_task_so_plain_lm_eval_scores_its_test_set(tm
     assert json.loads((folder / "qcrd_run.json").read_text())["task_metadata"]["run_task"]["source"] == "mcc_kd"
     # Exported for the hub: the record travels with the weights, the training state does not.
     exported = tmp_path / "export"
-    proc = cli("qcrd-bench", "export", str(tmp_path / "svamp_mcckd"), "--round", "best", "--out", str(exported))
+    proc = invoke("export", str(tmp_path / "svamp_mcckd"), "--round", "best", "--out", str(exported))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {"model.safetensors", "README.md", "qcrd_run.json"} <= {f.name for f in exported.iterdir()}
     assert not (exported / "training_state.pt").exists() and "test-split score" in (exported / "README.md").read_text()
@@ -192,10 +193,11 @@ def test_data_prepare_prints_the_counts_of_sources_md(tmp_path):
     assert len((written / "pool_train.jsonl").read_text().splitlines()) == 700
 
 
-def test_task_brought_as_data_teach_run_and_lm_eval(tmp_path):
+def test_task_brought_as_data_teach_run_and_lm_eval(tmp_path, monkeypatch):
+    # qcrd-bench in this process (its imports paid once); lm_eval, the subject, in its own below.
+    monkeypatch.setenv("QCRD_DATA_DIR", DATA)
     pool = tmp_path / "shop_pool.jsonl"
-    proc = cli(
-        "qcrd-bench",
+    proc = invoke(
         "teach",
         "--task",
         "custom",
@@ -212,7 +214,6 @@ def test_task_brought_as_data_teach_run_and_lm_eval(tmp_path):
     assert "pool statistics" in proc.stdout and len(pool.read_text().splitlines()) == 100
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("task.")]
     args = [
-        "qcrd-bench",
         "run",
         "--task",
         "custom",
@@ -234,7 +235,7 @@ def test_task_brought_as_data_teach_run_and_lm_eval(tmp_path):
     ]  # shop prompts are 22 tokens: the run must say it cuts them
     for o in overrides:
         args += ["-o", o]
-    proc = cli(*args)
+    proc = invoke(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(
         r"warning: \d+ of 100 prompts are longer than student.max_input_tokens=20 tokens and lose their middle",
