@@ -58,6 +58,10 @@ class ReleasedSample(TeacherSample):
     def answer(self, value: float | str | None) -> None:
         self._answer = value
 
+    def __reduce__(self):
+        # A pickle or copy carries the answer, read now, as a plain sample (not the unread marker).
+        return TeacherSample, (self.rationale, self.answer, self.error, self.teacher, self.finish_reason)
+
 
 @dataclass
 class PoolEntry:

@@ -14,6 +14,7 @@ offline).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import random
@@ -269,6 +270,17 @@ def _mcc_kd(root: Path, family: str) -> TaskData:
     return data
 
 
+def _mentor_kd_sample(q: Question, chain: str, kept_as_correct: bool) -> ReleasedSample:
+    """Mentor-KD kept only chains it judged correct (initial_correct); many StrategyQA chains end
+    without stating yes/no, so such a chain's answer, when it states none, is the gold one it was kept for."""
+    return ReleasedSample(chain, functools.partial(_stated_or_gold, q) if kept_as_correct else q.stated)
+
+
+def _stated_or_gold(q: Question, text: str) -> float | str | None:
+    stated = q.stated(text)
+    return q.answer if stated is None else stated
+
+
 def _samples(row: dict, key: str) -> list[str]:
     """``row[key]`` when it is a list of strings (a ValueError naming the key otherwise)."""
     value = row[key]
@@ -294,13 +306,11 @@ def _mentor_kd(root: Path, family: str) -> TaskData:
             gold = _gold(rows[0][1], "answer", answer_type)
         q = Question(f"mentor_kd-{family}-train-{i}", text.strip(), gold, answer_type)
         questions.append(q)
-        entry = _pool_entry(q, _each(rows, lambda _, r: _str(r, "chain").strip()))
-        for sample, (_, row) in zip(entry.samples, rows):
-            # Mentor-KD kept only chains it judged correct (initial_correct); many StrategyQA
-            # chains end without stating yes/no, so their answer is the gold one it was kept for.
-            if str(row.get("initial_correct")).lower() == "true" and sample.answer is None:
-                sample.answer = q.answer
-        entries.append(entry)
+        chains = _each(rows, lambda _, r: _str(r, "chain").strip())
+        kept = [str(row.get("initial_correct")).lower() == "true" for _, row in rows]
+        entries.append(
+            PoolEntry(q.id, q.question, q.answer, [_mentor_kd_sample(q, c, k) for c, k in zip(chains, kept)])
+        )
     data.questions["train"], data.pools["train"] = questions, entries
     data.questions["test"] = _each(
         _records(base / f"{name}_test.json"),

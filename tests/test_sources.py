@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -62,21 +64,29 @@ def test_mcc_kd_ten_raw_samples_and_majority_vote():
     assert majority == 636
 
 
+def question_of(data, entry):
+    return next(q for q in data.questions["train"] if q.id == entry.id)
+
+
 def test_a_release_is_read_only_as_far_as_it_is_used():
     """A released chain's answer is read when first asked for, once, as the question reads it;
     a pool written out carries what was read; an answer set by an adapter replaces the reading."""
     data = load_source("svamp", "mcc_kd", DATA)
     entry = data.pools["train"][0]
     sample = entry.samples[0]
-    question = next(q for q in data.questions["train"] if q.id == entry.id)
+    question = question_of(data, entry)
     reads = []
     # Not read while loading: a reader swapped in now is the one that reads it.
     sample._read = lambda text: reads.append(text) or question.stated(text)
     assert sample.answer == question.stated(sample.rationale) and sample.answer == sample.answer
     assert reads == [sample.rationale]  # read once, then kept
     assert entry.to_record()["samples"][0]["answer"] == sample.answer
-    sample.answer = None  # as the Mentor-KD adapter gives a chain the gold answer it was kept for
+    sample.answer = None  # as an adapter may set it
     assert sample.answer is None and len(reads) == 1
+    # A copy or pickle of a chain nobody read carries its reading, not the unread marker.
+    unread = data.pools["train"][-1].samples[-1]
+    for copied in (pickle.loads(pickle.dumps(unread)), copy.deepcopy(unread)):
+        assert copied.answer == question_of(data, data.pools["train"][-1]).stated(unread.rationale) == unread.answer
 
 
 def test_mentor_kd_and_eit_pools():
