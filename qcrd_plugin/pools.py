@@ -33,15 +33,16 @@ class TeacherSample:
     finish_reason: str = ""
 
 
-_UNREAD = object()
+_UNREAD = object()  # a ReleasedSample's answer before its first read (None means "no answer")
 
 
 class ReleasedSample(TeacherSample):
     """A sample of a released pool whose answer is read from its rationale on first use.
 
-    A release holds every split's chains (MCC-KD: 21,000), while a run trains on a few of them and
+    A release holds all its chains (MCC-KD's SVAMP: 7,000), while a run trains on a few of them and
     an lm-eval task only wants a gold rationale per question; reading all of them took seconds at
-    each load. ``read(rationale)`` gives the answer (``Question.stated``); setting ``answer`` replaces it.
+    each load (docs/performance.md). ``read(rationale)`` gives the answer (``Question.stated``);
+    setting ``answer`` replaces it.
     """
 
     def __init__(self, rationale: str, read, **fields):
