@@ -376,17 +376,10 @@ def _parts_of_asked(numbered: list[str], at: int, asked: AskedFor) -> float | No
 
 def _cut_after_answer(text: str, givens: set) -> bool:
     """Whether a chain cut off mid-sentence had already concluded with a number the question did
-    not give (``givens``): "Therefore, Aleena paid a total of $1596 for the streaming service by",
-    or says the result of the equation that ends the line before it, and only that ("0.375 + 0.5 =
-    0.875 \n Elizabeth had 0.875 inches of hair cut off")."""
+    not give (``givens``): "Therefore, Aleena paid a total of $1596 for the streaming service by"."""
     sentences = split_sentences(text)
     last = sentences[-1] if sentences else ""
-    stated = set(quantities(last.replace(",", ""))) - givens
-    if not (stated and re.search(r"[A-Za-z]$", last)):
-        return False
-    before = sentences[-2] if len(sentences) > 1 else ""
-    result = quantities(before.replace(",", "").rsplit("=", 1)[-1]) if "=" in before else []
-    return bool(_CONCLUSION.search(last) or (len(result) == 1 and stated == set(result)))
+    return bool(_CONCLUSION.search(last) and re.search(r"[A-Za-z]$", last) and set(quantities(last)) - givens)
 
 
 def _cut_on_given(sentences: list[str], givens: set) -> bool:
@@ -524,31 +517,16 @@ def _offers_alternatives(sentence: str) -> bool:
     )
 
 
-def _restates_question(numbered: list[str], givens: set, results: set, last: str, question: str) -> bool:
+def _restates_question(numbered: list[str], givens: set, results: set) -> bool:
     """Whether a chain only restates the question ("His grandmother gave Chris $25 ... This means
     that Chris had $279 on his birthday." when the question gave 25 and 279): two or more sentences
-    with numbers, every number a given, no equation, no concluding word; unless its ``last``
-    sentence answers with a given (:func:`_answers_with_a_given`)."""
+    with numbers, every number a given, no equation, no concluding word."""
     return (
         len(numbered) > 1
         and not results
         and all(set(quantities(s)) <= givens for s in numbered)
         and not any(_CONCLUSION.search(s) for s in numbered)
-        and not (last == numbered[-1] and _answers_with_a_given(last, question))
     )
-
-
-def _answers_with_a_given(sentence: str, question: str) -> bool:
-    """Whether ``sentence`` states one number as the asked thing (its unit names every asked word)
-    when the question gave that number only of something else: "She gave 4 to her friends. How many
-    kittens does she now have?" -> "Alyssa now has 4 kittens." is an answer that equals a given,
-    while "Tom has 9 yellow balloons." restates the question's "9 yellow balloons"."""
-    asked = asked_for(question)
-    stated = unit_quantities(sentence)
-    if len(stated) != 1 or not asked.words or not stated[0][1] or not fits(stated[0][1], sentence, asked):
-        return False
-    value = stated[0][0]
-    return not any(v == value and unit and fits(unit, question, asked) for v, unit, _ in unit_quantities(question))
 
 
 def _answer_after_check(sentences: list[str], givens: set) -> bool:
@@ -623,7 +601,7 @@ def _concluding_number(text: str, question: str = "") -> float | None:
         if spelled is None and _PLAN.search(candidates[-1]) and not concluded:
             return None
     results = {value for found in equations for value in found}
-    if not numbered or _restates_question(numbered, givens, results, candidates[-1], question):
+    if not numbered or _restates_question(numbered, givens, results):
         return None
     at = _concluding_at(candidates, numbered, givens, results)
     if _offers_alternatives(numbered[at]) or _UNKNOWN_LEFT.search(numbered[at]):

@@ -154,22 +154,21 @@ def test_issue25_fixture_agreement_per_answer_type():
     # with e19e52e's reader) 146. The fifth: numbers5 144, numbers10 (held out in the fourth, 142) 144.
     # The sixth: numbers11 (held out in the fifth, 141) 145. The seventh: numbers12 (held out in the sixth, 142) 144.
     # The eighth (fourth session of 2026-12-07): numbers13 (held out in the seventh, 139) 145; mcc_kd_pool 74.
-    # The ninth (fifth session): numbers5 145, numbers10 145, numbers11 146, numbers12 145, numbers14 (held out
-    # in the eighth, 138) 139.
+    # numbers14 (held out in the eighth, 138): opened in the fifth session for a ninth round, which was dropped.
     ((text_ok, text_total),) = agreement(_rows("answer_labels_text.jsonl")).values()
     names = ("numbers2", "numbers2b", "numbers3", "numbers4", "numbers5", "numbers6", "numbers7", "numbers8")
     names += ("numbers9", "numbers10", "numbers11", "numbers12", "numbers13", "numbers14", "mcc_kd_pool")
     counts = [agreement(_rows(f"answer_labels_{name}.jsonl"))["number"][0] for name in names]
     assert text_ok / text_total >= 0.95, f"text {text_ok}/{text_total}"
-    measured = [155, 77, 117, 148, 145, 147, 148, 143, 146, 145, 146, 145, 145, 139, 74]
+    measured = [155, 77, 117, 148, 144, 147, 148, 143, 146, 144, 145, 144, 145, 138, 74]
     assert all(c >= m for c, m in zip(counts, measured)), dict(zip(names, counts))
 
 
 def test_issue25_heldout_agreement_stays_at_its_measured_level():
     # Measured once, never tuned on (docs/data.md): free text 63/66 (0.955, the issue's target is
     # 0.95); numbers 140/150 (0.933) on the last draw (numbers15), labelled by two readers (who agree on
-    # 150/150) while the ninth round's rules were written and read after they were frozen (140 with the
-    # eighth round's too), short of the issue's 0.97 (docs/data.md lists the misses).
+    # 150/150) while a ninth round's rules were written and read after they were frozen; the eighth round's
+    # reader, kept when the ninth was dropped, reads all 150 chains alike: 140. Short of the issue's 0.97.
     ((text_ok, _),) = agreement(_rows("answer_labels_text_heldout.jsonl")).values()
     ((number_ok, _),) = agreement(_rows("answer_labels_numbers15_heldout.jsonl")).values()
     assert text_ok >= 63 and number_ok >= 140, (text_ok, number_ok)

@@ -1129,74 +1129,48 @@ def test_review_of_the_eighth_round(chain, question, want):
     _reads_number(chain, question, want)
 
 
-# Ninth round (fifth session; real zero-shot CoT chains of the opened draws numbers5 to numbers14).
+# The ninth round (fifth session) was dropped after its review: its two rules read these made-up
+# zero-shot CoT chains, each of which states no answer, as the numbers they restate. A restated
+# given is no answer even when the question wrote it without the asked unit ("35 of them", "7 more",
+# "12 left"), and a result carried into a step the chain never finishes is none either.
 @pytest.mark.parametrize(
-    "chain, question, want",
+    "chain, question",
     [
-        # a chain that restates the question still answers with a given said as the asked thing ...
         (
-            "Alyssa's cat had 8 kittens. \nAlyssa gave 4 kittens to her friends. \nAlyssa now has 4 kittens.",
-            "Alyssa 's cat had 8 kittens and 8 had spots . She gave 4 to her friends . How many kittens does she "
-            "now have ?",
-            4.0,
+            "The baker made 43 cakes.\nHe sold 35 cakes.",
+            "A baker made 43 cakes. He sold 35 of them. How many cakes does the baker have left?",
         ),  # fmt: skip
         (
-            "George had 28 socks. \nGeorge threw away 4 old ones that didn't fit. \nGeorge bought 36 new ones. "
-            "\nGeorge would have 36 socks.",
-            "George had 28 socks. If he threw away 4 old ones that didn't fit and bought 36 new ones, how many socks "
-            "would he have?",
-            36.0,
+            "Sam had 9 dimes in his bank.\nHis dad gave him 7 dimes.",
+            "Sam had 9 dimes in his bank. His dad gave him 7 more. How many dimes does Sam have now?",
         ),  # fmt: skip
         (
-            "There are 12 students and 3 adults going. \nEach van can hold 5 people. \nThat means that we need 3 "
-            "vans.",
-            "Nancy's class is going on a field trip to the zoo. If each van can hold 5 people and there are 12 "
-            "students and 3 adults going, how many vans will they need?",
-            3.0,
-        ),  # fmt: skip
-        # ... but not a given the question gave as the asked thing, nor one said without a unit
-        (
-            "Paul had 71 books. \nHe sold some in a garage sale. \nThat means he has less than 71 books now. \nHe "
-            "bought 38 new ones. \nThat means he has more than 71 books now. \nSo he bought more books than he sold.",
-            "Paul had 71 books. After selling some in a garage sale he bought 38 new ones. If he has 116 books now "
-            "How many more books did he buy than he sold?",
-            None,
-        ),  # fmt: skip
-        (
-            "His grandmother gave Chris $25 for his birthday. \n\nThis means that Chris had $25 more on his birthday. "
-            "\n\nNow Chris had $279. \n\nThis means that Chris had $279 on his birthday.",
-            "His grandmother gave Chris $25 for his birthday. Now Chris had $279. How much money did Chris have "
-            "before his birthday?",
-            None,
+            "Tim ate 5 cookies.\nHe gave 8 cookies to his sister.\nHe has 12 cookies left.",
+            "Tim had some cookies. He ate 5 of them and gave 8 to his sister. Now he has 12 left. How many cookies "
+            "did Tim have at first?",
         ),  # fmt: skip
         (
             "Tom has 9 yellow balloons. \nSara has 8 yellow balloons. \nTom has 9 yellow balloons.",
             "Tom has 9 yellow balloons. Sara has 8 yellow balloons. How many yellow balloons do they have in total ?",
-            None,
-        ),  # fmt: skip
-        # a chain cut off right after it says the result of the equation before it keeps that result ...
-        (
-            "To find the total amount of hair cut off, we need to add the two numbers together. \n\n0.375 + 0.5 = "
-            "0.875\n\nElizabeth had 0.875 inches of hair cut off",
-            "Elizabeth went to the salon and had 0.375 of an inch of hair cut off. The next day she went back and "
-            "asked for another 0.5 of an inch to be cut off. How much hair did she have cut off in all?",
-            0.875,
         ),  # fmt: skip
         (
-            "Cross multiply to solve for x. \n\n4 * 20 = 3 * x \n80 = 3x \nx = 26.667 \n\nJo would need 26.667 "
-            "yards of",
-            "Jo has been making face masks. She can make 4 small masks with 2 yards of material and 3 large masks "
-            "with 2.25 yards of material. How much material would she need to make 20 small and 8 large masks?",
-            26.667,
+            "First, we need to find the total number of pencils: 3 x 12 = 36 pencils.\nNow, we subtract the 10 "
+            "pencils he gave away from the 36 pencils to find",
+            "There are 3 boxes with 12 pencils in each box. Tom gives away 10 pencils. How many pencils does Tom "
+            "have left?",
         ),  # fmt: skip
-        # ... not when it says another number, cut off on its way
+        (
+            "Rachel bought 7 packs of gum with 15 pieces each. To find the total number of pieces, we multiply 7 by "
+            "15: 7 x 15 = 105.\nRachel had 105 pieces of gum before she chewed",
+            "Rachel bought 7 packs of gum with 15 pieces each. She chewed 23 pieces. How many pieces of gum does she "
+            "have left?",
+        ),  # fmt: skip
         (
             "0.375 + 0.5 = 0.875\n\nElizabeth had 2 haircuts in",
             "Elizabeth had 0.375 of an inch of hair cut off, then another 0.5 of an inch. How much hair did she have "
             "cut off in all?",
-            None,
         ),  # fmt: skip
     ],
 )
-def test_ninth_round(chain, question, want):
-    _reads_number(chain, question, want)
+def test_review_of_the_ninth_round(chain, question):
+    _reads_number(chain, question, None)
