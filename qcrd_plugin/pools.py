@@ -39,7 +39,8 @@ _UNREAD = object()  # a ReleasedSample's answer before its first read (None mean
 class ReleasedSample(TeacherSample):
     """A sample of a released pool whose answer is read from its rationale on first use.
 
-    A release holds all its chains (MCC-KD's SVAMP: 7,000), while a run trains on a few of them and
+    A release (or a task brought as data with its chains) holds all its chains (MCC-KD's SVAMP: 7,000),
+    while a run trains on a few of them and
     an lm-eval task only wants a gold rationale per question; reading all of them took seconds at
     each load (docs/performance.md). ``read(rationale)`` gives the answer (``Question.stated``);
     setting ``answer`` replaces it.

@@ -30,7 +30,7 @@ from .config import TaskConfig, load_yaml
 from .config import short_repr as _short
 from .errors import ConfigError, DataMissingError, UserInputError
 from .files import read_records
-from .pools import PoolEntry, TeacherSample
+from .pools import PoolEntry, ReleasedSample
 from .questions import Question, TaskData, choices_block
 from .sources import load_source
 from .synth import generate
@@ -350,7 +350,7 @@ def _split_questions(
         texts = [s for _, _, samples in group for s in samples or ()]
         questions.append((where, q))
         if texts:
-            entries.append(PoolEntry(q.id, q.question, q.answer, [TeacherSample(s, q.stated(s)) for s in texts]))
+            entries.append(PoolEntry(q.id, q.question, q.answer, [ReleasedSample(s, q.stated) for s in texts]))
         elif any(samples is not None for _, _, samples in group):
             empty.append(where)
     return questions, entries, empty
