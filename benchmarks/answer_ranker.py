@@ -96,12 +96,25 @@ def candidates(row: dict, similarity: SentenceSimilarity) -> tuple[object, list,
     values, rows = [], []
     for value, places in said.items():
         at = max((p[0] for p in places), default=last_sentence)
-        rows.append([0.0, float(_same(value, read)), *shared, len(places), last_sentence - at, at / count,
-                     float(any(p[1] for p in places)), float(any(p[2] for p in places)),
-                     float(any(p[1] and p[0] == at for p in places)), float(any(p[2] and p[0] == at for p in places)),
-                     float(any(_same(value, g) for g in givens)), float(any(_same(value, s) for s in stated)),
-                     close[at], max((close[p[0]] for p in places), default=0.0),
-                     float(bool(asked.owners & set(re.findall(r"[A-Z][a-z]+", sentences[at]))))])
+        rows.append(
+            [
+                0.0,
+                float(_same(value, read)),
+                *shared,
+                len(places),
+                last_sentence - at,
+                at / count,
+                float(any(p[1] for p in places)),
+                float(any(p[2] for p in places)),
+                float(any(p[1] and p[0] == at for p in places)),
+                float(any(p[2] and p[0] == at for p in places)),
+                float(any(_same(value, g) for g in givens)),
+                float(any(_same(value, s) for s in stated)),
+                close[at],
+                max((close[p[0]] for p in places), default=0.0),
+                float(bool(asked.owners & set(re.findall(r"[A-Z][a-z]+", sentences[at])))),
+            ]
+        )
         values.append(value)
     rows.append([1.0, 0.0, *shared] + [0.0] * (len(rows[0]) - 2 - len(shared) if rows else 12))
     return read, [*values, NONE], np.array(rows)
@@ -133,11 +146,23 @@ def main() -> None:
         table[left_out] = {"chains": len(draws[left_out]), "rules": int(rules), "ranker": int(picks)}
         totals = [totals[0] + len(draws[left_out]), totals[1] + int(rules), totals[2] + picks]
         print(f"{left_out:48s} {len(draws[left_out]):5d} rules {rules:4d} ranker {picks:4d}")
-    print(f"{'all development files, each left out once':48s} {totals[0]:5d} rules {totals[1]:4d} ranker {totals[2]:4d}")
+    every = "all development files, each left out once"
+    print(f"{every:48s} {totals[0]:5d} rules {totals[1]:4d} ranker {totals[2]:4d}")
     reachable = sum(bool(r.any()) for items in draws.values() for _, _, _, r in items)
     print(f"chains whose label is among the candidates: {reachable}/{totals[0]}")
-    RESULTS.write_text(json.dumps({"per_file": table, "chains": totals[0], "rules": totals[1],
-                                   "ranker": int(totals[2]), "label_among_candidates": reachable}, indent=1) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "per_file": table,
+                "chains": totals[0],
+                "rules": totals[1],
+                "ranker": int(totals[2]),
+                "label_among_candidates": reachable,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
