@@ -44,7 +44,10 @@ def reference_loss(
 ) -> LossOutput:
     """The QCRD loss of one batch, computed the plain way: every rationale's loss with a graph,
     then Eqs. 3, 6, 7 and 8 question by question. :meth:`QCRD.loss` is an optimisation of this
-    function: same total, components and gradient (tests/test_qcrd_loss.py holds the two equal).
+    function: same total, components and gradient (tests/test_qcrd_loss.py holds the two equal)
+    for a student without active dropout. Under dropout (a hub T5 keeps its 0.1) they differ in
+    law, not only in draws: here a set's pick and its gradient share one dropout mask, there the
+    pick is made under the no-grad pass's mask and the gradient taken under another.
 
     Arguments (N questions in the batch, R rationales in all their sets together):
 
@@ -518,8 +521,8 @@ class QCRD(Method):
 
         min/max pick one rationale per set, and the gradient of a min (max) is that of the selected
         member. So the picks are made under no_grad (length-bucketed), and only the picks are
-        decoded again with a graph: same loss value and gradient as the full computation, at a
-        fraction of the cost. Two more exact savings: a set with one member needs no pick, and a
+        decoded again with a graph: same loss value and gradient as the full computation (without
+        active dropout: see :func:`reference_loss`), at a fraction of the cost. Two more exact savings: a set with one member needs no pick, and a
         picked negative whose loss is already above delta sits on the flat side of Eq. 7's hinge
         (value 0, gradient 0), so it needs no graph either: its no-grad loss stands in.
         Both passes read the step's one encoding of the prompts (``encoded``), the no-grad pass a
