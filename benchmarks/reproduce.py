@@ -9,6 +9,8 @@ numbers (SVAMP, T5-base, single runs):
 - table5: set reductions MinMax, MaxMin, Sampling, Mean, W-mean       (reference: MinMax)
 - negatives: j = 3 / 5 / 10, a fixed generator, LLM minority only    (reference: j = 5)
 - fig4: DSS and QCRD on 25 / 50 / 75 / 100% of the training set     (reference: DSS, same size)
+- review: QCRD with batch-mean judge weights, and without student negatives that reach gold
+  (the December review's points (b) and (d); not in the paper)     (reference: QCRD)
 
 Every row gives the final label accuracy (mean ± 95% CI over seeds), the paired difference to
 its reference row (same seeds, same data) with its CI, the paired t-test's p-value Holm-corrected
@@ -129,6 +131,18 @@ EXPERIMENTS: dict[str, tuple[str, list[Cell]]] = {
                 ("j=10", QCRD + ("negatives.j_back=10",), 68.5),
                 ("Fixed", QCRD + ("negatives.generator=fixed",), 66.5),
                 ("SC (LLM minority only)", QCRD + ("negatives.source=llm",), 64.5),
+            ],
+        ),
+    ),
+    "review": (
+        "Two testable points of the December review (not in the paper)",
+        against(
+            "QCRD",
+            [
+                ("DSS", ("method.name=dss",), 65.5),
+                ("QCRD", QCRD, 69.0),
+                ("QCRD, weights / batch mean", QCRD + ("method.weight_norm=batch_mean",), None),
+                ("QCRD, correct student negatives dropped", QCRD + ("negatives.keep_correct=false",), None),
             ],
         ),
     ),

@@ -235,6 +235,13 @@ class MethodConfig:
         "negatives) are scored (docs/method.md)",
         choices=("every_step", "last_seen"),
     )
+    weight_norm: str = _opt(
+        "none",
+        "qcrd: the judge's set weights (s_pos, 1 - s_neg; Eqs. 6, 7). none (paper); batch_mean (ablation): "
+        "each side's weights are divided by their mean over the batch's questions, so the judge moves "
+        "weight between questions without shrinking the term (docs/method.md)",
+        choices=("none", "batch_mean"),
+    )
 
 
 @dataclass
@@ -268,6 +275,11 @@ class NegativesConfig:
         min=1,
     )
     max_new_tokens: int = _opt(64, "longest student negative, in tokens", min=4)
+    keep_correct: bool = _opt(
+        True,
+        "keep a student negative whose stated answer is the gold one (paper: nothing is filtered); false "
+        "(ablation) drops it, so correct samples are not pushed away",
+    )
     batch_size: int = _opt(
         640,
         "questions per generate() call when sampling negatives (larger calls amortise generate's per-token overhead)",

@@ -123,6 +123,8 @@ ADDED_KEYS = {
     "judge.encoder_learning_rate": 5e-5,
     "judge.max_tokens": 512,
     "method.selection": "every_step",
+    "method.weight_norm": "none",
+    "negatives.keep_correct": True,
 }
 
 

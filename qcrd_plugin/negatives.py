@@ -18,6 +18,7 @@ from collections import deque
 import torch
 from tqdm.auto import tqdm
 
+from .answers import answers_match, normalize_answer, stated_answer
 from .config import NegativesConfig
 from .data import TrainExample, pad
 
@@ -122,3 +123,26 @@ def _strip(tokens: list[int], config) -> list[int]:
         body = body[: body.index(config.eos_token_id)]
     body = [t for t in body if t != config.pad_token_id]
     return body + [config.eos_token_id]
+
+
+def drop_correct(examples: list[TrainExample], tokenizer) -> int:
+    """``negatives.keep_correct: false``: remove every student negative whose stated answer is the
+    gold one (read as a teacher sample is, with the question's numbers as givens), so that a
+    correct sample is not pushed away. Returns how many were removed."""
+    removed = 0
+    for ex in examples:
+        gold = normalize_answer(ex.answer_text, ex.answer_type, ex.choices)
+        question = tokenizer.decode(ex.explain_ids, skip_special_tokens=True)
+        kept = [
+            ids
+            for ids in ex.student_negatives
+            if not answers_match(
+                stated_answer(
+                    tokenizer.decode(ids, skip_special_tokens=True), ex.answer_type, ex.choices, question=question
+                ),
+                gold,
+            )
+        ]
+        removed += len(ex.student_negatives) - len(kept)
+        ex.student_negatives = kept
+    return removed

@@ -49,7 +49,7 @@ from .files import atomic_write_text, read_jsonl, write_jsonl
 from .lora import BASE_DIR, check_targets, lora_student
 from .methods import Method, build_method
 from .model_card import RUN_RECORD, best_round, model_card, run_record
-from .negatives import SnapshotRing, negative_generator, sample_negatives, upcoming_questions
+from .negatives import SnapshotRing, drop_correct, negative_generator, sample_negatives, upcoming_questions
 from .pools import PoolEntry, read_pool, write_pool
 from .pretrained import check_loadable, dequantised_copy, is_gguf
 from .questions import Question, TaskData
@@ -794,6 +794,7 @@ def start_iteration(run: Run) -> None:
                 cfg.training.seed + state.iteration,
                 run.launcher.device,
                 run.progress,
+                run.tokenizer,
             )
 
 
@@ -888,9 +889,12 @@ def refresh_negatives(
     seed: int,
     device,
     progress: bool,
+    tokenizer=None,
 ) -> None:
     """New student negatives for the questions of the ``coming`` batches, sampled by ``generator``
-    (weights; None = no student negatives yet); every other question's are dropped."""
+    (weights; None = no student negatives yet); every other question's are dropped. Under
+    ``negatives.keep_correct: false`` those that state the gold answer are dropped too (``tokenizer``
+    reads them)."""
     for ex in examples:
         ex.student_negatives = []
     if generator is not None:
@@ -907,3 +911,5 @@ def refresh_negatives(
             device,
             progress,
         )
+        if not neg.keep_correct:
+            drop_correct(upcoming_questions(coming), tokenizer)

@@ -7,11 +7,12 @@ import pytest
 import torch
 from conftest import synth_training_set
 
+from qcrd_plugin.answers import answers_match, normalize_answer, stated_answer
 from qcrd_plugin.config import RunConfig, SynthTaskConfig
 from qcrd_plugin.discriminator import QualityJudge, follow_alpha3, score
 from qcrd_plugin.methods import build_method
 from qcrd_plugin.methods.qcrd import NegativeStatistics, contrastive_loss
-from qcrd_plugin.negatives import SnapshotRing, negative_generator
+from qcrd_plugin.negatives import SnapshotRing, drop_correct, negative_generator
 from qcrd_plugin.reporting import inactive_negatives_warning
 from qcrd_plugin.students import judge_config
 from qcrd_plugin.training import refresh_negatives
@@ -64,6 +65,33 @@ def test_the_earlier_behaviour_is_an_ablation_and_the_aged_snapshot_is_exactly_j
         stamps.append(next(iter(ring.aged().values())).clone() if ring.aged() is not None else None)
     # j_back = 3: at iteration 4 the aged snapshot is iteration 1's, at iteration 5 iteration 2's
     assert stamps[:2] == [None, None] and stamps[2] is not None and not torch.equal(stamps[2], stamps[3])
+
+
+def test_student_negatives_that_state_the_gold_answer_are_dropped_only_when_asked():
+    """``negatives.keep_correct: false`` removes a student negative that reaches the gold answer
+    and keeps one that does not; the paper's default keeps both."""
+    cfg, model, tok, examples = _setup(before_j="oldest")
+
+    def reaches_gold(ex, ids) -> bool:
+        text, question = (
+            tok.decode(ids, skip_special_tokens=True),
+            tok.decode(ex.explain_ids, skip_special_tokens=True),
+        )
+        read = stated_answer(text, ex.answer_type, ex.choices, question=question)
+        return answers_match(read, normalize_answer(ex.answer_text, ex.answer_type, ex.choices))
+
+    right = next(ex for ex in examples if ex.positives and reaches_gold(ex, ex.positives[0]))
+    other = next(ex for ex in examples if ex.positives and not reaches_gold(right, ex.positives[0]))
+    right.student_negatives = [right.positives[0], other.positives[0]]
+    assert drop_correct([right], tok) == 1 and right.student_negatives == [other.positives[0]]
+    assert RunConfig().negatives.keep_correct  # the paper filters nothing
+    # Through the loop's refresh: the untrained initial model samples; what is kept never reaches gold.
+    cfg.negatives.keep_correct = False
+    ring = SnapshotRing(cfg.negatives.j_back)
+    ring.take(model)
+    refresh_negatives(cfg, model, negative_generator(ring, cfg.negatives), examples, [examples], 0, "cpu", False, tok)
+    assert not any(reaches_gold(ex, ids) for ex in examples for ids in ex.student_negatives)
+    assert sum(len(ex.student_negatives) for ex in examples) > 0
 
 
 def test_lr_follows_alpha3_scales_the_judges_step():

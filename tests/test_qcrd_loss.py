@@ -195,11 +195,27 @@ def random_delta(model, batch, negatives, rng: random.Random) -> float:
 def test_fast_path_equals_reference_loss(tiny_setup, reduction, judging, source):
     """QCRD.loss, the optimised path, gives reference_loss's total, components and gradients
     (student and judge) on several random batches."""
+    assert_fast_path_equals_reference(tiny_setup, reduction, judging, source)
+
+
+@pytest.mark.parametrize("reduction", ["minmax", "maxmin", "mean", "sampling"])
+def test_fast_path_equals_reference_loss_with_batch_mean_weights(tiny_setup, reduction):
+    """The ``method.weight_norm=batch_mean`` ablation is the same in both paths, and its logged
+    set weights average exactly 1 over the batch: the judge moves weight, it does not shrink it."""
+    fast, paper = assert_fast_path_equals_reference(tiny_setup, reduction, "weights", "union", "batch_mean")
+    assert fast.components["w_pos"] == pytest.approx(1.0) and fast.components["w_neg"] == pytest.approx(1.0)
+    assert paper.components["w_pos"] != pytest.approx(1.0)  # the paper's weights: the judge's scores
+
+
+def assert_fast_path_equals_reference(tiny_setup, reduction, judging, source, weight_norm="none"):
+    """Assert QCRD.loss equals reference_loss on one random batch of this setting; returns the fast
+    path's output and, for comparison, the fast path's output under the paper's weights."""
     base_cfg, model, tok, examples = tiny_setup
-    rng = random.Random(f"{reduction}-{judging}-{source}")
+    rng = random.Random(f"{reduction}-{judging}-{source}" + ("" if weight_norm == "none" else weight_norm))
     for _ in range(1):  # one random batch per setting: 30 settings keep the suite's time in bounds
         cfg = copy.deepcopy(base_cfg)
         cfg.method.set_reduction, cfg.negatives.source, cfg.method.alpha3 = reduction, source, 0.3
+        cfg.method.weight_norm = weight_norm
         cfg.judge.enabled, cfg.judge.online_every = judging != "none", 1 if judging == "online" else 0
         torch.manual_seed(rng.randrange(2**31))
         judge = QualityJudge(model.config, 1) if judging != "none" else None
@@ -239,6 +255,9 @@ def test_fast_path_equals_reference_loss(tiny_setup, reduction, judging, source)
             assert fast.components[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
         for a, b in zip(fast_grad, ref_grad):
             assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+        cfg.method.weight_norm = "none"
+        paper = QCRD(cfg, model, tok, "cpu", judge=judge).loss(batch)
+    return fast, paper
 
 
 def test_last_seen_selection_is_off_by_default_and_picks_by_the_remembered_losses(tiny_setup):

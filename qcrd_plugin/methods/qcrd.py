@@ -83,29 +83,36 @@ def reference_loss(
         neg_pick = _uniform_picks([len(neg) for neg in negatives], generator)
     # Under maxmin the positive side takes the max and the negative side the min; otherwise min and max.
     pos_max, neg_max = m.set_reduction == "maxmin", m.set_reduction != "maxmin"
-    terms, parts = [], {"l_pos": [], "w_pos": [], "hinge_neg": [], "w_neg": []}
+    pos_sets, neg_sets = {}, {}  # question i -> (its set's reduced loss, its set's weight)
     stop = 0
     for i, ex in enumerate(batch):
         pos = slice(stop, stop + len(ex.positives))  # S_pos^i within `losses` and the weights
         neg = slice(pos.stop, pos.stop + len(negatives[i]))  # S_neg^i
         stop = neg.stop
-        positive_term = negative_term = losses.new_zeros(())  # an empty set adds no term
-        if ex.positives:
-            l_pos, w_pos = _reduce_one_set(
+        if ex.positives:  # min_{r in S_pos} l(f(x), r) and s_pos  (Eq. 6; min under minmax)
+            pos_sets[i] = _reduce_one_set(
                 losses[pos], pos_weight[pos], losses[pos], m.set_reduction, pos_max, pos_pick[i]
             )
-            # l(f(x), S_pos) = s_pos * min_{r in S_pos} l(f(x), r)  (Eq. 6; min under minmax)
-            positive_term = w_pos * l_pos
-            parts["l_pos"].append(l_pos)
-            parts["w_pos"].append(w_pos)
         if negatives[i]:
             hinged = torch.clamp(losses[neg] - m.delta, max=0.0)  # min(l(f(x), r) - delta, 0) on each negative (Eq. 7)
-            h_neg, w_neg = _reduce_one_set(hinged, neg_weight[neg], losses[neg], m.set_reduction, neg_max, neg_pick[i])
-            # l(f(x), S_neg) = (1 - s_neg) * max_{r in S_neg} min(l(f(x), r) - delta, 0)  (Eq. 7; max under minmax)
-            negative_term = w_neg * h_neg
-            parts["hinge_neg"].append(h_neg)
-            parts["w_neg"].append(w_neg)
+            # max_{r in S_neg} min(l(f(x), r) - delta, 0) and 1 - s_neg  (Eq. 7; max under minmax)
+            neg_sets[i] = _reduce_one_set(hinged, neg_weight[neg], losses[neg], m.set_reduction, neg_max, neg_pick[i])
+    if m.weight_norm == "batch_mean":  # ablation: each side's weights over their mean in the batch
+        pos_sets, neg_sets = _over_batch_mean(pos_sets), _over_batch_mean(neg_sets)
+    terms = []
+    for i in range(len(batch)):
+        positive_term = negative_term = losses.new_zeros(())  # an empty set adds no term
+        if i in pos_sets:
+            positive_term = pos_sets[i][1] * pos_sets[i][0]  # l(f(x), S_pos) = s_pos * min l  (Eq. 6)
+        if i in neg_sets:
+            negative_term = neg_sets[i][1] * neg_sets[i][0]  # l(f(x), S_neg) = (1 - s_neg) * max min(l - delta, 0)
         terms.append(positive_term - m.beta * negative_term)  # question i's summand of Eq. 3
+    parts = {
+        "l_pos": [v for v, _ in pos_sets.values()],
+        "w_pos": [w for _, w in pos_sets.values()],
+        "hinge_neg": [v for v, _ in neg_sets.values()],
+        "w_neg": [w for _, w in neg_sets.values()],
+    }
     l_cl = torch.stack(terms).mean()  # L_cl = 1/N sum_i [ l(f(x_i), S_pos^i) - beta * l(f(x_i), S_neg^i) ]  (Eq. 3)
     total = m.alpha1 * l_pred + m.alpha2 * l_cl + alpha3 * l_d  # L_total = a1 L_pred + a2 L_cl + a3 L_D  (Eq. 8)
     components = {"loss": total.item(), "l_pred": l_pred.item(), "l_cl": l_cl.item()}
@@ -136,6 +143,15 @@ def _reduce_one_set(
         raise ValueError(f"unknown set reduction {how!r}")
     j = losses.argmax() if pick_max else losses.argmin()
     return values[j], weights[j]
+
+
+def _over_batch_mean(sets: dict) -> dict:
+    """``method.weight_norm=batch_mean``: each question's (value, weight) with the weight divided by
+    the mean weight of the batch's sets (a batch whose weights are all 0 keeps them)."""
+    if not sets:
+        return sets
+    mean = torch.stack([w for _, w in sets.values()]).mean()
+    return {i: (v, w / mean if mean > 0 else w) for i, (v, w) in sets.items()}
 
 
 def _judge_weights(cfg, judge, tokenizer, batch, rationales, owner, is_pos, update_judge: bool, device) -> tuple:
@@ -233,6 +249,7 @@ def contrastive_loss(
     reduction: str = "minmax",
     generator: torch.Generator | None = None,
     neg_from_student: torch.Tensor | None = None,
+    weight_norm: str = "none",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_cl (Eqs. 3, 6, 7) for a batch of ``n_questions`` questions.
 
@@ -241,6 +258,8 @@ def contrastive_loss(
     weight is 1). Scores are detached here whatever the caller passes, so no gradient reaches the
     judge through the weights. A question with an empty positive (negative) set contributes no
     positive (negative) term. ``neg_from_student`` [negatives] marks student negatives (else LLM).
+    ``weight_norm``: ``batch_mean`` divides each side's set weights by their mean over the
+    questions that have the set (``method.weight_norm``, an ablation); ``none`` is the paper's.
 
     Returns (L_cl, parts). ``parts`` holds round-mean values (``l_pos``, ``hinge_neg``, ``w_pos``,
     ``w_neg``) and counts the round sums up (:data:`NEGATIVE_COUNTS`), each with one meaning
@@ -262,6 +281,8 @@ def contrastive_loss(
     pos_w_matrix, _ = as_matrix(pos_w, pos_group, n_questions, 0.0)
     l_pos, w_pos, _ = reduce_set(pos_matrix, pos_mask, pos_w_matrix, reduction, pos_pick_max, generator)
     has_pos = pos_mask.any(1)
+    if weight_norm == "batch_mean":
+        w_pos = _over_present_mean(w_pos, has_pos)
     positive_term = torch.where(has_pos, w_pos * l_pos, torch.zeros_like(l_pos))
 
     # The hinge min(l - delta, 0) on each negative: pushed until its loss reaches delta, then free.
@@ -270,6 +291,8 @@ def contrastive_loss(
     neg_w_matrix, _ = as_matrix(neg_w, neg_group, n_questions, 0.0)
     h_neg, w_neg, used = reduce_set(neg_matrix, neg_mask, neg_w_matrix, reduction, neg_pick_max, generator)
     has_neg = neg_mask.any(1)
+    if weight_norm == "batch_mean":
+        w_neg = _over_present_mean(w_neg, has_neg)
     negative_term = torch.where(has_neg, w_neg * h_neg, torch.zeros_like(h_neg))
 
     loss = (positive_term - beta * negative_term).mean()
@@ -292,6 +315,12 @@ def contrastive_loss(
         "neg_term_abs": float(beta * negative_term.detach().abs().sum()),
     }
     return loss, parts
+
+
+def _over_present_mean(weights: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """``weights`` [questions] over their mean where ``present`` (:func:`_over_batch_mean`'s rule)."""
+    mean = weights[present].mean() if present.any() else weights.new_zeros(())
+    return weights / mean if mean > 0 else weights
 
 
 # Parts of contrastive_loss that are counts: a round sums them (NegativeStatistics), never averages.
@@ -488,6 +517,7 @@ class QCRD(Method):
             cfg.method.set_reduction,
             self.generator,
             is_student[~is_pos],
+            cfg.method.weight_norm,
         )
         self.negative_stats.add(parts, negative_losses, negative_sources)
         m = cfg.method
@@ -522,9 +552,10 @@ class QCRD(Method):
         min/max pick one rationale per set, and the gradient of a min (max) is that of the selected
         member. So the picks are made under no_grad (length-bucketed), and only the picks are
         decoded again with a graph: same loss value and gradient as the full computation (without
-        active dropout: see :func:`reference_loss`), at a fraction of the cost. Two more exact savings: a set with one member needs no pick, and a
-        picked negative whose loss is already above delta sits on the flat side of Eq. 7's hinge
-        (value 0, gradient 0), so it needs no graph either: its no-grad loss stands in.
+        active dropout: see :func:`reference_loss`), at a fraction of the cost. Two more exact
+        savings: a set with one member needs no pick, and a picked negative whose loss is already
+        above delta sits on the flat side of Eq. 7's hinge (value 0, gradient 0), so it needs no
+        graph either: its no-grad loss stands in.
         Both passes read the step's one encoding of the prompts (``encoded``), the no-grad pass a
         detached view of it; the picks are decoded together with the labels (L_pred), in one
         decoder call where the student allows it (``label_and_rationale_losses``).
