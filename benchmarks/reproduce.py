@@ -11,6 +11,7 @@ numbers (SVAMP, T5-base, single runs):
 - fig4: DSS and QCRD on 25 / 50 / 75 / 100% of the training set     (reference: DSS, same size)
 - review: QCRD with batch-mean judge weights, and without student negatives that reach gold
   (the December review's points (b) and (d); not in the paper)     (reference: QCRD)
+- review_confirm: QCRD and its batch-mean weights alone, for fresh seeds (--first-seed 5)
 
 Every row gives the final label accuracy (mean ± 95% CI over seeds), the paired difference to
 its reference row (same seeds, same data) with its CI, the paired t-test's p-value Holm-corrected
@@ -146,6 +147,13 @@ EXPERIMENTS: dict[str, tuple[str, list[Cell]]] = {
             ],
         ),
     ),
+    "review_confirm": (
+        "Batch-mean judge weights on fresh seeds (run with --first-seed 5)",
+        against(
+            "QCRD",
+            [("QCRD", QCRD, 69.0), ("QCRD, weights / batch mean", QCRD + ("method.weight_norm=batch_mean",), None)],
+        ),
+    ),
     "fig4": (
         "Fig. 4: training-set size",
         [
@@ -249,13 +257,13 @@ def markdown(title: str, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_experiment(name: str, seeds: int, common: list[str], runs_dir: Path, out: Path) -> list[dict]:
+def run_experiment(name: str, seeds: range, common: list[str], runs_dir: Path, out: Path) -> list[dict]:
     """Train (or reuse) every run of one table, then its rows and its plot ``<out>/<name>.png``."""
     title, cells = EXPERIMENTS[name]
     print(title, flush=True)
     runs = {
         cell.label: [
-            read_run(run_cell(cell, seed, common, runs_dir, lambda m: print(m, flush=True))) for seed in range(seeds)
+            read_run(run_cell(cell, seed, common, runs_dir, lambda m: print(m, flush=True))) for seed in seeds
         ]
         for cell in cells
     }
@@ -282,7 +290,13 @@ def main() -> None:
     parser.add_argument(
         "--experiments", default=",".join(EXPERIMENTS), help=f"comma-separated, among {', '.join(EXPERIMENTS)}"
     )
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per cell (0..N-1; default 5)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds are FIRST..FIRST+N-1 (default 0); fresh seeds test a finding on runs it was not read from",
+    )
     parser.add_argument(
         "--noise",
         type=float,
@@ -309,11 +323,13 @@ def main() -> None:
     args = parser.parse_args()
     chosen = [e.strip() for e in args.experiments.split(",") if e.strip()]
     unknown = [e for e in chosen if e not in EXPERIMENTS]
-    if unknown or args.seeds < 1:
+    if unknown or args.seeds < 1 or args.first_seed < 0:
         parser.error(
             f"--experiments: unknown {', '.join(unknown)} (known: {', '.join(EXPERIMENTS)})"
             if unknown
             else "--seeds: at least 1"
+            if args.seeds < 1
+            else "--first-seed: at least 0"
         )
     common = [f"teacher.step_error_rate={args.noise}", *args.override]
     out, runs_dir = Path(args.out), Path(args.runs_dir)
@@ -323,12 +339,13 @@ def main() -> None:
         "command": "python benchmarks/reproduce.py " + " ".join(sys.argv[1:]),
         "noise": args.noise,
         "seeds": args.seeds,
+        "first_seed": args.first_seed,
         "overrides": args.override,
         "tables": {},
     }
     sections = []
     for name in chosen:
-        rows = run_experiment(name, args.seeds, common, runs_dir, out)
+        rows = run_experiment(name, range(args.first_seed, args.first_seed + args.seeds), common, runs_dir, out)
         report["tables"][name] = {"title": EXPERIMENTS[name][0], "rows": rows}
         sections.append(markdown(EXPERIMENTS[name][0], rows) + f"\n![{EXPERIMENTS[name][0]}]({name}.png)\n")
     report["wall_s"] = round(time.perf_counter() - started, 1)
