@@ -55,8 +55,8 @@ class SentenceSimilarity:
 
         folder = shipped_path("minilm-l6", "benchmark")
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(folder, trust_remote_code=False).eval()
         self.cache: dict[str, np.ndarray] = {}
 
     def _embed(self, texts: list[str]) -> None:

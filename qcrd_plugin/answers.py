@@ -744,12 +744,12 @@ def _clean_text(value: str, case_fold: bool) -> str | None:
     belong to the answer stay ("C++", "-3/4", ".NET")."""
     value = (value or "").lower() if case_fold else value or ""
     previous = None
-    while value != previous:  # "a. ." -> "a": trailing dots and spaces in any order (idempotent)
+    while value != previous:  # "a. ." -> "a", "(:)" -> "": every end in any order (idempotent)
         previous = value
         value = _strip_ends(value, _MARKUP + ",;:!?")
         value = value[:-1] if len(value) > 1 and value.endswith(".") else value
-    if len(value) > 1 and value[0] + value[-1] in ("()", "[]", "{}") and value.count(value[0]) == 1:
-        value = value[1:-1].strip()
+        if len(value) > 1 and value[0] + value[-1] in ("()", "[]", "{}") and value.count(value[0]) == 1:
+            value = value[1:-1].strip()
     if len(value) < 200 and _SPACED_LETTERS.match(value):
         value = re.sub(r"[\s,\-–]+|\band\b", "", value)
     return " ".join(value.split()) or None

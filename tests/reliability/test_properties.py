@@ -202,6 +202,8 @@ def test_normalize_answer_is_canonical_and_idempotent(raw, answer_type, choices)
 @example("The answer is " + "9" * 400, "number", None, False)
 @example("Tom had " + "9" * 400 + " apples", "number", None, False)
 @example("The answer is (" * 50, "number", None, True)
+@example("(:)", "text", None, False)  # found by hypothesis in CI: brackets around punctuation alone
+@example("So we get: [(abc)]", "text", None, False)
 def test_stated_and_predicted_answers_never_raise_and_round_trip(text, answer_type, choices, require_phrase):
     for value in (
         stated_answer(text, answer_type, choices, require_phrase=require_phrase),
