@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from qcrd_plugin import training  # noqa: E402
-from qcrd_plugin.answers import answers_match, normalize_answer, stated_answer  # noqa: E402
+from qcrd_plugin.answers import answers_match, normalize_answer  # noqa: E402
 from qcrd_plugin.config import load_config  # noqa: E402
+from qcrd_plugin.negatives import negative_answer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "student_negative_answers.json"
 
@@ -46,8 +47,7 @@ def watch(seen: dict) -> None:
         for ex in examples:
             gold = normalize_answer(ex.answer_text, ex.answer_type, ex.choices)
             for ids in ex.student_negatives:
-                text = seen["tokenizer"].decode(ids, skip_special_tokens=True)
-                read = stated_answer(text, ex.answer_type, ex.choices)
+                read = negative_answer(ex, ids, seen["tokenizer"])  # as negatives.keep_correct=false reads them
                 counts["negatives"] += 1
                 counts["answered"] += read is not None
                 counts["gold"] += read is not None and answers_match(read, gold)

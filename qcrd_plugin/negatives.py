@@ -125,24 +125,23 @@ def _strip(tokens: list[int], config) -> list[int]:
     return body + [config.eos_token_id]
 
 
+def negative_answer(ex: TrainExample, ids: list[int], tokenizer) -> float | str | None:
+    """The answer a student negative ``ids`` states, read as a teacher sample is (the question's
+    numbers are givens, not answers)."""
+    question = tokenizer.decode(ex.explain_ids, skip_special_tokens=True)
+    return stated_answer(
+        tokenizer.decode(ids, skip_special_tokens=True), ex.answer_type, ex.choices, question=question
+    )
+
+
 def drop_correct(examples: list[TrainExample], tokenizer) -> int:
-    """``negatives.keep_correct: false``: remove every student negative whose stated answer is the
-    gold one (read as a teacher sample is, with the question's numbers as givens), so that a
-    correct sample is not pushed away. Returns how many were removed."""
+    """``negatives.keep_correct: false``: remove every student negative whose stated answer
+    (:func:`negative_answer`) is the gold one, so that a correct sample is not pushed away.
+    Returns how many were removed."""
     removed = 0
     for ex in examples:
         gold = normalize_answer(ex.answer_text, ex.answer_type, ex.choices)
-        question = tokenizer.decode(ex.explain_ids, skip_special_tokens=True)
-        kept = [
-            ids
-            for ids in ex.student_negatives
-            if not answers_match(
-                stated_answer(
-                    tokenizer.decode(ids, skip_special_tokens=True), ex.answer_type, ex.choices, question=question
-                ),
-                gold,
-            )
-        ]
+        kept = [ids for ids in ex.student_negatives if not answers_match(negative_answer(ex, ids, tokenizer), gold)]
         removed += len(ex.student_negatives) - len(kept)
         ex.student_negatives = kept
     return removed

@@ -889,7 +889,7 @@ def refresh_negatives(
     seed: int,
     device,
     progress: bool,
-    tokenizer=None,
+    tokenizer,
 ) -> None:
     """New student negatives for the questions of the ``coming`` batches, sampled by ``generator``
     (weights; None = no student negatives yet); every other question's are dropped. Under

@@ -39,7 +39,7 @@ def test_before_j_snapshots_exist_the_llm_minority_alone_makes_the_negative_term
     ring = SnapshotRing(cfg.negatives.j_back)
     ring.take(model)  # iteration 1: one snapshot, none j_back = 3 iterations old yet
     assert ring.aged() is None and negative_generator(ring, cfg.negatives) is None
-    refresh_negatives(cfg, model, negative_generator(ring, cfg.negatives), examples, [examples], 0, "cpu", False)
+    refresh_negatives(cfg, model, negative_generator(ring, cfg.negatives), examples, [examples], 0, "cpu", False, tok)
     assert not any(ex.student_negatives for ex in examples)
     assert any(ex.llm_negatives for ex in examples)
     method = build_method(cfg, model, tok, "cpu")
@@ -55,7 +55,9 @@ def test_the_earlier_behaviour_is_an_ablation_and_the_aged_snapshot_is_exactly_j
     ring = SnapshotRing(cfg.negatives.j_back)
     ring.take(model)
     assert negative_generator(ring, cfg.negatives) is ring.oldest()  # the initial model samples
-    refresh_negatives(cfg, model, negative_generator(ring, cfg.negatives), examples, [examples[:5]], 0, "cpu", False)
+    refresh_negatives(
+        cfg, model, negative_generator(ring, cfg.negatives), examples, [examples[:5]], 0, "cpu", False, tok
+    )
     assert all(ex.student_negatives for ex in examples[:5]) and not any(ex.student_negatives for ex in examples[5:])
     stamps = []
     for i in range(1, 5):  # iterations 2..5
